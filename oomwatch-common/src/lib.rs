@@ -1,0 +1,200 @@
+//! Types shared by the eBPF programs (`oomwatch-ebpf`) and the agent (`oomwatch`).
+//!
+//! Every layout that crosses the kernel/user boundary is written once, here:
+//! `#[repr(C)]`, fixed-width integers, explicit padding, and its size asserted at
+//! compile time on both sides. With the `user` feature each type is
+//! [`aya::Pod`], so the agent can read it from a map or write it as a global.
+#![no_std]
+
+/// Offset value meaning "this field does not exist on the running kernel".
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
+/// Length of a task's `comm` (`TASK_COMM_LEN` in `include/linux/sched.h`).
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Where each field sits inside the `oom:mark_victim` tracepoint record.
+///
+/// The record layout depends on the kernel: up to 6.8 mainline it carries only
+/// `pid`; the "mm: update mark_victim tracepoints fields" change added comm,
+/// the rss counters, uid, pgtables and oom_score_adj (backported to stable 6.1).
+/// The agent fills this from tracefs' `events/oom/mark_victim/format` before
+/// loading, so one eBPF object serves every layout. Missing fields hold
+/// [`FIELD_ABSENT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkVictimLayout {
+    pub pid: u32,
+    /// `__data_loc char[] comm`: a u32 whose low 16 bits are the offset of the
+    /// string inside the record.
+    pub comm: u32,
+    pub total_vm: u32,
+    pub anon_rss: u32,
+    pub file_rss: u32,
+    pub shmem_rss: u32,
+    pub uid: u32,
+    pub pgtables: u32,
+    pub oom_score_adj: u32,
+    pub _pad: u32,
+}
+
+impl MarkVictimLayout {
+    /// A layout where every field is absent (the eBPF side then reports nothing
+    /// but the fact that a victim was marked).
+    pub const ABSENT: Self = Self {
+        pid: FIELD_ABSENT,
+        comm: FIELD_ABSENT,
+        total_vm: FIELD_ABSENT,
+        anon_rss: FIELD_ABSENT,
+        file_rss: FIELD_ABSENT,
+        shmem_rss: FIELD_ABSENT,
+        uid: FIELD_ABSENT,
+        pgtables: FIELD_ABSENT,
+        oom_score_adj: FIELD_ABSENT,
+        _pad: 0,
+    };
+}
+
+/// Byte offsets inside kernel structures that the `tp_btf/mark_victim` program
+/// follows from the victim's `task_struct` to its memory cgroup:
+/// `task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id`.
+///
+/// Rust eBPF has no CO-RE relocations, so the agent resolves these from the
+/// running kernel's BTF (`/sys/kernel/btf/vmlinux`) and writes them as a global
+/// before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskLayout {
+    /// `task_struct.pid`
+    pub task_pid: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.cgroups` (a `struct css_set __rcu *`)
+    pub task_cgroups: u32,
+    /// `css_set.subsys[memory_cgrp_id]`: the member offset plus
+    /// `memory_cgrp_id * sizeof(void *)`.
+    pub css_set_memory_subsys: u32,
+    /// `cgroup_subsys_state.cgroup`
+    pub css_cgroup: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (a u64 since 5.5: the cgroup id, equal to the inode
+    /// number of the cgroup's directory).
+    pub kernfs_node_id: u32,
+    /// Non-zero once the agent filled this in.
+    pub valid: u32,
+}
+
+impl TaskLayout {
+    pub const INVALID: Self = Self {
+        task_pid: 0,
+        task_tgid: 0,
+        task_cgroups: 0,
+        css_set_memory_subsys: 0,
+        css_cgroup: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        valid: 0,
+    };
+}
+
+/// What the `tp_btf/mark_victim` program learns from the victim's task, kept in
+/// the `VICTIM_TASKS` LRU map under the victim's pid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VictimTask {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The memory cgroup's id (kernfs node id) in whichever hierarchy the
+    /// memory controller is mounted on (v1 or v2); 0 if unknown.
+    pub memcg_id: u64,
+}
+
+/// Bits of [`VictimEvent::present`]: which fields the running kernel gave us.
+pub mod present {
+    pub const PID: u32 = 1 << 0;
+    pub const COMM: u32 = 1 << 1;
+    pub const TOTAL_VM: u32 = 1 << 2;
+    pub const ANON_RSS: u32 = 1 << 3;
+    pub const FILE_RSS: u32 = 1 << 4;
+    pub const SHMEM_RSS: u32 = 1 << 5;
+    pub const UID: u32 = 1 << 6;
+    pub const PGTABLES: u32 = 1 << 7;
+    pub const OOM_SCORE_ADJ: u32 = 1 << 8;
+    /// `tgid` and `memcg_id` came from the victim's task (tp_btf program).
+    pub const TASK: u32 = 1 << 9;
+}
+
+/// Kinds of record on the `EVENTS` ring buffer. Discriminants are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A [`VictimEvent`] from `oom:mark_victim`.
+    MarkVictim = 1,
+}
+
+/// One OOM victim, as the kernel marked it (`oom:mark_victim`).
+///
+/// Sizes are in kB, as the tracepoint and the kernel's "Killed process" line
+/// report them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VictimEvent {
+    /// [`EventKind::MarkVictim`].
+    pub kind: u32,
+    /// Which fields are valid: bits from [`present`].
+    pub present: u32,
+    /// `task->pid` of the victim (a thread id; equal to `tgid` for a
+    /// single-threaded process).
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub oom_score_adj: i16,
+    pub _pad: u16,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+    /// See [`VictimTask::memcg_id`].
+    pub memcg_id: u64,
+    /// `bpf_ktime_get_boot_ns()` when the event was written.
+    pub boot_ns: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+impl VictimEvent {
+    pub const ZERO: Self = Self {
+        kind: EventKind::MarkVictim as u32,
+        present: 0,
+        pid: 0,
+        tgid: 0,
+        uid: 0,
+        oom_score_adj: 0,
+        _pad: 0,
+        total_vm_kb: 0,
+        anon_rss_kb: 0,
+        file_rss_kb: 0,
+        shmem_rss_kb: 0,
+        pgtables_kb: 0,
+        memcg_id: 0,
+        boot_ns: 0,
+        comm: [0; TASK_COMM_LEN],
+    };
+}
+
+// Layouts are ABI between two separately compiled objects: pin them.
+const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
+const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
+const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
+const _: () = assert!(core::mem::size_of::<VictimEvent>() == 96);
+const _: () = assert!(core::mem::align_of::<VictimEvent>() == 8);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all four are #[repr(C)], made only of integers and integer arrays,
+    // with explicit padding, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::MarkVictimLayout {}
+    unsafe impl aya::Pod for super::TaskLayout {}
+    unsafe impl aya::Pod for super::VictimTask {}
+    unsafe impl aya::Pod for super::VictimEvent {}
+}

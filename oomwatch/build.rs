@@ -1,0 +1,61 @@
+//! Builds `oomwatch-ebpf` for bpfel-unknown-none through aya-build and leaves the
+//! object at `$OUT_DIR/oomwatch`, where `src/ebpf.rs` embeds it.
+//!
+//! Without `bpf-linker` on PATH (a machine where `cargo xtask setup` never ran)
+//! an empty object is written instead, so `cargo build` and `cargo test` still
+//! work; the agent then says at start-up that it was built without its eBPF
+//! programs.
+use std::{env, fs, path::PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    println!("cargo::rerun-if-env-changed=OOMWATCH_EBPF_TOOLCHAIN");
+    println!("cargo::rerun-if-env-changed=PATH");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
+    let object = out_dir.join("oomwatch");
+
+    let have_linker = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).any(|d| d.join("bpf-linker").is_file()))
+        .unwrap_or(false);
+    if !have_linker || env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {
+        println!(
+            "cargo::warning=building oomwatch WITHOUT its eBPF programs (bpf-linker not on PATH \
+             or AYA_BUILD_SKIP=1); run `cargo xtask setup` for a working agent"
+        );
+        if !object.exists() {
+            fs::write(&object, b"").context("write stub eBPF object")?;
+        }
+        println!("cargo::rustc-env=OOMWATCH_EBPF_STUB=1");
+        return Ok(());
+    }
+
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = metadata
+        .packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "oomwatch-ebpf")
+        .ok_or_else(|| anyhow!("oomwatch-ebpf package not found"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("oomwatch-ebpf manifest has no parent"))?;
+    let package = Package {
+        name: ebpf.name.as_str(),
+        root_dir: root_dir.as_str(),
+        ..Default::default()
+    };
+    // Debian's rustc-web (linked by `cargo xtask setup` as the rustup toolchain
+    // "debian") ships a prebuilt `core` for bpfel-unknown-none; the rustup
+    // nightly on these machines has no rust-src. See ../shared/toolchain.md.
+    let name = env::var("OOMWATCH_EBPF_TOOLCHAIN").unwrap_or_default();
+    let toolchain = match name.as_str() {
+        "" | "nightly" => Toolchain::Nightly,
+        other => Toolchain::Custom(Box::leak(other.to_owned().into_boxed_str())),
+    };
+    aya_build::build_ebpf([package], toolchain)
+}

@@ -1,0 +1,277 @@
+//! `oomwatch check`: what the running kernel and this process offer oomwatch.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::{
+    btf::{Btf, VMLINUX_BTF},
+    cgroup::{self, Hierarchy},
+    ebpf,
+    privilege::Privileges,
+    tracefs,
+};
+
+/// One capability of the system, with what was found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub available: bool,
+    pub detail: String,
+}
+
+impl Item {
+    fn yes(detail: impl Into<String>) -> Self {
+        Self {
+            available: true,
+            detail: detail.into(),
+        }
+    }
+    fn no(detail: impl Into<String>) -> Self {
+        Self {
+            available: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tracepoint {
+    pub name: String,
+    pub required: bool,
+    pub purpose: &'static str,
+    pub available: bool,
+    pub detail: String,
+}
+
+/// Everything `oomwatch check` reports; `--json` prints it as is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub arch: &'static str,
+    pub ebpf_object: Item,
+    pub btf: Item,
+    pub tracefs: Item,
+    pub tracepoints: Vec<Tracepoint>,
+    /// `tp_btf/mark_victim` with the victim's `task_struct` (memcg of the victim).
+    pub tp_btf_mark_victim: Item,
+    pub fentry: Item,
+    pub fexit: Item,
+    pub kprobes: Item,
+    pub cgroup_hierarchies: Vec<Hierarchy>,
+    pub memory_controller: Item,
+    pub privileges: Privileges,
+    /// Whether `oomwatch run` can start here.
+    pub can_run: bool,
+    pub problems: Vec<String>,
+}
+
+/// The tracepoints oomwatch attaches to: (category, name, required, purpose).
+pub const TRACEPOINTS: &[(&str, &str, bool, &str)] =
+    &[("oom", "mark_victim", true, "each OOM victim, with the kernel's own numbers")];
+
+pub fn run() -> Report {
+    let privileges = Privileges::current();
+    let mut problems = Vec::new();
+
+    let ebpf_object = if ebpf::object_embedded() {
+        Item::yes("embedded")
+    } else {
+        problems.push(ebpf::LoadError::NoObject.to_string());
+        Item::no("built without eBPF programs (bpf-linker missing at build time)")
+    };
+
+    let btf_parsed = Btf::from_sys_fs();
+    let btf = match &btf_parsed {
+        Ok(_) => Item::yes(VMLINUX_BTF),
+        Err(e) => Item::no(format!("{e} (needs CONFIG_DEBUG_INFO_BTF=y)")),
+    };
+
+    let tracefs_root = if privileges.euid == 0 {
+        tracefs::find_or_mount().ok()
+    } else {
+        tracefs::find()
+    };
+    let tracefs_item = match &tracefs_root {
+        Some(p) => Item::yes(p.display().to_string()),
+        None => {
+            problems.push(
+                "tracefs is not mounted: `mount -t tracefs tracefs /sys/kernel/tracing` (oomwatch \
+                 run does this itself as root)"
+                    .into(),
+            );
+            Item::no("not mounted at /sys/kernel/tracing or /sys/kernel/debug/tracing")
+        }
+    };
+
+    let mut tracepoints = Vec::new();
+    for &(category, name, required, purpose) in TRACEPOINTS {
+        let (available, detail) = match &tracefs_root {
+            None => (false, "tracefs not mounted".to_owned()),
+            Some(root) => match tracefs::event_dir(root, category, name) {
+                Ok(dir) => (true, describe_event(&dir, category, name)),
+                Err(e) => (false, e.to_string()),
+            },
+        };
+        if required && !available {
+            problems.push(format!("required tracepoint {category}:{name} is missing: {detail}"));
+        }
+        tracepoints.push(Tracepoint {
+            name: format!("{category}:{name}"),
+            required,
+            purpose,
+            available,
+            detail,
+        });
+    }
+
+    let tp_btf_mark_victim = match &btf_parsed {
+        Err(_) => Item::no("no BTF"),
+        Ok(b) => match (b.tracepoint_arg_is_pointer("mark_victim", 0), ebpf::task_layout(b)) {
+            (Some(true), Ok(_)) => Item::yes("task_struct argument; memcg offsets resolved"),
+            (Some(true), Err(e)) => Item::no(format!("offsets: {e}")),
+            (Some(false), _) => Item::no("mark_victim passes a pid, not the task (kernel before the 6.9-era change)"),
+            (None, _) => Item::no("no btf_trace_mark_victim in BTF"),
+        },
+    };
+
+    let (fentry, fexit) = probe_fentry_fexit(&privileges, btf_parsed.as_ref().ok());
+
+    let kprobes = if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        Item::yes("kprobe PMU present")
+    } else {
+        Item::no("no kprobe PMU (/sys/bus/event_source/devices/kprobe; CONFIG_KPROBES off)")
+    };
+
+    let cgroup_hierarchies = cgroup::hierarchies();
+    let memory_controller = match cgroup::memory_hierarchy() {
+        Some(h) => Item::yes(format!("cgroup {} at {}", h.version, h.mount_point.display())),
+        None => Item::no("no mounted hierarchy has the memory controller"),
+    };
+
+    if let Some(msg) = privileges.missing_for_tracing() {
+        problems.push(msg);
+    }
+    Report {
+        kernel: crate::kernel_release(),
+        arch: std::env::consts::ARCH,
+        ebpf_object,
+        btf,
+        tracefs: tracefs_item,
+        tracepoints,
+        tp_btf_mark_victim,
+        fentry,
+        fexit,
+        kprobes,
+        cgroup_hierarchies,
+        memory_controller,
+        privileges,
+        can_run: problems.is_empty(),
+        problems,
+    }
+}
+
+fn describe_event(dir: &Path, category: &str, name: &str) -> String {
+    if (category, name) != ("oom", "mark_victim") {
+        return "present".into();
+    }
+    let path = dir.join("format");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let fields: Vec<String> = tracefs::parse_format(&text)
+                .into_iter()
+                .filter(|f| !f.name.starts_with("common_"))
+                .map(|f| f.name)
+                .collect();
+            format!("fields: {}", fields.join(", "))
+        }
+        Err(e) => format!("present; format unreadable: {e}"),
+    }
+}
+
+/// Loads (without attaching) the empty fentry and fexit programs on
+/// `out_of_memory`: the only sure way to know whether this kernel takes them.
+fn probe_fentry_fexit(privileges: &Privileges, btf: Option<&Btf>) -> (Item, Item) {
+    let skip = |why: &str| (Item::no(why), Item::no(why));
+    if !ebpf::object_embedded() {
+        return skip("not tested: no eBPF object");
+    }
+    if privileges.missing_for_tracing().is_some() {
+        return skip("not tested: needs CAP_BPF and CAP_PERFMON (run as root)");
+    }
+    match btf {
+        None => return skip("needs BTF"),
+        Some(b) if !b.has_func("out_of_memory") => return skip("out_of_memory not in BTF"),
+        Some(_) => {}
+    }
+    match ebpf::try_load_fentry_fexit() {
+        Ok((fentry, fexit)) => (to_item(fentry), to_item(fexit)),
+        Err(e) => skip(&format!("not tested: {e:#}")),
+    }
+}
+
+fn to_item(r: Result<(), String>) -> Item {
+    match r {
+        Ok(()) => Item::yes("loads (tested on out_of_memory)"),
+        Err(e) => Item::no(format!("refused: {e}")),
+    }
+}
+
+impl Report {
+    /// The human-readable form.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let mark = |ok: bool| if ok { "yes" } else { "NO " };
+        let _ = writeln!(s, "kernel              {} ({})", self.kernel, self.arch);
+        let line = |s: &mut String, label: &str, i: &Item| {
+            let _ = writeln!(s, "{label:<20}{} {}", mark(i.available), i.detail);
+        };
+        line(&mut s, "eBPF object", &self.ebpf_object);
+        line(&mut s, "BTF", &self.btf);
+        line(&mut s, "tracefs", &self.tracefs);
+        for tp in &self.tracepoints {
+            let _ = writeln!(
+                s,
+                "{:<20}{} {} [{}; {}]",
+                tp.name,
+                mark(tp.available),
+                tp.detail,
+                if tp.required { "required" } else { "optional" },
+                tp.purpose
+            );
+        }
+        line(&mut s, "tp_btf mark_victim", &self.tp_btf_mark_victim);
+        line(&mut s, "fentry", &self.fentry);
+        line(&mut s, "fexit", &self.fexit);
+        line(&mut s, "kprobes", &self.kprobes);
+        line(&mut s, "memory cgroup", &self.memory_controller);
+        for h in &self.cgroup_hierarchies {
+            let _ = writeln!(
+                s,
+                "  cgroup {} {}{}",
+                h.version,
+                h.mount_point.display(),
+                if h.memory { " (memory)" } else { "" }
+            );
+        }
+        let p = &self.privileges;
+        let _ = writeln!(
+            s,
+            "privileges          euid={} CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={} CAP_SYS_RESOURCE={}",
+            p.euid,
+            mark(p.cap_bpf).trim(),
+            mark(p.cap_perfmon).trim(),
+            mark(p.cap_sys_admin).trim(),
+            mark(p.cap_sys_resource).trim()
+        );
+        if self.can_run {
+            let _ = writeln!(s, "\noomwatch run can start here.");
+        } else {
+            let _ = writeln!(s, "\noomwatch run cannot start here:");
+            for p in &self.problems {
+                let _ = writeln!(s, "  - {p}");
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,450 @@
+//! Loading oomwatch's eBPF programs into the running kernel and reading what
+//! they report. aya glue only: what the events mean lives elsewhere.
+
+use std::{io, time::Duration};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+};
+use oomwatch_common::{MarkVictimLayout, TaskLayout, VictimEvent, VictimTask, present};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    btf::{Btf, BtfError, VMLINUX_BTF},
+    cgroup::{self, Hierarchy, Memcg},
+    privilege::Privileges,
+    tracefs::{self, TracefsError},
+};
+
+/// The object built from `oomwatch-ebpf` by `build.rs` (empty when bpf-linker
+/// was missing at build time).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomwatch"));
+
+/// Whether this binary carries its eBPF programs.
+pub fn object_embedded() -> bool {
+    !EBPF_OBJECT.is_empty()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "this oomwatch binary was built without its eBPF programs (bpf-linker was not on PATH at \
+         build time): run `cargo xtask setup`, then rebuild"
+    )]
+    NoObject,
+    #[error("{0}")]
+    Privilege(String),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("load the eBPF object: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("register the ring buffer with tokio: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why an optional part of the probe set is not running.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Degraded {
+    pub part: &'static str,
+    pub reason: String,
+}
+
+/// The loaded and attached programs. Dropping this detaches them.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// Optional parts that are off on this kernel, each with its reason.
+    pub degraded: Vec<Degraded>,
+    task_program: bool,
+}
+
+/// Resolves the offsets `oom_mark_victim_task` follows, from the kernel's BTF.
+pub fn task_layout(btf: &Btf) -> Result<TaskLayout, BtfError> {
+    let memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+    let ptr = std::mem::size_of::<usize>() as u32;
+    Ok(TaskLayout {
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_cgroups: btf.member_offset("task_struct", "cgroups")?,
+        css_set_memory_subsys: btf.member_offset("css_set", "subsys")? + memory_id as u32 * ptr,
+        css_cgroup: btf.member_offset("cgroup_subsys_state", "cgroup")?,
+        cgroup_kn: btf.member_offset("cgroup", "kn")?,
+        kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
+        valid: 1,
+    })
+}
+
+/// Why the task program cannot run here, or its layout.
+fn task_program_plan() -> Result<TaskLayout, String> {
+    let btf = Btf::from_sys_fs().map_err(|e| {
+        format!("the kernel has no readable BTF ({VMLINUX_BTF}: {e}; CONFIG_DEBUG_INFO_BTF=y is needed)")
+    })?;
+    match btf.tracepoint_arg_is_pointer("mark_victim", 0) {
+        Some(true) => {}
+        Some(false) => {
+            return Err("this kernel's mark_victim tracepoint passes a pid, not the task \
+                        (TP_PROTO(int pid), before the 6.9-era field extension)"
+                .into());
+        }
+        None => return Err("BTF has no btf_trace_mark_victim prototype".into()),
+    }
+    task_layout(&btf).map_err(|e| e.to_string())
+}
+
+impl Probes {
+    /// Checks privileges, reads the layouts, loads the object and attaches:
+    /// `tracepoint/oom/mark_victim` (required) and `tp_btf/mark_victim`
+    /// (optional, for the victim's memory cgroup).
+    pub fn load() -> Result<Self, LoadError> {
+        if !object_embedded() {
+            return Err(LoadError::NoObject);
+        }
+        if let Some(msg) = Privileges::current().missing_for_tracing() {
+            return Err(LoadError::Privilege(msg));
+        }
+        let tracefs = tracefs::find_or_mount()?;
+        let layout: MarkVictimLayout = tracefs::read_mark_victim_layout(&tracefs)?;
+        let mut degraded = Vec::new();
+        let task = task_program_plan();
+        let task_layout = match &task {
+            Ok(l) => *l,
+            Err(reason) => {
+                degraded.push(Degraded {
+                    part: "victim memory cgroup (tp_btf/mark_victim)",
+                    reason: reason.clone(),
+                });
+                TaskLayout::INVALID
+            }
+        };
+        // aya-log's levels use the same numbers as log::LevelFilter (off = 0 ..
+        // trace = 5): statements below the agent's filter cost nothing.
+        let log_level = log::max_level() as u8;
+        let ebpf = EbpfLoader::new()
+            .override_global("MARK_VICTIM_LAYOUT", &layout, true)
+            .override_global("TASK_LAYOUT", &task_layout, true)
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .load(EBPF_OBJECT)
+            .map_err(LoadError::Object)?;
+        let mut probes = Probes {
+            ebpf,
+            degraded,
+            task_program: false,
+        };
+        if task.is_ok() {
+            match probes.attach_task_program() {
+                Ok(()) => probes.task_program = true,
+                Err(e) => probes.degraded.push(Degraded {
+                    part: "victim memory cgroup (tp_btf/mark_victim)",
+                    reason: format!("{e:#}"),
+                }),
+            }
+        }
+        let tp: &mut TracePoint = probes
+            .ebpf
+            .program_mut("oom_mark_victim")
+            .ok_or(LoadError::MissingMap("oom_mark_victim"))?
+            .try_into()
+            .map_err(|source| LoadError::Program {
+                what: "program oom_mark_victim".into(),
+                source,
+            })?;
+        tp.load().map_err(|source| LoadError::Program {
+            what: "load tracepoint/oom/mark_victim".into(),
+            source,
+        })?;
+        tp.attach("oom", "mark_victim")
+            .map_err(|source| LoadError::Program {
+                what: "attach tracepoint/oom/mark_victim".into(),
+                source,
+            })?;
+        Ok(probes)
+    }
+
+    fn attach_task_program(&mut self) -> anyhow::Result<()> {
+        let btf = aya::Btf::from_sys_fs()?;
+        let prog: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut("oom_mark_victim_task")
+            .ok_or_else(|| anyhow::anyhow!("program oom_mark_victim_task missing from the object"))?
+            .try_into()?;
+        prog.load("mark_victim", &btf)?;
+        prog.attach()?;
+        Ok(())
+    }
+
+    /// Starts forwarding aya-log records from the programs to `log` (and so to
+    /// the agent's `tracing` output). Returns the task doing it.
+    pub fn spawn_logger(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let logger = match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "eBPF logging unavailable");
+                return None;
+            }
+        };
+        // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd
+        // owns the logger, and always returns that same fd.
+        let mut fd = match unsafe {
+            AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        } {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(error = %e, "eBPF logging unavailable");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    return;
+                };
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }))
+    }
+
+    /// The stream of victims. Call once.
+    pub fn victims(&mut self) -> Result<VictimStream, LoadError> {
+        let ring = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        let ring = RingBuf::try_from(ring).map_err(|source| LoadError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        let tasks = if self.task_program {
+            let map = self
+                .ebpf
+                .take_map("VICTIM_TASKS")
+                .ok_or(LoadError::MissingMap("VICTIM_TASKS"))?;
+            Some(
+                BpfHashMap::<_, u32, VictimTask>::try_from(map).map_err(|source| {
+                    LoadError::Map {
+                        name: "VICTIM_TASKS",
+                        source,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let dropped = self
+            .ebpf
+            .take_map("DROPPED")
+            .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok());
+        // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns
+        // the RingBuf, and always returns that same fd.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(VictimStream {
+            ring,
+            tasks,
+            dropped,
+            hierarchy: cgroup::memory_hierarchy(),
+        })
+    }
+}
+
+/// A victim as oomwatch reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Victim {
+    pub pid: u32,
+    /// The thread group (process) id, when the task program ran.
+    pub tgid: Option<u32>,
+    pub comm: Option<String>,
+    pub uid: Option<u32>,
+    pub oom_score_adj: Option<i16>,
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub pgtables_kb: Option<u64>,
+    /// The memory cgroup's id, when the task program ran.
+    pub memcg_id: Option<u64>,
+    /// That cgroup's path, when it still existed at lookup time.
+    pub memcg: Option<Memcg>,
+    /// CLOCK_BOOTTIME at the tracepoint, in nanoseconds.
+    pub boot_ns: u64,
+}
+
+impl Victim {
+    fn from_event(ev: &VictimEvent) -> Self {
+        let has = |bit: u32| ev.present & bit != 0;
+        let opt = |bit: u32, v: u64| has(bit).then_some(v);
+        let comm = has(present::COMM).then(|| {
+            let end = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
+            String::from_utf8_lossy(&ev.comm[..end]).into_owned()
+        });
+        Victim {
+            pid: ev.pid,
+            tgid: has(present::TASK).then_some(ev.tgid),
+            comm,
+            uid: has(present::UID).then_some(ev.uid),
+            oom_score_adj: has(present::OOM_SCORE_ADJ).then_some(ev.oom_score_adj),
+            total_vm_kb: opt(present::TOTAL_VM, ev.total_vm_kb),
+            anon_rss_kb: opt(present::ANON_RSS, ev.anon_rss_kb),
+            file_rss_kb: opt(present::FILE_RSS, ev.file_rss_kb),
+            shmem_rss_kb: opt(present::SHMEM_RSS, ev.shmem_rss_kb),
+            pgtables_kb: opt(present::PGTABLES, ev.pgtables_kb),
+            memcg_id: has(present::TASK).then_some(ev.memcg_id),
+            memcg: None,
+            boot_ns: ev.boot_ns,
+        }
+    }
+}
+
+impl std::fmt::Display for Victim {
+    /// One line, in the spirit of the kernel's "Killed process" line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn kb(v: Option<u64>) -> String {
+            v.map_or_else(|| "?".into(), |v| format!("{v}kB"))
+        }
+        write!(f, "pid={}", self.pid)?;
+        if let Some(t) = self.tgid {
+            write!(f, " tgid={t}")?;
+        }
+        write!(f, " comm={}", self.comm.as_deref().unwrap_or("?"))?;
+        match (&self.memcg, self.memcg_id) {
+            (Some(m), _) => write!(f, " memcg={m}")?,
+            (None, Some(id)) => write!(f, " memcg=id:{id}")?,
+            (None, None) => write!(f, " memcg=?")?,
+        }
+        write!(
+            f,
+            " anon-rss={} file-rss={} shmem-rss={} pgtables={} total-vm={}",
+            kb(self.anon_rss_kb),
+            kb(self.file_rss_kb),
+            kb(self.shmem_rss_kb),
+            kb(self.pgtables_kb),
+            kb(self.total_vm_kb)
+        )?;
+        match self.oom_score_adj {
+            Some(a) => write!(f, " oom_score_adj={a}"),
+            None => write!(f, " oom_score_adj=?"),
+        }
+    }
+}
+
+/// Victims read from the `EVENTS` ring buffer with tokio.
+pub struct VictimStream {
+    ring: AsyncFd<RingBuf<MapData>>,
+    tasks: Option<BpfHashMap<MapData, u32, VictimTask>>,
+    dropped: Option<PerCpuArray<MapData, u64>>,
+    hierarchy: Option<Hierarchy>,
+}
+
+impl VictimStream {
+    /// Waits for the next batch of victims (never empty).
+    pub async fn next_batch(&mut self) -> io::Result<Vec<Victim>> {
+        loop {
+            let mut events = Vec::new();
+            {
+                let mut guard = self.ring.readable_mut().await?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if item.len() < std::mem::size_of::<VictimEvent>() {
+                        tracing::warn!(len = item.len(), "short event on the ring buffer");
+                        continue;
+                    }
+                    // SAFETY: VictimEvent is Pod and the item is long enough;
+                    // ring buffer records are only 8-byte aligned, so read unaligned.
+                    let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<VictimEvent>()) };
+                    events.push(ev);
+                }
+                guard.clear_ready();
+            }
+            if events.is_empty() {
+                continue;
+            }
+            let mut out = Vec::with_capacity(events.len());
+            for ev in &events {
+                let mut v = Victim::from_event(ev);
+                if v.memcg_id.is_none() {
+                    self.join_task(&mut v).await;
+                }
+                if let (Some(id), Some(h)) = (v.memcg_id, &self.hierarchy) {
+                    v.memcg = cgroup::resolve(h, id);
+                }
+                out.push(v);
+            }
+            return Ok(out);
+        }
+    }
+
+    /// When the tracepoint program ran before the task program, the task's
+    /// record is still in `VICTIM_TASKS`: join it here. The two run in the same
+    /// `trace_mark_victim()` call, so the record is there or about to be.
+    async fn join_task(&mut self, v: &mut Victim) {
+        let Some(tasks) = self.tasks.as_mut() else {
+            return;
+        };
+        for _ in 0..20 {
+            if let Ok(t) = tasks.get(&v.pid, 0) {
+                v.tgid = Some(t.tgid);
+                v.memcg_id = Some(t.memcg_id);
+                let _ = tasks.remove(&v.pid);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Events the kernel side could not queue because the ring buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+            .as_ref()
+            .and_then(|m| m.get(&0, 0).ok())
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Loads the object and then its empty fentry and fexit programs, without
+/// attaching them; each result says whether the kernel took that program.
+pub fn try_load_fentry_fexit() -> anyhow::Result<(Result<(), String>, Result<(), String>)> {
+    use aya::programs::{FEntry, FExit};
+    let btf = aya::Btf::from_sys_fs()?;
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+    let fentry = match ebpf.program_mut("probe_fentry") {
+        Some(p) => {
+            let p: &mut FEntry = p.try_into()?;
+            p.load("out_of_memory", &btf).map_err(|e| describe_load_error(&e))
+        }
+        None => Err("probe_fentry missing from the object".into()),
+    };
+    let fexit = match ebpf.program_mut("probe_fexit") {
+        Some(p) => {
+            let p: &mut FExit = p.try_into()?;
+            p.load("out_of_memory", &btf).map_err(|e| describe_load_error(&e))
+        }
+        None => Err("probe_fexit missing from the object".into()),
+    };
+    Ok((fentry, fexit))
+}
+
+/// The errno of a program load, without the (empty) verifier log.
+fn describe_load_error(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, .. } => {
+            format!("BPF_PROG_LOAD: {io_error}")
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,23 @@
+//! oomwatch: a live OOM observer for Linux.
+//!
+//! eBPF programs (`oomwatch-ebpf`) on the kernel's OOM path report each victim
+//! through a ring buffer; this crate loads them ([`ebpf`]), reads the kernel
+//! facts they need ([`btf`], [`tracefs`], [`cgroup`]), and runs the daemon
+//! ([`daemon`]) that logs every kill and exports [`metrics`]. [`check`] tells
+//! what the running kernel offers.
+
+pub mod btf;
+pub mod cgroup;
+pub mod check;
+pub mod daemon;
+pub mod ebpf;
+pub mod metrics;
+pub mod privilege;
+pub mod tracefs;
+
+/// The running kernel's release string (`uname -r`), or `unknown`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}

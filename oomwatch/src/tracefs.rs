@@ -1,0 +1,241 @@
+//! tracefs: where it is, mounting it when it is not, and parsing event
+//! `format` files into the record layouts the eBPF programs read.
+
+use std::path::{Path, PathBuf};
+
+use oomwatch_common::{FIELD_ABSENT, MarkVictimLayout};
+
+/// Where tracefs lives, newest convention first.
+pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracefsError {
+    #[error(
+        "tracefs is not mounted at /sys/kernel/tracing or /sys/kernel/debug/tracing and mounting it \
+         failed ({0}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`"
+    )]
+    NotMounted(nix::Error),
+    #[error("the kernel has no tracepoint {category}:{name} ({path} is missing)")]
+    NoTracepoint {
+        category: String,
+        name: String,
+        path: PathBuf,
+    },
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: field `{field}` has size {size}, expected {expected}")]
+    FieldSize {
+        path: PathBuf,
+        field: String,
+        size: u32,
+        expected: u32,
+    },
+}
+
+/// The mounted tracefs, if any (a directory holding `events/`).
+pub fn find() -> Option<PathBuf> {
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
+}
+
+/// The mounted tracefs, mounting it at `/sys/kernel/tracing` if needed (root).
+pub fn find_or_mount() -> Result<PathBuf, TracefsError> {
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    let target = Path::new(CANDIDATES[0]);
+    nix::mount::mount(
+        Some("tracefs"),
+        target,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(TracefsError::NotMounted)?;
+    tracing::info!(path = %target.display(), "mounted tracefs");
+    Ok(target.to_path_buf())
+}
+
+/// Directory of one event, checked to exist.
+pub fn event_dir(root: &Path, category: &str, name: &str) -> Result<PathBuf, TracefsError> {
+    let path = root.join("events").join(category).join(name);
+    if path.join("format").is_file() {
+        Ok(path)
+    } else {
+        Err(TracefsError::NoTracepoint {
+            category: category.to_owned(),
+            name: name.to_owned(),
+            path,
+        })
+    }
+}
+
+/// One `field:` line of a format file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    /// The C declaration without the name, e.g. `unsigned long`, `__data_loc char[]`.
+    pub decl: String,
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// Parses the `field:` lines of an event's `format` file.
+pub fn parse_format(text: &str) -> Vec<Field> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim().strip_prefix("field:")?;
+            let mut parts = line.split(';').map(str::trim);
+            let decl = parts.next()?;
+            let mut offset = None;
+            let mut size = None;
+            for p in parts {
+                if let Some(v) = p.strip_prefix("offset:") {
+                    offset = v.parse().ok();
+                } else if let Some(v) = p.strip_prefix("size:") {
+                    size = v.parse().ok();
+                }
+            }
+            let (ty, name) = decl.rsplit_once(' ')?;
+            // `char comm[16]` style: the brackets belong to the type.
+            let (name, brackets) = match name.find('[') {
+                Some(i) => (&name[..i], &name[i..]),
+                None => (name, ""),
+            };
+            Some(Field {
+                name: name.to_owned(),
+                decl: format!("{ty}{brackets}"),
+                offset: offset?,
+                size: size?,
+            })
+        })
+        .collect()
+}
+
+/// The `oom:mark_victim` record layout from its format text. Fields this kernel
+/// lacks are [`FIELD_ABSENT`]; a field with an unexpected size is an error,
+/// since the eBPF side reads fixed widths.
+pub fn mark_victim_layout(text: &str, path: &Path) -> Result<MarkVictimLayout, TracefsError> {
+    let fields = parse_format(text);
+    let mut layout = MarkVictimLayout::ABSENT;
+    let word = std::mem::size_of::<u64>() as u32;
+    let slots: [(&str, &mut u32, u32); 9] = [
+        ("pid", &mut layout.pid, 4),
+        ("comm", &mut layout.comm, 4),
+        ("total_vm", &mut layout.total_vm, word),
+        ("anon_rss", &mut layout.anon_rss, word),
+        ("file_rss", &mut layout.file_rss, word),
+        ("shmem_rss", &mut layout.shmem_rss, word),
+        ("uid", &mut layout.uid, 4),
+        ("pgtables", &mut layout.pgtables, word),
+        ("oom_score_adj", &mut layout.oom_score_adj, 2),
+    ];
+    for (name, slot, expected) in slots {
+        let Some(f) = fields.iter().find(|f| f.name == name) else {
+            continue;
+        };
+        // Only the `__data_loc` form of comm is read (the only form mark_victim has).
+        if name == "comm" && !f.decl.starts_with("__data_loc") {
+            continue;
+        }
+        if f.size != expected {
+            return Err(TracefsError::FieldSize {
+                path: path.to_path_buf(),
+                field: name.to_owned(),
+                size: f.size,
+                expected,
+            });
+        }
+        *slot = f.offset;
+    }
+    debug_assert!(layout.comm == FIELD_ABSENT || layout.comm >= 8);
+    Ok(layout)
+}
+
+/// Reads and parses `events/oom/mark_victim/format` under `root`.
+pub fn read_mark_victim_layout(root: &Path) -> Result<MarkVictimLayout, TracefsError> {
+    let path = event_dir(root, "oom", "mark_victim")?.join("format");
+    let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    mark_victim_layout(&text, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events/oom/mark_victim/format` on the lab's Linux 6.18.44 x86_64.
+    const FORMAT_6_18: &str = "name: mark_victim
+ID: 609
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] comm;\toffset:12;\tsize:4;\tsigned:0;
+\tfield:unsigned long total_vm;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned long anon_rss;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned long file_rss;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:unsigned long shmem_rss;\toffset:40;\tsize:8;\tsigned:0;
+\tfield:uid_t uid;\toffset:48;\tsize:4;\tsigned:0;
+\tfield:unsigned long pgtables;\toffset:56;\tsize:8;\tsigned:0;
+\tfield:short oom_score_adj;\toffset:64;\tsize:2;\tsigned:1;
+
+print fmt: \"pid=%d comm=%s\", REC->pid, __get_str(comm)
+";
+
+    /// The pid-only record of mainline kernels before the fields were added.
+    const FORMAT_PID_ONLY: &str = "name: mark_victim
+ID: 412
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
+
+print fmt: \"pid=%d\", REC->pid
+";
+
+    #[test]
+    fn layout_6_18() {
+        let l = mark_victim_layout(FORMAT_6_18, Path::new("t")).unwrap();
+        assert_eq!(
+            (l.pid, l.comm, l.total_vm, l.anon_rss, l.file_rss),
+            (8, 12, 16, 24, 32)
+        );
+        assert_eq!((l.shmem_rss, l.uid, l.pgtables, l.oom_score_adj), (40, 48, 56, 64));
+    }
+
+    #[test]
+    fn layout_pid_only() {
+        let l = mark_victim_layout(FORMAT_PID_ONLY, Path::new("t")).unwrap();
+        assert_eq!(l.pid, 8);
+        assert_eq!(l.comm, FIELD_ABSENT);
+        assert_eq!(l.anon_rss, FIELD_ABSENT);
+        assert_eq!(l.oom_score_adj, FIELD_ABSENT);
+    }
+
+    #[test]
+    fn wrong_width_is_refused() {
+        let text = FORMAT_6_18.replace("anon_rss;\toffset:24;\tsize:8", "anon_rss;\toffset:24;\tsize:4");
+        let err = mark_victim_layout(&text, Path::new("fmt")).unwrap_err();
+        assert!(err.to_string().contains("anon_rss"), "{err}");
+    }
+
+    #[test]
+    fn array_fields_keep_brackets_in_the_type() {
+        let f = parse_format("\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;");
+        assert_eq!(f[0].name, "comm");
+        assert_eq!(f[0].decl, "char[16]");
+    }
+}
