@@ -3,6 +3,8 @@
 fn main() {
     match which::which("bpf-linker") {
         Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
-        Err(e) => println!("cargo:warning=bpf-linker not found on PATH ({e}); run `cargo xtask setup`"),
+        Err(e) => {
+            println!("cargo:warning=bpf-linker not found on PATH ({e}); run `cargo xtask setup`")
+        }
     }
 }

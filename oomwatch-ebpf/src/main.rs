@@ -103,7 +103,10 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: plain helper call, no arguments.
     ev.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
 
-    debug!(ctx, "mark_victim pid={} anon_rss={}kB", ev.pid, ev.anon_rss_kb);
+    debug!(
+        ctx,
+        "mark_victim pid={} anon_rss={}kB", ev.pid, ev.anon_rss_kb
+    );
     match EVENTS.reserve::<VictimEvent>(0) {
         Some(mut entry) => {
             entry.write(ev);

@@ -186,7 +186,11 @@ impl Btf {
                     for i in 0..vlen {
                         let m = off + i * 8;
                         let v = u32_at(types_raw, m + 4)?;
-                        let v = if kind_flag { i64::from(v as i32) } else { i64::from(v) };
+                        let v = if kind_flag {
+                            i64::from(v as i32)
+                        } else {
+                            i64::from(v)
+                        };
                         values.push((u32_at(types_raw, m)?, v));
                     }
                     off += vlen * 8;
@@ -351,7 +355,8 @@ impl Btf {
 
     /// Whether the kernel has a BTF function `name` (an fentry/fexit target).
     pub fn has_func(&self, name: &str) -> bool {
-        self.named(name, |t| matches!(t, Type::Func { .. })).is_some()
+        self.named(name, |t| matches!(t, Type::Func { .. }))
+            .is_some()
     }
 
     /// Whether argument `n` (0-based, as in `TP_PROTO`) of the raw tracepoint
@@ -360,7 +365,13 @@ impl Btf {
     /// a pointer to a prototype whose first parameter is the hidden `void *`.
     pub fn tracepoint_arg_is_pointer(&self, tp: &str, n: usize) -> Option<bool> {
         let id = self.named(&format!("btf_trace_{tp}"), |t| {
-            matches!(t, Type::Ref { kind: KIND_TYPEDEF, .. })
+            matches!(
+                t,
+                Type::Ref {
+                    kind: KIND_TYPEDEF,
+                    ..
+                }
+            )
         })?;
         let Type::Ref { to: ptr, .. } = &self.types[id as usize] else {
             return None;
@@ -476,7 +487,11 @@ mod tests {
         let pid = btf.member_offset("task_struct", "pid").unwrap();
         let tgid = btf.member_offset("task_struct", "tgid").unwrap();
         assert_eq!(tgid, pid + 4, "pid_t pid; pid_t tgid; are adjacent");
-        assert!(btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").unwrap() >= 0);
+        assert!(
+            btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
+                .unwrap()
+                >= 0
+        );
         assert!(btf.has_func("out_of_memory"));
     }
 }

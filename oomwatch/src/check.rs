@@ -66,8 +66,12 @@ pub struct Report {
 }
 
 /// The tracepoints oomwatch attaches to: (category, name, required, purpose).
-pub const TRACEPOINTS: &[(&str, &str, bool, &str)] =
-    &[("oom", "mark_victim", true, "each OOM victim, with the kernel's own numbers")];
+pub const TRACEPOINTS: &[(&str, &str, bool, &str)] = &[(
+    "oom",
+    "mark_victim",
+    true,
+    "each OOM victim, with the kernel's own numbers",
+)];
 
 pub fn run() -> Report {
     let privileges = Privileges::current();
@@ -113,7 +117,9 @@ pub fn run() -> Report {
             },
         };
         if required && !available {
-            problems.push(format!("required tracepoint {category}:{name} is missing: {detail}"));
+            problems.push(format!(
+                "required tracepoint {category}:{name} is missing: {detail}"
+            ));
         }
         tracepoints.push(Tracepoint {
             name: format!("{category}:{name}"),
@@ -126,10 +132,15 @@ pub fn run() -> Report {
 
     let tp_btf_mark_victim = match &btf_parsed {
         Err(_) => Item::no("no BTF"),
-        Ok(b) => match (b.tracepoint_arg_is_pointer("mark_victim", 0), ebpf::task_layout(b)) {
+        Ok(b) => match (
+            b.tracepoint_arg_is_pointer("mark_victim", 0),
+            ebpf::task_layout(b),
+        ) {
             (Some(true), Ok(_)) => Item::yes("task_struct argument; memcg offsets resolved"),
             (Some(true), Err(e)) => Item::no(format!("offsets: {e}")),
-            (Some(false), _) => Item::no("mark_victim passes a pid, not the task (kernel before the 6.9-era change)"),
+            (Some(false), _) => Item::no(
+                "mark_victim passes a pid, not the task (kernel before the 6.9-era change)",
+            ),
             (None, _) => Item::no("no btf_trace_mark_victim in BTF"),
         },
     };
@@ -144,7 +155,11 @@ pub fn run() -> Report {
 
     let cgroup_hierarchies = cgroup::hierarchies();
     let memory_controller = match cgroup::memory_hierarchy() {
-        Some(h) => Item::yes(format!("cgroup {} at {}", h.version, h.mount_point.display())),
+        Some(h) => Item::yes(format!(
+            "cgroup {} at {}",
+            h.version,
+            h.mount_point.display()
+        )),
         None => Item::no("no mounted hierarchy has the memory controller"),
     };
 

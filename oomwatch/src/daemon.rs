@@ -76,7 +76,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         let dropped = victims.dropped();
         if dropped > dropped_seen {
-            tracing::warn!(lost = dropped - dropped_seen, "OOM events lost: ring buffer full");
+            tracing::warn!(
+                lost = dropped - dropped_seen,
+                "OOM events lost: ring buffer full"
+            );
             metrics.events_dropped.inc_by(dropped - dropped_seen);
             dropped_seen = dropped;
         }

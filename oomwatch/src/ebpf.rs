@@ -92,14 +92,18 @@ pub fn task_layout(btf: &Btf) -> Result<TaskLayout, BtfError> {
 /// Why the task program cannot run here, or its layout.
 fn task_program_plan() -> Result<TaskLayout, String> {
     let btf = Btf::from_sys_fs().map_err(|e| {
-        format!("the kernel has no readable BTF ({VMLINUX_BTF}: {e}; CONFIG_DEBUG_INFO_BTF=y is needed)")
+        format!(
+            "the kernel has no readable BTF ({VMLINUX_BTF}: {e}; CONFIG_DEBUG_INFO_BTF=y is needed)"
+        )
     })?;
     match btf.tracepoint_arg_is_pointer("mark_victim", 0) {
         Some(true) => {}
         Some(false) => {
-            return Err("this kernel's mark_victim tracepoint passes a pid, not the task \
+            return Err(
+                "this kernel's mark_victim tracepoint passes a pid, not the task \
                         (TP_PROTO(int pid), before the 6.9-era field extension)"
-                .into());
+                    .into(),
+            );
         }
         None => return Err("BTF has no btf_trace_mark_victim prototype".into()),
     }
@@ -199,15 +203,15 @@ impl Probes {
         };
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd
         // owns the logger, and always returns that same fd.
-        let mut fd = match unsafe {
-            AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-        } {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!(error = %e, "eBPF logging unavailable");
-                return None;
-            }
-        };
+        let mut fd =
+            match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+            {
+                Ok(fd) => fd,
+                Err(e) => {
+                    tracing::warn!(error = %e, "eBPF logging unavailable");
+                    return None;
+                }
+            };
         Some(tokio::spawn(async move {
             loop {
                 let Ok(mut guard) = fd.readable_mut().await else {
@@ -289,7 +293,11 @@ impl Victim {
         let has = |bit: u32| ev.present & bit != 0;
         let opt = |bit: u32, v: u64| has(bit).then_some(v);
         let comm = has(present::COMM).then(|| {
-            let end = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
+            let end = ev
+                .comm
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(ev.comm.len());
             String::from_utf8_lossy(&ev.comm[..end]).into_owned()
         });
         Victim {
@@ -365,7 +373,8 @@ impl VictimStream {
                     }
                     // SAFETY: VictimEvent is Pod and the item is long enough;
                     // ring buffer records are only 8-byte aligned, so read unaligned.
-                    let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<VictimEvent>()) };
+                    let ev =
+                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<VictimEvent>()) };
                     events.push(ev);
                 }
                 guard.clear_ready();
@@ -425,14 +434,16 @@ pub fn try_load_fentry_fexit() -> anyhow::Result<(Result<(), String>, Result<(),
     let fentry = match ebpf.program_mut("probe_fentry") {
         Some(p) => {
             let p: &mut FEntry = p.try_into()?;
-            p.load("out_of_memory", &btf).map_err(|e| describe_load_error(&e))
+            p.load("out_of_memory", &btf)
+                .map_err(|e| describe_load_error(&e))
         }
         None => Err("probe_fentry missing from the object".into()),
     };
     let fexit = match ebpf.program_mut("probe_fexit") {
         Some(p) => {
             let p: &mut FExit = p.try_into()?;
-            p.load("out_of_memory", &btf).map_err(|e| describe_load_error(&e))
+            p.load("out_of_memory", &btf)
+                .map_err(|e| describe_load_error(&e))
         }
         None => Err("probe_fexit missing from the object".into()),
     };

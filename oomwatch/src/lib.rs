@@ -9,6 +9,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod check;
+pub mod cli;
 pub mod daemon;
 pub mod ebpf;
 pub mod metrics;

@@ -70,18 +70,26 @@ mod tests {
 
     #[test]
     fn root_with_full_caps_needs_nothing() {
-        assert_eq!(Privileges::from_capeff(0, 0x1ff_ffff_ffff).missing_for_tracing(), None);
+        assert_eq!(
+            Privileges::from_capeff(0, 0x1ff_ffff_ffff).missing_for_tracing(),
+            None
+        );
     }
 
     #[test]
     fn bpf_and_perfmon_suffice_without_sys_admin() {
         let caps = (1 << CAP_BPF) | (1 << CAP_PERFMON);
-        assert_eq!(Privileges::from_capeff(1000, caps).missing_for_tracing(), None);
+        assert_eq!(
+            Privileges::from_capeff(1000, caps).missing_for_tracing(),
+            None
+        );
     }
 
     #[test]
     fn unprivileged_names_both_capabilities() {
-        let msg = Privileges::from_capeff(1000, 0).missing_for_tracing().unwrap();
+        let msg = Privileges::from_capeff(1000, 0)
+            .missing_for_tracing()
+            .unwrap();
         assert!(msg.contains("CAP_BPF and CAP_PERFMON"), "{msg}");
         assert!(msg.contains("euid 1000"), "{msg}");
         let msg = Privileges::from_capeff(1000, 1 << CAP_BPF)

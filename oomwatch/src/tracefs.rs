@@ -213,7 +213,10 @@ print fmt: \"pid=%d\", REC->pid
             (l.pid, l.comm, l.total_vm, l.anon_rss, l.file_rss),
             (8, 12, 16, 24, 32)
         );
-        assert_eq!((l.shmem_rss, l.uid, l.pgtables, l.oom_score_adj), (40, 48, 56, 64));
+        assert_eq!(
+            (l.shmem_rss, l.uid, l.pgtables, l.oom_score_adj),
+            (40, 48, 56, 64)
+        );
     }
 
     #[test]
@@ -227,7 +230,10 @@ print fmt: \"pid=%d\", REC->pid
 
     #[test]
     fn wrong_width_is_refused() {
-        let text = FORMAT_6_18.replace("anon_rss;\toffset:24;\tsize:8", "anon_rss;\toffset:24;\tsize:4");
+        let text = FORMAT_6_18.replace(
+            "anon_rss;\toffset:24;\tsize:8",
+            "anon_rss;\toffset:24;\tsize:4",
+        );
         let err = mark_victim_layout(&text, Path::new("fmt")).unwrap_err();
         assert!(err.to_string().contains("anon_rss"), "{err}");
     }

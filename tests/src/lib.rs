@@ -1,1 +1,255 @@
+//! Helpers for oomwatch's privileged integration tests: memory cgroups that
+//! clean up after themselves, and allocation workloads to put in them.
+//!
+//! These tests load eBPF and trigger real OOM kills, always inside a memory
+//! cgroup whose limit was set and read back first: never host-wide.
 
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use oomwatch::cgroup::{self, CgroupVersion, Hierarchy};
+
+/// Panics unless the test runs as root (it loads eBPF and creates cgroups).
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the oomwatch-tests integration tests load eBPF and create memory cgroups: run them as \
+         root (`cargo xtask test` does)"
+    );
+}
+
+/// A memory cgroup created for one test, with `oomwatch` in its name and a
+/// verified limit. Dropping it kills whatever is still inside and removes it,
+/// whether the test passed or panicked.
+pub struct MemcgGuard {
+    pub hierarchy: Hierarchy,
+    pub dir: PathBuf,
+    /// Path inside the hierarchy, e.g. `/oomwatch-test-123-1`.
+    pub path: String,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn write(path: &Path, value: &str) -> anyhow::Result<()> {
+    std::fs::write(path, value).with_context(|| format!("write {value:?} to {}", path.display()))
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))
+}
+
+impl MemcgGuard {
+    /// Creates `oomwatch-test-<pid>-<n>` under the memory controller's root with
+    /// `limit_bytes` as its hard limit (swap included), and reads the limit
+    /// back. Refuses (Err) when the limit cannot be set: a workload must never
+    /// run without it.
+    pub fn create(limit_bytes: u64) -> anyhow::Result<Self> {
+        let hierarchy = cgroup::memory_hierarchy()
+            .context("no mounted cgroup hierarchy has the memory controller")?;
+        let name = format!(
+            "oomwatch-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = hierarchy.mount_point.join(&name);
+        std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let guard = MemcgGuard {
+            hierarchy,
+            dir,
+            path: format!("/{name}"),
+        };
+        guard.set_limit(limit_bytes)?;
+        Ok(guard)
+    }
+
+    fn set_limit(&self, limit: u64) -> anyhow::Result<()> {
+        let (file, swap_file, swap_value) = match self.hierarchy.version {
+            CgroupVersion::V1 => (
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                limit.to_string(),
+            ),
+            CgroupVersion::V2 => ("memory.max", "memory.swap.max", "0".to_owned()),
+        };
+        write(&self.dir.join(file), &limit.to_string())?;
+        let swap = self.dir.join(swap_file);
+        if swap.exists() {
+            write(&swap, &swap_value)?;
+        }
+        let back: u64 = read(&self.dir.join(file))?
+            .trim()
+            .parse()
+            .context("parse the limit read back")?;
+        if back != limit {
+            bail!(
+                "{} reads {back} after writing {limit}: refusing to run a workload without its limit",
+                self.dir.join(file).display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into this cgroup.
+    pub fn add(&self, pid: u32) -> anyhow::Result<()> {
+        write(&self.dir.join("cgroup.procs"), &pid.to_string())
+    }
+
+    /// The cgroup's OOM kill counter (`oom_kill` in v1 `memory.oom_control`
+    /// or v2 `memory.events`).
+    pub fn oom_kills(&self) -> anyhow::Result<u64> {
+        let file = match self.hierarchy.version {
+            CgroupVersion::V1 => "memory.oom_control",
+            CgroupVersion::V2 => "memory.events",
+        };
+        let text = read(&self.dir.join(file))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .context("no oom_kill line")?
+            .trim()
+            .parse()
+            .context("parse oom_kill")
+    }
+
+    /// The cgroup id oomwatch's eBPF side reports for this cgroup.
+    pub fn id(&self) -> u64 {
+        cgroup::cgroup_id(&self.dir).expect("stat the test cgroup")
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        read(&self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for MemcgGuard {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        loop {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if Instant::now() > deadline => {
+                    eprintln!("could not remove test cgroup {}: {e}", self.dir.display());
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+/// A running `oomwatch-hog`, killed when dropped.
+pub struct Hog {
+    pub child: Child,
+    pub mib: usize,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Hog {
+    /// Starts a hog of `mib` MiB inside `memcg` and lets it allocate. `bin` is
+    /// the `oomwatch-hog` executable (`env!("CARGO_BIN_EXE_oomwatch-hog")` in
+    /// a test; cargo defines it only there).
+    pub fn start(bin: &str, memcg: &MemcgGuard, mib: usize) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .arg(mib.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("spawn oomwatch-hog")?;
+        let stdout = BufReader::new(child.stdout.take().context("hog stdout")?);
+        let mut hog = Hog { child, mib, stdout };
+        // Into the cgroup first, then allocate: every page is charged there.
+        memcg.add(hog.pid())?;
+        hog.child
+            .stdin
+            .as_mut()
+            .context("hog stdin")?
+            .write_all(b"go\n")
+            .context("start the hog")?;
+        Ok(hog)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the hog has touched all its memory (true) or died (false).
+    pub fn wait_ready(&mut self) -> bool {
+        let mut line = String::new();
+        matches!(self.stdout.read_line(&mut line), Ok(n) if n > 0 && line.trim() == "ready")
+    }
+
+    /// The exit status, if the hog has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts hogs of `sizes` MiB one after the other in `memcg` and waits until
+/// exactly one of them has exited; returns its index and exit status. Each
+/// hog is waited for until ready (or dead) before the next starts, so the
+/// cgroup fills in a known order.
+pub fn run_hogs_until_one_dies(
+    bin: &str,
+    memcg: &MemcgGuard,
+    sizes: &[usize],
+) -> anyhow::Result<(Vec<Hog>, usize, ExitStatus)> {
+    let mut hogs = Vec::new();
+    for &mib in sizes {
+        let mut hog = Hog::start(bin, memcg, mib)?;
+        hog.wait_ready();
+        hogs.push(hog);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead: Vec<(usize, ExitStatus)> = hogs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.try_wait().map(|s| (i, s)))
+            .collect();
+        match dead.as_slice() {
+            [] if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            [] => bail!("no hog died within 30 s: did the cgroup limit apply?"),
+            [(i, status)] => return Ok((hogs, *i, *status)),
+            many => bail!("{} hogs died, expected one: {many:?}", many.len()),
+        }
+    }
+}
+
+/// Whether `status` is death by SIGKILL (what the OOM killer sends).
+pub fn killed_by_sigkill(status: &ExitStatus) -> bool {
+    status.signal() == Some(libc::SIGKILL)
+}

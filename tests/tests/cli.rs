@@ -1,0 +1,95 @@
+//! `oomwatch check` and the refusal to run without privileges.
+
+use std::{os::unix::process::CommandExt as _, process::Command};
+
+use oomwatch_tests::require_root;
+
+const NOBODY: u32 = 65534;
+
+/// As root on the lab kernel: the JSON report names what this kernel offers,
+/// and says the daemon can run.
+#[test]
+fn check_json_describes_this_kernel() {
+    require_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("check --json is JSON");
+    assert_eq!(v["can_run"], true, "{text}");
+    assert_eq!(v["btf"]["available"], true);
+    assert_eq!(v["tracefs"]["available"], true);
+    let tps = v["tracepoints"].as_array().unwrap();
+    let mv = tps
+        .iter()
+        .find(|t| t["name"] == "oom:mark_victim")
+        .expect("mark_victim listed");
+    assert_eq!(mv["available"], true);
+    assert!(
+        mv["detail"].as_str().unwrap().contains("oom_score_adj"),
+        "{mv}"
+    );
+    assert_eq!(v["memory_controller"]["available"], true);
+    assert_eq!(v["privileges"]["euid"], 0);
+    // fentry/fexit were really tried: either they load, or the kernel's refusal
+    // is reported (this lab's 6.18 refuses them with EPERM).
+    for key in ["fentry", "fexit"] {
+        let detail = v[key]["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("loads") || detail.starts_with("refused: BPF_PROG_LOAD"),
+            "{key}: {detail}"
+        );
+    }
+}
+
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("run oomwatch as nobody")
+}
+
+/// Without root, `run` exits non-zero with one sentence naming the missing
+/// capabilities, and no panic.
+#[test]
+fn run_without_privileges_names_what_is_missing() {
+    require_root();
+    let out = as_nobody(&["run", "--listen", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    assert!(
+        lines[0].starts_with("error: oomwatch needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"),
+        "{stderr}"
+    );
+    assert!(lines[0].contains("euid 65534"), "{stderr}");
+}
+
+/// `check` works unprivileged too, and says why `run` would not.
+#[test]
+fn check_without_privileges_reports_and_exits_1() {
+    require_root();
+    let out = as_nobody(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("oomwatch run cannot start here:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("CAP_BPF"), "{stdout}");
+}
