@@ -93,11 +93,11 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
     }
     if ev.present & present::PID != 0 {
         // SAFETY: the value is copied out before the entry is removed.
-        if let Some(task) = unsafe { VICTIM_TASKS.get(&ev.pid) } {
+        if let Some(task) = unsafe { VICTIM_TASKS.get(ev.pid) } {
             ev.tgid = task.tgid;
             ev.memcg_id = task.memcg_id;
             ev.present |= present::TASK;
-            let _ = VICTIM_TASKS.remove(&ev.pid);
+            let _ = VICTIM_TASKS.remove(ev.pid);
         }
     }
     // SAFETY: plain helper call, no arguments.
@@ -163,7 +163,7 @@ fn try_oom_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i32> {
         _pad: 0,
         memcg_id,
     };
-    VICTIM_TASKS.insert(&(pid as u32), &value, 0)
+    VICTIM_TASKS.insert(pid as u32, value, 0)
 }
 
 /// Loaded (never attached) by `oomwatch check`: does this kernel take fentry?

@@ -1,1 +1,275 @@
-fn main() {}
+//! Project tasks. `cargo xtask setup` installs the eBPF toolchain on a fresh
+//! Debian 12 machine (idempotent, a quick no-op once done); `cargo xtask test`
+//! runs the whole test suite; `cargo xtask run` builds and starts the daemon.
+//! The toolchain recipe is the one tested in `../shared/toolchain.md`.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about = "oomwatch project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building oomwatch needs, when absent: Debian's rustc-web
+    /// with its prebuilt BPF `core`, bpf-linker (built against LLVM 22), and
+    /// the rustup toolchain link "debian". Needs root only when installing.
+    Setup,
+    /// The whole test suite: rustfmt check, clippy -D warnings (user space and
+    /// the eBPF crate), unit tests, then the privileged integration tests
+    /// (root: they load eBPF and trigger real OOM kills inside memory cgroups).
+    Test,
+    /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
+    Run {
+        /// Arguments for `oomwatch run`, e.g. `--listen 127.0.0.1:7707`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Debian packages that building oomwatch needs (toolchain.md, path (a)).
+const PACKAGES: &[&str] = &["rustc-web", "libstd-rust-web-dev-bpf", "cargo-web"];
+/// Needed only to build bpf-linker.
+const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup(),
+        Task::Test => test(),
+        Task::Run { args } => run(&args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+/// Runs `cmd`, failing with its command line when it fails.
+fn status(mut cmd: Command) -> anyhow::Result<()> {
+    let line = format!("{cmd:?}");
+    let st = cmd.status().with_context(|| format!("start {line}"))?;
+    if !st.success() {
+        bail!("{line} failed: {st}");
+    }
+    Ok(())
+}
+
+fn output_ok(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    output_ok("dpkg-query", &["-W", "-f=${Status}", pkg])
+        .is_some_and(|s| s.trim() == "install ok installed")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "setup must install {}: run it as root (`sudo cargo xtask setup`)",
+            packages.join(" ")
+        );
+    }
+    println!("setup: apt-get install {}", packages.join(" "));
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-q"]);
+    status(update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    status(install)
+}
+
+fn setup() -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut did = Vec::new();
+
+    let linker_ok =
+        output_ok("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    let mut wanted: Vec<&str> = PACKAGES.to_vec();
+    if !linker_ok {
+        wanted.extend_from_slice(LINKER_BUILD_PACKAGES);
+    }
+    let missing: Vec<&str> = wanted.into_iter().filter(|p| !dpkg_installed(p)).collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+        did.push(format!("apt: {}", missing.join(" ")));
+    }
+
+    if !linker_ok {
+        println!("setup: cargo install bpf-linker {BPF_LINKER_VERSION} (LLVM 22; takes minutes)");
+        let mut c = cargo();
+        c.args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        // bpf-linker's build script reads LLVM_PREFIX; without it, it takes the
+        // first llvm-config on PATH, which on Debian 12 is LLVM 14.
+        .env("LLVM_PREFIX", LLVM_PREFIX);
+        status(c)?;
+        did.push(format!("bpf-linker {BPF_LINKER_VERSION}"));
+    }
+
+    match output_ok("rustup", &["toolchain", "list"]) {
+        Some(list) if list.lines().any(|l| l.starts_with("debian")) => {}
+        Some(_) => {
+            let mut c = Command::new("rustup");
+            c.args(["toolchain", "link", "debian", "/usr"]);
+            status(c)?;
+            did.push("rustup toolchain link debian /usr".into());
+        }
+        // Without rustup, aya-build uses the cargo on PATH.
+        None => {}
+    }
+
+    for (component, probe) in [("rustfmt", "fmt"), ("clippy", "clippy")] {
+        let ok = cargo()
+            .args([probe, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            let mut c = Command::new("rustup");
+            c.args(["component", "add", component]);
+            status(c)?;
+            did.push(format!("rustup component {component}"));
+        }
+    }
+
+    let took = start.elapsed();
+    if did.is_empty() {
+        println!("setup: everything present ({:.1} s)", took.as_secs_f64());
+    } else {
+        println!(
+            "setup: installed {} in {:.1} s",
+            did.join(", "),
+            took.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn test() -> anyhow::Result<()> {
+    setup()?;
+    let steps: Vec<(&str, Vec<&str>)> = vec![
+        ("rustfmt check", vec!["fmt", "--all", "--", "--check"]),
+        (
+            "clippy, user space",
+            vec![
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "oomwatch-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            // On the host target, with panic=abort as on BPF: the crate's own
+            // panic handler must not meet std's (aya-template does the same).
+            "clippy, eBPF crate",
+            vec![
+                "clippy",
+                "--package",
+                "oomwatch-ebpf",
+                "--",
+                "-D",
+                "warnings",
+                "-C",
+                "panic=abort",
+            ],
+        ),
+        (
+            "unit tests",
+            vec![
+                "test",
+                "--workspace",
+                "--exclude",
+                "oomwatch-ebpf",
+                "--exclude",
+                "oomwatch-tests",
+            ],
+        ),
+        (
+            // One thread: the tests share the kernel's OOM state.
+            "privileged integration tests (real eBPF, real memcg OOM kills)",
+            vec![
+                "test",
+                "--package",
+                "oomwatch-tests",
+                "--",
+                "--test-threads=1",
+            ],
+        ),
+    ];
+    if !is_root() {
+        bail!(
+            "the privileged integration tests load eBPF and create memory cgroups: run \
+             `cargo xtask test` as root"
+        );
+    }
+    let total = steps.len();
+    let mut times: Vec<(&str, Duration)> = Vec::new();
+    for (i, (name, args)) in steps.into_iter().enumerate() {
+        println!("\n==> [{}/{total}] {name}", i + 1);
+        let start = Instant::now();
+        let mut c = cargo();
+        c.args(&args);
+        status(c).with_context(|| format!("step `{name}`"))?;
+        times.push((name, start.elapsed()));
+    }
+    println!("\nall {total} steps passed:");
+    for (name, t) in times {
+        println!("  {:>7.1} s  {name}", t.as_secs_f64());
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    setup()?;
+    let mut c = cargo();
+    c.args(["build", "--release", "--package", "oomwatch"]);
+    status(c)?;
+    let bin = workspace_root().join("target/release/oomwatch");
+    println!("==> {} run {}", bin.display(), args.join(" "));
+    // exec: the daemon takes this process's place, so SIGINT/SIGTERM reach it.
+    let err = Command::new(&bin).arg("run").args(args).exec();
+    Err(err).with_context(|| format!("exec {}", bin.display()))
+}
