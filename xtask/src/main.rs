@@ -14,7 +14,11 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", bin_name = "cargo xtask", about = "oomwatch project tasks")]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "oomwatch project tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
