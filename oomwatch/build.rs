@@ -13,6 +13,7 @@ use aya_build::{Package, Toolchain};
 fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed=OOMWATCH_EBPF_TOOLCHAIN");
     println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rerun-if-env-changed=AYA_BUILD_SKIP");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
     let object = out_dir.join("oomwatch");
 
@@ -24,10 +25,9 @@ fn main() -> anyhow::Result<()> {
             "cargo::warning=building oomwatch WITHOUT its eBPF programs (bpf-linker not on PATH \
              or AYA_BUILD_SKIP=1); run `cargo xtask setup` for a working agent"
         );
-        if !object.exists() {
-            fs::write(&object, b"").context("write stub eBPF object")?;
-        }
-        println!("cargo::rustc-env=OOMWATCH_EBPF_STUB=1");
+        // Empty means "no programs" to src/ebpf.rs; overwrite any real object
+        // left from an earlier build so the binary says what it is.
+        fs::write(&object, b"").context("write stub eBPF object")?;
         return Ok(());
     }
 

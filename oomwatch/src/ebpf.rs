@@ -89,12 +89,11 @@ pub fn task_layout(btf: &Btf) -> Result<TaskLayout, BtfError> {
     })
 }
 
-/// Why the task program cannot run here, or its layout.
-fn task_program_plan() -> Result<TaskLayout, String> {
-    let btf = Btf::from_sys_fs().map_err(|e| {
-        format!(
-            "the kernel has no readable BTF ({VMLINUX_BTF}: {e}; CONFIG_DEBUG_INFO_BTF=y is needed)"
-        )
+/// The task program's layout from the BTF at `btf_path`, or one sentence on
+/// why that program cannot run on this kernel.
+fn task_program_plan(btf_path: &std::path::Path) -> Result<TaskLayout, String> {
+    let btf = Btf::from_file(btf_path).map_err(|e| {
+        format!("the kernel has no readable BTF ({e}; it needs CONFIG_DEBUG_INFO_BTF=y)")
     })?;
     match btf.tracepoint_arg_is_pointer("mark_victim", 0) {
         Some(true) => {}
@@ -124,7 +123,7 @@ impl Probes {
         let tracefs = tracefs::find_or_mount()?;
         let layout: MarkVictimLayout = tracefs::read_mark_victim_layout(&tracefs)?;
         let mut degraded = Vec::new();
-        let task = task_program_plan();
+        let task = task_program_plan(std::path::Path::new(VMLINUX_BTF));
         let task_layout = match &task {
             Ok(l) => *l,
             Err(reason) => {
@@ -422,6 +421,38 @@ impl VictimStream {
             .and_then(|m| m.get(&0, 0).ok())
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_btf_is_named() {
+        let err = task_program_plan(std::path::Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(
+            err.starts_with("the kernel has no readable BTF (read /nonexistent/vmlinux: "),
+            "{err}"
+        );
+        assert!(err.contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
+    }
+
+    #[test]
+    fn running_kernel_task_plan() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let l = task_program_plan(std::path::Path::new(VMLINUX_BTF)).unwrap();
+        assert_eq!(l.valid, 1);
+        assert_eq!(l.task_tgid, l.task_pid + 4, "pid_t pid; pid_t tgid;");
+        let btf = Btf::from_sys_fs().unwrap();
+        let subsys = btf.member_offset("css_set", "subsys").unwrap();
+        let memory = btf
+            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
+            .unwrap() as u32;
+        assert_eq!(l.css_set_memory_subsys, subsys + 8 * memory);
     }
 }
 

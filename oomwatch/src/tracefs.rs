@@ -239,6 +239,18 @@ print fmt: \"pid=%d\", REC->pid
     }
 
     #[test]
+    fn missing_tracepoint_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let err = read_mark_victim_layout(root.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("the kernel has no tracepoint oom:mark_victim ("),
+            "{msg}"
+        );
+        assert!(msg.contains("events/oom/mark_victim is missing"), "{msg}");
+    }
+
+    #[test]
     fn array_fields_keep_brackets_in_the_type() {
         let f = parse_format("\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;");
         assert_eq!(f[0].name, "comm");

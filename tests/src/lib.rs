@@ -249,6 +249,17 @@ pub fn run_hogs_until_one_dies(
     }
 }
 
+/// Hog sizes (MiB) for a 64 MiB cgroup: each fits alone, the three together
+/// do not. The last one runs into the limit at roughly 30 MiB, larger than
+/// either of the others, so the kernel kills the task that is allocating.
+///
+/// Not `[20, 26, 32]`: there the middle hog is the victim while the last keeps
+/// charging, and on 6.18.44 the kernel now and then killed a second hog 4 ms
+/// later, while the first victim's memory was still being released (seen in
+/// dmesg: two "Killed process" lines for one cgroup), so "exactly one kill"
+/// did not hold.
+pub const THREE_HOGS_MIB: [usize; 3] = [12, 16, 48];
+
 /// Whether `status` is death by SIGKILL (what the OOM killer sends).
 pub fn killed_by_sigkill(status: &ExitStatus) -> bool {
     status.signal() == Some(libc::SIGKILL)

@@ -1,15 +1,19 @@
 //! The daemon as a user runs it: `oomwatch run`, scraped over HTTP while a
-//! real memcg OOM happens, then stopped with SIGTERM.
+//! real memcg OOM happens, then stopped with a signal.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use oomwatch_tests::{MemcgGuard, killed_by_sigkill, require_root, run_hogs_until_one_dies};
+use nix::sys::signal::Signal;
+use oomwatch_tests::{
+    MemcgGuard, THREE_HOGS_MIB, killed_by_sigkill, require_root, run_hogs_until_one_dies,
+};
 
 /// GET `path` from `addr`; the body, or None when nothing listens yet.
 fn http_get(addr: &str, path: &str) -> Option<String> {
@@ -33,66 +37,103 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `oomwatch run` on a free loopback port, its stderr collected. Killed and
+/// reaped if the test fails before stopping it.
+struct Daemon {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
 }
 
-/// Kills and reaps the daemon if the test fails before stopping it.
-struct Daemon(std::process::Child);
+impl Daemon {
+    /// Starts the daemon and waits for `/metrics` (the listener opens only
+    /// after the probes are attached); returns it with the first scrape.
+    fn start() -> (Self, String) {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+            .args(["run", "--listen", &addr])
+            // debug shows aya-log lines from the eBPF side too
+            .env("RUST_LOG", "info,oomwatch=debug")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start oomwatch run");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let writer = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = writer.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut d = Daemon {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(body) = http_get(&d.addr, "/metrics") {
+                return (d, body);
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("oomwatch run exited early with {status}:\n{}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no /metrics after 30 s:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `sig` and waits (10 s at most) for the exit; returns the status
+    /// and the whole log.
+    fn stop(&mut self, sig: Signal) -> (ExitStatus, String) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "oomwatch did not stop within 10 s of {sig}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        (status, self.log())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 #[test]
 fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     require_root();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_oomwatch"))
-            .args(["run", "--listen", &addr])
-            // debug shows aya-log lines from the eBPF side too
-            .env("RUST_LOG", "info,oomwatch=debug")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start oomwatch run"),
-    );
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = daemon.0.stderr.take().unwrap();
-    let log_writer = Arc::clone(&log);
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = log_writer.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-
-    // The listener opens only after the probes are attached.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        if let Some(body) = http_get(&addr, "/metrics") {
-            break body;
-        }
-        if let Ok(Some(status)) = daemon.0.try_wait() {
-            panic!(
-                "oomwatch run exited early with {status}:\n{}",
-                log.lock().unwrap()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no /metrics after 30 s:\n{}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (mut daemon, first) = Daemon::start();
     assert_eq!(
         sample(&first, "oomwatch_oom_kills_total"),
         Some(0.0),
@@ -102,14 +143,15 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
 
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     let (hogs, dead, status) =
-        run_hogs_until_one_dies(env!("CARGO_BIN_EXE_oomwatch-hog"), &memcg, &[20, 26, 32]).unwrap();
+        run_hogs_until_one_dies(env!("CARGO_BIN_EXE_oomwatch-hog"), &memcg, &THREE_HOGS_MIB)
+            .unwrap();
     assert!(killed_by_sigkill(&status), "{status:?}");
     let victim = hogs[dead].pid();
     let expected_memcg = format!("memcg={}:{}", memcg.hierarchy.version, memcg.path);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
-        let body = http_get(&addr, "/metrics").expect("scrape");
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
         if sample(&body, "oomwatch_oom_kills_total") == Some(1.0) || Instant::now() > deadline {
             break body;
         }
@@ -123,29 +165,12 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     drop(hogs);
     drop(memcg);
 
-    // SIGTERM: detach and exit 0.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "oomwatch did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
+    let (status, log) = daemon.stop(Signal::SIGTERM);
     assert!(
         status.success(),
         "exit status {status} after SIGTERM:\n{log}"
     );
+    assert!(log.contains("SIGTERM: detaching"), "{log}");
 
     // One line per kill, naming the victim and its cgroup.
     let kill_lines: Vec<&str> = log.lines().filter(|l| l.contains("oom kill: ")).collect();
@@ -164,5 +189,17 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         log.contains(&format!("mark_victim pid={victim} ")),
         "no aya-log line:\n{log}"
     );
-    assert!(log.contains("SIGTERM: detaching"), "{log}");
+}
+
+/// Ctrl-C in a terminal: detach and exit 0, like SIGTERM.
+#[test]
+fn run_stops_cleanly_on_sigint() {
+    require_root();
+    let (mut daemon, _) = Daemon::start();
+    let (status, log) = daemon.stop(Signal::SIGINT);
+    assert!(
+        status.success(),
+        "exit status {status} after SIGINT:\n{log}"
+    );
+    assert!(log.contains("SIGINT: detaching"), "{log}");
 }

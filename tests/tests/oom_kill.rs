@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use oomwatch::ebpf::{Probes, Victim};
-use oomwatch_tests::{MemcgGuard, killed_by_sigkill, require_root, run_hogs_until_one_dies};
+use oomwatch_tests::{
+    MemcgGuard, THREE_HOGS_MIB, killed_by_sigkill, require_root, run_hogs_until_one_dies,
+};
 
-/// Three hogs of 20, 26 and 32 MiB in a 64 MiB cgroup: each fits alone, all
+/// Three hogs ([`THREE_HOGS_MIB`]) in a 64 MiB cgroup: each fits alone, all
 /// three do not. The kernel kills one; the victim oomwatch reports must be the
 /// child that died of SIGKILL, in this cgroup, and the cgroup's own OOM kill
 /// counter must have risen by exactly one.
@@ -33,7 +35,8 @@ fn memcg_oom_victim_reported_through_ebpf() {
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     let before = memcg.oom_kills().unwrap();
     let (hogs, dead, status) =
-        run_hogs_until_one_dies(env!("CARGO_BIN_EXE_oomwatch-hog"), &memcg, &[20, 26, 32]).unwrap();
+        run_hogs_until_one_dies(env!("CARGO_BIN_EXE_oomwatch-hog"), &memcg, &THREE_HOGS_MIB)
+            .unwrap();
     assert!(
         killed_by_sigkill(&status),
         "hog {} ({} MiB) exited with {status:?}, not SIGKILL",
