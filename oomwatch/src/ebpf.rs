@@ -328,6 +328,9 @@ impl std::fmt::Display for Victim {
             write!(f, " tgid={t}")?;
         }
         write!(f, " comm={}", self.comm.as_deref().unwrap_or("?"))?;
+        if let Some(uid) = self.uid {
+            write!(f, " uid={uid}")?;
+        }
         match (&self.memcg, self.memcg_id) {
             (Some(m), _) => write!(f, " memcg={m}")?,
             (None, Some(id)) => write!(f, " memcg=id:{id}")?,
@@ -408,6 +411,7 @@ impl VictimStream {
                 v.tgid = Some(t.tgid);
                 v.memcg_id = Some(t.memcg_id);
                 let _ = tasks.remove(&v.pid);
+                tracing::debug!(pid = v.pid, "task record joined in user space");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

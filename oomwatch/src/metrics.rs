@@ -9,6 +9,8 @@ pub mod names {
     pub const OOM_KILLS: &str = "oomwatch_oom_kills_total";
     pub const EVENTS_DROPPED: &str = "oomwatch_events_dropped_total";
     pub const BUILD_INFO: &str = "oomwatch_build_info";
+    /// Every name above.
+    pub const ALL: &[&str] = &[OOM_KILLS, EVENTS_DROPPED, BUILD_INFO];
 }
 
 pub struct Metrics {
@@ -66,12 +68,37 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// The README's metric table lists every metric, and only those.
+    #[test]
+    fn readme_documents_every_metric() {
+        let readme = include_str!("../../README.md");
+        let documented: Vec<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `oomwatch_"))
+            .filter_map(|rest| rest.split(['`', '{']).next())
+            .collect();
+        let mut want: Vec<String> = names::ALL
+            .iter()
+            .map(|n| n.trim_start_matches("oomwatch_").to_owned())
+            .collect();
+        want.sort();
+        let mut got: Vec<String> = documented.iter().map(|s| s.to_string()).collect();
+        got.sort();
+        assert_eq!(got, want, "README.md's metric table vs metrics::names::ALL");
+    }
+
     #[test]
     fn exposition_has_the_catalogue() {
         let m = Metrics::new("6.18.44").unwrap();
         m.oom_kills.inc();
         let text = m.render();
         assert!(text.contains("oomwatch_oom_kills_total 1\n"), "{text}");
+        for name in names::ALL {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} in {text}"
+            );
+        }
         assert!(text.contains("oomwatch_events_dropped_total 0\n"), "{text}");
         assert!(
             text.contains(&format!(
