@@ -428,38 +428,6 @@ impl VictimStream {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_btf_is_named() {
-        let err = task_program_plan(std::path::Path::new("/nonexistent/vmlinux")).unwrap_err();
-        assert!(
-            err.starts_with("the kernel has no readable BTF (read /nonexistent/vmlinux: "),
-            "{err}"
-        );
-        assert!(err.contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
-    }
-
-    #[test]
-    fn running_kernel_task_plan() {
-        if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("skipped: no {VMLINUX_BTF}");
-            return;
-        }
-        let l = task_program_plan(std::path::Path::new(VMLINUX_BTF)).unwrap();
-        assert_eq!(l.valid, 1);
-        assert_eq!(l.task_tgid, l.task_pid + 4, "pid_t pid; pid_t tgid;");
-        let btf = Btf::from_sys_fs().unwrap();
-        let subsys = btf.member_offset("css_set", "subsys").unwrap();
-        let memory = btf
-            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
-            .unwrap() as u32;
-        assert_eq!(l.css_set_memory_subsys, subsys + 8 * memory);
-    }
-}
-
 /// Loads the object and then its empty fentry and fexit programs, without
 /// attaching them; each result says whether the kernel took that program.
 pub fn try_load_fentry_fexit() -> anyhow::Result<(Result<(), String>, Result<(), String>)> {
@@ -492,5 +460,37 @@ fn describe_load_error(e: &aya::programs::ProgramError) -> String {
             format!("BPF_PROG_LOAD: {io_error}")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_btf_is_named() {
+        let err = task_program_plan(std::path::Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(
+            err.starts_with("the kernel has no readable BTF (read /nonexistent/vmlinux: "),
+            "{err}"
+        );
+        assert!(err.contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
+    }
+
+    #[test]
+    fn running_kernel_task_plan() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let l = task_program_plan(std::path::Path::new(VMLINUX_BTF)).unwrap();
+        assert_eq!(l.valid, 1);
+        assert_eq!(l.task_tgid, l.task_pid + 4, "pid_t pid; pid_t tgid;");
+        let btf = Btf::from_sys_fs().unwrap();
+        let subsys = btf.member_offset("css_set", "subsys").unwrap();
+        let memory = btf
+            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
+            .unwrap() as u32;
+        assert_eq!(l.css_set_memory_subsys, subsys + 8 * memory);
     }
 }
