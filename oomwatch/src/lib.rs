@@ -13,6 +13,7 @@ pub mod cli;
 pub mod daemon;
 pub mod ebpf;
 pub mod metrics;
+pub mod model;
 pub mod privilege;
 pub mod tracefs;
 

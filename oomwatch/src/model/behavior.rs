@@ -1,0 +1,534 @@
+//! What the kernel does, as data: every OOM behaviour change the model knows,
+//! with the mainline version it landed in and the stable series that took it
+//! earlier, and [`KernelBehavior`], the rule set derived from them for one
+//! exact version.
+//!
+//! This file is the only place that compares kernel versions. Every entry cites
+//! its evidence in `../shared/kernel-oom.md` (section, and the trees read);
+//! "unverified" there stays "unverified" here.
+
+use serde::Serialize;
+
+use super::version::{KernelVersion, v};
+
+/// One behaviour change in the kernel's OOM code.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Change {
+    pub id: ChangeId,
+    /// What changed, in one line.
+    pub summary: &'static str,
+    /// First mainline release with the change.
+    pub mainline: KernelVersion,
+    /// Stable series that carry it before `mainline`: the first sublevel of
+    /// each series known to have it.
+    pub backports: &'static [KernelVersion],
+    /// Where the facts come from (kernel-oom.md section; trees compared).
+    pub source: &'static str,
+}
+
+impl Change {
+    /// Whether kernel `ver` has this change.
+    pub fn applies(&self, ver: KernelVersion) -> bool {
+        ver >= self.mainline || self.backports.iter().any(|b| ver.in_series_from(*b))
+    }
+}
+
+/// Names of the changes in [`CHANGES`]; never renumbered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeId {
+    RootBonusOnUsage,
+    PmdsInPageTables,
+    ShmemRssCounter,
+    PgtablesBytes,
+    AdminBonusRemoved,
+    LeaderPreference,
+    VforkIneligible,
+    ReapedMmSkipped,
+    GlobalScanProcesses,
+    GlobalLeaderPreferenceDropped48,
+    UnifiedEvaluateTask,
+    MemcgTotalpagesSwapMax,
+    OomGroup,
+    SacrificeChildRemoved,
+    ProcsScanNoLeaderPreference,
+    BadnessSigned,
+    MemcgTotalpagesSplit,
+    OomAdjReadClamp,
+    PagefaultNoGlobalOom,
+    ReaperDelay,
+    MemcgTotalpagesMemswAccount,
+    PercpuRssCounters,
+    MarkVictimFields,
+    ProcStatusPreciseRss,
+    ConstraintPresentPages,
+}
+
+/// Every change the model knows, oldest first.
+pub const CHANGES: &[Change] = &[
+    Change {
+        id: ChangeId::RootBonusOnUsage,
+        summary: "the CAP_SYS_ADMIN bonus is 3% of the task's own points (before: adj -= 30, i.e. 3% of totalpages)",
+        // 778c14affaf9 "mm, oom: base root bonus on current usage" (mainline
+        // version from the linux-mm patch mail, unverified); kernel-oom.md
+        // reads the points form in 3.10.108, so 3.10.y took it at some
+        // sublevel ≤ 108 (unverified which).
+        mainline: v(3, 14, 0),
+        backports: &[v(3, 10, 108)],
+        source: "§2.2 step 5; linux-mm patch mm-oom-base-root-bonus-on-current-usage",
+    },
+    Change {
+        id: ChangeId::PmdsInPageTables,
+        summary: "badness page-table term counts PMD tables too (nr_ptes + mm_nr_pmds)",
+        mainline: v(4, 0, 0),
+        backports: &[],
+        source: "§2.2 step 4: 4.4.155/4.9.154/4.14.177 mm/oom_kill.c; 4.0 inferred, 3.10.108 has nr_ptes only",
+    },
+    Change {
+        id: ChangeId::ShmemRssCounter,
+        summary: "get_mm_rss() adds MM_SHMEMPAGES (shmem was inside MM_FILEPAGES before)",
+        mainline: v(4, 5, 0),
+        backports: &[],
+        source: "§2.2 step 4: absent 4.4.155, present 4.9.154 include/linux/mm.h",
+    },
+    Change {
+        id: ChangeId::PgtablesBytes,
+        summary: "page-table term is mm_pgtables_bytes(mm) / PAGE_SIZE",
+        mainline: v(4, 15, 0),
+        backports: &[],
+        source: "§2.2 step 4: absent 4.14.177, present 4.18.0/4.19.78",
+    },
+    Change {
+        id: ChangeId::AdminBonusRemoved,
+        summary: "no 3% badness discount for CAP_SYS_ADMIN tasks",
+        mainline: v(4, 17, 0),
+        backports: &[],
+        source: "§2.2 step 5: d46078b28889; present 4.14.177, absent 4.18.0/4.19.78",
+    },
+    Change {
+        id: ChangeId::LeaderPreference,
+        summary: "on equal points keep a thread-group leader already chosen",
+        // Present in 4.4.155, absent in 3.10.108; the mainline release in
+        // between is unverified (§4.5): 4.4 is the first tree seen with it.
+        mainline: v(4, 4, 0),
+        backports: &[],
+        source: "§4.5: d49ad9355420; strict > in 3.10.108, leader preference in 4.4.155 … 5.2.1",
+    },
+    Change {
+        id: ChangeId::VforkIneligible,
+        summary: "a vfork child sharing its parent's mm is ineligible",
+        mainline: v(4, 8, 0),
+        backports: &[],
+        source: "§2.2 step 3: absent 4.4.155, present 4.8.15",
+    },
+    Change {
+        id: ChangeId::ReapedMmSkipped,
+        summary: "a victim whose mm was reaped (MMF_OOM_REAPED, MMF_OOM_SKIP from 4.9) is skipped, not waited for",
+        mainline: v(4, 8, 0),
+        backports: &[],
+        source: "§2.2 step 3, §4.3: seen in 4.8.15, MMF_OOM_SKIP 4.9.154 … 6.18.2",
+    },
+    Change {
+        id: ChangeId::GlobalScanProcesses,
+        summary: "global OOM scans processes (for_each_process) instead of every thread",
+        // Between 4.4 and 4.8 (unverified); 4.8.15 is the first tree seen with it.
+        mainline: v(4, 8, 0),
+        backports: &[],
+        source: "§4.1: every thread in 4.4.155, processes in 4.8.15",
+    },
+    Change {
+        id: ChangeId::GlobalLeaderPreferenceDropped48,
+        summary: "4.8 only: the global loop has no leader preference (last equal process wins)",
+        mainline: v(4, 8, 0),
+        backports: &[],
+        source: "§4.2, §4.5: 4.8.15 oom_scan_process_thread; back in 4.9.154 via oom_evaluate_task",
+    },
+    Change {
+        id: ChangeId::UnifiedEvaluateTask,
+        summary: "memcg OOM goes through out_of_memory()/oom_evaluate_task() (shared with global)",
+        mainline: v(4, 9, 0),
+        backports: &[],
+        source: "§4.1, §4.2: Davydov's dedup; 4.9.154",
+    },
+    Change {
+        id: ChangeId::MemcgTotalpagesSwapMax,
+        summary: "memcg totalpages = min(max + min(swap.max, total_swap), memsw.max) when swappiness != 0",
+        mainline: v(4, 9, 0),
+        backports: &[],
+        source: "§5.2: 4.9 – 5.9",
+    },
+    Change {
+        id: ChangeId::OomGroup,
+        summary: "cgroup v2 memory.oom.group kills the whole group",
+        mainline: v(4, 19, 0),
+        backports: &[],
+        source: "§4.9: 4.19.78 … 6.18.2 mem_cgroup_get_oom_group",
+    },
+    Change {
+        id: ChangeId::SacrificeChildRemoved,
+        summary: "no 'sacrifice child': the chosen task itself is killed",
+        mainline: v(5, 1, 0),
+        backports: &[],
+        source: "§4.8: bbbe48029720; present 5.0.1, absent 5.2.1",
+    },
+    Change {
+        id: ChangeId::ProcsScanNoLeaderPreference,
+        summary: "memcg scans processes (CSS_TASK_ITER_PROCS); leader preference removed: the last equal task wins; oom_badness() takes 2 arguments",
+        mainline: v(5, 3, 0),
+        backports: &[],
+        source: "§2.1, §4.1, §4.5: 5.2.1 vs 5.3.1",
+    },
+    Change {
+        id: ChangeId::BadnessSigned,
+        summary: "oom_badness() returns long: LONG_MIN is ineligible, no floor of 1; /proc oom_score = (1000 + B*1000/T)*2/3",
+        mainline: v(5, 9, 0),
+        backports: &[v(5, 4, 144)],
+        source: "§0.2, §2.2 step 7, §3: 9066e5cfb73c; 5.4.y push log lists it in 5.4.144; absent 5.4.59",
+    },
+    Change {
+        id: ChangeId::MemcgTotalpagesSplit,
+        summary: "memcg totalpages: v2 max + min(swap.max, total_swap); v1 max + min(memsw.max - max, total_swap)",
+        mainline: v(5, 10, 0),
+        backports: &[],
+        source: "§5.2: 5.10 – 6.0",
+    },
+    Change {
+        id: ChangeId::OomAdjReadClamp,
+        summary: "reading /proc/PID/oom_adj is clamped to 15",
+        mainline: v(5, 10, 0),
+        backports: &[],
+        source: "§3: absent 5.9.1, present 5.10.89",
+    },
+    Change {
+        id: ChangeId::PagefaultNoGlobalOom,
+        summary: "VM_FAULT_OOM from a user page fault no longer calls the global OOM killer",
+        mainline: v(5, 16, 0),
+        // 5.10.89 and 5.15.135 are the first trees of their series seen with
+        // it (exact sublevels unverified); 4.14.y pushed it on 2021-11-19
+        // (≈ 4.14.256, unverified).
+        backports: &[v(5, 4, 160), v(5, 10, 89), v(5, 15, 135), v(4, 14, 256)],
+        source: "§0.2, §7.7: 60e2793d440a, 0b28179a6138; review 5.4.160-rc2",
+    },
+    Change {
+        id: ChangeId::ReaperDelay,
+        summary: "the OOM reaper starts 2 s after the kill (OOM_REAPER_DELAY)",
+        mainline: v(5, 18, 0),
+        // Seen in 5.4.195 and 5.15.135; first sublevels unverified.
+        backports: &[v(5, 4, 195), v(5, 15, 135)],
+        source: "§0.2, §4.3: absent 5.10.89",
+    },
+    Change {
+        id: ChangeId::MemcgTotalpagesMemswAccount,
+        summary: "memcg totalpages splits on do_memsw_account() rather than on the cgroup version",
+        mainline: v(6, 1, 0),
+        backports: &[],
+        source: "§5.2: ≥ 6.1",
+    },
+    Change {
+        id: ChangeId::PercpuRssCounters,
+        summary: "mm rss counters are percpu_counters; OOM scoring reads the approximate global part",
+        mainline: v(6, 2, 0),
+        backports: &[],
+        source: "§2.3: f1a7941243c1",
+    },
+    Change {
+        id: ChangeId::MarkVictimFields,
+        summary: "oom:mark_victim carries comm, rss, uid, pgtables and oom_score_adj",
+        // Mainline ≈ 6.9 (exact version unverified); stable 6.1 from 6.1.130.
+        mainline: v(6, 9, 0),
+        backports: &[v(6, 1, 130)],
+        source: "§0.2, §8.1",
+    },
+    Change {
+        id: ChangeId::ProcStatusPreciseRss,
+        summary: "/proc/PID/status rss is the precise per-CPU sum while OOM scoring stays approximate",
+        // 82241a83cd15, mainline ≈ 6.16 (unverified): absent 6.12.0, present 6.18.2.
+        mainline: v(6, 16, 0),
+        backports: &[],
+        source: "§2.3",
+    },
+    Change {
+        id: ChangeId::ConstraintPresentPages,
+        summary: "cpuset/mempolicy totalpages counts node_present_pages (spanned before)",
+        mainline: v(5, 4, 0),
+        backports: &[],
+        source: "§5.1: 5.3.1 spanned, 5.4.59 present",
+    },
+];
+
+/// The [`Change`] named `id`.
+pub fn change(id: ChangeId) -> &'static Change {
+    CHANGES
+        .iter()
+        .find(|c| c.id == id)
+        .expect("every ChangeId has an entry in CHANGES")
+}
+
+/// How the page-table term of `oom_badness` is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageTableTerm {
+    /// 3.10: `mm->nr_ptes`.
+    NrPtes,
+    /// 4.0 – 4.14: `nr_ptes + mm_nr_pmds(mm)`.
+    NrPtesPlusPmds,
+    /// 4.15+: `mm_pgtables_bytes(mm) / PAGE_SIZE`.
+    Bytes,
+}
+
+/// What `oom_badness` returns for an eligible task, and for an ineligible one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadnessReturn {
+    /// ≤ 5.8 (and 5.4.0 – 5.4.143): unsigned, at least 1; 0 = ineligible.
+    FloorOne,
+    /// ≥ 5.9 (and 5.4.144+): signed, unchanged; LONG_MIN = ineligible.
+    Signed,
+}
+
+/// `/proc/PID/oom_score` formula (kernel-oom.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcScoreFormula {
+    /// `B * 1000 / T`, unsigned (≤ 5.8, 5.4.0 – 5.4.143).
+    Scaled,
+    /// `(1000 + B * 1000 / T) * 2 / 3`, signed; 0 when ineligible.
+    Shifted,
+}
+
+/// What a scan walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanUnit {
+    /// Every thread (`for_each_process_thread`, css_task_iter without PROCS).
+    Threads,
+    /// Thread-group leaders (`for_each_process`, CSS_TASK_ITER_PROCS).
+    Processes,
+}
+
+/// Who wins among equal maximal points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TieBreak {
+    /// Replace only on strictly greater points: the first one seen wins (3.10).
+    First,
+    /// Replace on equal points unless the current choice is a thread-group
+    /// leader (4.4 – 5.2).
+    KeepLeader,
+    /// Replace on equal points: the last one seen wins (4.8 global, ≥ 5.3).
+    Last,
+}
+
+/// How a memcg's OOM `totalpages` is derived from its limits (§5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemcgTotalpagesRule {
+    /// ≤ 4.8: `L = limit`; if swappiness: `min(L + total_swap, memsw.limit)`.
+    LimitPlusSwapCappedByMemsw,
+    /// 4.9 – 5.9: `max`; if swappiness: `min(max + min(swap.max, total_swap), memsw.max)`.
+    SwapMaxCappedByMemsw,
+    /// 5.10 – 6.0 (split on cgroup version) and ≥ 6.1 (split on memsw
+    /// accounting): v2 `max + min(swap.max, total_swap)`; v1 `max + min(memsw.max − max, total_swap)`.
+    Split,
+}
+
+/// The OOM rules of one exact kernel version, derived from [`CHANGES`].
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelBehavior {
+    pub version: KernelVersion,
+    /// MM_SHMEMPAGES is a separate counter in `get_mm_rss()` (else it is inside MM_FILEPAGES).
+    pub shmem_counter: bool,
+    pub page_tables: PageTableTerm,
+    /// CAP_SYS_ADMIN tasks lose 3 % of their points (before the adj term).
+    pub admin_bonus: bool,
+    /// Before 3.14: the bonus is `adj -= 30` instead (3 % of totalpages).
+    pub admin_bonus_on_adj: bool,
+    pub badness_return: BadnessReturn,
+    pub proc_score: ProcScoreFormula,
+    pub vfork_ineligible: bool,
+    pub reaped_mm_skipped: bool,
+    pub global_scan: ScanUnit,
+    pub memcg_scan: ScanUnit,
+    pub global_tie: TieBreak,
+    pub memcg_tie: TieBreak,
+    pub sacrifice_child: bool,
+    pub oom_group: bool,
+    /// 4.9 – 5.2: the cpuset/mempolicy test of `oom_unkillable_task` also
+    /// filters memcg scans.
+    pub memcg_cpuset_filter: bool,
+    pub memcg_totalpages: MemcgTotalpagesRule,
+    /// ≥ 6.1: the memcg totalpages split is decided by memsw accounting, not by the cgroup version.
+    pub memcg_split_on_memsw_account: bool,
+    pub oom_adj_read_clamp: bool,
+    pub pagefault_global_oom: bool,
+    pub reaper_delay: bool,
+    /// OOM scoring uses approximate per-CPU rss counters.
+    pub approximate_rss: bool,
+    /// `/proc/PID/status` shows the precise sum, so it may differ from what OOM scores.
+    pub proc_rss_precise: bool,
+}
+
+impl KernelBehavior {
+    pub fn for_version(ver: KernelVersion) -> Self {
+        let has = |id| change(id).applies(ver);
+        let leader = has(ChangeId::LeaderPreference);
+        let procs = has(ChangeId::ProcsScanNoLeaderPreference);
+        let global_tie = if procs {
+            TieBreak::Last
+        } else if ver.major == 4 && ver.minor == 8 {
+            // 4.8's own global loop (oom_scan_process_thread) dropped the
+            // leader preference; 4.9 restored it through oom_evaluate_task.
+            TieBreak::Last
+        } else if leader {
+            TieBreak::KeepLeader
+        } else {
+            TieBreak::First
+        };
+        let memcg_tie = if procs {
+            TieBreak::Last
+        } else if leader {
+            TieBreak::KeepLeader
+        } else {
+            TieBreak::First
+        };
+        let signed = has(ChangeId::BadnessSigned);
+        KernelBehavior {
+            version: ver,
+            shmem_counter: has(ChangeId::ShmemRssCounter),
+            page_tables: if has(ChangeId::PgtablesBytes) {
+                PageTableTerm::Bytes
+            } else if has(ChangeId::PmdsInPageTables) {
+                PageTableTerm::NrPtesPlusPmds
+            } else {
+                PageTableTerm::NrPtes
+            },
+            admin_bonus: !has(ChangeId::AdminBonusRemoved),
+            admin_bonus_on_adj: !has(ChangeId::RootBonusOnUsage),
+            badness_return: if signed {
+                BadnessReturn::Signed
+            } else {
+                BadnessReturn::FloorOne
+            },
+            proc_score: if signed {
+                ProcScoreFormula::Shifted
+            } else {
+                ProcScoreFormula::Scaled
+            },
+            vfork_ineligible: has(ChangeId::VforkIneligible),
+            reaped_mm_skipped: has(ChangeId::ReapedMmSkipped),
+            global_scan: if has(ChangeId::GlobalScanProcesses) {
+                ScanUnit::Processes
+            } else {
+                ScanUnit::Threads
+            },
+            memcg_scan: if procs {
+                ScanUnit::Processes
+            } else {
+                ScanUnit::Threads
+            },
+            global_tie,
+            memcg_tie,
+            sacrifice_child: !has(ChangeId::SacrificeChildRemoved),
+            oom_group: has(ChangeId::OomGroup),
+            memcg_cpuset_filter: has(ChangeId::UnifiedEvaluateTask) && !procs,
+            memcg_totalpages: if has(ChangeId::MemcgTotalpagesSplit) {
+                MemcgTotalpagesRule::Split
+            } else if has(ChangeId::MemcgTotalpagesSwapMax) {
+                MemcgTotalpagesRule::SwapMaxCappedByMemsw
+            } else {
+                MemcgTotalpagesRule::LimitPlusSwapCappedByMemsw
+            },
+            memcg_split_on_memsw_account: has(ChangeId::MemcgTotalpagesMemswAccount),
+            oom_adj_read_clamp: has(ChangeId::OomAdjReadClamp),
+            pagefault_global_oom: !has(ChangeId::PagefaultNoGlobalOom),
+            reaper_delay: has(ChangeId::ReaperDelay),
+            approximate_rss: has(ChangeId::PercpuRssCounters),
+            proc_rss_precise: has(ChangeId::ProcStatusPreciseRss),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_id_has_one_entry() {
+        let mut seen = std::collections::HashSet::new();
+        for c in CHANGES {
+            assert!(seen.insert(c.id), "{:?} listed twice", c.id);
+            for b in c.backports {
+                assert!(
+                    *b < c.mainline,
+                    "{:?}: backport {b} is not before {}",
+                    c.id,
+                    c.mainline
+                );
+            }
+        }
+    }
+
+    /// The one-page summary of kernel-oom.md §1, row by row, for the trees the
+    /// spec was read from.
+    #[test]
+    fn families_match_the_summary_table() {
+        use BadnessReturn::*;
+        use PageTableTerm::*;
+        use ScanUnit::*;
+        use TieBreak::*;
+        type Row = (
+            KernelVersion,
+            PageTableTerm,
+            bool,
+            BadnessReturn,
+            ScanUnit,
+            ScanUnit,
+            TieBreak,
+            bool,
+            bool,
+        );
+        #[rustfmt::skip]
+        let rows: &[Row] = &[
+            //  version        pt              bonus  ret        global     memcg      tie(global) child  pf→global
+            (v(3, 10, 108), NrPtes,         true,  FloorOne, Threads,   Threads,   First,      true,  true),
+            (v(4, 4, 155),  NrPtesPlusPmds, true,  FloorOne, Threads,   Threads,   KeepLeader, true,  true),
+            (v(4, 9, 154),  NrPtesPlusPmds, true,  FloorOne, Processes, Threads,   KeepLeader, true,  true),
+            (v(4, 14, 177), NrPtesPlusPmds, true,  FloorOne, Processes, Threads,   KeepLeader, true,  true),
+            (v(4, 19, 78),  Bytes,          false, FloorOne, Processes, Threads,   KeepLeader, true,  true),
+            (v(5, 4, 59),   Bytes,          false, FloorOne, Processes, Processes, Last,       false, true),
+            (v(5, 4, 195),  Bytes,          false, Signed,   Processes, Processes, Last,       false, false),
+            (v(5, 10, 89),  Bytes,          false, Signed,   Processes, Processes, Last,       false, false),
+            (v(5, 15, 135), Bytes,          false, Signed,   Processes, Processes, Last,       false, false),
+            (v(6, 1, 20),   Bytes,          false, Signed,   Processes, Processes, Last,       false, false),
+            (v(6, 18, 44),  Bytes,          false, Signed,   Processes, Processes, Last,       false, false),
+        ];
+        for &(ver, pt, bonus, ret, global, memcg, tie, child, pf) in rows {
+            let kb = KernelBehavior::for_version(ver);
+            assert_eq!(kb.page_tables, pt, "{ver} page tables");
+            assert_eq!(kb.admin_bonus, bonus, "{ver} bonus");
+            assert_eq!(kb.badness_return, ret, "{ver} return");
+            assert_eq!(kb.global_scan, global, "{ver} global scan");
+            assert_eq!(kb.memcg_scan, memcg, "{ver} memcg scan");
+            assert_eq!(kb.global_tie, tie, "{ver} tie");
+            assert_eq!(kb.sacrifice_child, child, "{ver} sacrifice child");
+            assert_eq!(kb.pagefault_global_oom, pf, "{ver} page fault → global OOM");
+        }
+    }
+
+    #[test]
+    fn backports_key_on_the_sublevel() {
+        let b = change(ChangeId::BadnessSigned);
+        assert!(!b.applies(v(5, 4, 143)));
+        assert!(b.applies(v(5, 4, 144)));
+        assert!(!b.applies(v(5, 8, 18)), "5.8 never got it");
+        assert!(b.applies(v(5, 9, 0)));
+        let kb = KernelBehavior::for_version(v(4, 8, 15));
+        assert_eq!(kb.global_tie, TieBreak::Last, "4.8 global loop");
+        assert_eq!(kb.memcg_tie, TieBreak::KeepLeader, "4.8 memcg loop");
+        assert!(!KernelBehavior::for_version(v(6, 1, 130)).approximate_rss);
+        assert!(KernelBehavior::for_version(v(3, 10, 50)).admin_bonus_on_adj);
+        assert!(!KernelBehavior::for_version(v(3, 10, 108)).admin_bonus_on_adj);
+        assert!(change(ChangeId::MarkVictimFields).applies(v(6, 1, 130)));
+        assert!(!change(ChangeId::MarkVictimFields).applies(v(6, 6, 9)));
+    }
+}

@@ -1,0 +1,114 @@
+//! The model's input: processes and their mm counters, as the kernel's OOM
+//! code sees them. Plain data, filled by the snapshot readers (or by a replay
+//! of a kernel report, or by a test).
+
+use serde::{Deserialize, Serialize};
+
+/// `OOM_SCORE_ADJ_MIN`: never killed.
+pub const OOM_SCORE_ADJ_MIN: i16 = -1000;
+/// `OOM_SCORE_ADJ_MAX`.
+pub const OOM_SCORE_ADJ_MAX: i16 = 1000;
+
+/// The counters of one `mm_struct`, in pages unless the name says bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmCounters {
+    /// MM_ANONPAGES.
+    pub anon_pages: u64,
+    /// MM_FILEPAGES (on kernels before 4.5 this includes shmem).
+    pub file_pages: u64,
+    /// MM_SHMEMPAGES (4.5+; 0 before).
+    pub shmem_pages: u64,
+    /// MM_SWAPENTS.
+    pub swap_pages: u64,
+    /// `mm_pgtables_bytes(mm)` (4.15+): every page-table level, in bytes.
+    pub pgtables_bytes: u64,
+    /// `mm->nr_ptes` (before 4.15); derived from `pgtables_bytes` when absent.
+    pub nr_ptes: Option<u64>,
+    /// `mm_nr_pmds(mm)` (4.0 – 4.14); 0 when absent.
+    pub nr_pmds: Option<u64>,
+}
+
+impl MmCounters {
+    /// `get_mm_rss()`: anon + file + shmem.
+    pub fn rss_pages(&self) -> u64 {
+        self.anon_pages + self.file_pages + self.shmem_pages
+    }
+}
+
+/// One thread, as far as victim selection cares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thread {
+    pub pid: i32,
+    /// `task->mm != NULL` (false once the thread has passed `exit_mm`).
+    pub has_mm: bool,
+}
+
+/// One process (thread group) with everything the OOM killer reads from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub tgid: i32,
+    pub comm: String,
+    /// Threads in `for_each_thread` order: the leader first.
+    pub threads: Vec<Thread>,
+    /// The process's mm counters; `None` when no thread has an mm any more.
+    pub mm: Option<MmCounters>,
+    /// Identity of the mm, equal for processes that share one (CLONE_VM
+    /// without CLONE_THREAD, vfork).
+    pub mm_id: Option<u64>,
+    /// `signal->oom_score_adj`.
+    pub oom_score_adj: i16,
+    /// PF_KTHREAD.
+    pub kernel_thread: bool,
+    /// tgid 1 of the initial pid namespace (a container's pid 1 is killable).
+    pub global_init: bool,
+    /// Already an OOM victim (`signal->oom_mm` set, 4.9+; `oom_victims`, 4.8).
+    pub oom_victim: bool,
+    /// Its mm carries MMF_OOM_SKIP (reaped, or past `exit_mmap`).
+    pub mm_oom_skip: bool,
+    /// `oom_task_origin()`: swapoff, KSM unmerge, ring-buffer resize.
+    pub oom_origin: bool,
+    /// A vfork child still sharing its parent's mm.
+    pub in_vfork: bool,
+    /// Holds CAP_SYS_ADMIN (for the ≤ 4.16 bonus).
+    pub cap_sys_admin: bool,
+    /// Its cpuset/mempolicy intersects the OOM's (always true on non-NUMA).
+    pub cpuset_eligible: bool,
+    /// Memory cgroup path inside its hierarchy (`/` for the root).
+    pub memcg: Option<String>,
+    /// The parent's tgid (for "sacrifice child", ≤ 5.0).
+    pub parent_tgid: Option<i32>,
+}
+
+impl Process {
+    /// A plain user process with one thread: the common case, for tests and
+    /// for callers that fill in only what they know.
+    pub fn simple(tgid: i32, comm: &str, mm: MmCounters, oom_score_adj: i16) -> Self {
+        Process {
+            tgid,
+            comm: comm.to_owned(),
+            threads: vec![Thread {
+                pid: tgid,
+                has_mm: true,
+            }],
+            mm: Some(mm),
+            mm_id: Some(tgid as u64),
+            oom_score_adj,
+            kernel_thread: false,
+            global_init: false,
+            oom_victim: false,
+            mm_oom_skip: false,
+            oom_origin: false,
+            in_vfork: false,
+            cap_sys_admin: false,
+            cpuset_eligible: true,
+            memcg: None,
+            parent_tgid: None,
+        }
+    }
+
+    /// `find_lock_task_mm()`: the first thread (leader first) with an mm.
+    pub fn thread_with_mm(&self) -> Option<&Thread> {
+        self.mm?;
+        self.threads.iter().find(|t| t.has_mm)
+    }
+}
