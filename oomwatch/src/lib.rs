@@ -15,6 +15,7 @@ pub mod ebpf;
 pub mod metrics;
 pub mod model;
 pub mod privilege;
+pub mod snapshot;
 pub mod tracefs;
 
 /// The running kernel's release string (`uname -r`), or `unknown`.

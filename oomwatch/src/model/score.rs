@@ -23,6 +23,55 @@ pub fn proc_oom_score(b: &Badness, totalpages: u64, kb: &KernelBehavior) -> u64 
     }
 }
 
+/// The largest error, in pages, between an mm's precise rss+swap and the
+/// approximate value the kernel scores with (6.2+): four per-CPU counters
+/// (anon, file, shmem, swap), each off by up to `batch` pages on every CPU,
+/// with `percpu_counter_batch = max(32, 2 * nr_cpus)` (lib/percpu_counter.c).
+pub fn approximate_counter_slack(nr_cpus: u64) -> i64 {
+    let batch = 32.max(2 * nr_cpus);
+    (4 * batch * nr_cpus) as i64
+}
+
+/// Why the model's `/proc/PID/oom_score` for a task can differ from the
+/// kernel's, or `None` when it cannot and a difference is a model bug.
+///
+/// On kernels whose `/proc/PID/status` shows precise rss while OOM scoring
+/// reads the approximate per-CPU counters (6.16+, kernel-oom.md §2.3), a
+/// kernel score that some badness within `slack` pages of the model's would
+/// give is explained by that approximation.
+pub fn explain_score_difference(
+    b: &Badness,
+    totalpages: u64,
+    kernel_score: u64,
+    slack: i64,
+    kb: &KernelBehavior,
+) -> Option<String> {
+    let points = b.points?;
+    if !kb.proc_rss_precise {
+        return None;
+    }
+    let at = |p: i64| {
+        proc_oom_score(
+            &Badness {
+                points: Some(p),
+                ..b.clone()
+            },
+            totalpages,
+            kb,
+        )
+    };
+    let (lo, hi) = (
+        at(points.saturating_sub(slack)),
+        at(points.saturating_add(slack)),
+    );
+    (lo..=hi).contains(&kernel_score).then(|| {
+        format!(
+            "the kernel scores with approximate per-CPU rss counters while /proc/PID/status              shows the precise sum (Linux {}); within ±{slack} pages the score ranges {lo}..={hi}",
+            kb.version
+        )
+    })
+}
+
 /// Writing `oom_adj` (−17 … 15) sets this `oom_score_adj`; `None` for values
 /// the kernel rejects with EINVAL.
 pub fn oom_adj_to_score_adj(oom_adj: i32) -> Option<i16> {
@@ -83,6 +132,22 @@ mod tests {
         ] {
             assert_eq!(proc_oom_score(&points(b), t, &kb), want, "badness {b}");
         }
+    }
+
+    #[test]
+    fn approximate_counters_explain_only_near_a_boundary() {
+        let kb = KernelBehavior::for_version(v(6, 18, 44));
+        let t = 6_170_914;
+        let slack = approximate_counter_slack(2);
+        assert_eq!(slack, 256);
+        // 6 171 pages is the first badness that scores 667: 6 100 could be
+        // 6 356 in the kernel's counters.
+        assert!(explain_score_difference(&points(6_100), t, 667, slack, &kb).is_some());
+        // Far from the boundary nothing explains a difference.
+        assert!(explain_score_difference(&points(3_450), t, 667, slack, &kb).is_none());
+        // Before 6.16 /proc and the kernel read the same counters.
+        let k612 = KernelBehavior::for_version(v(6, 12, 0));
+        assert!(explain_score_difference(&points(6_100), t, 667, slack, &k612).is_none());
     }
 
     #[test]
