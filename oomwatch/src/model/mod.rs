@@ -12,6 +12,8 @@
 
 pub mod badness;
 pub mod behavior;
+#[cfg(test)]
+mod properties;
 pub mod score;
 pub mod select;
 pub mod task;
