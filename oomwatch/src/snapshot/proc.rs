@@ -193,7 +193,7 @@ mod tests {
         assert!(mm.anon_pages > 0);
         assert!(!e.process.kernel_thread);
         assert!(snap.memory.totalram_pages > 0);
-        assert!(e.process.threads.len() >= 1);
+        assert!(!e.process.threads.is_empty());
         assert_eq!(e.process.threads[0].pid, me, "leader first");
         let kthreadd = snap.processes.iter().find(|e| e.process.tgid == 2);
         if let Some(k) = kthreadd {
