@@ -62,6 +62,13 @@ pub enum ChangeId {
     MarkVictimFields,
     ProcStatusPreciseRss,
     ConstraintPresentPages,
+    NoFsGateMemcgExempt,
+    NoFsGateWithoutGfpZero,
+    PanicOnOomSparesSysrq,
+    NoKillableDeadlockPanic,
+    OomKillAllocatingSkipsMemcg,
+    OomKillAllocatingCpuset,
+    SharersWithAdjMinKilled,
 }
 
 /// Every change the model knows, oldest first.
@@ -254,6 +261,57 @@ pub const CHANGES: &[Change] = &[
         backports: &[],
         source: "§5.1: 5.3.1 spanned, 5.4.59 present",
     },
+    Change {
+        id: ChangeId::NoFsGateMemcgExempt,
+        summary: "the !__GFP_FS 'no kill' shortcut of out_of_memory() does not apply to memcg OOMs",
+        mainline: v(4, 14, 0),
+        backports: &[],
+        source: "§6.2: 4.9 `gfp && !(gfp & (__GFP_FS|__GFP_NOFAIL))`, 4.14 `… && !is_memcg_oom`",
+    },
+    Change {
+        id: ChangeId::NoFsGateWithoutGfpZero,
+        summary: "gfp 0 (page-fault OOM) no longer passes the !__GFP_FS test of out_of_memory()",
+        // Between 6.1.20 and 6.6.9 (unverified which release).
+        mainline: v(6, 6, 0),
+        backports: &[],
+        source: "§6.1 step 4",
+    },
+    Change {
+        id: ChangeId::PanicOnOomSparesSysrq,
+        summary: "vm.panic_on_oom never panics for sysrq-f",
+        mainline: v(4, 4, 0),
+        backports: &[],
+        source: "§6.1 step 6, §6.2: 3.10 does not exempt sysrq",
+    },
+    Change {
+        id: ChangeId::NoKillableDeadlockPanic,
+        summary: "nothing killable in a global OOM panics with \"System is deadlocked on memory\"",
+        mainline: v(4, 19, 0),
+        backports: &[],
+        source: "§6.1 step 9: absent 4.14.177 (which panics \"Out of memory and no killable processes...\")",
+    },
+    Change {
+        id: ChangeId::OomKillAllocatingSkipsMemcg,
+        summary: "vm.oom_kill_allocating_task applies to global OOMs only",
+        mainline: v(4, 9, 0),
+        backports: &[],
+        source: "§4.10",
+    },
+    Change {
+        id: ChangeId::OomKillAllocatingCpuset,
+        summary: "vm.oom_kill_allocating_task also requires current to be cpuset-eligible",
+        mainline: v(5, 3, 0),
+        backports: &[],
+        source: "§4.10",
+    },
+    Change {
+        id: ChangeId::SharersWithAdjMinKilled,
+        summary: "processes sharing the victim's mm are killed even with oom_score_adj -1000",
+        // 3.10 and 4.4 skip -1000 sharers; 4.9 does not (first tree seen).
+        mainline: v(4, 9, 0),
+        backports: &[],
+        source: "§4.6 step 4",
+    },
 ];
 
 /// The [`Change`] named `id`.
@@ -369,6 +427,11 @@ pub struct KernelBehavior {
 }
 
 impl KernelBehavior {
+    /// Whether this kernel carries change `id`.
+    pub fn has(&self, id: ChangeId) -> bool {
+        change(id).applies(self.version)
+    }
+
     pub fn for_version(ver: KernelVersion) -> Self {
         let has = |id| change(id).applies(ver);
         let leader = has(ChangeId::LeaderPreference);

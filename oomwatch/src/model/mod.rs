@@ -12,6 +12,7 @@
 
 pub mod badness;
 pub mod behavior;
+pub mod oom;
 #[cfg(test)]
 mod properties;
 pub mod score;
