@@ -12,6 +12,7 @@
 
 pub mod badness;
 pub mod behavior;
+pub mod explain;
 pub mod oom;
 #[cfg(test)]
 mod properties;
