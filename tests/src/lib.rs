@@ -14,7 +14,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use oomwatch::cgroup::{self, CgroupVersion, Hierarchy};
+use oomwatch::{
+    cgroup::{self, CgroupVersion, Hierarchy},
+    ebpf::{Probes, Victim},
+};
 
 /// Panics unless the test runs as root (it loads eBPF and creates cgroups).
 pub fn require_root() {
@@ -263,4 +266,72 @@ pub const THREE_HOGS_MIB: [usize; 3] = [12, 16, 48];
 /// Whether `status` is death by SIGKILL (what the OOM killer sends).
 pub fn killed_by_sigkill(status: &ExitStatus) -> bool {
     status.signal() == Some(libc::SIGKILL)
+}
+
+/// oomwatch's eBPF victim stream, collected in the background for a test.
+pub struct VictimWatch {
+    rt: tokio::runtime::Runtime,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Victim>,
+    _probes: Probes,
+}
+
+impl VictimWatch {
+    /// Loads and attaches the probes; panics if this kernel cannot take them.
+    pub fn start() -> Self {
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let (probes, rx) = {
+            let _enter = rt.enter();
+            let mut probes = Probes::load().expect("load and attach the eBPF programs");
+            let mut victims = probes.victims().expect("open the ring buffer");
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            rt.spawn(async move {
+                while let Ok(batch) = victims.next_batch().await {
+                    for v in batch {
+                        let _ = tx.send(v);
+                    }
+                }
+            });
+            (probes, rx)
+        };
+        VictimWatch {
+            rt,
+            rx,
+            _probes: probes,
+        }
+    }
+
+    /// Whether the optional probes are all running.
+    pub fn degraded(&self) -> Vec<oomwatch::ebpf::Degraded> {
+        self._probes.degraded.clone()
+    }
+
+    /// The victims among `pids`, in the kernel's order: waits up to
+    /// `timeout` for the first, then `grace` for any more.
+    pub fn victims_among(
+        &mut self,
+        pids: &[u32],
+        timeout: Duration,
+        grace: Duration,
+    ) -> Vec<Victim> {
+        let rx = &mut self.rx;
+        self.rt.block_on(async {
+            let mut ours = Vec::new();
+            let deadline = tokio::time::Instant::now() + timeout;
+            while let Ok(Some(v)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                if pids.contains(&v.pid) {
+                    ours.push(v);
+                    break;
+                }
+            }
+            if !ours.is_empty() {
+                let end = tokio::time::Instant::now() + grace;
+                while let Ok(Some(v)) = tokio::time::timeout_at(end, rx.recv()).await {
+                    if pids.contains(&v.pid) {
+                        ours.push(v);
+                    }
+                }
+            }
+            ours
+        })
+    }
 }

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use oomwatch::ebpf::{Probes, Victim};
 use oomwatch_tests::{
-    MemcgGuard, THREE_HOGS_MIB, killed_by_sigkill, require_root, run_hogs_until_one_dies,
+    MemcgGuard, THREE_HOGS_MIB, VictimWatch, killed_by_sigkill, require_root,
+    run_hogs_until_one_dies,
 };
 
 /// Three hogs ([`THREE_HOGS_MIB`]) in a 64 MiB cgroup: each fits alone, all
@@ -14,23 +14,12 @@ use oomwatch_tests::{
 #[test]
 fn memcg_oom_victim_reported_through_ebpf() {
     require_root();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _enter = rt.enter();
-    let mut probes = Probes::load().expect("load and attach the eBPF programs");
+    let mut watch = VictimWatch::start();
     assert!(
-        probes.degraded.is_empty(),
+        watch.degraded().is_empty(),
         "this kernel has BTF and tp_btf: nothing should be degraded: {:?}",
-        probes.degraded
+        watch.degraded()
     );
-    let mut victims = probes.victims().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Victim>();
-    rt.spawn(async move {
-        while let Ok(batch) = victims.next_batch().await {
-            for v in batch {
-                let _ = tx.send(v);
-            }
-        }
-    });
 
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     let before = memcg.oom_kills().unwrap();
@@ -46,25 +35,14 @@ fn memcg_oom_victim_reported_through_ebpf() {
     let killed_pid = hogs[dead].pid();
     let children: Vec<u32> = hogs.iter().map(|h| h.pid()).collect();
 
-    // Take the victims oomwatch saw among our children (other tests' or the
-    // host's kills are not ours to judge).
-    let mut ours = Vec::new();
-    rt.block_on(async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while let Ok(Some(v)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            if children.contains(&v.pid) {
-                ours.push(v);
-                // Give a second kill, which must not happen, a moment to show.
-                let grace = tokio::time::Instant::now() + Duration::from_millis(500);
-                while let Ok(Some(v)) = tokio::time::timeout_at(grace, rx.recv()).await {
-                    if children.contains(&v.pid) {
-                        ours.push(v);
-                    }
-                }
-                break;
-            }
-        }
-    });
+    // The victims oomwatch saw among our children (other tests' or the
+    // host's kills are not ours to judge); a second kill, which must not
+    // happen, gets half a second to show.
+    let ours = watch.victims_among(
+        &children,
+        Duration::from_secs(10),
+        Duration::from_millis(500),
+    );
     assert_eq!(
         ours.len(),
         1,

@@ -263,7 +263,7 @@ mod tests {
 
     fn sel(procs: &[Process]) -> Selection {
         let kb = KernelBehavior::for_version(v(6, 18, 44));
-        let s = select_bad_process(
+        select_bad_process(
             &Scan {
                 domain: Domain::Memcg,
                 processes: procs,
@@ -272,8 +272,7 @@ mod tests {
                 sysrq: false,
             },
             &kb,
-        );
-        s
+        )
     }
 
     #[test]

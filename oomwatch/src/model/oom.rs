@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{
     badness::oom_badness,
     behavior::{ChangeId, KernelBehavior},
-    select::{Domain, Outcome, Scan, Selection, select_bad_process},
+    select::{Outcome, Scan, Selection, select_bad_process},
     task::{OOM_SCORE_ADJ_MIN, Process},
 };
 
@@ -308,6 +308,7 @@ fn oom_group(victim: &Process, call: &OomCall<'_>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::model::{
+        select::Domain,
         task::MmCounters,
         version::{KernelVersion, v},
     };

@@ -166,12 +166,31 @@ fn read_one(p: &procfs::process::Process) -> Result<ProcEntry, ProcError> {
             in_vfork: false,
             cap_sys_admin: status.capeff & CAP_SYS_ADMIN != 0,
             cpuset_eligible: true,
-            memcg: None,
+            memcg: read_memcg_path(p),
             parent_tgid: Some(stat.ppid),
         },
         kernel_oom_score,
         start_ticks: stat.starttime,
     })
+}
+
+/// The process's memory cgroup path from `/proc/PID/cgroup`: the v1 line
+/// whose controllers include `memory`, else the v2 (`0::`) line.
+fn read_memcg_path(p: &procfs::process::Process) -> Option<String> {
+    memcg_path(&p.cgroups().ok()?.0)
+}
+
+/// See [`read_memcg_path`].
+pub fn memcg_path(lines: &[procfs::ProcessCGroup]) -> Option<String> {
+    lines
+        .iter()
+        .find(|l| l.controllers.iter().any(|c| c == "memory"))
+        .or_else(|| {
+            lines
+                .iter()
+                .find(|l| l.hierarchy == 0 && l.controllers.is_empty())
+        })
+        .map(|l| l.pathname.clone())
 }
 
 #[cfg(test)]
@@ -200,6 +219,19 @@ mod tests {
             assert!(k.process.kernel_thread);
             assert!(k.process.mm.is_none());
         }
+    }
+
+    #[test]
+    fn memcg_path_v1_v2_hybrid() {
+        use procfs::{FromBufRead as _, ProcessCGroups};
+        let parse = |t: &str| memcg_path(&ProcessCGroups::from_buf_read(t.as_bytes()).unwrap().0);
+        let hybrid = "12:pids:/a\n4:memory:/batch/job1\n1:name=systemd:/x\n0::/unified/path\n";
+        assert_eq!(parse(hybrid).as_deref(), Some("/batch/job1"));
+        assert_eq!(
+            parse("0::/kubepods/pod1\n").as_deref(),
+            Some("/kubepods/pod1")
+        );
+        assert_eq!(parse("3:cpu,cpuacct:/\n"), None);
     }
 
     #[test]

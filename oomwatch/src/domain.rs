@@ -1,0 +1,202 @@
+//! OOM domains built from a snapshot: the host (global OOM) and memory
+//! cgroups with a limit, each with its totalpages and its processes in the
+//! order the kernel scans them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    cgroup::{self, Hierarchy},
+    model::{Process, select::Domain, totalpages::MemcgLimits},
+    snapshot::{
+        memcg::{self, MemcgError},
+        proc::ProcSnapshot,
+    },
+};
+
+/// One OOM domain, ready for the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct OomDomain {
+    pub kind: Domain,
+    /// The memcg whose limit defines the domain (None for the host).
+    pub cgroup: Option<String>,
+    /// The path asked for, when the limit sits on an ancestor of it.
+    pub requested: Option<String>,
+    pub totalpages: u64,
+    pub limits: Option<MemcgLimits>,
+    /// Scan order: `for_each_process` for the host (start time); the memcg
+    /// and its descendants in pre-order (siblings by cgroup id, i.e.
+    /// creation order) for a memcg, each memcg's processes by start time.
+    pub processes: Vec<Process>,
+    /// memcgs in the domain with `memory.oom.group = 1` (v2).
+    pub oom_groups: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error(
+        "--cgroup takes a path inside the cgroup hierarchy starting with `/`, e.g. /batch/job1; got {0:?}"
+    )]
+    BadPath(String),
+    #[error(
+        "no mounted cgroup hierarchy has the memory controller, so there are no memcg OOM domains"
+    )]
+    NoMemoryController,
+    #[error(
+        "neither {0} nor any cgroup above it has a memory limit: its tasks can only be killed by a \
+         global OOM (run without --cgroup)"
+    )]
+    Unlimited(String),
+    #[error(transparent)]
+    Memcg(#[from] MemcgError),
+}
+
+/// The host's domain: every process, global totalpages.
+pub fn global(snap: &ProcSnapshot) -> OomDomain {
+    OomDomain {
+        kind: Domain::Global,
+        cgroup: None,
+        requested: None,
+        totalpages: snap.memory.totalpages(),
+        limits: None,
+        processes: snap.processes.iter().map(|e| e.process.clone()).collect(),
+        oom_groups: Vec::new(),
+    }
+}
+
+fn parent(path: &str) -> Option<&str> {
+    if path == "/" {
+        return None;
+    }
+    Some(match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    })
+}
+
+fn within(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|r| r.starts_with('/'))
+}
+
+/// The memcg OOM domain that `path`'s tasks are charged against: `path` or
+/// its nearest ancestor with a memory limit.
+pub fn memcg(
+    snap: &ProcSnapshot,
+    path: &str,
+    global_swappiness: u32,
+) -> Result<OomDomain, DomainError> {
+    if !path.starts_with('/') {
+        return Err(DomainError::BadPath(path.to_owned()));
+    }
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let h = cgroup::memory_hierarchy().ok_or(DomainError::NoMemoryController)?;
+    memcg::dir(&h, path)?;
+    let mut at = Some(path);
+    let (domain, limits) = loop {
+        let Some(p) = at else {
+            return Err(DomainError::Unlimited(path.to_owned()));
+        };
+        let l = memcg::read_limits(&h, p, snap.page_size, global_swappiness)?;
+        if l.max_pages != u64::MAX {
+            break (p.to_owned(), l);
+        }
+        at = parent(p);
+    };
+    let kb = crate::model::KernelBehavior::for_version(snap.version);
+    let totalpages =
+        crate::model::totalpages::memcg_totalpages(&limits, snap.memory.total_swap_pages, &kb);
+    let processes = scan_order(&h, &domain, snap);
+    let mut groups: Vec<String> = processes.iter().filter_map(|p| p.memcg.clone()).collect();
+    groups.sort();
+    groups.dedup();
+    let mut oom_groups = Vec::new();
+    for g in groups {
+        let mut p = Some(g.as_str());
+        while let Some(x) = p {
+            if !within(x, &domain) {
+                break;
+            }
+            if memcg::oom_group(&h, x) && !oom_groups.iter().any(|o| o == x) {
+                oom_groups.push(x.to_owned());
+            }
+            p = parent(x);
+        }
+    }
+    Ok(OomDomain {
+        kind: Domain::Memcg,
+        requested: (domain != path).then(|| path.to_owned()),
+        cgroup: Some(domain),
+        totalpages,
+        limits: Some(limits),
+        processes,
+        oom_groups,
+    })
+}
+
+/// `mem_cgroup_scan_tasks()` order, as far as cgroupfs tells it.
+fn scan_order(h: &Hierarchy, domain: &str, snap: &ProcSnapshot) -> Vec<Process> {
+    let mut by_memcg: BTreeMap<String, Vec<&Process>> = BTreeMap::new();
+    for e in &snap.processes {
+        if let Some(m) = e.process.memcg.as_deref() {
+            if within(m, domain) {
+                by_memcg.entry(m.to_owned()).or_default().push(&e.process);
+            }
+        }
+    }
+    // Sort key: the path's components, each replaced by its cgroup id (the
+    // directory's inode number grows with creation), so a parent comes before
+    // its children and siblings come in creation order.
+    let key = |m: &str| -> Vec<u64> {
+        let mut k = Vec::new();
+        let mut acc = String::new();
+        for part in m
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+        {
+            acc.push('/');
+            acc.push_str(part);
+            k.push(
+                cgroup::cgroup_id(&h.mount_point.join(acc.trim_start_matches('/')))
+                    .unwrap_or(u64::MAX),
+            );
+        }
+        k
+    };
+    let mut memcgs: Vec<(Vec<u64>, String)> =
+        by_memcg.keys().map(|m| (key(m), m.clone())).collect();
+    memcgs.sort();
+    memcgs
+        .into_iter()
+        .flat_map(|(_, m)| {
+            by_memcg[&m]
+                .iter()
+                .map(|p| (*p).clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(parent("/a/b"), Some("/a"));
+        assert_eq!(parent("/a"), Some("/"));
+        assert_eq!(parent("/"), None);
+        assert!(within("/a/b", "/a"));
+        assert!(!within("/ab", "/a"));
+        assert!(within("/x", "/"));
+    }
+}

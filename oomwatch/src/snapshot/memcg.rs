@@ -1,0 +1,200 @@
+//! Memory cgroup limits, read from cgroupfs (v1 or v2), in the model's terms.
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    cgroup::{CgroupVersion, Hierarchy},
+    model::totalpages::MemcgLimits,
+};
+
+/// v1 prints `PAGE_COUNTER_MAX * PAGE_SIZE` for "no limit"; anything this big
+/// is unlimited.
+const UNLIMITED_BYTES: u64 = 1 << 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemcgError {
+    #[error(
+        "memory cgroup {path} does not exist ({dir}): give its path inside the hierarchy, e.g. /batch/job1"
+    )]
+    NoSuchCgroup { path: String, dir: PathBuf },
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot parse {value:?}")]
+    Parse { path: PathBuf, value: String },
+}
+
+fn read_value(path: &Path) -> Result<String, MemcgError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| MemcgError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Bytes (or `max`) → pages; `u64::MAX` when unlimited.
+fn read_pages(path: &Path, page_size: u64) -> Result<u64, MemcgError> {
+    let v = read_value(path)?;
+    if v == "max" {
+        return Ok(u64::MAX);
+    }
+    let bytes: u64 = v.parse().map_err(|_| MemcgError::Parse {
+        path: path.to_path_buf(),
+        value: v.clone(),
+    })?;
+    Ok(if bytes >= UNLIMITED_BYTES {
+        u64::MAX
+    } else {
+        bytes / page_size
+    })
+}
+
+/// The directory of memcg `path` under `h`, checked to exist.
+pub fn dir(h: &Hierarchy, path: &str) -> Result<PathBuf, MemcgError> {
+    let dir = h.mount_point.join(path.trim_start_matches('/'));
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(MemcgError::NoSuchCgroup {
+            path: path.to_owned(),
+            dir,
+        })
+    }
+}
+
+/// The limits of memcg `path`. `global_swappiness` is `vm.swappiness` (used
+/// by v2 and by the v1 root).
+pub fn read_limits(
+    h: &Hierarchy,
+    path: &str,
+    page_size: u64,
+    global_swappiness: u32,
+) -> Result<MemcgLimits, MemcgError> {
+    let d = dir(h, path)?;
+    Ok(match h.version {
+        CgroupVersion::V1 => {
+            let memsw = d.join("memory.memsw.limit_in_bytes");
+            let memsw_accounting = memsw.exists();
+            let swappiness = read_value(&d.join("memory.swappiness"))
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(global_swappiness);
+            MemcgLimits {
+                max_pages: read_pages(&d.join("memory.limit_in_bytes"), page_size)?,
+                swap_max_pages: u64::MAX,
+                memsw_max_pages: if memsw_accounting {
+                    read_pages(&memsw, page_size)?
+                } else {
+                    u64::MAX
+                },
+                swappiness,
+                memsw_accounting,
+                v2: false,
+            }
+        }
+        CgroupVersion::V2 => {
+            let max = d.join("memory.max");
+            MemcgLimits {
+                // The v2 root has no memory.max: unlimited.
+                max_pages: if max.exists() {
+                    read_pages(&max, page_size)?
+                } else {
+                    u64::MAX
+                },
+                swap_max_pages: match d.join("memory.swap.max") {
+                    p if p.exists() => read_pages(&p, page_size)?,
+                    _ => u64::MAX,
+                },
+                memsw_max_pages: u64::MAX,
+                swappiness: global_swappiness,
+                memsw_accounting: false,
+                v2: true,
+            }
+        }
+    })
+}
+
+/// `memory.oom.group` of memcg `path` (v2; false on v1).
+pub fn oom_group(h: &Hierarchy, path: &str) -> bool {
+    h.version == CgroupVersion::V2
+        && dir(h, path)
+            .ok()
+            .and_then(|d| read_value(&d.join("memory.oom.group")).ok())
+            .is_some_and(|v| v == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(version: CgroupVersion, files: &[(&str, &str)]) -> (tempfile::TempDir, Hierarchy) {
+        let tmp = tempfile::tempdir().unwrap();
+        for (path, value) in files {
+            let p = tmp.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, value).unwrap();
+        }
+        let h = Hierarchy {
+            version,
+            mount_point: tmp.path().to_path_buf(),
+            memory: true,
+        };
+        (tmp, h)
+    }
+
+    #[test]
+    fn v1_with_memsw() {
+        let (_t, h) = tree(
+            CgroupVersion::V1,
+            &[
+                ("job/memory.limit_in_bytes", "67108864\n"),
+                ("job/memory.memsw.limit_in_bytes", "83886080\n"),
+                ("job/memory.swappiness", "30\n"),
+            ],
+        );
+        let l = read_limits(&h, "/job", 4096, 60).unwrap();
+        assert_eq!(
+            (l.max_pages, l.memsw_max_pages, l.swappiness),
+            (16_384, 20_480, 30)
+        );
+        assert!(l.memsw_accounting && !l.v2);
+    }
+
+    #[test]
+    fn v1_unlimited_and_v2_max() {
+        let (_t, h) = tree(
+            CgroupVersion::V1,
+            &[("a/memory.limit_in_bytes", "9223372036854771712\n")],
+        );
+        let l = read_limits(&h, "/a", 4096, 60).unwrap();
+        assert_eq!(l.max_pages, u64::MAX);
+        assert!(!l.memsw_accounting);
+        let (_t, h) = tree(
+            CgroupVersion::V2,
+            &[
+                ("b/memory.max", "max\n"),
+                ("b/memory.swap.max", "0\n"),
+                ("b/memory.oom.group", "1\n"),
+            ],
+        );
+        let l = read_limits(&h, "/b", 4096, 60).unwrap();
+        assert_eq!(
+            (l.max_pages, l.swap_max_pages, l.swappiness),
+            (u64::MAX, 0, 60)
+        );
+        assert!(oom_group(&h, "/b"));
+    }
+
+    #[test]
+    fn missing_cgroup_and_garbage() {
+        let (_t, h) = tree(CgroupVersion::V2, &[("c/memory.max", "lots\n")]);
+        let e = read_limits(&h, "/nope", 4096, 60).unwrap_err().to_string();
+        assert!(e.contains("memory cgroup /nope does not exist"), "{e}");
+        let e = read_limits(&h, "/c", 4096, 60).unwrap_err().to_string();
+        assert!(e.contains("cannot parse \"lots\""), "{e}");
+    }
+}
