@@ -69,6 +69,11 @@ pub enum ChangeId {
     OomKillAllocatingSkipsMemcg,
     OomKillAllocatingCpuset,
     SharersWithAdjMinKilled,
+    WatermarkScaleFactor,
+    WatermarkBoost,
+    MinFreeKbytesCap262144,
+    LowmemReserveSkipsEmptyZone,
+    WatermarkPromo,
 }
 
 /// Every change the model knows, oldest first.
@@ -311,6 +316,41 @@ pub const CHANGES: &[Change] = &[
         mainline: v(4, 9, 0),
         backports: &[],
         source: "§4.6 step 4",
+    },
+    Change {
+        id: ChangeId::WatermarkScaleFactor,
+        summary: "low/high watermarks spaced by max(tmp/4, managed × watermark_scale_factor / 10000)",
+        mainline: v(4, 6, 0),
+        backports: &[],
+        source: "§7.5: 3.10.108/4.4.155 use tmp/4 and tmp/2",
+    },
+    Change {
+        id: ChangeId::WatermarkBoost,
+        summary: "every watermark getter adds zone->watermark_boost",
+        mainline: v(5, 0, 0),
+        backports: &[],
+        source: "§7.3, §7.5",
+    },
+    Change {
+        id: ChangeId::MinFreeKbytesCap262144,
+        summary: "default min_free_kbytes is clamped to [128, 262144] (65536 before)",
+        mainline: v(5, 10, 0),
+        backports: &[],
+        source: "§7.5: 5.4.286 vs 5.10.89",
+    },
+    Change {
+        id: ChangeId::LowmemReserveSkipsEmptyZone,
+        summary: "lowmem_reserve of a zone without managed pages is 0",
+        mainline: v(5, 10, 0),
+        backports: &[],
+        source: "§7.5",
+    },
+    Change {
+        id: ChangeId::WatermarkPromo,
+        summary: "zones get a fourth watermark, promo = high + d",
+        mainline: v(6, 1, 0),
+        backports: &[],
+        source: "§7.5",
     },
 ];
 

@@ -21,6 +21,7 @@ pub mod select;
 pub mod task;
 pub mod totalpages;
 pub mod version;
+pub mod watermark;
 
 pub use badness::{Badness, Ineligible, oom_badness};
 pub use behavior::KernelBehavior;

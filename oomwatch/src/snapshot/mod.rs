@@ -3,3 +3,4 @@
 
 pub mod memcg;
 pub mod proc;
+pub mod zoneinfo;

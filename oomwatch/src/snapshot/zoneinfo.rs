@@ -1,0 +1,233 @@
+//! `/proc/zoneinfo`: each zone's size and the watermarks the kernel set, and
+//! the `vm` sysctls they derive from.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// One zone as `/proc/zoneinfo` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZoneInfo {
+    pub node: u32,
+    pub name: String,
+    pub free_pages: u64,
+    pub boost: u64,
+    pub min: u64,
+    pub low: u64,
+    pub high: u64,
+    /// 6.1+.
+    pub promo: Option<u64>,
+    pub spanned: u64,
+    pub present: u64,
+    pub managed: u64,
+    /// `lowmem_reserve[]`, the "protection:" line.
+    pub protection: Vec<u64>,
+}
+
+/// Parses `/proc/zoneinfo` text. Lines it does not use are ignored.
+pub fn parse(text: &str) -> Vec<ZoneInfo> {
+    let mut zones: Vec<ZoneInfo> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("Node ") {
+            // "Node 0, zone      DMA"
+            let mut parts = rest.split(',');
+            let node = parts
+                .next()
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            let name = parts
+                .next()
+                .and_then(|z| z.trim().strip_prefix("zone"))
+                .map(|z| z.trim().to_owned())
+                .unwrap_or_default();
+            zones.push(ZoneInfo {
+                node,
+                name,
+                free_pages: 0,
+                boost: 0,
+                min: 0,
+                low: 0,
+                high: 0,
+                promo: None,
+                spanned: 0,
+                present: 0,
+                managed: 0,
+                protection: Vec::new(),
+            });
+            continue;
+        }
+        let Some(z) = zones.last_mut() else { continue };
+        if let Some(list) = t.strip_prefix("protection:") {
+            z.protection = list
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(',')
+                .filter_map(|v| v.trim().parse().ok())
+                .collect();
+            continue;
+        }
+        let mut words = t.split_whitespace();
+        let (key, value) = match (words.next(), words.next(), words.next()) {
+            (Some("pages"), Some("free"), Some(v)) => ("free", v),
+            (Some(k), Some(v), None) => (k, v),
+            _ => continue,
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match key {
+            "free" => z.free_pages = value,
+            "boost" => z.boost = value,
+            "min" => z.min = value,
+            "low" => z.low = value,
+            "high" => z.high = value,
+            "promo" => z.promo = Some(value),
+            "spanned" => z.spanned = value,
+            "present" => z.present = value,
+            "managed" => z.managed = value,
+            _ => {}
+        }
+    }
+    zones
+}
+
+/// The sysctls the watermarks derive from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatermarkSysctls {
+    pub min_free_kbytes: u64,
+    pub watermark_scale_factor: u64,
+    pub lowmem_reserve_ratio: Vec<u64>,
+}
+
+/// Reads `/proc/zoneinfo` and the watermark sysctls under `proc_root`.
+pub fn read(proc_root: &Path) -> std::io::Result<(Vec<ZoneInfo>, WatermarkSysctls)> {
+    let text = std::fs::read_to_string(proc_root.join("zoneinfo"))?;
+    let num = |name: &str| -> std::io::Result<u64> {
+        let path = proc_root.join("sys/vm").join(name);
+        let s = std::fs::read_to_string(&path)?;
+        s.trim().parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not a number: {s:?}", path.display()),
+            )
+        })
+    };
+    let ratios = std::fs::read_to_string(proc_root.join("sys/vm/lowmem_reserve_ratio"))?
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Ok((
+        parse(&text),
+        WatermarkSysctls {
+            min_free_kbytes: num("min_free_kbytes")?,
+            watermark_scale_factor: num("watermark_scale_factor")?,
+            lowmem_reserve_ratio: ratios,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        KernelBehavior,
+        version::v,
+        watermark::{ZoneSize, lowmem_reserve, setup_per_zone_wmarks},
+    };
+
+    /// The zones of the lab's 6.18.44 x86_64 guest (2026-11-25), trimmed to
+    /// the lines the parser reads plus a few it must skip.
+    const LAB_6_18: &str = "Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 1234
+      pgpromote_success 0
+  pages free     3840
+        boost    0
+        min      30
+        low      37
+        high     44
+        promo    51
+        spanned  4095
+        present  3998
+        managed  3840
+        cma      0
+        protection: (0, 3018, 8266, 8266, 8266)
+Node 0, zone    DMA32
+  pages free     772808
+        boost    0
+        min      6158
+        low      7697
+        high     9236
+        promo    10775
+        spanned  1044480
+        present  782336
+        managed  772808
+        protection: (0, 0, 5248, 5248, 5248)
+Node 0, zone   Normal
+  pages free     628419
+        boost    0
+        min      10706
+        low      13382
+        high     16058
+        promo    18734
+        spanned  5505024
+        present  5505024
+        managed  1343488
+        protection: (0, 0, 0, 0, 0)
+Node 0, zone  Movable
+  pages free     0
+        boost    0
+        min      32
+        low      32
+        high     32
+        promo    32
+        spanned  0
+        present  0
+        managed  0
+        protection: (0, 0, 0, 0, 0)
+Node 0, zone   Device
+  pages free     0
+        boost    0
+        min      0
+        low      0
+        high     0
+        promo    0
+        spanned  0
+        present  0
+        managed  0
+        protection: (0, 0, 0, 0, 0)
+";
+
+    #[test]
+    fn parses_and_the_model_reproduces_it() {
+        let zones = parse(LAB_6_18);
+        assert_eq!(zones.len(), 5);
+        assert_eq!(zones[1].name, "DMA32");
+        assert_eq!(zones[2].managed, 1_343_488);
+        assert_eq!(zones[0].protection, vec![0, 3018, 8266, 8266, 8266]);
+        let kb = KernelBehavior::for_version(v(6, 18, 44));
+        let sizes: Vec<ZoneSize> = zones
+            .iter()
+            .map(|z| ZoneSize {
+                name: z.name.clone(),
+                managed_pages: z.managed,
+                boost_pages: z.boost,
+            })
+            .collect();
+        let w = setup_per_zone_wmarks(&sizes, 67_584, 10, 4096, &kb);
+        for (z, w) in zones.iter().zip(&w) {
+            assert_eq!(
+                (w.min, w.low, w.high, w.promo),
+                (z.min, z.low, z.high, z.promo),
+                "{}",
+                z.name
+            );
+        }
+        let r = lowmem_reserve(&sizes, &[256, 256, 32, 0, 0], &kb);
+        for (z, r) in zones.iter().zip(&r) {
+            assert_eq!(&z.protection, r, "{}", z.name);
+        }
+    }
+}
