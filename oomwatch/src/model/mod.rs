@@ -13,6 +13,7 @@
 pub mod badness;
 pub mod behavior;
 pub mod explain;
+pub mod gfp;
 pub mod oom;
 #[cfg(test)]
 mod properties;
