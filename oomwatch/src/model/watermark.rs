@@ -54,11 +54,9 @@ pub fn setup_per_zone_wmarks(
         .iter()
         .map(|z| {
             // u64 arithmetic, truncated, as do_div does.
-            let tmp = if lowmem_pages == 0 {
-                0
-            } else {
-                pages_min * z.managed_pages / lowmem_pages
-            };
+            let tmp = (pages_min * z.managed_pages)
+                .checked_div(lowmem_pages)
+                .unwrap_or(0);
             let min = if z.highmem_or_movable() {
                 (z.managed_pages / 1024).clamp(32, 128)
             } else {
