@@ -74,6 +74,11 @@ pub enum ChangeId {
     MinFreeKbytesCap262144,
     LowmemReserveSkipsEmptyZone,
     WatermarkPromo,
+    ReclaimRetryRework,
+    NofailNoLongerBypassesOomGates,
+    RetryMayfailOomGate,
+    MemcgSyncOomKill,
+    MemcgReclaimRetries16,
 }
 
 /// Every change the model knows, oldest first.
@@ -351,6 +356,41 @@ pub const CHANGES: &[Change] = &[
         mainline: v(6, 1, 0),
         backports: &[],
         source: "§7.5",
+    },
+    Change {
+        id: ChangeId::ReclaimRetryRework,
+        summary: "OOM detection rework: should_reclaim_retry() with MAX_RECLAIM_RETRIES = 16 and a watermark check on reclaimable + free",
+        mainline: v(4, 7, 0),
+        backports: &[],
+        source: "§7.1, §7.3: present 4.9.154, absent 4.4.155 (which OOMs when a reclaim pass made no progress)",
+    },
+    Change {
+        id: ChangeId::NofailNoLongerBypassesOomGates,
+        summary: "__GFP_NOFAIL no longer skips the __alloc_pages_may_oom() gates",
+        mainline: v(4, 14, 0),
+        backports: &[],
+        source: "§7.2 table: yes in 3.10/4.4/4.9, no from 4.14",
+    },
+    Change {
+        id: ChangeId::RetryMayfailOomGate,
+        summary: "__GFP_RETRY_MAYFAIL allocations never invoke the OOM killer",
+        mainline: v(4, 14, 0),
+        backports: &[],
+        source: "§7.2 table",
+    },
+    Change {
+        id: ChangeId::MemcgSyncOomKill,
+        summary: "the memcg charge path kills synchronously (before: only at the end of a page fault; other charges fail)",
+        mainline: v(4, 19, 0),
+        backports: &[],
+        source: "§7.6: 4.19.78",
+    },
+    Change {
+        id: ChangeId::MemcgReclaimRetries16,
+        summary: "memcg charge reclaim retries 16 times (MAX_RECLAIM_RETRIES; 5 before)",
+        mainline: v(5, 9, 0),
+        backports: &[],
+        source: "§7.6: 5.4.286 vs 5.9.1",
     },
 ];
 

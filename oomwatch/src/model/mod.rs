@@ -19,6 +19,7 @@ pub mod oom;
 mod properties;
 pub mod score;
 pub mod select;
+pub mod slowpath;
 pub mod task;
 pub mod totalpages;
 pub mod version;
