@@ -46,6 +46,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Simulate one allocation now: would it end in an OOM kill, through
+    /// which branch of the allocator (or memcg charge) path, and who would
+    /// die. Reads /proc/zoneinfo, /proc/buddyinfo, cgroupfs and /proc.
+    Simulate {
+        /// GFP mask: names as the kernel prints them (GFP_KERNEL|__GFP_NOWARN)
+        /// or a number (0xcc0).
+        #[arg(long, default_value = "GFP_KERNEL")]
+        gfp: String,
+        /// Allocation order (2^order pages), 0 – 10.
+        #[arg(long, default_value_t = 0)]
+        order: u32,
+        /// Charge it to this memory cgroup (path inside its hierarchy)
+        /// instead of allocating from the host's zones.
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Report what this kernel offers oomwatch: BTF, tracefs, the tracepoints
     /// it uses, fentry/fexit, kprobes, the memory cgroup controllers and this
     /// process's privileges. Exits 0 when `oomwatch run` can start, 1 when not.
@@ -93,6 +112,18 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Explain { pid, cgroup, json } => match explain(pid, cgroup.as_deref(), json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Simulate {
+            gfp,
+            order,
+            cgroup,
+            json,
+        } => match simulate(&gfp, order, cgroup.as_deref(), json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -211,5 +242,192 @@ fn explain(pid: i32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
     }
     println!("why:       {}", ex.why);
     println!("to change: {}", ex.to_change);
+    Ok(())
+}
+
+/// The GFP table of the running kernel: its own flag list when tracefs is
+/// readable, else the model's table for this version.
+fn live_gfp_table(kb: &crate::model::KernelBehavior) -> crate::model::gfp::GfpTable {
+    crate::tracefs::find()
+        .and_then(|root| {
+            std::fs::read_to_string(root.join("events/kmem/mm_page_alloc/format")).ok()
+        })
+        .and_then(|fmt| crate::model::gfp::GfpTable::from_trace_format(&fmt))
+        .unwrap_or_else(|| crate::model::gfp::GfpTable::builtin(kb))
+}
+
+/// `oomwatch simulate`.
+fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
+    use anyhow::{Context as _, bail};
+
+    use crate::{
+        domain,
+        model::{
+            KernelBehavior, Scan,
+            oom::{Constraint, Decision, OomCall, OomSysctls, out_of_memory},
+            slowpath::{self, AllocRequest, Ending, TaskFlags, ZoneState},
+            watermark::Watermarks,
+        },
+        snapshot::{memcg, proc, zoneinfo},
+    };
+    if order > 10 {
+        bail!(
+            "--order {order}: the buddy allocator's largest order is 10 (MAX_PAGE_ORDER); use 0 – 10"
+        );
+    }
+    let proc_root = std::path::Path::new("/proc");
+    let snap = proc::read(proc_root).context("read /proc")?;
+    let kb = KernelBehavior::for_version(snap.version);
+    let table = live_gfp_table(&kb);
+    let mask = table.parse(gfp).with_context(|| format!("--gfp {gfp:?}"))?;
+    let req = AllocRequest {
+        gfp: mask,
+        order,
+        task: TaskFlags::default(),
+    };
+    let sysctl = |name: &str| -> u64 {
+        std::fs::read_to_string(proc_root.join("sys/vm").join(name))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let swappiness = sysctl("swappiness") as u32;
+    let (path, dom) = match cgroup {
+        Some(p) => {
+            let dom = domain::memcg(&snap, p, swappiness)?;
+            let h = crate::cgroup::memory_hierarchy().context("memory controller")?;
+            let limits = dom.limits.expect("memcg domains have limits");
+            let cg = dom.cgroup.clone().unwrap_or_else(|| p.to_owned());
+            let state = memcg::read_charge_state(&h, &cg, snap.page_size, limits.max_pages)?;
+            (slowpath::charge_memcg(&req, &state, &table, &kb), dom)
+        }
+        None => {
+            let (zones, _) = zoneinfo::read(proc_root).context("read /proc/zoneinfo")?;
+            let swap_room = snap.memory.total_swap_pages > 0;
+            let states: Vec<ZoneState> = zones
+                .iter()
+                .filter(|z| z.node == 0 || zones.iter().all(|o| o.node == z.node))
+                .map(|z| ZoneState {
+                    name: z.name.clone(),
+                    free_pages: z.free_pages,
+                    wmark: Watermarks {
+                        min: z.min,
+                        low: z.low,
+                        high: z.high,
+                        promo: z.promo,
+                    },
+                    lowmem_reserve: z.protection.clone(),
+                    reclaimable_pages: z.file_lru + if swap_room { z.anon_lru } else { 0 },
+                    free_cma_pages: z.free_cma,
+                    free_blocks: z.free_blocks.clone(),
+                })
+                .collect();
+            (
+                slowpath::alloc_pages(&req, &states, &table, &kb),
+                domain::global(&snap),
+            )
+        }
+    };
+    let oom = matches!(
+        path.ending,
+        Ending::OutOfMemory | Ending::MemcgOom | Ending::MemcgOomWaits
+    );
+    let decision = oom.then(|| {
+        let memcg_oom = cgroup.is_some();
+        let call = OomCall {
+            constraint: if memcg_oom {
+                Constraint::ConstraintMemcg
+            } else {
+                Constraint::ConstraintNone
+            },
+            gfp_fs: mask & table.flag("__GFP_FS") != 0,
+            gfp_zero: mask == 0,
+            sysrq: false,
+            oom_killer_disabled: false,
+            notifier_freed: false,
+            current: None,
+            current_exiting: false,
+            sysctls: OomSysctls {
+                panic_on_oom: sysctl("panic_on_oom") as u8,
+                oom_kill_allocating_task: sysctl("oom_kill_allocating_task") != 0,
+            },
+            scan: Scan {
+                domain: dom.kind,
+                processes: &dom.processes,
+                totalpages: dom.totalpages,
+                page_size: snap.page_size,
+                sysrq: false,
+            },
+            domain_memcg: dom.cgroup.as_deref(),
+            oom_group_memcgs: &dom.oom_groups,
+            cgroup_v2: crate::cgroup::memory_hierarchy()
+                .is_some_and(|h| h.version == crate::cgroup::CgroupVersion::V2),
+        };
+        out_of_memory(&call, &kb)
+    });
+    let victim = decision.as_ref().and_then(|d| match d {
+        Decision::Kill { kill, selection } => {
+            let c = selection.chosen()?;
+            Some(serde_json::json!({
+                "pid": c.pid, "tgid": kill.victim_tgid, "comm": c.comm,
+                "points": c.badness.points, "margin": selection.margin(),
+                "also_killed": kill.also_killed,
+            }))
+        }
+        _ => None,
+    });
+    if json {
+        let out = serde_json::json!({
+            "kernel": snap.kernel,
+            "gfp": { "mask": format!("{mask:#x}"), "names": table.format(mask) },
+            "order": order,
+            "domain": { "kind": dom.kind, "cgroup": dom.cgroup, "totalpages": dom.totalpages },
+            "steps": path.steps,
+            "ending": path.ending,
+            "oom": decision,
+            "victim": victim,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "allocation: order {order}, gfp_mask={mask:#x}({}), Linux {}",
+        table.format(mask),
+        snap.kernel
+    );
+    for (i, s) in path.steps.iter().enumerate() {
+        println!("  {}. {}: {}", i + 1, s.at, s.detail);
+    }
+    let ending = match &path.ending {
+        Ending::Allocated { zone, stage } => format!("allocated from {zone} ({stage})"),
+        Ending::AllocatedAfterReclaim { zone } => {
+            format!("allocated from {zone} once reclaim frees what it counts as reclaimable")
+        }
+        Ending::DependsOnCompaction => "depends on compaction building a free block".into(),
+        Ending::Fails { reason } => format!("fails without an OOM kill: {reason}"),
+        Ending::OutOfMemory => "global OOM: out_of_memory() runs".into(),
+        Ending::MemcgOom => "memcg OOM: the OOM killer runs in the memory cgroup".into(),
+        Ending::MemcgOomWaits => {
+            "memcg OOM with the OOM killer disabled: the task waits (victim below if it were enabled)".into()
+        }
+        Ending::NofailLoops => "__GFP_NOFAIL: never fails, loops".into(),
+    };
+    println!("ending:     {ending}");
+    if let Some(d) = &decision {
+        match d {
+            Decision::Kill { kill, selection } => {
+                if let Some(c) = selection.chosen() {
+                    println!(
+                        "victim:     {} ({}) — {}; margin {} points over the runner-up",
+                        c.comm,
+                        kill.victim_tgid,
+                        crate::model::explain::breakdown(&c.badness),
+                        selection.margin().map_or("n/a".into(), |m| m.to_string())
+                    );
+                }
+            }
+            other => println!("oom:        {}", serde_json::to_string(other)?),
+        }
+    }
     Ok(())
 }

@@ -120,6 +120,26 @@ impl MemcgGuard {
             .context("parse oom_kill")
     }
 
+    /// cgroup v1 only: disable (or re-enable) this cgroup's OOM killer. With it
+    /// disabled, a task that hits the limit waits in the kernel (`under_oom`)
+    /// instead of anyone being killed: the OOM is frozen at its moment.
+    pub fn set_oom_kill_disable(&self, disable: bool) -> anyhow::Result<()> {
+        if self.hierarchy.version != CgroupVersion::V1 {
+            bail!("oom_kill_disable exists only in cgroup v1's memory.oom_control");
+        }
+        write(
+            &self.dir.join("memory.oom_control"),
+            if disable { "1" } else { "0" },
+        )
+    }
+
+    /// cgroup v1: whether a task is waiting in a frozen OOM (`under_oom 1`).
+    pub fn under_oom(&self) -> bool {
+        read(&self.dir.join("memory.oom_control"))
+            .map(|t| t.lines().any(|l| l.trim() == "under_oom 1"))
+            .unwrap_or(false)
+    }
+
     /// The cgroup id oomwatch's eBPF side reports for this cgroup.
     pub fn id(&self) -> u64 {
         cgroup::cgroup_id(&self.dir).expect("stat the test cgroup")

@@ -118,6 +118,42 @@ pub fn read_limits(
     })
 }
 
+/// What a charge against memcg `path` meets: its usage, what reclaim could
+/// free there, and whether its OOM killer is disabled (v1).
+pub fn read_charge_state(
+    h: &Hierarchy,
+    path: &str,
+    page_size: u64,
+    limit_pages: u64,
+) -> Result<crate::model::slowpath::MemcgState, MemcgError> {
+    let d = dir(h, path)?;
+    let (usage_file, file_keys): (&str, &[&str]) = match h.version {
+        CgroupVersion::V1 => (
+            "memory.usage_in_bytes",
+            &["total_inactive_file", "total_active_file"],
+        ),
+        CgroupVersion::V2 => ("memory.current", &["inactive_file", "active_file"]),
+    };
+    let usage_pages = read_pages(&d.join(usage_file), page_size)?;
+    let stat = read_value(&d.join("memory.stat"))?;
+    let reclaimable_bytes: u64 = stat
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(k, _)| file_keys.contains(k))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum();
+    let oom_kill_disable = h.version == CgroupVersion::V1
+        && read_value(&d.join("memory.oom_control"))
+            .ok()
+            .is_some_and(|t| t.lines().any(|l| l.trim() == "oom_kill_disable 1"));
+    Ok(crate::model::slowpath::MemcgState {
+        usage_pages,
+        limit_pages,
+        reclaimable_pages: reclaimable_bytes / page_size,
+        oom_kill_disable,
+    })
+}
+
 /// `memory.oom.group` of memcg `path` (v2; false on v1).
 pub fn oom_group(h: &Hierarchy, path: &str) -> bool {
     h.version == CgroupVersion::V2

@@ -22,6 +22,13 @@ pub struct ZoneInfo {
     pub managed: u64,
     /// `lowmem_reserve[]`, the "protection:" line.
     pub protection: Vec<u64>,
+    /// nr_zone_inactive_file + nr_zone_active_file.
+    pub file_lru: u64,
+    /// nr_zone_inactive_anon + nr_zone_active_anon.
+    pub anon_lru: u64,
+    pub free_cma: u64,
+    /// Free blocks per order, from `/proc/buddyinfo` (empty until joined).
+    pub free_blocks: Vec<u64>,
 }
 
 /// Parses `/proc/zoneinfo` text. Lines it does not use are ignored.
@@ -54,6 +61,10 @@ pub fn parse(text: &str) -> Vec<ZoneInfo> {
                 present: 0,
                 managed: 0,
                 protection: Vec::new(),
+                file_lru: 0,
+                anon_lru: 0,
+                free_cma: 0,
+                free_blocks: Vec::new(),
             });
             continue;
         }
@@ -87,10 +98,37 @@ pub fn parse(text: &str) -> Vec<ZoneInfo> {
             "spanned" => z.spanned = value,
             "present" => z.present = value,
             "managed" => z.managed = value,
+            "nr_zone_inactive_file" | "nr_zone_active_file" => z.file_lru += value,
+            "nr_zone_inactive_anon" | "nr_zone_active_anon" => z.anon_lru += value,
+            "nr_free_cma" => z.free_cma = value,
             _ => {}
         }
     }
     zones
+}
+
+/// Joins `/proc/buddyinfo` ("Node 0, zone   Normal  21758 8281 …") into
+/// the zones' `free_blocks`.
+pub fn join_buddyinfo(zones: &mut [ZoneInfo], text: &str) {
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("Node ") else {
+            continue;
+        };
+        let mut parts = rest.split(',');
+        let node: u32 = parts
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let Some(tail) = parts.next().and_then(|t| t.trim().strip_prefix("zone")) else {
+            continue;
+        };
+        let mut words = tail.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        let counts: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
+        if let Some(z) = zones.iter_mut().find(|z| z.node == node && z.name == name) {
+            z.free_blocks = counts;
+        }
+    }
 }
 
 /// The sysctls the watermarks derive from.
@@ -118,8 +156,12 @@ pub fn read(proc_root: &Path) -> std::io::Result<(Vec<ZoneInfo>, WatermarkSysctl
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
         .collect();
+    let mut zones = parse(&text);
+    if let Ok(buddy) = std::fs::read_to_string(proc_root.join("buddyinfo")) {
+        join_buddyinfo(&mut zones, &buddy);
+    }
     Ok((
-        parse(&text),
+        zones,
         WatermarkSysctls {
             min_free_kbytes: num("min_free_kbytes")?,
             watermark_scale_factor: num("watermark_scale_factor")?,
@@ -154,6 +196,10 @@ mod tests {
         managed  3840
         cma      0
         protection: (0, 3018, 8266, 8266, 8266)
+      nr_free_pages 3840
+      nr_zone_inactive_anon 7
+      nr_zone_inactive_file 5
+      nr_zone_active_file 6
 Node 0, zone    DMA32
   pages free     772808
         boost    0
@@ -199,6 +245,20 @@ Node 0, zone   Device
         managed  0
         protection: (0, 0, 0, 0, 0)
 ";
+
+    #[test]
+    fn buddyinfo_and_lru_counters() {
+        let mut zones = parse(LAB_6_18);
+        // The node's nr_inactive_anon 1234 is not the zone's.
+        assert_eq!((zones[0].anon_lru, zones[0].file_lru), (7, 11));
+        join_buddyinfo(
+            &mut zones,
+            "Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3\nNode 0, zone   Normal  21758   8281   3120   1281    655    400    203    167    249    216    370\n",
+        );
+        assert_eq!(zones[0].free_blocks[10], 3);
+        assert_eq!(zones[2].free_blocks[0], 21_758);
+        assert!(zones[1].free_blocks.is_empty());
+    }
 
     #[test]
     fn parses_and_the_model_reproduces_it() {
