@@ -411,6 +411,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
             "memcg OOM with the OOM killer disabled: the task waits (victim below if it were enabled)".into()
         }
         Ending::NofailLoops => "__GFP_NOFAIL: never fails, loops".into(),
+        Ending::FaultRetried => "the page fault is retried".into(),
     };
     println!("ending:     {ending}");
     if let Some(d) = &decision {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{
     badness::{Badness, Ineligible, oom_badness},
     behavior::{BadnessReturn, KernelBehavior, ScanUnit, TieBreak},
-    task::Process,
+    task::{Process, Thread},
 };
 
 /// Which OOM this is.
@@ -151,12 +151,21 @@ pub fn select_bad_process(scan: &Scan<'_>, kb: &KernelBehavior) -> Selection {
         BadnessReturn::FloorOne => 0,
     };
     for p in scan.processes {
-        let pids: Vec<i32> = match unit {
-            ScanUnit::Processes => vec![p.threads.first().map_or(p.tgid, |t| t.pid)],
-            ScanUnit::Threads => p.threads.iter().map(|t| t.pid).collect(),
+        let leader = Thread {
+            pid: p.tgid,
+            has_mm: p.mm.is_some(),
+            ..Thread::default()
+        };
+        let threads: Vec<&Thread> = match unit {
+            ScanUnit::Processes => vec![p.threads.first().unwrap_or(&leader)],
+            ScanUnit::Threads => p.threads.iter().collect(),
         };
         let badness = oom_badness(p, scan.totalpages, scan.page_size, kb);
-        for pid in pids {
+        // ≤ 4.7 keeps victim state per thread (TIF_MEMDIE) and aborts on
+        // exiting threads; 4.8+ per process (oom_victims / signal->oom_mm).
+        let per_thread_rules = !kb.reaped_mm_skipped;
+        for t in threads {
+            let pid = t.pid;
             let position = candidates.len();
             let mut c = Candidate {
                 position,
@@ -175,25 +184,43 @@ pub fn select_bad_process(scan: &Scan<'_>, kb: &KernelBehavior) -> Selection {
                 Domain::Global => true,
                 Domain::Memcg => kb.memcg_cpuset_filter,
             };
-            if unkillable {
-                c.verdict = Verdict::Ineligible;
-            } else if cpuset_filtered && !p.cpuset_eligible {
-                c.verdict = Verdict::CpusetMismatch;
-            } else if !scan.sysrq && p.oom_victim && p.mm_oom_skip && kb.reaped_mm_skipped {
-                c.verdict = Verdict::ReapedVictim;
-            } else if !scan.sysrq && p.oom_victim {
-                c.verdict = Verdict::AbortsScan;
+            let aborts = |c: Candidate, candidates: &mut Vec<Candidate>| {
                 candidates.push(c);
-                return Selection {
+                Selection {
                     domain: scan.domain,
                     totalpages: scan.totalpages,
                     unit,
                     tie_break,
-                    candidates,
+                    candidates: std::mem::take(candidates),
                     outcome: Outcome::Aborted {
                         waiting_for: p.tgid,
                     },
-                };
+                }
+            };
+            if unkillable {
+                c.verdict = Verdict::Ineligible;
+            } else if per_thread_rules && t.memdie && !scan.sysrq {
+                // 3.10/4.4: TIF_MEMDIE on this thread aborts the scan.
+                c.verdict = Verdict::AbortsScan;
+                return aborts(c, &mut candidates);
+            } else if per_thread_rules && !t.has_mm {
+                c.verdict = Verdict::Ineligible;
+            } else if per_thread_rules && p.oom_origin {
+                c.verdict = Verdict::Origin;
+                chosen = Some(position);
+                chosen_points = i64::MAX;
+            } else if per_thread_rules && t.exiting && !scan.sysrq {
+                // 3.10: PF_EXITING; 4.4: task_will_free_mem(): the exiting
+                // task will free memory, so wait for it.
+                c.verdict = Verdict::AbortsScan;
+                return aborts(c, &mut candidates);
+            } else if cpuset_filtered && !p.cpuset_eligible {
+                c.verdict = Verdict::CpusetMismatch;
+            } else if !scan.sysrq && p.oom_victim && p.mm_oom_skip && kb.reaped_mm_skipped {
+                c.verdict = Verdict::ReapedVictim;
+            } else if !per_thread_rules && !scan.sysrq && p.oom_victim {
+                c.verdict = Verdict::AbortsScan;
+                return aborts(c, &mut candidates);
             } else if p.oom_origin {
                 c.verdict = Verdict::Origin;
                 chosen = Some(position);
@@ -236,7 +263,7 @@ pub fn select_bad_process(scan: &Scan<'_>, kb: &KernelBehavior) -> Selection {
 mod tests {
     use super::*;
     use crate::model::{
-        task::{MmCounters, Thread},
+        task::MmCounters,
         version::{KernelVersion, v},
     };
 
@@ -322,6 +349,7 @@ mod tests {
         mt.threads.push(Thread {
             pid: 21,
             has_mm: true,
+            ..Thread::default()
         });
         let procs = [mt];
         let s = scan(&procs, Domain::Memcg, v(5, 2, 1));
@@ -359,6 +387,27 @@ mod tests {
             chosen_tgid(&scan(&procs, Domain::Global, v(6, 18, 0))),
             Some(40)
         );
+    }
+
+    /// §4.2, 4.4 and 3.10: per-thread TIF_MEMDIE and PF_EXITING abort the
+    /// scan; from 4.8 an exiting thread does not.
+    #[test]
+    fn per_thread_victim_state_until_4_8() {
+        let mut dying = Process::simple(30, "dying", anon(10), 0);
+        dying.threads[0].exiting = true;
+        let procs = [Process::simple(10, "big", anon(9000), 0), dying.clone()];
+        let s = scan(&procs, Domain::Global, v(4, 4, 155));
+        assert_eq!(s.outcome, Outcome::Aborted { waiting_for: 30 });
+        assert_eq!(
+            chosen_tgid(&scan(&procs, Domain::Global, v(4, 9, 154))),
+            Some(10)
+        );
+        let mut memdie = dying;
+        memdie.threads[0].exiting = false;
+        memdie.threads[0].memdie = true;
+        let procs = [Process::simple(10, "big", anon(9000), 0), memdie];
+        let s = scan(&procs, Domain::Global, v(3, 10, 108));
+        assert_eq!(s.outcome, Outcome::Aborted { waiting_for: 30 });
     }
 
     #[test]

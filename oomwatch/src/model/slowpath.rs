@@ -127,6 +127,8 @@ pub enum Ending {
     MemcgOomWaits,
     /// __GFP_NOFAIL: never fails; loops (possibly after an OOM kill).
     NofailLoops,
+    /// The page fault is retried (≥ 5.16 "VM_FAULT_OOM leaked out").
+    FaultRetried,
 }
 
 /// The result: every step and the ending.
@@ -488,6 +490,61 @@ fn may_oom(
     }
 }
 
+/// `pagefault_out_of_memory()`: a user page fault returned VM_FAULT_OOM
+/// (§7.7). `memcg_oom_pending`: a memcg charge during the fault recorded an
+/// OOM (handled by `mem_cgroup_oom_synchronize()`).
+pub fn pagefault_oom(
+    memcg_oom_pending: bool,
+    fatal_signal: bool,
+    kb: &KernelBehavior,
+) -> PathResult {
+    let mut steps = Vec::new();
+    if memcg_oom_pending {
+        steps.push(Step {
+            at: "pagefault_out_of_memory → mem_cgroup_oom_synchronize",
+            detail: "a memcg OOM recorded during the fault is handled first".into(),
+        });
+        return PathResult {
+            steps,
+            ending: Ending::MemcgOom,
+        };
+    }
+    if kb.pagefault_global_oom {
+        steps.push(Step {
+            at: "pagefault_out_of_memory (≤ 5.15 without the 2021 backport)",
+            detail: "out_of_memory() with gfp_mask 0, order 0, no zonelist: a global OOM \
+                     (CONSTRAINT_NONE), reported as gfp_mask=0x0()"
+                .into(),
+        });
+        return PathResult {
+            steps,
+            ending: Ending::OutOfMemory,
+        };
+    }
+    if fatal_signal {
+        steps.push(Step {
+            at: "pagefault_out_of_memory",
+            detail: "a fatal signal is pending: the task is dying, nothing to do".into(),
+        });
+        return PathResult {
+            steps,
+            ending: Ending::Fails {
+                reason: "the faulting task is already dying".into(),
+            },
+        };
+    }
+    steps.push(Step {
+        at: "pagefault_out_of_memory (≥ 5.16)",
+        detail: "\"Huh VM_FAULT_OOM leaked out to the #PF handler. Retrying PF\": no global OOM \
+                 from the fault path"
+            .into(),
+    });
+    PathResult {
+        steps,
+        ending: Ending::FaultRetried,
+    }
+}
+
 /// A memory cgroup's charge state, in pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct MemcgState {
@@ -776,6 +833,32 @@ mod tests {
             &k,
         );
         assert_eq!(r.ending, Ending::OutOfMemory);
+    }
+
+    /// §7.7: the fault path called the global OOM killer until 5.16 (and its
+    /// stable backports: 5.4.160, 5.10.89 seen).
+    #[test]
+    fn pagefault_path() {
+        assert_eq!(
+            pagefault_oom(false, false, &kb(v(5, 4, 59))).ending,
+            Ending::OutOfMemory
+        );
+        assert_eq!(
+            pagefault_oom(false, false, &kb(v(5, 4, 160))).ending,
+            Ending::FaultRetried
+        );
+        assert_eq!(
+            pagefault_oom(false, false, &kb(v(6, 18, 0))).ending,
+            Ending::FaultRetried
+        );
+        assert!(matches!(
+            pagefault_oom(false, true, &kb(v(6, 18, 0))).ending,
+            Ending::Fails { .. }
+        ));
+        assert_eq!(
+            pagefault_oom(true, false, &kb(v(6, 18, 0))).ending,
+            Ending::MemcgOom
+        );
     }
 
     #[test]

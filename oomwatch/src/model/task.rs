@@ -36,11 +36,17 @@ impl MmCounters {
 }
 
 /// One thread, as far as victim selection cares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thread {
     pub pid: i32,
     /// `task->mm != NULL` (false once the thread has passed `exit_mm`).
     pub has_mm: bool,
+    /// PF_EXITING: the thread is exiting (≤ 4.4 scans abort on it).
+    #[serde(default)]
+    pub exiting: bool,
+    /// TIF_MEMDIE: this thread is an OOM victim (≤ 4.4 per-thread state).
+    #[serde(default)]
+    pub memdie: bool,
 }
 
 /// One process (thread group) with everything the OOM killer reads from it.
@@ -89,6 +95,7 @@ impl Process {
             threads: vec![Thread {
                 pid: tgid,
                 has_mm: true,
+                ..Thread::default()
             }],
             mm: Some(mm),
             mm_id: Some(tgid as u64),

@@ -51,6 +51,56 @@ pub fn constrained_totalpages(
             .sum::<u64>()
 }
 
+/// What `constrained_alloc()` looks at for a global OOM (§5.1).
+#[derive(Debug, Clone, Copy)]
+pub struct ConstraintInput<'a> {
+    /// A NUMA build with more than one memory node.
+    pub numa: bool,
+    /// No zonelist (the page-fault OOM path up to 5.15, some callers).
+    pub zonelist_null: bool,
+    /// The allocation has __GFP_THISNODE.
+    pub thisnode: bool,
+    /// The mempolicy's nodemask, when the allocation carries one.
+    pub mempolicy_nodes: Option<&'a [u32]>,
+    /// The allocating task's cpuset `mems_allowed`, when the cpuset rejected
+    /// some zone of the zonelist.
+    pub cpuset_mems: Option<&'a [u32]>,
+    /// Every memory node.
+    pub nodes: &'a [NodePages],
+    pub memory: GlobalMemory,
+}
+
+/// `constrained_alloc()` for a global OOM: the constraint and its totalpages.
+pub fn constrained_alloc(
+    c: &ConstraintInput<'_>,
+    kb: &KernelBehavior,
+) -> (super::oom::Constraint, u64) {
+    use super::oom::Constraint;
+    let default = (Constraint::ConstraintNone, c.memory.totalpages());
+    if !c.numa || c.zonelist_null || c.thisnode {
+        return default;
+    }
+    let pages = |mask: &[u32]| {
+        let chosen: Vec<NodePages> = c
+            .nodes
+            .iter()
+            .filter(|n| mask.contains(&n.node))
+            .copied()
+            .collect();
+        constrained_totalpages(&chosen, c.memory.total_swap_pages, kb)
+    };
+    if let Some(mask) = c.mempolicy_nodes {
+        let superset = c.nodes.iter().all(|n| mask.contains(&n.node));
+        if !superset {
+            return (Constraint::ConstraintMemoryPolicy, pages(mask));
+        }
+    }
+    if let Some(mems) = c.cpuset_mems {
+        return (Constraint::ConstraintCpuset, pages(mems));
+    }
+    default
+}
+
 /// The limits of the memcg whose counter refused the charge (the OOM domain),
 /// in pages; `u64::MAX` = unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +241,68 @@ mod tests {
     fn never_zero() {
         let kb = KernelBehavior::for_version(v(6, 18, 0));
         assert_eq!(memcg_totalpages(&v2(0, 0), 0, &kb), 1);
+    }
+
+    #[test]
+    fn constraint_kinds() {
+        use crate::model::oom::Constraint;
+        let kb = KernelBehavior::for_version(v(6, 18, 0));
+        let nodes = [
+            NodePages {
+                node: 0,
+                spanned_pages: 1_000,
+                present_pages: 1_000,
+            },
+            NodePages {
+                node: 1,
+                spanned_pages: 3_000,
+                present_pages: 3_000,
+            },
+        ];
+        let base = ConstraintInput {
+            numa: true,
+            zonelist_null: false,
+            thisnode: false,
+            mempolicy_nodes: None,
+            cpuset_mems: None,
+            nodes: &nodes,
+            memory: GlobalMemory {
+                totalram_pages: 4_000,
+                total_swap_pages: 100,
+            },
+        };
+        assert_eq!(
+            constrained_alloc(&base, &kb),
+            (Constraint::ConstraintNone, 4_100)
+        );
+        let mp = ConstraintInput {
+            mempolicy_nodes: Some(&[1]),
+            ..base
+        };
+        assert_eq!(
+            constrained_alloc(&mp, &kb),
+            (Constraint::ConstraintMemoryPolicy, 3_100)
+        );
+        let all = ConstraintInput {
+            mempolicy_nodes: Some(&[0, 1]),
+            ..base
+        };
+        assert_eq!(constrained_alloc(&all, &kb).0, Constraint::ConstraintNone);
+        let cs = ConstraintInput {
+            cpuset_mems: Some(&[0]),
+            ..base
+        };
+        assert_eq!(
+            constrained_alloc(&cs, &kb),
+            (Constraint::ConstraintCpuset, 1_100)
+        );
+        let tn = ConstraintInput {
+            thisnode: true,
+            ..cs
+        };
+        assert_eq!(constrained_alloc(&tn, &kb).0, Constraint::ConstraintNone);
+        let flat = ConstraintInput { numa: false, ..cs };
+        assert_eq!(constrained_alloc(&flat, &kb).0, Constraint::ConstraintNone);
     }
 
     #[test]

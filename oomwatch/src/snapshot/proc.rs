@@ -138,11 +138,13 @@ fn read_one(p: &procfs::process::Process) -> Result<ProcEntry, ProcError> {
             .map(|t| Thread {
                 pid: t.tid,
                 has_mm: mm.is_some(),
+                ..Thread::default()
             })
             .collect(),
         Err(_) => vec![Thread {
             pid: p.pid,
             has_mm: mm.is_some(),
+            ..Thread::default()
         }],
     };
     let mut threads: Vec<Thread> = threads;
