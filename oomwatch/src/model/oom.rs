@@ -81,6 +81,10 @@ pub struct Kill {
     pub also_killed: Vec<(i32, AlsoKilled)>,
     /// Global init shares the victim's mm: MMF_OOM_SKIP, no reaping.
     pub mm_pinned_by_init: bool,
+    /// The OOM reaper (4.6+) will unmap the victim's anonymous memory, and
+    /// after how long (2 s from 5.18 and its backports, at once before);
+    /// `None` when there is no reaper or the mm is pinned by init.
+    pub reaper_after_ms: Option<u64>,
     /// The report prefix: "Out of memory", "Memory cgroup out of memory", …
     pub message: &'static str,
 }
@@ -260,12 +264,19 @@ fn oom_kill_process(
             }
         }
     }
+    // aac453635549 "mm, oom: introduce oom reaper" (4.6, §6.3).
+    let has_reaper = kb.version >= super::version::v(4, 6, 0);
     Kill {
         selected_tgid: chosen.tgid,
         victim_tgid: victim.tgid,
         sacrificed_child,
         also_killed,
         mm_pinned_by_init,
+        reaper_after_ms: (has_reaper && !mm_pinned_by_init).then_some(if kb.reaper_delay {
+            2_000
+        } else {
+            0
+        }),
         message,
     }
 }
@@ -443,6 +454,20 @@ mod tests {
             decide(&call(&p, Constraint::ConstraintMemcg, &[]), v(6, 18, 0)),
             Decision::NothingKillable { .. }
         ));
+    }
+
+    /// §6.3: the reaper, delayed 2 s from 5.18 (and 5.4.195, 5.15.135).
+    #[test]
+    fn reaper_timing() {
+        let p = procs();
+        let reaper = |ver| match decide(&call(&p, Constraint::ConstraintNone, &[]), ver) {
+            Decision::Kill { kill, .. } => kill.reaper_after_ms,
+            d => panic!("{d:?}"),
+        };
+        assert_eq!(reaper(v(6, 18, 0)), Some(2_000));
+        assert_eq!(reaper(v(5, 10, 89)), Some(0));
+        assert_eq!(reaper(v(5, 4, 195)), Some(2_000));
+        assert_eq!(reaper(v(4, 4, 155)), None);
     }
 
     /// §4.6 step 4: sharers of the mm die too; init pins it.
