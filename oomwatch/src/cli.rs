@@ -399,6 +399,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
         println!("  {}. {}: {}", i + 1, s.at, s.detail);
     }
     let ending = match &path.ending {
+        Ending::Allocated { stage: "charge", .. } => "charged: the memcg stays within its limit".into(),
         Ending::Allocated { zone, stage } => format!("allocated from {zone} ({stage})"),
         Ending::AllocatedAfterReclaim { zone } => {
             format!("allocated from {zone} once reclaim frees what it counts as reclaimable")
