@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::{self, Hierarchy},
-    model::{Process, select::Domain, totalpages::MemcgLimits},
+    model::{Process, select::Domain, task::memcg_within, totalpages::MemcgLimits},
     snapshot::{
         memcg::{self, MemcgError},
         proc::ProcSnapshot,
@@ -75,14 +75,6 @@ fn parent(path: &str) -> Option<&str> {
     })
 }
 
-fn within(path: &str, ancestor: &str) -> bool {
-    ancestor == "/"
-        || path == ancestor
-        || path
-            .strip_prefix(ancestor)
-            .is_some_and(|r| r.starts_with('/'))
-}
-
 /// The memcg OOM domain that `path`'s tasks are charged against: `path` or
 /// its nearest ancestor with a memory limit.
 pub fn memcg(
@@ -122,7 +114,7 @@ pub fn memcg(
     for g in groups {
         let mut p = Some(g.as_str());
         while let Some(x) = p {
-            if !within(x, &domain) {
+            if !memcg_within(x, &domain) {
                 break;
             }
             if memcg::oom_group(&h, x) && !oom_groups.iter().any(|o| o == x) {
@@ -147,7 +139,7 @@ fn scan_order(h: &Hierarchy, domain: &str, snap: &ProcSnapshot) -> Vec<Process> 
     let mut by_memcg: BTreeMap<String, Vec<&Process>> = BTreeMap::new();
     for e in &snap.processes {
         if let Some(m) = e.process.memcg.as_deref() {
-            if within(m, domain) {
+            if memcg_within(m, domain) {
                 by_memcg.entry(m.to_owned()).or_default().push(&e.process);
             }
         }
@@ -195,8 +187,8 @@ mod tests {
         assert_eq!(parent("/a/b"), Some("/a"));
         assert_eq!(parent("/a"), Some("/"));
         assert_eq!(parent("/"), None);
-        assert!(within("/a/b", "/a"));
-        assert!(!within("/ab", "/a"));
-        assert!(within("/x", "/"));
+        assert!(memcg_within("/a/b", "/a"));
+        assert!(!memcg_within("/ab", "/a"));
+        assert!(memcg_within("/x", "/"));
     }
 }

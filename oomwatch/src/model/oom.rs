@@ -7,7 +7,7 @@ use super::{
     badness::oom_badness,
     behavior::{ChangeId, KernelBehavior},
     select::{Outcome, Scan, Selection, select_bad_process},
-    task::{OOM_SCORE_ADJ_MIN, Process},
+    task::{OOM_SCORE_ADJ_MIN, Process, memcg_within},
 };
 
 /// `enum oom_constraint`.
@@ -256,7 +256,7 @@ fn oom_kill_process(
                     && p.oom_score_adj != OOM_SCORE_ADJ_MIN
                     && !p.global_init
                     && !p.kernel_thread
-                    && p.memcg.as_deref().is_some_and(|m| is_within(m, &group))
+                    && p.memcg.as_deref().is_some_and(|m| memcg_within(m, &group))
             }) {
                 if !also_killed.iter().any(|(t, _)| *t == p.tgid) {
                     also_killed.push((p.tgid, AlsoKilled::OomGroup(group.clone())));
@@ -281,21 +281,12 @@ fn oom_kill_process(
     }
 }
 
-/// `path` is `ancestor` or below it.
-fn is_within(path: &str, ancestor: &str) -> bool {
-    ancestor == "/"
-        || path == ancestor
-        || path
-            .strip_prefix(ancestor)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
 /// `mem_cgroup_get_oom_group()`: the highest memcg with `memory.oom.group`
 /// between the victim's memcg and the OOM domain (§4.9).
 fn oom_group(victim: &Process, call: &OomCall<'_>) -> Option<String> {
     let vm = victim.memcg.as_deref()?;
     let domain = call.domain_memcg.unwrap_or("/");
-    if vm == "/" || !is_within(vm, domain) {
+    if vm == "/" || !memcg_within(vm, domain) {
         return None;
     }
     // Walk from the domain down towards the victim: the first (highest)
@@ -305,7 +296,7 @@ fn oom_group(victim: &Process, call: &OomCall<'_>) -> Option<String> {
     for part in vm.trim_start_matches('/').split('/') {
         path.push('/');
         path.push_str(part);
-        if is_within(&path, domain) && path != domain {
+        if memcg_within(&path, domain) && path != domain {
             candidates.push(path.clone());
         }
     }

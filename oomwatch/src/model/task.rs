@@ -119,3 +119,13 @@ impl Process {
         self.threads.iter().find(|t| t.has_mm)
     }
 }
+
+/// Whether memcg `path` is `ancestor` or below it (paths inside one cgroup
+/// hierarchy, `/` the root).
+pub fn memcg_within(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path == ancestor
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
