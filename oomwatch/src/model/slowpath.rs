@@ -297,6 +297,27 @@ pub fn alloc_pages(
             };
         }
     }
+    // Costly (or non-movable high-order) requests try direct compaction first
+    // when they may reclaim (§7.1 step 3).
+    if direct && (req.order > COSTLY_ORDER || (req.order > 0 && g & b.movable == 0)) {
+        steps.push(Step {
+            at: "__alloc_pages_direct_compact (COMPACT_PRIO_ASYNC, before reclaim)",
+            detail: format!(
+                "order {} {}: compaction is tried before direct reclaim{}",
+                req.order,
+                if req.order > COSTLY_ORDER {
+                    "is costly"
+                } else {
+                    "is not movable"
+                },
+                if req.order > COSTLY_ORDER && g & b.noretry != 0 {
+                    "; with __GFP_NORETRY a skipped or deferred compaction ends the attempt"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
     // Reserves: __GFP_MEMALLOC / PF_MEMALLOC / OOM victims ignore watermarks.
     let reserves = (g & b.memalloc != 0 || req.task.pf_memalloc || req.task.oom_victim)
         && g & b.nomemalloc == 0;
@@ -378,8 +399,11 @@ pub fn alloc_pages(
         steps.push(Step {
             at: "__alloc_pages_direct_compact / should_compact_retry",
             detail: format!(
-                "enough pages after reclaim but no free order-{} block: compaction decides",
-                req.order
+                "enough pages after reclaim but no free order-{} block: compaction decides \
+                 (should_compact_retry: up to {} successful-compaction retries, raising the \
+                 priority otherwise)",
+                req.order,
+                if req.order > COSTLY_ORDER { 16 / 4 } else { 16 }
             ),
         });
         return PathResult {
