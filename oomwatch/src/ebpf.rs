@@ -54,6 +54,8 @@ pub enum LoadError {
     },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
     #[error("register the ring buffer with tokio: {0}")]
     Io(#[from] io::Error),
 }
@@ -160,7 +162,7 @@ impl Probes {
         let tp: &mut TracePoint = probes
             .ebpf
             .program_mut("oom_mark_victim")
-            .ok_or(LoadError::MissingMap("oom_mark_victim"))?
+            .ok_or(LoadError::MissingProgram("oom_mark_victim"))?
             .try_into()
             .map_err(|source| LoadError::Program {
                 what: "program oom_mark_victim".into(),
