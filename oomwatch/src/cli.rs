@@ -46,6 +46,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Predict the victim of an OOM now: the ranked candidates of the host
+    /// (default) or of the memory cgroup PATH, each with its points term by
+    /// term, and the task the kernel would kill.
+    Predict {
+        /// Memory cgroup path inside its hierarchy, e.g. /batch/job1. The
+        /// domain is PATH or its nearest ancestor with a limit.
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<String>,
+        /// Show the first N candidates only.
+        #[arg(long, value_name = "N")]
+        top: Option<usize>,
+        /// Print the prediction as JSON (a stable contract: see the README).
+        #[arg(long)]
+        json: bool,
+    },
     /// Simulate one allocation now: would it end in an OOM kill, through
     /// which branch of the allocator (or memcg charge) path, and who would
     /// die. Reads /proc/zoneinfo, /proc/buddyinfo, cgroupfs and /proc.
@@ -89,6 +104,14 @@ fn init_logging() {
 /// Runs the `oomwatch` command with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A report piped into `head` ends quietly, as other Unix tools do,
+        // instead of failing on EPIPE. (The daemon keeps Rust's default.)
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging();
     match cli.command {
         Command::Run { listen } => {
@@ -112,6 +135,13 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Explain { pid, cgroup, json } => match explain(pid, cgroup.as_deref(), json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Predict { cgroup, top, json } => match predict(cgroup.as_deref(), top, json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -154,14 +184,14 @@ pub fn main() -> ExitCode {
 
 /// `oomwatch explain`.
 fn explain(pid: i32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
-    use anyhow::Context as _;
 
-    use crate::{
-        domain,
-        model::{KernelBehavior, Scan, explain::explain_task, select_bad_process},
-        snapshot::proc,
-    };
-    let snap = proc::read(std::path::Path::new("/proc")).context("read /proc")?;
+    use crate::model::explain::explain_task;
+    let crate::predict::Prediction {
+        snap,
+        domain: dom,
+        selection: sel,
+        ..
+    } = crate::predict::prepare(cgroup)?;
     if !snap
         .processes
         .iter()
@@ -169,25 +199,6 @@ fn explain(pid: i32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
     {
         anyhow::bail!("no process {pid} (is it running, and in this pid namespace?)");
     }
-    let swappiness = std::fs::read_to_string("/proc/sys/vm/swappiness")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(60);
-    let dom = match cgroup {
-        Some(path) => domain::memcg(&snap, path, swappiness)?,
-        None => domain::global(&snap),
-    };
-    let kb = KernelBehavior::for_version(snap.version);
-    let sel = select_bad_process(
-        &Scan {
-            domain: dom.kind,
-            processes: &dom.processes,
-            totalpages: dom.totalpages,
-            page_size: snap.page_size,
-            sysrq: false,
-        },
-        &kb,
-    );
     let ex = explain_task(&sel, pid);
     let victim = sel.chosen().map(|c| {
         serde_json::json!({
@@ -430,6 +441,45 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
             }
             other => println!("oom:        {}", serde_json::to_string(other)?),
         }
+    }
+    Ok(())
+}
+
+/// `oomwatch predict`.
+fn predict(cgroup: Option<&str>, top: Option<usize>, json: bool) -> anyhow::Result<()> {
+    let p = crate::predict::prepare(cgroup)?;
+    let r = p.report(top);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let where_ = match &r.domain.cgroup {
+        Some(c) => format!("memory cgroup {c}"),
+        None => "the host (global OOM)".into(),
+    };
+    println!(
+        "domain: {where_}, totalpages {}, Linux {}",
+        r.domain.totalpages, r.kernel
+    );
+    match (&r.victim, p.selection.margin()) {
+        (Some(v), Some(m)) => println!(
+            "victim: {} ({}) with {} points, {m} ahead of the next",
+            v.comm, v.tgid, v.points
+        ),
+        (Some(v), None) => println!("victim: {} ({}) with {} points, the only eligible task", v.comm, v.tgid, v.points),
+        (None, _) => println!("victim: none ({:?})", p.selection.outcome),
+    }
+    println!("{:>8} {:>8} {:<16} {:>10} {:>6}  reason", "pid", "tgid", "comm", "points", "adj");
+    for c in &r.candidates {
+        println!(
+            "{:>8} {:>8} {:<16} {:>10} {:>6}  {}",
+            c.pid,
+            c.tgid,
+            c.comm,
+            c.points.map_or("-".into(), |p| p.to_string()),
+            c.oom_score_adj,
+            c.reason
+        );
     }
     Ok(())
 }

@@ -1,0 +1,167 @@
+//! Prediction: the model run on a live snapshot, for one OOM domain, and the
+//! JSON contract of `oomwatch predict`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    domain::{self, OomDomain},
+    model::{
+        KernelBehavior, Scan, Selection, select::Domain, select::Verdict, select_bad_process,
+    },
+    snapshot::proc::{self, ProcSnapshot},
+};
+
+/// A snapshot, one of its domains, and the model's selection in it.
+pub struct Prediction {
+    pub snap: ProcSnapshot,
+    pub domain: OomDomain,
+    pub kb: KernelBehavior,
+    pub selection: Selection,
+}
+
+/// `vm.swappiness` under `proc_root` (60 if unreadable, the kernel default).
+pub fn swappiness(proc_root: &Path) -> u32 {
+    std::fs::read_to_string(proc_root.join("sys/vm/swappiness"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(60)
+}
+
+/// Reads `/proc`, builds the domain (the host, or memcg `cgroup`) and runs
+/// the victim scan.
+pub fn prepare(cgroup: Option<&str>) -> anyhow::Result<Prediction> {
+    let root = Path::new("/proc");
+    let snap = proc::read(root).context("read /proc")?;
+    let dom = match cgroup {
+        Some(path) => domain::memcg(&snap, path, swappiness(root))?,
+        None => domain::global(&snap),
+    };
+    Ok(predict_in(snap, dom))
+}
+
+/// Runs the model's scan over an already built domain.
+pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
+    let kb = KernelBehavior::for_version(snap.version);
+    let selection = select_bad_process(
+        &Scan {
+            domain: domain.kind,
+            processes: &domain.processes,
+            totalpages: domain.totalpages,
+            page_size: snap.page_size,
+            sysrq: false,
+        },
+        &kb,
+    );
+    Prediction {
+        snap,
+        domain,
+        kb,
+        selection,
+    }
+}
+
+/// `domain` of the JSON contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainJson {
+    pub kind: Domain,
+    pub cgroup: Option<String>,
+    pub totalpages: u64,
+}
+
+/// `victim` of the JSON contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct VictimJson {
+    pub pid: i32,
+    pub tgid: i32,
+    pub comm: String,
+    pub points: i64,
+}
+
+/// One entry of `candidates`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateJson {
+    pub pid: i32,
+    pub tgid: i32,
+    pub comm: String,
+    /// `null` when ineligible.
+    pub points: Option<i64>,
+    pub rss_pages: i64,
+    pub swap_pages: i64,
+    pub pgtables_pages: i64,
+    pub oom_score_adj: i16,
+    pub eligible: bool,
+    /// Why: the ineligibility reason, or the points breakdown.
+    pub reason: String,
+}
+
+/// The `oomwatch predict --json` object. Field names and meanings are a
+/// contract: add fields, never rename or remove them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictReport {
+    pub kernel: String,
+    pub domain: DomainJson,
+    pub victim: Option<VictimJson>,
+    pub candidates: Vec<CandidateJson>,
+}
+
+impl Prediction {
+    /// The report, with at most `top` candidates (eligible ones by rank,
+    /// then the ineligible ones).
+    pub fn report(&self, top: Option<usize>) -> PredictReport {
+        let sel = &self.selection;
+        let mut ordered: Vec<&crate::model::select::Candidate> = sel.ranking();
+        // Threads of one process show once (the kernel scores the process).
+        let mut seen = std::collections::HashSet::new();
+        ordered.retain(|c| seen.insert(c.tgid));
+        for c in &sel.candidates {
+            if c.verdict != Verdict::Scored && seen.insert(c.tgid) {
+                ordered.push(c);
+            }
+        }
+        let candidates = ordered
+            .into_iter()
+            .take(top.unwrap_or(usize::MAX))
+            .map(|c| CandidateJson {
+                pid: c.pid,
+                tgid: c.tgid,
+                comm: c.comm.clone(),
+                points: c.badness.points,
+                rss_pages: c.badness.rss_pages,
+                swap_pages: c.badness.swap_pages,
+                pgtables_pages: c.badness.pgtables_pages,
+                oom_score_adj: c.oom_score_adj,
+                eligible: c.verdict == Verdict::Scored && c.badness.points.is_some(),
+                reason: match c.verdict {
+                    Verdict::Scored => crate::model::explain::breakdown(&c.badness),
+                    Verdict::CpusetMismatch => "cpuset/mempolicy does not intersect".into(),
+                    Verdict::ReapedVictim => "earlier victim, memory already reaped".into(),
+                    Verdict::AbortsScan => "pending OOM victim: the kernel waits for it".into(),
+                    Verdict::Origin => "OOM origin: chosen whatever its points".into(),
+                    Verdict::Ineligible => c
+                        .badness
+                        .ineligible
+                        .map_or("ineligible", |i| i.describe())
+                        .to_owned(),
+                },
+            })
+            .collect();
+        PredictReport {
+            kernel: self.snap.kernel.clone(),
+            domain: DomainJson {
+                kind: self.domain.kind,
+                cgroup: self.domain.cgroup.clone(),
+                totalpages: self.domain.totalpages,
+            },
+            victim: sel.chosen().map(|c| VictimJson {
+                pid: c.pid,
+                tgid: c.tgid,
+                comm: c.comm.clone(),
+                points: c.badness.points.unwrap_or(i64::MAX),
+            }),
+            candidates,
+        }
+    }
+}
