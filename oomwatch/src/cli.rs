@@ -184,7 +184,6 @@ pub fn main() -> ExitCode {
 
 /// `oomwatch explain`.
 fn explain(pid: i32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
-
     use crate::model::explain::explain_task;
     let crate::predict::Prediction {
         snap,
@@ -466,10 +465,16 @@ fn predict(cgroup: Option<&str>, top: Option<usize>, json: bool) -> anyhow::Resu
             "victim: {} ({}) with {} points, {m} ahead of the next",
             v.comm, v.tgid, v.points
         ),
-        (Some(v), None) => println!("victim: {} ({}) with {} points, the only eligible task", v.comm, v.tgid, v.points),
+        (Some(v), None) => println!(
+            "victim: {} ({}) with {} points, the only eligible task",
+            v.comm, v.tgid, v.points
+        ),
         (None, _) => println!("victim: none ({:?})", p.selection.outcome),
     }
-    println!("{:>8} {:>8} {:<16} {:>10} {:>6}  reason", "pid", "tgid", "comm", "points", "adj");
+    println!(
+        "{:>8} {:>8} {:<16} {:>10} {:>6}  reason",
+        "pid", "tgid", "comm", "points", "adj"
+    );
     for c in &r.candidates {
         println!(
             "{:>8} {:>8} {:<16} {:>10} {:>6}  {}",

@@ -8,9 +8,7 @@ use serde::Serialize;
 
 use crate::{
     domain::{self, OomDomain},
-    model::{
-        KernelBehavior, Scan, Selection, select::Domain, select::Verdict, select_bad_process,
-    },
+    model::{KernelBehavior, Scan, Selection, select::Domain, select::Verdict, select_bad_process},
     snapshot::proc::{self, ProcSnapshot},
 };
 

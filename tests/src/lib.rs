@@ -54,6 +54,12 @@ impl MemcgGuard {
     /// back. Refuses (Err) when the limit cannot be set: a workload must never
     /// run without it.
     pub fn create(limit_bytes: u64) -> anyhow::Result<Self> {
+        Self::create_with(Some(limit_bytes))
+    }
+
+    /// As [`MemcgGuard::create`]; `None` leaves the cgroup without a limit
+    /// (for a limited child below it).
+    pub fn create_with(limit_bytes: Option<u64>) -> anyhow::Result<Self> {
         let hierarchy = cgroup::memory_hierarchy()
             .context("no mounted cgroup hierarchy has the memory controller")?;
         let name = format!(
@@ -68,7 +74,9 @@ impl MemcgGuard {
             dir,
             path: format!("/{name}"),
         };
-        guard.set_limit(limit_bytes)?;
+        if let Some(limit) = limit_bytes {
+            guard.set_limit(limit)?;
+        }
         Ok(guard)
     }
 
@@ -140,6 +148,25 @@ impl MemcgGuard {
             .unwrap_or(false)
     }
 
+    /// Creates `name` below this cgroup, with a limit or without one.
+    pub fn child(&self, name: &str, limit_bytes: Option<u64>) -> anyhow::Result<Self> {
+        assert!(
+            name.contains("oomwatch"),
+            "test cgroups carry oomwatch in their name"
+        );
+        let dir = self.dir.join(name);
+        std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let guard = MemcgGuard {
+            hierarchy: self.hierarchy.clone(),
+            dir,
+            path: format!("{}/{name}", self.path),
+        };
+        if let Some(limit) = limit_bytes {
+            guard.set_limit(limit)?;
+        }
+        Ok(guard)
+    }
+
     /// The cgroup id oomwatch's eBPF side reports for this cgroup.
     pub fn id(&self) -> u64 {
         cgroup::cgroup_id(&self.dir).expect("stat the test cgroup")
@@ -199,8 +226,20 @@ impl Hog {
     /// the `oomwatch-hog` executable (`env!("CARGO_BIN_EXE_oomwatch-hog")` in
     /// a test; cargo defines it only there).
     pub fn start(bin: &str, memcg: &MemcgGuard, mib: usize) -> anyhow::Result<Self> {
+        Self::start_mode(bin, memcg, mib, &[])
+    }
+
+    /// As [`Hog::start`], with a mode (`sparse`, `shmem`, `file`,
+    /// `threads N`; see the hog's own documentation).
+    pub fn start_mode(
+        bin: &str,
+        memcg: &MemcgGuard,
+        mib: usize,
+        mode: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
             .arg(mib.to_string())
+            .args(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -222,8 +261,20 @@ impl Hog {
         self.child.id()
     }
 
-    /// Waits until the hog has touched all its memory (true) or died (false).
+    /// Waits until the hog has touched all its memory (true), or died or got
+    /// stuck for 30 s, e.g. in a frozen OOM (false).
     pub fn wait_ready(&mut self) -> bool {
+        use std::os::fd::AsFd as _;
+        if self.stdout.buffer().is_empty() {
+            let mut fds = [nix::poll::PollFd::new(
+                self.stdout.get_ref().as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16)) {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
         let mut line = String::new();
         matches!(self.stdout.read_line(&mut line), Ok(n) if n > 0 && line.trim() == "ready")
     }

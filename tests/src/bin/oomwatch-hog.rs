@@ -1,27 +1,124 @@
-//! Test workload: `oomwatch-hog MIB` waits for a line on stdin (so the test can
-//! move it into a memory cgroup first), then allocates and touches MIB MiB of
-//! anonymous memory, prints `ready`, and sleeps until killed.
+//! Test workload. `oomwatch-hog MIB [MODE [N]]` waits for a line on stdin (so
+//! the test can move it into a memory cgroup first), then builds MIB MiB of
+//! memory of one kind, prints `ready`, and sleeps until killed.
+//!
+//! Modes:
+//! - `anon` (default): anonymous memory, every page touched;
+//! - `sparse`: one page touched in each of MIB × 256 separate 2 MiB regions,
+//!   so the page tables cost about as much as the data (a page-table-heavy
+//!   sparse mapping);
+//! - `shmem`: a shared memfd mapping (counted as RssShmem);
+//! - `file PATH`: the existing file PATH (at least MIB MiB, written by the
+//!   test outside the cgroup so its page cache is charged there), mapped and
+//!   read (counted as RssFile);
+//! - `threads N`: N threads, each touching MIB / N MiB of anonymous memory.
 use std::io::{BufRead as _, Write as _};
 
-fn main() {
-    let mib: usize = match std::env::args().nth(1).map(|a| a.parse()) {
-        Some(Ok(m)) => m,
-        _ => {
-            eprintln!("usage: oomwatch-hog MIB");
-            std::process::exit(2);
-        }
+const PAGE: usize = 4096;
+
+fn touch(ptr: *mut u8, len: usize, stride: usize) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: ptr..ptr+len is a live writable mapping.
+        unsafe { ptr.add(off).write_volatile(1) };
+        off += stride;
+    }
+}
+
+fn map(len: usize, flags: i32, fd: i32) -> *mut u8 {
+    // SAFETY: a fresh mapping; failure is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            0,
+        )
     };
+    if p == libc::MAP_FAILED {
+        eprintln!("mmap {len} bytes: {}", std::io::Error::last_os_error());
+        std::process::exit(4);
+    }
+    p.cast()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
+        eprintln!("usage: oomwatch-hog MIB [anon|sparse|shmem|file|threads N]");
+        std::process::exit(2);
+    };
+    let mode = args.get(2).map_or("anon", String::as_str);
+    let n: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4);
+    let len = mib << 20;
+    let file = (mode == "file").then(|| {
+        let path = args.get(3).expect("file mode needs a PATH");
+        std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open the hog's file")
+    });
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         std::process::exit(3);
     }
-    let len = mib << 20;
-    let mut buf = vec![0u8; len];
-    // Touch every 4 KiB so each page is faulted in and charged.
-    for i in (0..len).step_by(4096) {
-        buf[i] = 1;
+    let private = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    match mode {
+        "anon" => touch(map(len, private, -1), len, PAGE),
+        "sparse" => {
+            let regions = mib * 256;
+            let span = regions * (2 << 20);
+            let p = map(span, private | libc::MAP_NORESERVE, -1);
+            touch(p, span, 2 << 20);
+        }
+        "shmem" => {
+            // SAFETY: plain syscalls; results checked.
+            let fd = unsafe { libc::memfd_create(c"oomwatch-hog".as_ptr(), 0) };
+            if fd < 0 || unsafe { libc::ftruncate(fd, len as i64) } != 0 {
+                eprintln!("memfd: {}", std::io::Error::last_os_error());
+                std::process::exit(4);
+            }
+            touch(map(len, libc::MAP_SHARED, fd), len, PAGE);
+        }
+        "file" => {
+            use std::os::fd::AsRawFd as _;
+            let fd = file.as_ref().expect("prepared above").as_raw_fd();
+            let p = map(len, libc::MAP_SHARED, fd);
+            let mut sum = 0u64;
+            let mut off = 0;
+            while off < len {
+                // SAFETY: inside the mapping.
+                sum += u64::from(unsafe { p.add(off).read_volatile() });
+                off += PAGE;
+            }
+            std::hint::black_box(sum);
+        }
+        "threads" => {
+            let per = len / n.max(1);
+            let (done, all_done) = std::sync::mpsc::channel();
+            for _ in 0..n.max(1) {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    touch(map(per, private, -1), per, PAGE);
+                    let _ = done.send(());
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
+                });
+            }
+            // Ready once every thread has touched its share.
+            for _ in 0..n.max(1) {
+                let _ = all_done.recv();
+            }
+        }
+        other => {
+            eprintln!("unknown mode {other}");
+            std::process::exit(2);
+        }
     }
-    std::hint::black_box(&buf);
     println!("ready");
     let _ = std::io::stdout().flush();
     loop {
