@@ -29,6 +29,11 @@ enum Command {
         /// Address for the `/metrics` endpoint.
         #[arg(long, value_name = "ADDR:PORT", default_value = daemon::DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Seconds between prediction passes (every OOM domain's next victim,
+        /// headroom and margin, and the model's self-check against
+        /// /proc/PID/oom_score). A kill also triggers a pass at once.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
     },
     /// Explain why a task would or would not be the OOM killer's victim right
     /// now, in the host (default) or in the memory cgroup PATH, with its
@@ -90,6 +95,18 @@ enum Command {
     },
 }
 
+/// `--interval`: a number of seconds between 0.1 and 3600.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds, e.g. 1 or 0.5"))?;
+    if (0.1..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} s is out of range: use 0.1 to 3600"))
+    }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -114,7 +131,7 @@ pub fn main() -> ExitCode {
     }
     init_logging();
     match cli.command {
-        Command::Run { listen } => {
+        Command::Run { listen, interval } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -126,7 +143,11 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(daemon::run(daemon::RunOptions { listen })) {
+            let opts = daemon::RunOptions {
+                listen,
+                interval: std::time::Duration::from_secs_f64(interval),
+            };
+            match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -16,6 +16,54 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7707";
 
 pub struct RunOptions {
     pub listen: SocketAddr,
+    /// Prediction pass period.
+    pub interval: Duration,
+}
+
+/// Runs prediction passes every `interval`, and at once when poked (after a
+/// kill), updating the per-domain metrics and the self-check counters.
+fn spawn_predictor(
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    poke: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = poke.notified() => {}
+            }
+            let pass = tokio::task::spawn_blocking(|| {
+                crate::predictor::refresh(std::path::Path::new("/proc"), 3)
+            })
+            .await;
+            match pass {
+                Ok(Ok((domains, check))) => {
+                    metrics.update_domains(&domains);
+                    metrics.badness_checks.inc_by(check.compared);
+                    metrics
+                        .badness_mismatches
+                        .inc_by(check.mismatches.len() as u64);
+                    for m in &check.mismatches {
+                        tracing::warn!("model oom_score differs from the kernel's: {m}");
+                    }
+                    for e in &check.explained {
+                        tracing::debug!("oom_score difference explained: {e}");
+                    }
+                }
+                Ok(Err(e)) => {
+                    metrics.prediction_errors.inc();
+                    tracing::warn!(error = %format!("{e:#}"), "prediction pass failed");
+                }
+                Err(e) => {
+                    metrics.prediction_errors.inc();
+                    tracing::warn!(error = %e, "prediction pass panicked");
+                }
+            }
+        }
+    })
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -54,6 +102,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let poke = Arc::new(tokio::sync::Notify::new());
+    let predictor = spawn_predictor(Arc::clone(&metrics), opts.interval, Arc::clone(&poke));
     let logger = probes.spawn_logger();
     let mut victims = probes.victims()?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
@@ -69,6 +119,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     tracing::info!("oom kill: {v}");
                     metrics.oom_kills.inc();
                 }
+                poke.notify_one();
             }
             _ = tick.tick() => {}
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
@@ -85,6 +136,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     server.abort();
+    predictor.abort();
     if let Some(l) = logger {
         l.abort();
     }

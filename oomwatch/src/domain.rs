@@ -134,6 +134,47 @@ pub fn memcg(
     })
 }
 
+/// Every OOM domain: the host, then each memory cgroup with a limit of its
+/// own (pre-order). Cgroups that vanish while being read are left out.
+pub fn all(snap: &ProcSnapshot, global_swappiness: u32) -> Vec<OomDomain> {
+    let mut out = vec![global(snap)];
+    let Some(h) = cgroup::memory_hierarchy() else {
+        return out;
+    };
+    let mut stack = vec![h.mount_point.clone()];
+    let mut limited = Vec::new();
+    while let Some(dir) = stack.pop() {
+        let Ok(rel) = dir.strip_prefix(&h.mount_point) else {
+            continue;
+        };
+        let path = format!("/{}", rel.display());
+        if path != "/" {
+            if let Ok(l) = memcg::read_limits(&h, &path, snap.page_size, global_swappiness) {
+                if l.max_pages != u64::MAX {
+                    limited.push(path);
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut dirs: Vec<_> = entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect();
+            dirs.sort();
+            stack.extend(dirs.into_iter().rev());
+        }
+    }
+    for path in limited {
+        if let Ok(d) = memcg(snap, &path, global_swappiness) {
+            if d.cgroup.as_deref() == Some(path.as_str()) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
 /// `mem_cgroup_scan_tasks()` order, as far as cgroupfs tells it.
 fn scan_order(h: &Hierarchy, domain: &str, snap: &ProcSnapshot) -> Vec<Process> {
     let mut by_memcg: BTreeMap<String, Vec<&Process>> = BTreeMap::new();

@@ -16,6 +16,7 @@ pub mod ebpf;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod predictor;
 pub mod privilege;
 pub mod snapshot;
 pub mod tracefs;

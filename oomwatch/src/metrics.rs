@@ -2,15 +2,35 @@
 //! nowhere else, so the catalogue below is complete; label sets are bounded (no
 //! pid, comm or cgroup path labels on long-lived series).
 
+use std::{collections::HashSet, sync::Mutex};
+
 use prometheus::{Encoder as _, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::predictor::DomainSummary;
 
 /// Metric names, the single list the daemon, the docs and the tests share.
 pub mod names {
     pub const OOM_KILLS: &str = "oomwatch_oom_kills_total";
     pub const EVENTS_DROPPED: &str = "oomwatch_events_dropped_total";
     pub const BUILD_INFO: &str = "oomwatch_build_info";
+    pub const DOMAIN_HEADROOM: &str = "oomwatch_domain_headroom_bytes";
+    pub const DOMAIN_VICTIM_POINTS: &str = "oomwatch_domain_victim_points";
+    pub const DOMAIN_VICTIM_MARGIN: &str = "oomwatch_domain_victim_margin_points";
+    pub const BADNESS_CHECKS: &str = "oomwatch_badness_checks_total";
+    pub const BADNESS_MISMATCHES: &str = "oomwatch_badness_mismatches_total";
+    pub const PREDICTION_ERRORS: &str = "oomwatch_prediction_errors_total";
     /// Every name above.
-    pub const ALL: &[&str] = &[OOM_KILLS, EVENTS_DROPPED, BUILD_INFO];
+    pub const ALL: &[&str] = &[
+        OOM_KILLS,
+        EVENTS_DROPPED,
+        BUILD_INFO,
+        DOMAIN_HEADROOM,
+        DOMAIN_VICTIM_POINTS,
+        DOMAIN_VICTIM_MARGIN,
+        BADNESS_CHECKS,
+        BADNESS_MISMATCHES,
+        PREDICTION_ERRORS,
+    ];
 }
 
 pub struct Metrics {
@@ -19,6 +39,16 @@ pub struct Metrics {
     pub oom_kills: IntCounter,
     /// Events the eBPF side could not queue (ring buffer full).
     pub events_dropped: IntCounter,
+    pub domain_headroom: IntGaugeVec,
+    pub domain_victim_points: IntGaugeVec,
+    pub domain_victim_margin: IntGaugeVec,
+    /// Tasks whose `/proc/PID/oom_score` the model recomputed.
+    pub badness_checks: IntCounter,
+    /// Of those, differences nothing explains.
+    pub badness_mismatches: IntCounter,
+    pub prediction_errors: IntCounter,
+    /// Label sets currently exported, to drop those of vanished domains.
+    domains: Mutex<HashSet<(String, String)>>,
 }
 
 impl Metrics {
@@ -42,14 +72,100 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel])
             .set(1);
+        let per_domain =
+            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["domain", "cgroup"]);
+        let domain_headroom = per_domain(
+            names::DOMAIN_HEADROOM,
+            "Bytes left before the OOM domain runs out: memcg limit minus usage, or the host's MemAvailable.",
+        )?;
+        let domain_victim_points = per_domain(
+            names::DOMAIN_VICTIM_POINTS,
+            "oom_badness() points of the task the model predicts the kernel would kill in this domain now.",
+        )?;
+        let domain_victim_margin = per_domain(
+            names::DOMAIN_VICTIM_MARGIN,
+            "Points by which the predicted victim leads the next process (absent with one candidate).",
+        )?;
+        let badness_checks = IntCounter::with_opts(Opts::new(
+            names::BADNESS_CHECKS,
+            "Tasks whose /proc/PID/oom_score the model recomputed and compared with the kernel's.",
+        ))?;
+        let badness_mismatches = IntCounter::with_opts(Opts::new(
+            names::BADNESS_MISMATCHES,
+            "Compared tasks where the model's oom_score differed from the kernel's with no explanation.",
+        ))?;
+        let prediction_errors = IntCounter::with_opts(Opts::new(
+            names::PREDICTION_ERRORS,
+            "Prediction passes that failed (e.g. /proc unreadable).",
+        ))?;
         registry.register(Box::new(oom_kills.clone()))?;
         registry.register(Box::new(events_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(domain_headroom.clone()))?;
+        registry.register(Box::new(domain_victim_points.clone()))?;
+        registry.register(Box::new(domain_victim_margin.clone()))?;
+        registry.register(Box::new(badness_checks.clone()))?;
+        registry.register(Box::new(badness_mismatches.clone()))?;
+        registry.register(Box::new(prediction_errors.clone()))?;
         Ok(Self {
             registry,
             oom_kills,
             events_dropped,
+            domain_headroom,
+            domain_victim_points,
+            domain_victim_margin,
+            badness_checks,
+            badness_mismatches,
+            prediction_errors,
+            domains: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Sets the per-domain gauges from a prediction pass and drops the series
+    /// of domains that are gone.
+    pub fn update_domains(&self, domains: &[DomainSummary]) {
+        let mut now = HashSet::new();
+        for d in domains {
+            let kind = match d.kind {
+                crate::model::select::Domain::Global => "global",
+                crate::model::select::Domain::Memcg => "memcg",
+            };
+            let cg = d.cgroup.clone().unwrap_or_default();
+            let labels = [kind, cg.as_str()];
+            match d.headroom_bytes {
+                Some(h) => self
+                    .domain_headroom
+                    .with_label_values(&labels)
+                    .set(i64::try_from(h).unwrap_or(i64::MAX)),
+                None => {
+                    let _ = self.domain_headroom.remove_label_values(&labels);
+                }
+            }
+            match &d.victim {
+                Some(v) => self
+                    .domain_victim_points
+                    .with_label_values(&labels)
+                    .set(v.points),
+                None => {
+                    let _ = self.domain_victim_points.remove_label_values(&labels);
+                }
+            }
+            match d.margin {
+                Some(m) => self.domain_victim_margin.with_label_values(&labels).set(m),
+                None => {
+                    let _ = self.domain_victim_margin.remove_label_values(&labels);
+                }
+            }
+            now.insert((kind.to_owned(), cg));
+        }
+        let mut old = self.domains.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, cg) in old.difference(&now) {
+            let labels = [kind.as_str(), cg.as_str()];
+            let _ = self.domain_headroom.remove_label_values(&labels);
+            let _ = self.domain_victim_points.remove_label_values(&labels);
+            let _ = self.domain_victim_margin.remove_label_values(&labels);
+        }
+        *old = now;
     }
 
     /// The Prometheus text exposition of every metric.
@@ -91,7 +207,31 @@ mod tests {
     fn exposition_has_the_catalogue() {
         let m = Metrics::new("6.18.44").unwrap();
         m.oom_kills.inc();
+        let dom = |cg: &str, points: i64| DomainSummary {
+            kind: crate::model::select::Domain::Memcg,
+            cgroup: Some(cg.to_owned()),
+            totalpages: 16_384,
+            headroom_bytes: Some(4096),
+            victim: Some(crate::predict::VictimJson {
+                pid: 7,
+                tgid: 7,
+                comm: "x".into(),
+                points,
+            }),
+            margin: Some(10),
+            top: Vec::new(),
+        };
+        m.update_domains(&[dom("/a", 500), dom("/b", 600)]);
         let text = m.render();
+        assert!(
+            text.contains("oomwatch_domain_victim_points{cgroup=\"/b\",domain=\"memcg\"} 600"),
+            "{text}"
+        );
+        // A vanished domain loses its series.
+        m.update_domains(&[dom("/b", 601)]);
+        let after = m.render();
+        assert!(!after.contains("cgroup=\"/a\""), "{after}");
+        assert!(after.contains("domain=\"memcg\"} 601"), "{after}");
         assert!(text.contains("oomwatch_oom_kills_total 1\n"), "{text}");
         for name in names::ALL {
             assert!(

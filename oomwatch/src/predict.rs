@@ -43,7 +43,18 @@ pub fn prepare(cgroup: Option<&str>) -> anyhow::Result<Prediction> {
 /// Runs the model's scan over an already built domain.
 pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
     let kb = KernelBehavior::for_version(snap.version);
-    let selection = select_bad_process(
+    let selection = select_in(&snap, &domain, &kb);
+    Prediction {
+        snap,
+        domain,
+        kb,
+        selection,
+    }
+}
+
+/// The model's victim scan of `domain`.
+pub fn select_in(snap: &ProcSnapshot, domain: &OomDomain, kb: &KernelBehavior) -> Selection {
+    select_bad_process(
         &Scan {
             domain: domain.kind,
             processes: &domain.processes,
@@ -51,14 +62,8 @@ pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
             page_size: snap.page_size,
             sysrq: false,
         },
-        &kb,
-    );
-    Prediction {
-        snap,
-        domain,
         kb,
-        selection,
-    }
+    )
 }
 
 /// `domain` of the JSON contract.
@@ -106,10 +111,21 @@ pub struct PredictReport {
 }
 
 impl Prediction {
-    /// The report, with at most `top` candidates (eligible ones by rank,
-    /// then the ineligible ones).
+    /// The report, with at most `top` candidates.
     pub fn report(&self, top: Option<usize>) -> PredictReport {
-        let sel = &self.selection;
+        report(&self.snap.kernel, &self.domain, &self.selection, top)
+    }
+}
+
+/// The `predict` report of `sel` in `domain`, with at most `top` candidates
+/// (eligible ones by rank, then the ineligible ones).
+pub fn report(
+    kernel: &str,
+    domain: &OomDomain,
+    sel: &Selection,
+    top: Option<usize>,
+) -> PredictReport {
+    {
         let mut ordered: Vec<&crate::model::select::Candidate> = sel.ranking();
         // Threads of one process show once (the kernel scores the process).
         let mut seen = std::collections::HashSet::new();
@@ -147,11 +163,11 @@ impl Prediction {
             })
             .collect();
         PredictReport {
-            kernel: self.snap.kernel.clone(),
+            kernel: kernel.to_owned(),
             domain: DomainJson {
-                kind: self.domain.kind,
-                cgroup: self.domain.cgroup.clone(),
-                totalpages: self.domain.totalpages,
+                kind: domain.kind,
+                cgroup: domain.cgroup.clone(),
+                totalpages: domain.totalpages,
             },
             victim: sel.chosen().map(|c| VictimJson {
                 pid: c.pid,

@@ -203,3 +203,86 @@ fn run_stops_cleanly_on_sigint() {
     );
     assert!(log.contains("SIGINT: detaching"), "{log}");
 }
+
+/// The value of the sample `name{labels}` (labels as the exposition prints
+/// them, sorted by name).
+fn labelled(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// The prediction loop: a memory cgroup with a limit gets its own series
+/// (victim points, margin, headroom) matching its hogs, the self-check finds
+/// no unexplained difference, and the series go when the cgroup goes.
+#[test]
+fn run_exports_predictions_per_domain() {
+    require_root();
+    let (mut daemon, _) = Daemon::start();
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let mut small = oomwatch_tests::Hog::start(bin, &memcg, 10).unwrap();
+    assert!(small.wait_ready());
+    let mut large = oomwatch_tests::Hog::start(bin, &memcg, 20).unwrap();
+    assert!(large.wait_ready());
+    let labels = format!("cgroup=\"{}\",domain=\"memcg\"", memcg.path);
+
+    // 20 MiB = 5 120 pages (+ page tables and the binary's file pages).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+        let ready = labelled(&body, "oomwatch_domain_victim_points", &labels)
+            .is_some_and(|p| p >= 5_120.0)
+            && labelled(&body, "oomwatch_domain_victim_margin_points", &labels).is_some();
+        if ready {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no memcg series after 15 s:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let points = labelled(&body, "oomwatch_domain_victim_points", &labels).unwrap();
+    let margin = labelled(&body, "oomwatch_domain_victim_margin_points", &labels).unwrap();
+    let headroom = labelled(&body, "oomwatch_domain_headroom_bytes", &labels).unwrap();
+    assert!(points < 5_120.0 + 1_500.0, "victim points {points}");
+    // 10 MiB apart = 2 560 pages, give or take page tables and file pages.
+    assert!((2_000.0..=3_200.0).contains(&margin), "margin {margin}");
+    assert!(
+        headroom > 0.0 && headroom < (64 - 30) as f64 * 1048576.0,
+        "headroom {headroom}"
+    );
+    assert!(sample(&body, "oomwatch_badness_checks_total").unwrap() > 0.0);
+    assert_eq!(
+        sample(&body, "oomwatch_badness_mismatches_total"),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(
+        labelled(
+            &body,
+            "oomwatch_domain_victim_points",
+            "cgroup=\"\",domain=\"global\""
+        )
+        .is_some()
+    );
+
+    drop((small, large));
+    drop(memcg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+        if !body.contains(&labels) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "series of the removed cgroup stayed:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, log) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("differs from the kernel"), "{log}");
+}

@@ -1,0 +1,133 @@
+//! The daemon's prediction pass: every OOM domain's next victims and
+//! headroom, and the self-check of the model against the kernel's own
+//! `/proc/PID/oom_score` for every task.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::{
+    cgroup, domain,
+    model::{
+        KernelBehavior, oom_badness,
+        score::{approximate_counter_slack, explain_score_difference, proc_oom_score},
+        select::Domain,
+    },
+    predict::{self, CandidateJson, VictimJson},
+    snapshot::{memcg, proc},
+};
+
+/// One domain's state after a pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainSummary {
+    pub kind: Domain,
+    pub cgroup: Option<String>,
+    pub totalpages: u64,
+    /// Bytes left before the domain's OOM: memcg limit − usage, or the host's
+    /// MemAvailable.
+    pub headroom_bytes: Option<u64>,
+    pub victim: Option<VictimJson>,
+    /// Victim's points minus the next process's.
+    pub margin: Option<i64>,
+    /// The first candidates by rank.
+    pub top: Vec<CandidateJson>,
+}
+
+/// The model against the kernel on one pass.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SelfCheck {
+    pub compared: u64,
+    pub exact: u64,
+    /// Differences explained (e.g. approximate per-CPU counters), one line each.
+    pub explained: Vec<String>,
+    /// Differences nothing explains: model errors, with the task's numbers.
+    pub mismatches: Vec<String>,
+}
+
+/// One pass over `/proc` and cgroupfs.
+pub fn refresh(proc_root: &Path, top: usize) -> anyhow::Result<(Vec<DomainSummary>, SelfCheck)> {
+    let snap = proc::read(proc_root)?;
+    let swappiness = predict::swappiness(proc_root);
+    let check = self_check(&snap);
+    let available = procfs_mem_available(proc_root);
+    let hierarchy = cgroup::memory_hierarchy();
+    let kb = KernelBehavior::for_version(snap.version);
+    let mut out = Vec::new();
+    for dom in domain::all(&snap, swappiness) {
+        let headroom_bytes = match (&dom.cgroup, &hierarchy) {
+            (None, _) => available,
+            (Some(path), Some(h)) => dom.limits.and_then(|l| {
+                memcg::read_charge_state(h, path, snap.page_size, l.max_pages)
+                    .ok()
+                    .map(|s| l.max_pages.saturating_sub(s.usage_pages) * snap.page_size)
+            }),
+            (Some(_), None) => None,
+        };
+        let sel = predict::select_in(&snap, &dom, &kb);
+        let report = predict::report(&snap.kernel, &dom, &sel, Some(top));
+        out.push(DomainSummary {
+            kind: dom.kind,
+            cgroup: dom.cgroup.clone(),
+            totalpages: dom.totalpages,
+            headroom_bytes,
+            margin: sel.margin(),
+            victim: report.victim,
+            top: report.candidates,
+        });
+    }
+    Ok((out, check))
+}
+
+fn procfs_mem_available(proc_root: &Path) -> Option<u64> {
+    use procfs::FromRead as _;
+    procfs::Meminfo::from_file(proc_root.join("meminfo"))
+        .ok()?
+        .mem_available
+}
+
+/// Model vs kernel `/proc/PID/oom_score` for every task of the snapshot.
+pub fn self_check(snap: &proc::ProcSnapshot) -> SelfCheck {
+    let kb = KernelBehavior::for_version(snap.version);
+    let t = snap.memory.totalpages();
+    let slack = approximate_counter_slack(snap.nr_cpus);
+    let mut c = SelfCheck::default();
+    for e in &snap.processes {
+        let Some(kernel) = e.kernel_oom_score else {
+            continue;
+        };
+        let b = oom_badness(&e.process, t, snap.page_size, &kb);
+        let model = proc_oom_score(&b, t, &kb);
+        c.compared += 1;
+        if model == kernel {
+            c.exact += 1;
+            continue;
+        }
+        // A task whose score moved between the reads is not a model error.
+        let now: Option<u64> =
+            std::fs::read_to_string(format!("/proc/{}/oom_score", e.process.tgid))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+        if now != Some(kernel) {
+            c.explained
+                .push(format!("pid {}: changed while read", e.process.tgid));
+            continue;
+        }
+        match explain_score_difference(&b, t, kernel, slack, &kb) {
+            Some(why) => c.explained.push(format!(
+                "pid {} ({}): model {model}, kernel {kernel}: {why}",
+                e.process.tgid, e.process.comm
+            )),
+            None => c.mismatches.push(format!(
+                "pid {} ({}) adj {} rss {} swap {} pgtables {} points {:?} totalpages {t}: model {model}, kernel {kernel}",
+                e.process.tgid,
+                e.process.comm,
+                e.process.oom_score_adj,
+                b.rss_pages,
+                b.swap_pages,
+                b.pgtables_pages,
+                b.points
+            )),
+        }
+    }
+    c
+}
