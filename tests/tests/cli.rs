@@ -93,3 +93,38 @@ fn check_without_privileges_reports_and_exits_1() {
     );
     assert!(stdout.contains("CAP_BPF"), "{stdout}");
 }
+
+/// `oomwatch top --once` lists a memory cgroup with a limit, its headroom and
+/// its next victim (the larger of two hogs).
+#[test]
+fn top_once_lists_memcg_domains() {
+    require_root();
+    let memcg = oomwatch_tests::MemcgGuard::create(64 << 20).unwrap();
+    let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let mut a = oomwatch_tests::Hog::start(bin, &memcg, 8).unwrap();
+    assert!(a.wait_ready());
+    let mut b = oomwatch_tests::Hog::start(bin, &memcg, 16).unwrap();
+    assert!(b.wait_ready());
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["top", "--once"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("memcg {} ", memcg.path)))
+        .unwrap_or_else(|| panic!("no line for {}:\n{text}", memcg.path));
+    assert!(
+        line.contains(&format!("oomwatch-hog ({})", b.pid())),
+        "{line}"
+    );
+    assert!(line.contains("MiB"), "headroom in {line}");
+    assert!(text.starts_with("oomwatch top: "), "{text}");
+    assert!(!text.contains("model ≠ kernel"), "{text}");
+    drop((a, b));
+}
