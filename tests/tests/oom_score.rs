@@ -9,13 +9,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use oomwatch::{
-    model::{
-        KernelBehavior, oom_badness,
-        score::{approximate_counter_slack, explain_score_difference, proc_oom_score},
-    },
-    snapshot::proc,
-};
+use oomwatch::{predictor, snapshot::proc};
 
 /// Starts an `oomwatch-hog` of `mib` MiB with `oom_score_adj` `adj`, outside
 /// any memory cgroup: small against this machine's RAM, never an OOM.
@@ -47,43 +41,8 @@ fn model_oom_score_equals_the_kernels_for_every_task() {
     // term both show: 200 MiB with adj 0, 300 MiB with adj 250, 64 MiB with 1000.
     let mut hogs = [hog(200, 0), hog(300, 250), hog(64, 1000)];
     let snap = proc::read(Path::new("/proc")).expect("read /proc");
-    let kb = KernelBehavior::for_version(snap.version);
-    let t = snap.memory.totalpages();
-    let slack = approximate_counter_slack(snap.nr_cpus);
-
-    let (mut compared, mut exact, mut explained) = (0, 0, Vec::new());
-    let mut unexplained = Vec::new();
-    for e in &snap.processes {
-        let Some(kernel) = e.kernel_oom_score else {
-            continue;
-        };
-        let b = oom_badness(&e.process, t, snap.page_size, &kb);
-        let model = proc_oom_score(&b, t, &kb);
-        compared += 1;
-        if model == kernel {
-            exact += 1;
-            continue;
-        }
-        // Re-read: a task whose score moved while we read it is not a model error.
-        let now: Option<u64> =
-            std::fs::read_to_string(format!("/proc/{}/oom_score", e.process.tgid))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-        if now != Some(kernel) {
-            explained.push(format!("pid {} changed while read", e.process.tgid));
-            continue;
-        }
-        match explain_score_difference(&b, t, kernel, slack, &kb) {
-            Some(why) => explained.push(format!(
-                "pid {} ({}) model {model} kernel {kernel}: {why}",
-                e.process.tgid, e.process.comm
-            )),
-            None => unexplained.push(format!(
-                "pid {} ({}) adj {} badness {:?}: model {model}, kernel {kernel}",
-                e.process.tgid, e.process.comm, e.process.oom_score_adj, b
-            )),
-        }
-    }
+    // The daemon's own self-check, on this snapshot.
+    let check = predictor::self_check(&snap);
     // The hogs were compared and score what §3 predicts, far from 666.
     for h in &hogs {
         let e = snap
@@ -102,18 +61,25 @@ fn model_oom_score_equals_the_kernels_for_every_task() {
         let _ = h.wait();
     }
     eprintln!(
-        "Linux {}: {compared} tasks compared, {exact} exact, {} explained{}",
+        "Linux {}: {} tasks compared, {} exact, {} explained{}",
         snap.kernel,
-        explained.len(),
-        explained
+        check.compared,
+        check.exact,
+        check.explained.len(),
+        check
+            .explained
             .iter()
             .map(|s| format!("\n  {s}"))
             .collect::<String>()
     );
-    assert!(compared >= 10, "only {compared} tasks compared");
     assert!(
-        unexplained.is_empty(),
+        check.compared >= 10,
+        "only {} tasks compared",
+        check.compared
+    );
+    assert!(
+        check.mismatches.is_empty(),
         "model ≠ kernel:\n{}",
-        unexplained.join("\n")
+        check.mismatches.join("\n")
     );
 }

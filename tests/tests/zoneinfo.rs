@@ -24,14 +24,7 @@ fn model_reproduces_the_live_zoneinfo() {
     let mut checked = 0;
     for node in nodes {
         let zs: Vec<_> = zones.iter().filter(|z| z.node == node).collect();
-        let sizes: Vec<ZoneSize> = zs
-            .iter()
-            .map(|z| ZoneSize {
-                name: z.name.clone(),
-                managed_pages: z.managed,
-                boost_pages: z.boost,
-            })
-            .collect();
+        let sizes: Vec<ZoneSize> = zs.iter().map(|z| z.size()).collect();
         let w = setup_per_zone_wmarks(
             &sizes,
             sysctls.min_free_kbytes,

@@ -356,15 +356,11 @@ pub fn alloc_pages(
         };
     }
     if req.task.pf_memalloc {
-        let reason = "PF_MEMALLOC: the task is already reclaiming, no recursion".to_owned();
-        steps.push(Step {
-            at: "__alloc_pages_slowpath",
-            detail: reason.clone(),
-        });
-        return PathResult {
+        return fail(
             steps,
-            ending: Ending::Fails { reason },
-        };
+            "__alloc_pages_slowpath",
+            "PF_MEMALLOC: the task is already reclaiming, no recursion".to_owned(),
+        );
     }
     // Direct reclaim (and compaction): assume the reclaimable pages can be freed.
     let mut enough_pages = false;
@@ -412,29 +408,21 @@ pub fn alloc_pages(
         };
     }
     if g & b.noretry != 0 {
-        let reason = "__GFP_NORETRY: fails after one reclaim/compaction attempt".to_owned();
-        steps.push(Step {
-            at: "__alloc_pages_slowpath",
-            detail: reason.clone(),
-        });
-        return PathResult {
+        return fail(
             steps,
-            ending: Ending::Fails { reason },
-        };
+            "__alloc_pages_slowpath",
+            "__GFP_NORETRY: fails after one reclaim/compaction attempt".to_owned(),
+        );
     }
     if req.order > COSTLY_ORDER && g & b.retry_mayfail == 0 {
-        let reason = format!(
-            "costly order {} (> {COSTLY_ORDER}) without __GFP_RETRY_MAYFAIL: fails instead of retrying",
-            req.order
-        );
-        steps.push(Step {
-            at: "__alloc_pages_slowpath",
-            detail: reason.clone(),
-        });
-        return PathResult {
+        return fail(
             steps,
-            ending: Ending::Fails { reason },
-        };
+            "__alloc_pages_slowpath",
+            format!(
+                "costly order {} (> {COSTLY_ORDER}) without __GFP_RETRY_MAYFAIL: fails instead of retrying",
+                req.order
+            ),
+        );
     }
     if kb.has(ChangeId::ReclaimRetryRework) {
         steps.push(Step {
@@ -451,6 +439,19 @@ pub fn alloc_pages(
         });
     }
     may_oom(req, g, &b, highest, kb, steps)
+}
+
+/// Ends the path in a failure, recording why as the last step.
+fn fail(mut steps: Vec<Step>, at: &'static str, reason: impl Into<String>) -> PathResult {
+    let reason = reason.into();
+    steps.push(Step {
+        at,
+        detail: reason.clone(),
+    });
+    PathResult {
+        steps,
+        ending: Ending::Fails { reason },
+    }
 }
 
 /// `__alloc_pages_may_oom()` gates (§7.2).
@@ -669,18 +670,14 @@ pub fn charge_memcg(
         };
     }
     if req.order > COSTLY_ORDER {
-        let reason = format!(
-            "order {} > {COSTLY_ORDER}: mem_cgroup_oom() skips costly orders",
-            req.order
-        );
-        steps.push(Step {
-            at: "mem_cgroup_oom",
-            detail: reason.clone(),
-        });
-        return PathResult {
+        return fail(
             steps,
-            ending: Ending::Fails { reason },
-        };
+            "mem_cgroup_oom",
+            format!(
+                "order {} > {COSTLY_ORDER}: mem_cgroup_oom() skips costly orders",
+                req.order
+            ),
+        );
     }
     if m.oom_kill_disable {
         steps.push(Step {

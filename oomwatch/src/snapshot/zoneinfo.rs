@@ -31,6 +31,17 @@ pub struct ZoneInfo {
     pub free_blocks: Vec<u64>,
 }
 
+impl ZoneInfo {
+    /// What the watermark setup reads about this zone.
+    pub fn size(&self) -> crate::model::watermark::ZoneSize {
+        crate::model::watermark::ZoneSize {
+            name: self.name.clone(),
+            managed_pages: self.managed,
+            boost_pages: self.boost,
+        }
+    }
+}
+
 /// Parses `/proc/zoneinfo` text. Lines it does not use are ignored.
 pub fn parse(text: &str) -> Vec<ZoneInfo> {
     let mut zones: Vec<ZoneInfo> = Vec::new();
@@ -268,14 +279,7 @@ Node 0, zone   Device
         assert_eq!(zones[2].managed, 1_343_488);
         assert_eq!(zones[0].protection, vec![0, 3018, 8266, 8266, 8266]);
         let kb = KernelBehavior::for_version(v(6, 18, 44));
-        let sizes: Vec<ZoneSize> = zones
-            .iter()
-            .map(|z| ZoneSize {
-                name: z.name.clone(),
-                managed_pages: z.managed,
-                boost_pages: z.boost,
-            })
-            .collect();
+        let sizes: Vec<ZoneSize> = zones.iter().map(ZoneInfo::size).collect();
         let w = setup_per_zone_wmarks(&sizes, 67_584, 10, 4096, &kb);
         for (z, w) in zones.iter().zip(&w) {
             assert_eq!(
