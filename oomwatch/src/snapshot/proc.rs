@@ -236,6 +236,100 @@ mod tests {
         assert_eq!(parse("3:cpu,cpuacct:/\n"), None);
     }
 
+    /// A captured /proc tree: a hostile comm, a kernel thread, a
+    /// multi-threaded process in a memcg, and a process that vanished between
+    /// the directory listing and the read.
+    #[test]
+    fn reads_a_captured_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let write = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("sys/kernel/osrelease", "6.1.130-test\n");
+        write(
+            "meminfo",
+            "MemTotal:       8000000 kB\nMemFree:        4000000 kB\nMemAvailable:   5000000 kB\n\
+             Buffers:            100 kB\nCached:          100000 kB\nSwapCached:          0 kB\n\
+             Active:          200000 kB\nInactive:        100000 kB\nSwapTotal:       400000 kB\n\
+             SwapFree:        400000 kB\nDirty:               0 kB\nWriteback:           0 kB\n\
+             Mapped:           50000 kB\nSlab:             20000 kB\nCommitted_AS:   300000 kB\n\
+             VmallocTotal:   34359738367 kB\nVmallocUsed:      10000 kB\nVmallocChunk:        0 kB\n",
+        );
+        let stat = |pid: i32, comm: &str, flags: u32, start: u64| {
+            format!(
+                "{pid} ({comm}) S 1 {pid} {pid} 0 -1 {flags} 0 0 0 0 0 0 0 0 20 0 1 0 {start} 3133440 382 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+            )
+        };
+        let status = |pid: i32, vm: bool| {
+            let mut s = format!(
+                "Name:\tx\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\nPPid:\t1\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\nGroups:\t\nNStgid:\t{pid}\nNSpid:\t{pid}\nNSpgid:\t{pid}\nNSsid:\t{pid}\n"
+            );
+            if vm {
+                s.push_str("VmRSS:\t   41000 kB\nRssAnon:\t   40000 kB\nRssFile:\t     800 kB\nRssShmem:\t     200 kB\nVmPTE:\t      96 kB\nVmSwap:\t    4000 kB\n");
+            }
+            s.push_str("Threads:\t1\nSigQ:\t0/1\nSigPnd:\t0\nShdPnd:\t0\nSigBlk:\t0\nSigIgn:\t0\nSigCgt:\t0\nCapInh:\t0\nCapPrm:\t1fffeffffff\nCapEff:\t1fffeffffff\nCapBnd:\t1fffeffffff\nCapAmb:\t0\n");
+            s
+        };
+        // pid 2: kthreadd (PF_KTHREAD, no mm).
+        write("2/stat", &stat(2, "kthreadd", 0x0020_0040, 2));
+        write("2/status", &status(2, false));
+        write("2/oom_score_adj", "0\n");
+        write("2/oom_score", "0\n");
+        write("2/cgroup", "0::/\n");
+        // pid 300: comm with a space and a parenthesis, two threads, in a memcg.
+        write("300/stat", &stat(300, "my (app) x", 0x0040_0000, 500));
+        write("300/status", &status(300, true));
+        write("300/oom_score_adj", "250\n");
+        write("300/oom_score", "700\n");
+        write("300/cgroup", "5:memory:/batch/job1\n0::/\n");
+        for tid in [300, 301] {
+            write(
+                &format!("300/task/{tid}/stat"),
+                &stat(tid, "my (app) x", 0, 500),
+            );
+        }
+        // pid 200 started earlier; pid 400 vanished (only an empty directory).
+        write("200/stat", &stat(200, "early", 0x0040_0000, 100));
+        write("200/status", &status(200, true));
+        write("200/oom_score_adj", "0\n");
+        write("200/cgroup", "0::/\n");
+        std::fs::create_dir_all(root.join("400")).unwrap();
+
+        let snap = read(root).unwrap();
+        assert_eq!(snap.kernel, "6.1.130-test");
+        assert_eq!(snap.version.to_string(), "6.1.130");
+        let page_kb = procfs::page_size() / 1024;
+        assert_eq!(snap.memory.totalram_pages, 8_000_000 / page_kb);
+        assert_eq!(snap.memory.total_swap_pages, 400_000 / page_kb);
+        let tgids: Vec<i32> = snap.processes.iter().map(|e| e.process.tgid).collect();
+        assert_eq!(
+            tgids,
+            vec![2, 200, 300],
+            "start-time order, the vanished pid left out"
+        );
+        let k = &snap.processes[0].process;
+        assert!(k.kernel_thread && k.mm.is_none());
+        let app = &snap.processes[2];
+        assert_eq!(app.process.comm, "my (app) x");
+        assert_eq!(app.process.oom_score_adj, 250);
+        assert_eq!(app.kernel_oom_score, Some(700));
+        assert_eq!(app.process.memcg.as_deref(), Some("/batch/job1"));
+        let mm = app.process.mm.unwrap();
+        assert_eq!(mm.anon_pages, 40_000 / page_kb);
+        assert_eq!(mm.swap_pages, 4_000 / page_kb);
+        assert_eq!(mm.pgtables_bytes, 96 * 1024);
+        let tids: Vec<i32> = app.process.threads.iter().map(|t| t.pid).collect();
+        assert_eq!(tids, vec![300, 301]);
+        assert!(app.process.cap_sys_admin);
+        assert_eq!(
+            snap.processes[1].kernel_oom_score, None,
+            "no oom_score file"
+        );
+    }
+
     #[test]
     fn missing_root_names_the_path() {
         let err = read(Path::new("/nonexistent/proc")).unwrap_err();
