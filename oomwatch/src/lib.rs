@@ -18,6 +18,7 @@ pub mod model;
 pub mod predict;
 pub mod predictor;
 pub mod privilege;
+pub mod report;
 pub mod snapshot;
 pub mod tracefs;
 
