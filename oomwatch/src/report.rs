@@ -109,6 +109,17 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(&rest[..end])
 }
 
+/// The message of each `/dev/kmsg` record (`prio,seq,usec,flags;message`),
+/// one per line, continuation lines (` KEY=value`) dropped.
+pub fn kmsg_messages(records: &str) -> String {
+    records
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_once(';').map(|(_, m)| m))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Parses the first OOM report in `text` (from its header to its last
 /// `Killed process` line). Returns `None` without a header.
 pub fn parse(text: &str) -> Option<Report> {
@@ -410,6 +421,13 @@ mod tests {
         assert!(rp.totalpages_exact);
         assert_eq!(rp.totalpages, 16_384);
         assert!(rp.agree, "{rp:?}");
+    }
+
+    #[test]
+    fn kmsg_records() {
+        let raw = "6,1234,5503494000,-;oomwatch-hog invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n SUBSYSTEM=x\n4,1235,5503494300,-;Memory cgroup out of memory: Killed process 31408 (oomwatch-hog) total-vm:29712kB, anon-rss:26752kB, file-rss:1808kB, shmem-rss:0kB, UID:0 pgtables:104kB oom_score_adj:0\n";
+        let r = parse(&kmsg_messages(raw)).unwrap();
+        assert_eq!(r.killed[0].pid, 31_408);
     }
 
     #[test]
