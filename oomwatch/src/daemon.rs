@@ -112,6 +112,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut dropped_seen = 0;
     tracing::info!(listen = %served, kernel = %kernel, "oomwatch running: watching oom:mark_victim, metrics at http://{served}/metrics");
 
+    metrics.update_programs(&probes.program_stats());
     loop {
         tokio::select! {
             batch = victims.next_batch() => {
@@ -125,6 +126,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
+        metrics.update_programs(&probes.program_stats());
         let dropped = victims.dropped();
         if dropped > dropped_seen {
             tracing::warn!(

@@ -73,6 +73,18 @@ pub struct Probes {
     /// Optional parts that are off on this kernel, each with its reason.
     pub degraded: Vec<Degraded>,
     task_program: bool,
+    /// Keeps BPF_ENABLE_STATS(run time) on while oomwatch runs.
+    _stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// One attached program's kernel-side statistics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time: Duration,
+    /// Instructions the verifier processed (its complexity measure).
+    pub verified_instructions: Option<u32>,
 }
 
 /// Resolves the offsets `oom_mark_victim_task` follows, from the kernel's BTF.
@@ -145,10 +157,23 @@ impl Probes {
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
+        // Run counts and run time per program (kernel.bpf_stats_enabled,
+        // scoped to this fd): costs a clock read per program run.
+        let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                degraded.push(Degraded {
+                    part: "program run statistics (BPF_ENABLE_STATS)",
+                    reason: e.to_string(),
+                });
+                None
+            }
+        };
         let mut probes = Probes {
             ebpf,
             degraded,
             task_program: false,
+            _stats: stats,
         };
         if task.is_ok() {
             match probes.attach_task_program() {
@@ -190,6 +215,22 @@ impl Probes {
         prog.load("mark_victim", &btf)?;
         prog.attach()?;
         Ok(())
+    }
+
+    /// Run count, run time and verifier size of every loaded program.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramStats {
+                    name: name.to_owned(),
+                    run_count: info.run_count(),
+                    run_time: info.run_time(),
+                    verified_instructions: info.verified_instruction_count(),
+                })
+            })
+            .collect()
     }
 
     /// Starts forwarding aya-log records from the programs to `log` (and so to

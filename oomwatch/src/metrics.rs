@@ -4,7 +4,9 @@
 
 use std::{collections::HashSet, sync::Mutex};
 
-use prometheus::{Encoder as _, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    CounterVec, Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::predictor::DomainSummary;
 
@@ -19,6 +21,9 @@ pub mod names {
     pub const BADNESS_CHECKS: &str = "oomwatch_badness_checks_total";
     pub const BADNESS_MISMATCHES: &str = "oomwatch_badness_mismatches_total";
     pub const PREDICTION_ERRORS: &str = "oomwatch_prediction_errors_total";
+    pub const PROGRAM_RUNS: &str = "oomwatch_program_runs_total";
+    pub const PROGRAM_RUN_SECONDS: &str = "oomwatch_program_run_seconds_total";
+    pub const PROGRAM_INSTRUCTIONS: &str = "oomwatch_program_verified_instructions";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -30,6 +35,9 @@ pub mod names {
         BADNESS_CHECKS,
         BADNESS_MISMATCHES,
         PREDICTION_ERRORS,
+        PROGRAM_RUNS,
+        PROGRAM_RUN_SECONDS,
+        PROGRAM_INSTRUCTIONS,
     ];
 }
 
@@ -47,6 +55,13 @@ pub struct Metrics {
     /// Of those, differences nothing explains.
     pub badness_mismatches: IntCounter,
     pub prediction_errors: IntCounter,
+    /// Kernel-side counters of each eBPF program (BPF_ENABLE_STATS),
+    /// advanced by the growth of the kernel's own cumulative values.
+    pub program_runs: IntCounterVec,
+    pub program_run_seconds: CounterVec,
+    pub program_instructions: IntGaugeVec,
+    /// Last cumulative (runs, nanoseconds) seen per program.
+    program_seen: Mutex<std::collections::HashMap<String, (u64, u128)>>,
     /// Label sets currently exported, to drop those of vanished domains.
     domains: Mutex<HashSet<(String, String)>>,
 }
@@ -98,6 +113,30 @@ impl Metrics {
             names::PREDICTION_ERRORS,
             "Prediction passes that failed (e.g. /proc unreadable).",
         ))?;
+        let program_runs = IntCounterVec::new(
+            Opts::new(
+                names::PROGRAM_RUNS,
+                "Times each eBPF program ran (kernel bpf_stats; monotonic while oomwatch runs).",
+            ),
+            &["program"],
+        )?;
+        let program_run_seconds = CounterVec::new(
+            Opts::new(
+                names::PROGRAM_RUN_SECONDS,
+                "CPU time spent in each eBPF program (kernel bpf_stats; monotonic while oomwatch runs).",
+            ),
+            &["program"],
+        )?;
+        let program_instructions = IntGaugeVec::new(
+            Opts::new(
+                names::PROGRAM_INSTRUCTIONS,
+                "Instructions the verifier processed for each eBPF program.",
+            ),
+            &["program"],
+        )?;
+        registry.register(Box::new(program_runs.clone()))?;
+        registry.register(Box::new(program_run_seconds.clone()))?;
+        registry.register(Box::new(program_instructions.clone()))?;
         registry.register(Box::new(oom_kills.clone()))?;
         registry.register(Box::new(events_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -117,8 +156,35 @@ impl Metrics {
             badness_checks,
             badness_mismatches,
             prediction_errors,
+            program_runs,
+            program_run_seconds,
+            program_instructions,
+            program_seen: Mutex::new(std::collections::HashMap::new()),
             domains: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Sets the per-program series from the kernel's statistics.
+    pub fn update_programs(&self, stats: &[crate::ebpf::ProgramStats]) {
+        let mut seen = self.program_seen.lock().unwrap_or_else(|e| e.into_inner());
+        for p in stats {
+            let l = [p.name.as_str()];
+            let (runs, ns) = seen.get(&p.name).copied().unwrap_or((0, 0));
+            let now_ns = p.run_time.as_nanos();
+            // The kernel's values only grow while the program stays loaded.
+            self.program_runs
+                .with_label_values(&l)
+                .inc_by(p.run_count.saturating_sub(runs));
+            self.program_run_seconds
+                .with_label_values(&l)
+                .inc_by(now_ns.saturating_sub(ns) as f64 / 1e9);
+            seen.insert(p.name.clone(), (p.run_count.max(runs), now_ns.max(ns)));
+            if let Some(n) = p.verified_instructions {
+                self.program_instructions
+                    .with_label_values(&l)
+                    .set(i64::from(n));
+            }
+        }
     }
 
     /// Sets the per-domain gauges from a prediction pass and drops the series
@@ -222,6 +288,14 @@ mod tests {
             top: Vec::new(),
         };
         m.update_domains(&[dom("/a", 500), dom("/b", 600)]);
+        let prog = |runs, us| crate::ebpf::ProgramStats {
+            name: "oom_mark_victim".into(),
+            run_count: runs,
+            run_time: std::time::Duration::from_micros(us),
+            verified_instructions: Some(700),
+        };
+        m.update_programs(&[prog(3, 12)]);
+        m.update_programs(&[prog(5, 20)]);
         let text = m.render();
         assert!(
             text.contains("oomwatch_domain_victim_points{cgroup=\"/b\",domain=\"memcg\"} 600"),

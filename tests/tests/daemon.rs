@@ -165,6 +165,33 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     drop(hogs);
     drop(memcg);
 
+    // bpf_stats: the kill ran both mark_victim programs at least once; the
+    // verifier's instruction count is exported for each program.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+        let runs = labelled(
+            &body,
+            "oomwatch_program_runs_total",
+            "program=\"oom_mark_victim\"",
+        );
+        if runs.is_some_and(|r| r >= 1.0) || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for prog in ["oom_mark_victim", "oom_mark_victim_task"] {
+        let l = format!("program=\"{prog}\"");
+        assert!(
+            labelled(&stats, "oomwatch_program_runs_total", &l).is_some_and(|r| r >= 1.0),
+            "{prog} runs:\n{stats}"
+        );
+        assert!(
+            labelled(&stats, "oomwatch_program_verified_instructions", &l).is_some_and(|n| n > 0.0),
+            "{prog} instructions:\n{stats}"
+        );
+    }
+
     let (status, log) = daemon.stop(Signal::SIGTERM);
     assert!(
         status.success(),
