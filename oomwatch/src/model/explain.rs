@@ -250,16 +250,9 @@ mod tests {
     use crate::model::{
         behavior::KernelBehavior,
         select::{Domain, Scan, select_bad_process},
-        task::{MmCounters, Process},
+        task::{Process, anon},
         version::v,
     };
-
-    fn anon(pages: u64) -> MmCounters {
-        MmCounters {
-            anon_pages: pages,
-            ..Default::default()
-        }
-    }
 
     fn sel(procs: &[Process]) -> Selection {
         let kb = KernelBehavior::for_version(v(6, 18, 44));

@@ -29,8 +29,7 @@ pub enum GfpError {
     Empty,
 }
 
-/// The single-flag bits of the 5.2+ layout, in print order:
-/// (name, bit, first version with it, last version with it).
+/// The single-flag bits of the 5.2+ layout, in bit order: (name, bit).
 const MODERN_BITS: &[(&str, u32)] = &[
     ("__GFP_DMA", 0),
     ("__GFP_HIGHMEM", 1),

@@ -311,16 +311,9 @@ mod tests {
     use super::*;
     use crate::model::{
         select::Domain,
-        task::MmCounters,
+        task::anon,
         version::{KernelVersion, v},
     };
-
-    fn anon(pages: u64) -> MmCounters {
-        MmCounters {
-            anon_pages: pages,
-            ..Default::default()
-        }
-    }
 
     fn call<'a>(procs: &'a [Process], constraint: Constraint, groups: &'a [String]) -> OomCall<'a> {
         OomCall {

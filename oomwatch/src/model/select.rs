@@ -263,16 +263,9 @@ pub fn select_bad_process(scan: &Scan<'_>, kb: &KernelBehavior) -> Selection {
 mod tests {
     use super::*;
     use crate::model::{
-        task::MmCounters,
+        task::anon,
         version::{KernelVersion, v},
     };
-
-    fn anon(pages: u64) -> MmCounters {
-        MmCounters {
-            anon_pages: pages,
-            ..Default::default()
-        }
-    }
 
     fn scan(procs: &[Process], domain: Domain, ver: KernelVersion) -> Selection {
         let kb = KernelBehavior::for_version(ver);

@@ -344,16 +344,11 @@ pub fn alloc_pages(
         }
     }
     if !direct {
-        let reason =
-            "no __GFP_DIRECT_RECLAIM: an atomic/non-blocking allocation fails here".to_owned();
-        steps.push(Step {
-            at: "__alloc_pages_slowpath",
-            detail: reason.clone(),
-        });
-        return PathResult {
+        return fail(
             steps,
-            ending: Ending::Fails { reason },
-        };
+            "__alloc_pages_slowpath",
+            "no __GFP_DIRECT_RECLAIM: an atomic/non-blocking allocation fails here".to_owned(),
+        );
     }
     if req.task.pf_memalloc {
         return fail(
@@ -617,17 +612,12 @@ pub fn charge_memcg(
         ),
     });
     if g & b.direct == 0 {
-        let reason =
-            "no __GFP_DIRECT_RECLAIM: the charge fails (or is forced for __GFP_NOFAIL/__GFP_HIGH)"
-                .to_owned();
-        steps.push(Step {
-            at: "try_charge_memcg",
-            detail: reason.clone(),
-        });
-        return PathResult {
+        return fail(
             steps,
-            ending: Ending::Fails { reason },
-        };
+            "try_charge_memcg",
+            "no __GFP_DIRECT_RECLAIM: the charge fails (or is forced for __GFP_NOFAIL/__GFP_HIGH)"
+                .to_owned(),
+        );
     }
     if m.usage_pages.saturating_sub(m.reclaimable_pages) + nr <= m.limit_pages {
         steps.push(Step {
@@ -658,16 +648,11 @@ pub fn charge_memcg(
         ),
     });
     if g & b.noretry != 0 || (g & b.retry_mayfail != 0 && kb.has(ChangeId::RetryMayfailOomGate)) {
-        let reason =
-            "__GFP_NORETRY / __GFP_RETRY_MAYFAIL: the charge fails without an OOM kill".to_owned();
-        steps.push(Step {
-            at: "try_charge_memcg",
-            detail: reason.clone(),
-        });
-        return PathResult {
+        return fail(
             steps,
-            ending: Ending::Fails { reason },
-        };
+            "try_charge_memcg",
+            "__GFP_NORETRY / __GFP_RETRY_MAYFAIL: the charge fails without an OOM kill".to_owned(),
+        );
     }
     if req.order > COSTLY_ORDER {
         return fail(

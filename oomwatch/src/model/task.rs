@@ -28,6 +28,15 @@ pub struct MmCounters {
     pub nr_pmds: Option<u64>,
 }
 
+/// Test shorthand: an mm with `pages` anonymous pages and nothing else.
+#[cfg(test)]
+pub(crate) fn anon(pages: u64) -> MmCounters {
+    MmCounters {
+        anon_pages: pages,
+        ..MmCounters::default()
+    }
+}
+
 impl MmCounters {
     /// `get_mm_rss()`: anon + file + shmem.
     pub fn rss_pages(&self) -> u64 {
