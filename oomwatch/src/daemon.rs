@@ -1,13 +1,25 @@
 //! `oomwatch run`: load the probes, log every OOM kill in one line, serve
 //! `/metrics`, and detach cleanly on SIGINT/SIGTERM.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use axum::{Router, routing::get};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{ebpf::Probes, kernel_release, metrics::Metrics};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::{
+    cgroup,
+    ebpf::Probes,
+    kernel_release,
+    metrics::Metrics,
+    oomstart::{OomStart, OomStartWatch, SeenKill, StartPrediction, StartTracker},
+};
 
 /// Default address of `/metrics`. Prometheus' default-port allocation list
 /// fills 9100-9999, so oomwatch sits outside it, on a port no well-known
@@ -20,27 +32,81 @@ pub struct RunOptions {
     pub interval: Duration,
 }
 
-/// Runs prediction passes every `interval`, and at once when poked (after a
-/// kill), updating the per-domain metrics and the self-check counters.
+type AtStart = Arc<Mutex<StartTracker>>;
+
+/// Runs prediction passes every `interval`, at once when poked (after a
+/// kill), and at once when a memcg's OOM starts, updating the per-domain
+/// metrics and the self-check counters. After each pass the OOM-start
+/// watcher is told which memcgs are domains now.
 fn spawn_predictor(
     metrics: Arc<Metrics>,
     interval: Duration,
     poke: Arc<tokio::sync::Notify>,
+    starts: Option<(OomStartWatch, UnboundedReceiver<OomStart>)>,
+    at_start: AtStart,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (watch, mut starts) = match starts {
+            Some((w, rx)) => (Some(w), Some(rx)),
+            None => (None, None),
+        };
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = poke.notified() => {}
-            }
+            let started: Option<OomStart> = tokio::select! {
+                _ = tick.tick() => None,
+                _ = poke.notified() => None,
+                Some(s) = async {
+                    match starts.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Some(s),
+            };
+            let snapshot_ns = crate::oomstart::boot_ns();
             let pass = tokio::task::spawn_blocking(|| {
                 crate::predictor::refresh(std::path::Path::new("/proc"), 3)
             })
             .await;
             match pass {
                 Ok(Ok((domains, check))) => {
+                    if let Some(s) = &started {
+                        metrics.oom_starts.inc();
+                        let d = domains
+                            .iter()
+                            .find(|d| d.cgroup.as_deref() == Some(s.cgroup.as_str()));
+                        let victim = d.and_then(|d| d.victim.clone());
+                        let ms = s.seen.elapsed().as_secs_f64() * 1e3;
+                        match (&victim, d) {
+                            (Some(v), Some(d)) => tracing::info!(
+                                "oom start: memcg {}: predicted victim pid={} comm={} points={}{} ({ms:.1} ms after the signal)",
+                                s.cgroup,
+                                v.tgid,
+                                v.comm,
+                                v.points,
+                                d.margin.map(|m| format!(" margin={m}")).unwrap_or_default()
+                            ),
+                            _ => tracing::info!(
+                                "oom start: memcg {}: no eligible task predicted ({ms:.1} ms after the signal)",
+                                s.cgroup
+                            ),
+                        }
+                        let paired = at_start
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .on_prediction(StartPrediction {
+                                domain: s.cgroup.clone(),
+                                signal_ns: s.signal_ns,
+                                snapshot_ns,
+                                victim: victim.map(|v| (v.tgid, v.comm)),
+                            });
+                        if let Some(line) = paired {
+                            tracing::info!("{line}");
+                        }
+                    }
+                    if let Some(w) = &watch {
+                        w.set_domains(domains.iter().filter_map(|d| d.cgroup.clone()).collect());
+                    }
                     metrics.update_domains(&domains);
                     metrics.badness_checks.inc_by(check.compared);
                     metrics
@@ -103,7 +169,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let poke = Arc::new(tokio::sync::Notify::new());
-    let predictor = spawn_predictor(Arc::clone(&metrics), opts.interval, Arc::clone(&poke));
+    let starts = match cgroup::memory_hierarchy() {
+        Some(h) => match OomStartWatch::spawn(h) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "memcg OOMs will be seen at the kill only, not as they start");
+                None
+            }
+        },
+        None => None,
+    };
+    let at_start: AtStart = Arc::default();
+    let predictor = spawn_predictor(
+        Arc::clone(&metrics),
+        opts.interval,
+        Arc::clone(&poke),
+        starts,
+        Arc::clone(&at_start),
+    );
     let logger = probes.spawn_logger();
     let mut victims = probes.victims()?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
@@ -117,7 +200,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             batch = victims.next_batch() => {
                 for v in batch.context("read the eBPF ring buffer")? {
-                    tracing::info!("oom kill: {v}");
+                    let verdict = at_start
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .on_kill(SeenKill {
+                            memcg: v.memcg.as_ref().map(|m| m.path.clone()),
+                            tgid: v.tgid.unwrap_or(v.pid) as i32,
+                            at_ns: v.boot_ns,
+                        });
+                    tracing::info!("oom kill: {v}{verdict}");
                     metrics.oom_kills.inc();
                 }
                 poke.notify_one();

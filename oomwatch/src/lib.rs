@@ -15,6 +15,7 @@ pub mod domain;
 pub mod ebpf;
 pub mod metrics;
 pub mod model;
+pub mod oomstart;
 pub mod predict;
 pub mod predictor;
 pub mod privilege;

@@ -21,6 +21,7 @@ pub mod names {
     pub const BADNESS_CHECKS: &str = "oomwatch_badness_checks_total";
     pub const BADNESS_MISMATCHES: &str = "oomwatch_badness_mismatches_total";
     pub const PREDICTION_ERRORS: &str = "oomwatch_prediction_errors_total";
+    pub const OOM_STARTS: &str = "oomwatch_oom_starts_total";
     pub const PROGRAM_RUNS: &str = "oomwatch_program_runs_total";
     pub const PROGRAM_RUN_SECONDS: &str = "oomwatch_program_run_seconds_total";
     pub const PROGRAM_INSTRUCTIONS: &str = "oomwatch_program_verified_instructions";
@@ -35,6 +36,7 @@ pub mod names {
         BADNESS_CHECKS,
         BADNESS_MISMATCHES,
         PREDICTION_ERRORS,
+        OOM_STARTS,
         PROGRAM_RUNS,
         PROGRAM_RUN_SECONDS,
         PROGRAM_INSTRUCTIONS,
@@ -55,6 +57,8 @@ pub struct Metrics {
     /// Of those, differences nothing explains.
     pub badness_mismatches: IntCounter,
     pub prediction_errors: IntCounter,
+    /// Memcg OOMs seen starting (before the kill), each answered by a pass.
+    pub oom_starts: IntCounter,
     /// Kernel-side counters of each eBPF program (BPF_ENABLE_STATS),
     /// advanced by the growth of the kernel's own cumulative values.
     pub program_runs: IntCounterVec,
@@ -113,6 +117,10 @@ impl Metrics {
             names::PREDICTION_ERRORS,
             "Prediction passes that failed (e.g. /proc unreadable).",
         ))?;
+        let oom_starts = IntCounter::with_opts(Opts::new(
+            names::OOM_STARTS,
+            "Memory cgroup OOMs seen as they started (v1 memory.oom_control eventfd, v2 memory.events), each answered by a prediction pass.",
+        ))?;
         let program_runs = IntCounterVec::new(
             Opts::new(
                 names::PROGRAM_RUNS,
@@ -146,6 +154,7 @@ impl Metrics {
         registry.register(Box::new(badness_checks.clone()))?;
         registry.register(Box::new(badness_mismatches.clone()))?;
         registry.register(Box::new(prediction_errors.clone()))?;
+        registry.register(Box::new(oom_starts.clone()))?;
         Ok(Self {
             registry,
             oom_kills,
@@ -156,6 +165,7 @@ impl Metrics {
             badness_checks,
             badness_mismatches,
             prediction_errors,
+            oom_starts,
             program_runs,
             program_run_seconds,
             program_instructions,

@@ -313,3 +313,83 @@ fn run_exports_predictions_per_domain() {
     assert!(status.success(), "{log}");
     assert!(!log.contains("differs from the kernel"), "{log}");
 }
+
+/// The daemon sees a memcg OOM as it starts (cgroup v1's `memory.oom_control`
+/// eventfd), predicts at once, and puts that prediction beside the kill. The
+/// OOM is held at its start with `oom_kill_disable` so the prediction reads
+/// the state the kernel will choose from; re-enabling lets the kernel kill.
+#[test]
+fn run_predicts_when_a_memcg_oom_starts() {
+    require_root();
+    let (mut daemon, _) = Daemon::start();
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    if memcg.hierarchy.version != oomwatch::cgroup::CgroupVersion::V1 {
+        eprintln!("skipped: holds the OOM with cgroup v1's oom_kill_disable");
+        return;
+    }
+    // The daemon registers on the domain after its next pass (1 s period).
+    std::thread::sleep(Duration::from_millis(2_500));
+    memcg.set_oom_kill_disable(true).unwrap();
+    let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let mut a = oomwatch_tests::Hog::start(bin, &memcg, 20).unwrap();
+    assert!(a.wait_ready());
+    let mut b = oomwatch_tests::Hog::start(bin, &memcg, 26).unwrap();
+    assert!(b.wait_ready());
+    let c = oomwatch_tests::Hog::start(bin, &memcg, 40).unwrap();
+    let start_line = format!("oom start: memcg {}: predicted victim pid=", memcg.path);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let predicted: u32 = loop {
+        let log = daemon.log();
+        if let Some(rest) = log.split(&start_line).nth(1) {
+            break rest
+                .split(' ')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("a pid after predicted victim pid=");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no OOM-start line within 20 s (under_oom={}):\n{log}",
+            memcg.under_oom()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        predicted,
+        b.pid(),
+        "26 MiB beats 20 MiB and the partial 40 MiB hog"
+    );
+
+    memcg.set_oom_kill_disable(false).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kill_line = loop {
+        let log = daemon.log();
+        if let Some(l) = log.lines().find(|l| l.contains("oom kill: ")) {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no kill within 20 s:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+    for l in daemon.log().lines().filter(|l| l.contains("oom start: ")) {
+        eprintln!("{l}");
+    }
+    eprintln!("{kill_line}");
+    drop((a, b, c));
+    drop(memcg);
+    let (status, log) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{log}");
+    assert!(
+        kill_line.contains(&format!("oom kill: pid={predicted} ")),
+        "the kernel killed another task than predicted at the start:\n{log}"
+    );
+    assert!(
+        kill_line.contains("predicted at OOM start in ")
+            && kill_line.contains(&format!(": pid={predicted} comm=oomwatch-hog (agree)")),
+        "{kill_line}"
+    );
+    assert!(
+        sample(&body, "oomwatch_oom_starts_total").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+}

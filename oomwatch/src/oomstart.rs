@@ -1,0 +1,558 @@
+//! Noticing a memcg OOM as it starts, before the kernel has chosen a victim.
+//!
+//! Two signals the kernel gives every memory cgroup, without any probe:
+//! - cgroup v1: an eventfd registered on `memory.oom_control` through
+//!   `cgroup.event_control`. `mem_cgroup_oom_notify` signals it when the memcg
+//!   enters OOM handling (also with `oom_kill_disable` set), before
+//!   `mem_cgroup_out_of_memory` runs. The kernel also signals it when the
+//!   cgroup is removed; a signal for a directory that is gone is dropped.
+//! - cgroup v2: the `oom` count of `memory.events.local` (non-hierarchical;
+//!   `memory.events` before 5.2), bumped by `memcg_memory_event(MEMCG_OOM)` in
+//!   `mem_cgroup_oom` before `out_of_memory`; a change raises an inotify
+//!   `IN_MODIFY` on the file.
+//!
+//! A host-wide OOM has no such signal; seeing it start needs a probe on
+//! `out_of_memory` (fentry or kprobe), which the daemon does not have here.
+//!
+//! The watcher is one thread blocked in `poll(2)` over every registration;
+//! the daemon hands it the set of limited memcgs after each prediction pass
+//! and receives an [`OomStart`] per signal.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::Write as _,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use nix::{
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sys::{
+        eventfd::{EfdFlags, EventFd},
+        inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor},
+    },
+};
+
+use crate::cgroup::{CgroupVersion, Hierarchy};
+
+/// A memcg entered OOM handling.
+#[derive(Debug, Clone)]
+pub struct OomStart {
+    /// The memcg's path inside its hierarchy.
+    pub cgroup: String,
+    /// When the watcher saw the signal.
+    pub seen: Instant,
+    /// The same moment on CLOCK_BOOTTIME (ns), the eBPF events' clock.
+    pub signal_ns: u64,
+}
+
+/// Handle to the watcher thread.
+pub struct OomStartWatch {
+    domains: mpsc::Sender<Vec<String>>,
+    wake: Arc<EventFd>,
+}
+
+impl OomStartWatch {
+    /// Starts the watcher for the memory controller's hierarchy `h`. OOM
+    /// starts arrive on the returned channel.
+    pub fn spawn(
+        h: Hierarchy,
+    ) -> anyhow::Result<(Self, tokio::sync::mpsc::UnboundedReceiver<OomStart>)> {
+        let wake = Arc::new(
+            EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .context("create the OOM-start watcher's eventfd")?,
+        );
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .context("create the OOM-start watcher's inotify instance")?;
+        let (dtx, drx) = mpsc::channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut w = Watcher {
+            h,
+            v1: HashMap::new(),
+            v2: HashMap::new(),
+            inotify,
+            wake: Arc::clone(&wake),
+            domains: drx,
+            out: tx,
+        };
+        std::thread::Builder::new()
+            .name("oom-start".into())
+            .spawn(move || w.run())
+            .context("start the OOM-start watcher thread")?;
+        Ok((Self { domains: dtx, wake }, rx))
+    }
+
+    /// Watches exactly these memcgs from now on (paths inside the hierarchy).
+    pub fn set_domains(&self, paths: Vec<String>) {
+        if self.domains.send(paths).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+struct V1Reg {
+    efd: EventFd,
+    /// Kept open: the registration lives as long as this file.
+    _control: File,
+}
+
+struct V2Reg {
+    wd: WatchDescriptor,
+    file: PathBuf,
+    ooms: u64,
+}
+
+struct Watcher {
+    h: Hierarchy,
+    v1: HashMap<String, V1Reg>,
+    v2: HashMap<String, V2Reg>,
+    inotify: Inotify,
+    wake: Arc<EventFd>,
+    domains: mpsc::Receiver<Vec<String>>,
+    out: tokio::sync::mpsc::UnboundedSender<OomStart>,
+}
+
+impl Watcher {
+    fn run(&mut self) {
+        loop {
+            let v1_keys: Vec<String> = self.v1.keys().cloned().collect();
+            let ready = {
+                let mut fds = vec![
+                    PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
+                ];
+                fds.extend(
+                    v1_keys
+                        .iter()
+                        .map(|k| PollFd::new(self.v1[k].efd.as_fd(), PollFlags::POLLIN)),
+                );
+                if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+                    if e == nix::errno::Errno::EINTR {
+                        continue;
+                    }
+                    tracing::warn!(error = %e, "OOM-start watcher stopped: poll failed");
+                    return;
+                }
+                fds.iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect::<Vec<_>>()
+            };
+            if ready[0] {
+                let _ = self.wake.read();
+                let mut latest = None;
+                loop {
+                    match self.domains.try_recv() {
+                        Ok(d) => latest = Some(d),
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        // The daemon is gone.
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                    }
+                }
+                if let Some(d) = latest {
+                    self.reconcile(d);
+                }
+            }
+            if ready[1] {
+                self.read_inotify();
+            }
+            for (i, k) in v1_keys.iter().enumerate() {
+                if ready[2 + i] {
+                    self.read_v1(k);
+                }
+            }
+            if self.out.is_closed() {
+                return;
+            }
+        }
+    }
+
+    fn reconcile(&mut self, paths: Vec<String>) {
+        self.v1.retain(|p, _| paths.contains(p));
+        self.v2.retain(|p, r| {
+            let keep = paths.contains(p);
+            if !keep {
+                let _ = self.inotify.rm_watch(r.wd);
+            }
+            keep
+        });
+        for p in paths {
+            let r = match self.h.version {
+                CgroupVersion::V1 if !self.v1.contains_key(&p) => {
+                    register_v1(&self.h.mount_point, &p).map(|r| {
+                        self.v1.insert(p.clone(), r);
+                    })
+                }
+                CgroupVersion::V2 if !self.v2.contains_key(&p) => {
+                    register_v2(&self.inotify, &self.h.mount_point, &p).map(|r| {
+                        self.v2.insert(p.clone(), r);
+                    })
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                // A cgroup removed since the pass is normal; anything else
+                // means this domain's OOMs are only seen at the kill.
+                tracing::debug!(cgroup = %p, error = %format!("{e:#}"), "cannot watch for OOM starts");
+            }
+        }
+    }
+
+    fn read_v1(&mut self, path: &str) {
+        let Some(r) = self.v1.get(path) else { return };
+        if r.efd.read().is_err() {
+            return;
+        }
+        if !dir(&self.h.mount_point, path).is_dir() {
+            // Removal also signals the eventfd.
+            self.v1.remove(path);
+            return;
+        }
+        self.send(path);
+    }
+
+    fn read_inotify(&mut self) {
+        let Ok(events) = self.inotify.read_events() else {
+            return;
+        };
+        for ev in events {
+            let Some((path, reg)) = self.v2.iter_mut().find(|(_, r)| r.wd == ev.wd) else {
+                continue;
+            };
+            if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                let path = path.clone();
+                self.v2.remove(&path);
+                continue;
+            }
+            let Some(now) = read_oom_count(&reg.file) else {
+                continue;
+            };
+            if now > reg.ooms {
+                reg.ooms = now;
+                let path = path.clone();
+                self.send(&path);
+            }
+        }
+    }
+
+    fn send(&self, path: &str) {
+        let _ = self.out.send(OomStart {
+            cgroup: path.to_owned(),
+            seen: Instant::now(),
+            signal_ns: boot_ns(),
+        });
+    }
+}
+
+fn dir(mount_point: &Path, path: &str) -> PathBuf {
+    mount_point.join(path.trim_start_matches('/'))
+}
+
+fn register_v1(mount_point: &Path, path: &str) -> anyhow::Result<V1Reg> {
+    let d = dir(mount_point, path);
+    let control = File::open(d.join("memory.oom_control"))
+        .with_context(|| format!("open {}/memory.oom_control", d.display()))?;
+    let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .context("create an eventfd")?;
+    let mut ec = std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.join("cgroup.event_control"))
+        .with_context(|| format!("open {}/cgroup.event_control", d.display()))?;
+    // One write: "<eventfd> <fd of memory.oom_control>".
+    ec.write_all(format!("{} {}", efd.as_raw_fd(), control.as_raw_fd()).as_bytes())
+        .with_context(|| format!("register an OOM eventfd on {}", d.display()))?;
+    Ok(V1Reg {
+        efd,
+        _control: control,
+    })
+}
+
+fn register_v2(inotify: &Inotify, mount_point: &Path, path: &str) -> anyhow::Result<V2Reg> {
+    let d = dir(mount_point, path);
+    let file = ["memory.events.local", "memory.events"]
+        .iter()
+        .map(|f| d.join(f))
+        .find(|f| f.exists())
+        .with_context(|| format!("{} has no memory.events", d.display()))?;
+    let ooms = read_oom_count(&file).unwrap_or(0);
+    let wd = inotify
+        .add_watch(&file, AddWatchFlags::IN_MODIFY)
+        .with_context(|| format!("watch {}", file.display()))?;
+    Ok(V2Reg { wd, file, ooms })
+}
+
+/// The `oom` line of a v2 `memory.events` file.
+fn read_oom_count(file: &Path) -> Option<u64> {
+    parse_oom_count(&std::fs::read_to_string(file).ok()?)
+}
+
+fn parse_oom_count(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some("oom"))
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_count_is_the_oom_line_not_oom_kill() {
+        let t = "low 0\nhigh 3\nmax 17\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_oom_count(t), Some(2));
+        assert_eq!(parse_oom_count("oom_kill 4\n"), None);
+        assert_eq!(parse_oom_count(""), None);
+    }
+
+    #[test]
+    fn v2_watch_sees_the_oom_count_rise_and_ignores_other_changes() {
+        // A captured v2 directory: the watcher only reads the file, so a
+        // plain file stands in for cgroupfs here.
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = tmp.path().join("job");
+        std::fs::create_dir(&cg).unwrap();
+        let ev = cg.join("memory.events.local");
+        std::fs::write(&ev, "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
+        let h = Hierarchy {
+            version: CgroupVersion::V2,
+            mount_point: tmp.path().to_path_buf(),
+            memory: true,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (w, mut rx) = OomStartWatch::spawn(h).unwrap();
+            w.set_domains(vec!["/job".into()]);
+            // Let the thread register before the file changes.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            std::fs::write(&ev, "low 0\nhigh 0\nmax 9\noom 0\noom_kill 0\n").unwrap();
+            let quiet =
+                tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await;
+            assert!(quiet.is_err(), "a change without a new OOM was reported");
+            std::fs::write(&ev, "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n").unwrap();
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("no OOM start within 5 s")
+                .unwrap();
+            assert_eq!(got.cgroup, "/job");
+        });
+    }
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds: the clock the eBPF side stamps kills
+/// with, so signals, snapshots and kills can be put in order.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only to `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What the model said when a domain's OOM started.
+#[derive(Debug, Clone)]
+pub struct StartPrediction {
+    /// The domain's memcg path.
+    pub domain: String,
+    /// When the OOM start was signalled and when the pass began reading
+    /// `/proc` (CLOCK_BOOTTIME ns).
+    pub signal_ns: u64,
+    pub snapshot_ns: u64,
+    /// Predicted victim (tgid, comm), None when nothing was eligible.
+    pub victim: Option<(i32, String)>,
+}
+
+/// A kill as the eBPF side saw it.
+#[derive(Debug, Clone)]
+pub struct SeenKill {
+    /// The victim's memcg path (None when unknown: no BTF, or removed).
+    pub memcg: Option<String>,
+    pub tgid: i32,
+    pub at_ns: u64,
+}
+
+/// Pairs each kill with the prediction made at its OOM's start, whichever of
+/// the two arrives first. A prediction counts only if its snapshot was read
+/// before the kill; one read after it is reported as too late, not compared.
+#[derive(Debug, Default)]
+pub struct StartTracker {
+    pending: Vec<StartPrediction>,
+    /// Recent kills, and whether each was paired already.
+    kills: Vec<(SeenKill, bool)>,
+}
+
+/// Older than this, a pending prediction or an unpaired kill is dropped.
+const KEEP_NS: u64 = 60_000_000_000;
+
+impl StartTracker {
+    /// A kill arrived: the verdict for its line (empty when no prediction
+    /// waits for it).
+    pub fn on_kill(&mut self, k: SeenKill) -> String {
+        self.expire(k.at_ns);
+        let Some(path) = k.memcg.clone() else {
+            return String::new();
+        };
+        let best = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.signal_ns <= k.at_ns && crate::model::task::memcg_within(&path, &p.domain)
+            })
+            .max_by_key(|(_, p)| p.domain.len())
+            .map(|(i, _)| i);
+        let v = match best {
+            Some(i) => verdict(&self.pending.remove(i), &k),
+            None => String::new(),
+        };
+        self.kills.push((k, !v.is_empty()));
+        v
+    }
+
+    /// A start prediction is ready: a line pairing it with a kill that came
+    /// first (or saying it came too late), or None when it is kept to wait
+    /// for its kill. A prediction whose OOM already ended in a kill that was
+    /// paired (a repeated signal for one OOM) is dropped.
+    pub fn on_prediction(&mut self, p: StartPrediction) -> Option<String> {
+        self.expire(p.snapshot_ns);
+        let ours = |k: &SeenKill| {
+            k.at_ns >= p.signal_ns
+                && k.memcg
+                    .as_deref()
+                    .is_some_and(|m| crate::model::task::memcg_within(m, &p.domain))
+        };
+        // An unpaired kill first; a paired one only settles the OOM.
+        self.kills.sort_by_key(|(_, paired)| *paired);
+        let kill = self.kills.iter_mut().find(|(k, _)| ours(k));
+        match kill {
+            Some((_, true)) => None,
+            Some((k, paired)) => {
+                *paired = true;
+                Some(format!("oom kill: pid={}{}", k.tgid, verdict(&p, k)))
+            }
+            None => {
+                self.pending.retain(|q| q.domain != p.domain);
+                self.pending.push(p);
+                None
+            }
+        }
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        let keep = |t: u64| now_ns.saturating_sub(t) < KEEP_NS;
+        self.pending.retain(|p| keep(p.signal_ns));
+        self.kills.retain(|(k, _)| keep(k.at_ns));
+    }
+}
+
+fn verdict(p: &StartPrediction, k: &SeenKill) -> String {
+    if p.snapshot_ns > k.at_ns {
+        return format!(
+            "; OOM start seen in {}, but the prediction pass read /proc {:.1} ms after the kill: not compared",
+            p.domain,
+            (p.snapshot_ns - k.at_ns) as f64 / 1e6
+        );
+    }
+    match &p.victim {
+        Some((tgid, comm)) => format!(
+            "; predicted at OOM start in {}: pid={tgid} comm={comm} ({})",
+            p.domain,
+            if *tgid == k.tgid { "agree" } else { "DISAGREE" }
+        ),
+        None => format!(
+            "; predicted at OOM start in {}: nothing eligible (DISAGREE)",
+            p.domain
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tracker_tests {
+    use super::*;
+
+    fn pred(domain: &str, signal: u64, snap: u64, tgid: i32) -> StartPrediction {
+        StartPrediction {
+            domain: domain.into(),
+            signal_ns: signal,
+            snapshot_ns: snap,
+            victim: Some((tgid, "hog".into())),
+        }
+    }
+
+    fn kill(memcg: &str, tgid: i32, at: u64) -> SeenKill {
+        SeenKill {
+            memcg: Some(memcg.into()),
+            tgid,
+            at_ns: at,
+        }
+    }
+
+    #[test]
+    fn prediction_then_kill_is_compared() {
+        let mut t = StartTracker::default();
+        assert_eq!(t.on_prediction(pred("/job", 100, 110, 7)), None);
+        let v = t.on_kill(kill("/job/child", 7, 200));
+        assert!(v.ends_with("pid=7 comm=hog (agree)"), "{v}");
+        // Consumed: a second kill has no prediction.
+        assert_eq!(t.on_kill(kill("/job", 8, 300)), "");
+        let mut t = StartTracker::default();
+        t.on_prediction(pred("/job", 100, 110, 7));
+        assert!(t.on_kill(kill("/job", 9, 200)).contains("DISAGREE"));
+    }
+
+    #[test]
+    fn kill_before_the_pass_ends_is_paired_when_it_does() {
+        let mut t = StartTracker::default();
+        assert_eq!(t.on_kill(kill("/job", 7, 150)), "");
+        // Snapshot read before the kill: a fair prediction.
+        let l = t.on_prediction(pred("/job", 100, 120, 7)).unwrap();
+        assert!(l.contains("pid=7 comm=hog (agree)"), "{l}");
+        // Snapshot read after the kill: said, not compared.
+        t.on_kill(kill("/job", 7, 150));
+        let l = t.on_prediction(pred("/job", 140, 2_150_000, 8)).unwrap();
+        assert!(l.contains("after the kill: not compared"), "{l}");
+    }
+
+    #[test]
+    fn a_repeated_signal_for_a_settled_oom_is_dropped() {
+        let mut t = StartTracker::default();
+        t.on_prediction(pred("/job", 100, 110, 7));
+        assert!(t.on_kill(kill("/job", 7, 200)).contains("agree"));
+        // The signal came again before that kill; its pass read /proc after.
+        assert_eq!(t.on_prediction(pred("/job", 190, 260, 8)), None);
+        // So a later kill is not compared with it.
+        assert_eq!(t.on_kill(kill("/job", 9, 5_000)), "");
+    }
+
+    #[test]
+    fn other_domains_and_old_kills_do_not_pair() {
+        let mut t = StartTracker::default();
+        t.on_kill(kill("/other", 7, 150));
+        // A kill before the signal belongs to an earlier OOM.
+        t.on_kill(kill("/job", 7, 50));
+        assert_eq!(t.on_prediction(pred("/job", 100, 120, 7)), None);
+        // The deepest domain wins for a nested victim.
+        t.on_prediction(pred("/job/inner", 100, 120, 9));
+        let v = t.on_kill(kill("/job/inner/x", 9, 200));
+        assert!(v.contains("in /job/inner:"), "{v}");
+        // Kills with no memcg path are not paired.
+        assert_eq!(
+            t.on_kill(SeenKill {
+                memcg: None,
+                tgid: 7,
+                at_ns: 300
+            }),
+            ""
+        );
+    }
+}
