@@ -63,11 +63,13 @@ fn spawn_predictor(
                     }
                 } => Some(s),
             };
-            let snapshot_ns = crate::oomstart::boot_ns();
             let pass = tokio::task::spawn_blocking(|| {
                 crate::predictor::refresh(std::path::Path::new("/proc"), 3)
             })
             .await;
+            // The snapshot is not atomic: it is only known to precede a kill
+            // if the whole pass finished before it.
+            let snapshot_ns = crate::oomstart::boot_ns();
             match pass {
                 Ok(Ok((domains, check))) => {
                     if let Some(s) = &started {

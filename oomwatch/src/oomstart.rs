@@ -364,8 +364,8 @@ pub fn boot_ns() -> u64 {
 pub struct StartPrediction {
     /// The domain's memcg path.
     pub domain: String,
-    /// When the OOM start was signalled and when the pass began reading
-    /// `/proc` (CLOCK_BOOTTIME ns).
+    /// When the OOM start was signalled and when the pass that read `/proc`
+    /// finished (CLOCK_BOOTTIME ns).
     pub signal_ns: u64,
     pub snapshot_ns: u64,
     /// Predicted victim (tgid, comm), None when nothing was eligible.
@@ -382,8 +382,9 @@ pub struct SeenKill {
 }
 
 /// Pairs each kill with the prediction made at its OOM's start, whichever of
-/// the two arrives first. A prediction counts only if its snapshot was read
-/// before the kill; one read after it is reported as too late, not compared.
+/// the two arrives first. A prediction counts only if its pass finished
+/// before the kill; one that was still reading `/proc` is reported as too
+/// late, not compared.
 #[derive(Debug, Default)]
 pub struct StartTracker {
     pending: Vec<StartPrediction>,
@@ -458,7 +459,7 @@ impl StartTracker {
 fn verdict(p: &StartPrediction, k: &SeenKill) -> String {
     if p.snapshot_ns > k.at_ns {
         return format!(
-            "; OOM start seen in {}, but the prediction pass read /proc {:.1} ms after the kill: not compared",
+            "; OOM start seen in {}, but the prediction pass was still reading /proc {:.1} ms after the kill: not compared",
             p.domain,
             (p.snapshot_ns - k.at_ns) as f64 / 1e6
         );

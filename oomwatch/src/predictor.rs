@@ -48,7 +48,7 @@ pub struct SelfCheck {
 pub fn refresh(proc_root: &Path, top: usize) -> anyhow::Result<(Vec<DomainSummary>, SelfCheck)> {
     let snap = proc::read(proc_root)?;
     let swappiness = predict::swappiness(proc_root);
-    let check = self_check(&snap);
+    let check = self_check(proc_root, &snap);
     let available = procfs_mem_available(proc_root);
     let hierarchy = cgroup::memory_hierarchy();
     let kb = KernelBehavior::for_version(snap.version);
@@ -86,41 +86,56 @@ fn procfs_mem_available(proc_root: &Path) -> Option<u64> {
 }
 
 /// Model vs kernel `/proc/PID/oom_score` for every task of the snapshot.
-pub fn self_check(snap: &proc::ProcSnapshot) -> SelfCheck {
+///
+/// A task's counters and its `oom_score` are two reads; a task still
+/// allocating (or one that stopped between them) can differ for that reason
+/// alone. So a difference is looked at twice: the task is read again, and
+/// only a difference that is still there, with the same counters and score,
+/// is judged (explained by the kernel version, or a model error).
+pub fn self_check(proc_root: &Path, snap: &proc::ProcSnapshot) -> SelfCheck {
     let kb = KernelBehavior::for_version(snap.version);
     let t = snap.memory.totalpages();
     let slack = approximate_counter_slack(snap.nr_cpus);
+    let score = |p: &crate::model::task::Process| {
+        let b = oom_badness(p, t, snap.page_size, &kb);
+        let s = proc_oom_score(&b, t, &kb);
+        (b, s)
+    };
     let mut c = SelfCheck::default();
     for e in &snap.processes {
         let Some(kernel) = e.kernel_oom_score else {
             continue;
         };
-        let b = oom_badness(&e.process, t, snap.page_size, &kb);
-        let model = proc_oom_score(&b, t, &kb);
+        let (b, model) = score(&e.process);
         c.compared += 1;
         if model == kernel {
             c.exact += 1;
             continue;
         }
-        // A task whose score moved between the reads is not a model error.
-        let now: Option<u64> =
-            std::fs::read_to_string(format!("/proc/{}/oom_score", e.process.tgid))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-        if now != Some(kernel) {
-            c.explained
-                .push(format!("pid {}: changed while read", e.process.tgid));
+        let id = format!("pid {} ({})", e.process.tgid, e.process.comm);
+        let Some(again) = proc::read_pid(proc_root, e.process.tgid) else {
+            c.explained.push(format!("{id}: exited during the check"));
+            continue;
+        };
+        let (_, model_again) = score(&again.process);
+        if again.kernel_oom_score == Some(model_again) {
+            c.explained.push(format!(
+                "{id}: changed while read (model {model}, kernel {kernel}; read again both say {model_again})"
+            ));
+            continue;
+        }
+        if again.process.mm != e.process.mm || again.kernel_oom_score != Some(kernel) {
+            c.explained.push(format!(
+                "{id}: still changing (model {model}, kernel {kernel})"
+            ));
             continue;
         }
         match explain_score_difference(&b, t, kernel, slack, &kb) {
-            Some(why) => c.explained.push(format!(
-                "pid {} ({}): model {model}, kernel {kernel}: {why}",
-                e.process.tgid, e.process.comm
-            )),
+            Some(why) => c
+                .explained
+                .push(format!("{id}: model {model}, kernel {kernel}: {why}")),
             None => c.mismatches.push(format!(
-                "pid {} ({}) adj {} rss {} swap {} pgtables {} points {:?} totalpages {t}: model {model}, kernel {kernel}",
-                e.process.tgid,
-                e.process.comm,
+                "{id} adj {} rss {} swap {} pgtables {} points {:?} totalpages {t}: model {model}, kernel {kernel}",
                 e.process.oom_score_adj,
                 b.rss_pages,
                 b.swap_pages,

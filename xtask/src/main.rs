@@ -13,6 +13,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 #[derive(Parser)]
 #[command(
     name = "xtask",
@@ -31,9 +33,19 @@ enum Task {
     /// the rustup toolchain link "debian". Needs root only when installing.
     Setup,
     /// The whole test suite: rustfmt check, clippy -D warnings (user space and
-    /// the eBPF crate), unit tests, then the privileged integration tests
-    /// (root: they load eBPF and trigger real OOM kills inside memory cgroups).
+    /// the eBPF crate), unit tests, the privileged integration tests (root:
+    /// they load eBPF and trigger real OOM kills inside memory cgroups), then
+    /// the guest-kernel scenarios (`vm-test`).
     Test,
+    /// oomwatch in guest kernels (QEMU, TCG; Debian 6.1 and 6.12, x86_64):
+    /// negative oom_score_adj, cgroup v2 and host-wide OOM scenarios, each
+    /// predicted, killed by the kernel, seen by oomwatch's eBPF and compared.
+    /// Installs QEMU and downloads the kernels with apt (root).
+    VmTest {
+        /// Only this kernel line (6.1 or 6.12); repeatable. Default: all.
+        #[arg(long = "kernel", value_name = "LINE")]
+        kernels: Vec<String>,
+    },
     /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
     Run {
         /// Arguments for `oomwatch run`, e.g. `--listen 127.0.0.1:7707`.
@@ -53,6 +65,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup(),
         Task::Test => test(),
+        Task::VmTest { kernels } => vm::vm_test(vm::Options { kernels }),
         Task::Run { args } => run(&args),
     }
 }
@@ -259,7 +272,11 @@ fn test() -> anyhow::Result<()> {
         status(c).with_context(|| format!("step `{name}`"))?;
         times.push((name, start.elapsed()));
     }
-    println!("\nall {total} steps passed:");
+    println!("\n==> [guest kernels] cargo xtask vm-test");
+    let start = Instant::now();
+    vm::vm_test(vm::Options { kernels: vec![] }).context("step `guest kernels`")?;
+    times.push(("guest kernels (cargo xtask vm-test)", start.elapsed()));
+    println!("\nall {} steps passed:", total + 1);
     for (name, t) in times {
         println!("  {:>7.1} s  {name}", t.as_secs_f64());
     }

@@ -260,8 +260,13 @@ pub const CHANGES: &[Change] = &[
         id: ChangeId::ProcStatusPreciseRss,
         summary: "/proc/PID/status rss is the precise per-CPU sum while OOM scoring stays approximate",
         // 82241a83cd15, mainline ≈ 6.16 (unverified): absent 6.12.0, present 6.18.2.
+        // 6.12.117: observed in Debian's 6.12.117+deb12 guest (`cargo xtask
+        // vm-test`): idle tasks' /proc/PID/oom_score stayed 1 off the model
+        // read from /proc/PID/status, in both directions, pass after pass. The
+        // first 6.12.y carrying it is unverified; Debian's 6.1.0-56 (6.1.192)
+        // showed no such difference.
         mainline: v(6, 16, 0),
-        backports: &[],
+        backports: &[v(6, 12, 117)],
         source: "§2.3",
     },
     Change {

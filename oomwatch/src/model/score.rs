@@ -66,7 +66,7 @@ pub fn explain_score_difference(
     );
     (lo..=hi).contains(&kernel_score).then(|| {
         format!(
-            "the kernel scores with approximate per-CPU rss counters while /proc/PID/status              shows the precise sum (Linux {}); within ±{slack} pages the score ranges {lo}..={hi}",
+            "the kernel scores with approximate per-CPU rss counters while /proc/PID/status shows the precise sum (Linux {}); within ±{slack} pages the score ranges {lo}..={hi}",
             kb.version
         )
     })

@@ -113,6 +113,13 @@ pub fn read(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     })
 }
 
+/// Reads one process again (None when it is gone or unreadable): the
+/// self-check's second look at a task whose score differed.
+pub fn read_pid(proc_root: &Path, pid: i32) -> Option<ProcEntry> {
+    let p = procfs::process::Process::new_with_root(proc_root.join(pid.to_string())).ok()?;
+    read_one(&p).ok()
+}
+
 fn read_one(p: &procfs::process::Process) -> Result<ProcEntry, ProcError> {
     let stat = p.stat()?;
     let status = p.status()?;
