@@ -130,6 +130,8 @@ pub mod present {
 pub enum EventKind {
     /// A [`VictimEvent`] from `oom:mark_victim`.
     MarkVictim = 1,
+    /// [`ReclaimExhaustedEvent`]: a global OOM is about to start.
+    ReclaimExhausted = 2,
 }
 
 /// One OOM victim, as the kernel marked it (`oom:mark_victim`).
@@ -183,6 +185,48 @@ impl VictimEvent {
 }
 
 // Layouts are ABI between two separately compiled objects: pin them.
+/// Offsets of the fields oomwatch reads in the `oom:reclaim_retry_zone`
+/// record (from its tracefs `format`); [`FIELD_ABSENT`] when missing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReclaimRetryLayout {
+    pub order: u32,
+    pub no_progress_loops: u32,
+    pub wmark_check: u32,
+    pub _pad: u32,
+}
+
+impl ReclaimRetryLayout {
+    pub const ABSENT: Self = Self {
+        order: FIELD_ABSENT,
+        no_progress_loops: FIELD_ABSENT,
+        wmark_check: FIELD_ABSENT,
+        _pad: 0,
+    };
+}
+
+/// `MAX_RECLAIM_RETRIES` (mm/internal.h; 16 since 4.7): when a zone's
+/// retry runs with this many loops without progress and fails its watermark
+/// check, `should_reclaim_retry` gives up on the next round and the
+/// allocation goes on to the OOM killer.
+pub const MAX_RECLAIM_RETRIES: i32 = 16;
+
+/// The page allocator ran out of reclaim retries on this CPU: a global OOM
+/// is imminent. Rate-limited in the kernel (one per CPU per 100 ms).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReclaimExhaustedEvent {
+    pub kind: u32,
+    /// The allocating task (tgid, pid).
+    pub tgid: u32,
+    pub pid: u32,
+    pub order: i32,
+    pub boot_ns: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
+const _: () = assert!(core::mem::size_of::<ReclaimExhaustedEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
@@ -197,4 +241,6 @@ mod user {
     unsafe impl aya::Pod for super::TaskLayout {}
     unsafe impl aya::Pod for super::VictimTask {}
     unsafe impl aya::Pod for super::VictimEvent {}
+    unsafe impl aya::Pod for super::ReclaimRetryLayout {}
+    unsafe impl aya::Pod for super::ReclaimExhaustedEvent {}
 }

@@ -6,6 +6,10 @@
 //! * `oom_mark_victim_task` (`tp_btf/mark_victim`): the victim's `task_struct`,
 //!   followed to its tgid and its memory cgroup id, at offsets the agent took
 //!   from the kernel's BTF. Optional: without it events carry no memcg.
+//! * `oom_reclaim_retry` (tracepoint `oom:reclaim_retry_zone`): the page
+//!   allocator's reclaim-retry decisions; one event (rate-limited per CPU)
+//!   when a retry has run out of no-progress loops and fails its watermark,
+//!   the last step before a global OOM.
 //! * `probe_fentry` / `probe_fexit`: empty programs that `oomwatch check` loads
 //!   to learn whether this kernel accepts fentry/fexit at all.
 //!
@@ -18,14 +22,18 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+    },
     macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use oomwatch_common::{
-    EventKind, FIELD_ABSENT, MarkVictimLayout, TaskLayout, VictimEvent, VictimTask, present,
+    EventKind, FIELD_ABSENT, MAX_RECLAIM_RETRIES, MarkVictimLayout, ReclaimExhaustedEvent,
+    ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, present,
 };
 
 /// Offsets inside the `oom:mark_victim` record; written by the agent before load.
@@ -36,6 +44,18 @@ static MARK_VICTIM_LAYOUT: aya_ebpf::Global<MarkVictimLayout> =
 /// Offsets inside `task_struct` and the cgroup structures; written by the agent.
 #[unsafe(no_mangle)]
 static TASK_LAYOUT: aya_ebpf::Global<TaskLayout> = aya_ebpf::Global::new(TaskLayout::INVALID);
+
+/// Offsets inside the `oom:reclaim_retry_zone` record; written by the agent.
+#[unsafe(no_mangle)]
+static RECLAIM_RETRY_LAYOUT: aya_ebpf::Global<ReclaimRetryLayout> =
+    aya_ebpf::Global::new(ReclaimRetryLayout::ABSENT);
+
+/// Slot 0: when this CPU last reported exhausted reclaim (boot ns).
+#[map]
+static LAST_EXHAUSTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU gap between two exhausted-reclaim events.
+const EXHAUSTED_EVERY_NS: u64 = 100_000_000;
 
 /// Every event for the agent. 256 KiB holds about 2,700 victims.
 #[map]
@@ -164,6 +184,66 @@ fn try_oom_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i32> {
         memcg_id,
     };
     VICTIM_TASKS.insert(pid as u32, value, 0)
+}
+
+#[tracepoint(category = "oom", name = "reclaim_retry_zone")]
+pub fn oom_reclaim_retry(ctx: TracePointContext) -> u32 {
+    let _ = try_oom_reclaim_retry(&ctx);
+    0
+}
+
+fn try_oom_reclaim_retry(ctx: &TracePointContext) -> Result<(), ()> {
+    let l = RECLAIM_RETRY_LAYOUT.load();
+    if l.no_progress_loops == FIELD_ABSENT || l.wmark_check == FIELD_ABSENT {
+        return Ok(());
+    }
+    // SAFETY: bpf_probe_read on the tracepoint record (see `field`).
+    let loops: i32 = unsafe { ctx.read_at(l.no_progress_loops as usize) }.map_err(|_| ())?;
+    if loops < MAX_RECLAIM_RETRIES {
+        return Ok(());
+    }
+    let wmark: u8 = unsafe { ctx.read_at(l.wmark_check as usize) }.map_err(|_| ())?;
+    if wmark != 0 {
+        return Ok(());
+    }
+    // SAFETY: plain helper call, no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let last = LAST_EXHAUSTED.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    unsafe {
+        if *last != 0 && now.wrapping_sub(*last) < EXHAUSTED_EVERY_NS {
+            return Ok(());
+        }
+        *last = now;
+    }
+    let order: i32 = if l.order == FIELD_ABSENT {
+        -1
+    } else {
+        unsafe { ctx.read_at(l.order as usize) }.unwrap_or(-1)
+    };
+    let id = bpf_get_current_pid_tgid();
+    let ev = ReclaimExhaustedEvent {
+        kind: EventKind::ReclaimExhausted as u32,
+        tgid: (id >> 32) as u32,
+        pid: id as u32,
+        order,
+        boot_ns: now,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    match EVENTS.reserve::<ReclaimExhaustedEvent>(0) {
+        Some(mut entry) => {
+            entry.write(ev);
+            entry.submit(0);
+            Ok(())
+        }
+        None => {
+            if let Some(n) = DROPPED.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+                unsafe { *n += 1 };
+            }
+            Err(())
+        }
+    }
 }
 
 /// Loaded (never attached) by `oomwatch check`: does this kernel take fentry?

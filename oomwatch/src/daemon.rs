@@ -42,27 +42,26 @@ fn spawn_predictor(
     metrics: Arc<Metrics>,
     interval: Duration,
     poke: Arc<tokio::sync::Notify>,
-    starts: Option<(OomStartWatch, UnboundedReceiver<OomStart>)>,
+    watch: Option<OomStartWatch>,
+    mut starts: UnboundedReceiver<OomStart>,
     at_start: AtStart,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (watch, mut starts) = match starts {
-            Some((w, rx)) => (Some(w), Some(rx)),
-            None => (None, None),
-        };
         loop {
-            let started: Option<OomStart> = tokio::select! {
-                _ = tick.tick() => None,
-                _ = poke.notified() => None,
-                Some(s) = async {
-                    match starts.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => Some(s),
+            let mut started: Vec<OomStart> = tokio::select! {
+                _ = tick.tick() => Vec::new(),
+                _ = poke.notified() => Vec::new(),
+                Some(s) = starts.recv() => vec![s],
             };
+            // Signals that queued meanwhile share this pass: the first per
+            // domain is the OOM's start.
+            while let Ok(s) = starts.try_recv() {
+                if !started.iter().any(|o| o.cgroup == s.cgroup) {
+                    started.push(s);
+                }
+            }
             let pass = tokio::task::spawn_blocking(|| {
                 crate::predictor::refresh(std::path::Path::new("/proc"), 3)
             })
@@ -72,25 +71,22 @@ fn spawn_predictor(
             let snapshot_ns = crate::oomstart::boot_ns();
             match pass {
                 Ok(Ok((domains, check))) => {
-                    if let Some(s) = &started {
+                    for s in &started {
                         metrics.oom_starts.inc();
-                        let d = domains
-                            .iter()
-                            .find(|d| d.cgroup.as_deref() == Some(s.cgroup.as_str()));
+                        let d = domains.iter().find(|d| d.cgroup == s.cgroup);
+                        let name = crate::oomstart::domain_name(&s.cgroup);
                         let victim = d.and_then(|d| d.victim.clone());
                         let ms = s.seen.elapsed().as_secs_f64() * 1e3;
                         match (&victim, d) {
                             (Some(v), Some(d)) => tracing::info!(
-                                "oom start: memcg {}: predicted victim pid={} comm={} points={}{} ({ms:.1} ms after the signal)",
-                                s.cgroup,
+                                "oom start: {name}: predicted victim pid={} comm={} points={}{} ({ms:.1} ms after the signal)",
                                 v.tgid,
                                 v.comm,
                                 v.points,
                                 d.margin.map(|m| format!(" margin={m}")).unwrap_or_default()
                             ),
                             _ => tracing::info!(
-                                "oom start: memcg {}: no eligible task predicted ({ms:.1} ms after the signal)",
-                                s.cgroup
+                                "oom start: {name}: no eligible task predicted ({ms:.1} ms after the signal)"
                             ),
                         }
                         let paired = at_start
@@ -171,8 +167,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let poke = Arc::new(tokio::sync::Notify::new());
-    let starts = match cgroup::memory_hierarchy() {
-        Some(h) => match OomStartWatch::spawn(h) {
+    let (start_tx, start_rx) = tokio::sync::mpsc::unbounded_channel();
+    let watch = match cgroup::memory_hierarchy() {
+        Some(h) => match OomStartWatch::spawn(h, start_tx.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "memcg OOMs will be seen at the kill only, not as they start");
@@ -186,7 +183,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         opts.interval,
         Arc::clone(&poke),
-        starts,
+        watch,
+        start_rx,
         Arc::clone(&at_start),
     );
     let logger = probes.spawn_logger();
@@ -201,7 +199,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             batch = victims.next_batch() => {
-                for v in batch.context("read the eBPF ring buffer")? {
+                let batch = batch.context("read the eBPF ring buffer")?;
+                for r in batch.reclaim_exhausted {
+                    tracing::info!(
+                        "reclaim exhausted: pid={} tgid={} comm={} order={}: the page allocator gave up reclaiming; a global OOM is imminent",
+                        r.pid,
+                        r.tgid,
+                        r.comm,
+                        r.order.map_or_else(|| "?".into(), |o| o.to_string())
+                    );
+                    let _ = start_tx.send(OomStart {
+                        cgroup: None,
+                        seen: std::time::Instant::now(),
+                        signal_ns: r.boot_ns,
+                    });
+                }
+                for v in batch.victims {
                     let verdict = at_start
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

@@ -8,7 +8,10 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, TracePoint},
 };
-use oomwatch_common::{MarkVictimLayout, TaskLayout, VictimEvent, VictimTask, present};
+use oomwatch_common::{
+    EventKind, MarkVictimLayout, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout,
+    VictimEvent, VictimTask, present,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -137,6 +140,7 @@ impl Probes {
         let tracefs = tracefs::find_or_mount()?;
         let layout: MarkVictimLayout = tracefs::read_mark_victim_layout(&tracefs)?;
         let mut degraded = Vec::new();
+        let reclaim_layout = tracefs::read_reclaim_retry_layout(&tracefs);
         let task = task_program_plan(std::path::Path::new(VMLINUX_BTF));
         let task_layout = match &task {
             Ok(l) => *l,
@@ -154,6 +158,11 @@ impl Probes {
         let ebpf = EbpfLoader::new()
             .override_global("MARK_VICTIM_LAYOUT", &layout, true)
             .override_global("TASK_LAYOUT", &task_layout, true)
+            .override_global(
+                "RECLAIM_RETRY_LAYOUT",
+                &reclaim_layout.unwrap_or(ReclaimRetryLayout::ABSENT),
+                true,
+            )
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
@@ -202,7 +211,33 @@ impl Probes {
                 what: "attach tracepoint/oom/mark_victim".into(),
                 source,
             })?;
+        let reclaim = match reclaim_layout {
+            None => Err("this kernel has no oom:reclaim_retry_zone tracepoint".to_owned()),
+            Some(l) if l.no_progress_loops == oomwatch_common::FIELD_ABSENT => {
+                Err("oom:reclaim_retry_zone has no no_progress_loops field of 4 bytes".to_owned())
+            }
+            Some(_) => probes
+                .attach_reclaim_program()
+                .map_err(|e| format!("{e:#}")),
+        };
+        if let Err(reason) = reclaim {
+            probes.degraded.push(Degraded {
+                part: "global OOM start (tracepoint oom:reclaim_retry_zone)",
+                reason,
+            });
+        }
         Ok(probes)
+    }
+
+    fn attach_reclaim_program(&mut self) -> anyhow::Result<()> {
+        let tp: &mut TracePoint = self
+            .ebpf
+            .program_mut("oom_reclaim_retry")
+            .ok_or_else(|| anyhow::anyhow!("program oom_reclaim_retry missing from the object"))?
+            .try_into()?;
+        tp.load()?;
+        tp.attach("oom", "reclaim_retry_zone")?;
+        Ok(())
     }
 
     fn attach_task_program(&mut self) -> anyhow::Result<()> {
@@ -395,7 +430,65 @@ impl std::fmt::Display for Victim {
     }
 }
 
-/// Victims read from the `EVENTS` ring buffer with tokio.
+/// A record off the ring buffer, by its leading kind.
+enum Record {
+    Victim(VictimEvent),
+    Exhausted(ReclaimExhaustedEvent),
+}
+
+fn read_record(item: &[u8]) -> Option<Record> {
+    /// Ring buffer records are only 8-byte aligned: read unaligned.
+    fn pod<T: aya::Pod>(item: &[u8]) -> Option<T> {
+        // SAFETY: T is Pod and the item is long enough.
+        (item.len() >= std::mem::size_of::<T>())
+            .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) })
+    }
+    let kind: u32 = pod(item)?;
+    match kind {
+        k if k == EventKind::MarkVictim as u32 => pod(item).map(Record::Victim),
+        k if k == EventKind::ReclaimExhausted as u32 => pod(item).map(Record::Exhausted),
+        _ => None,
+    }
+}
+
+/// The page allocator gave up reclaiming for an allocation
+/// (`oom:reclaim_retry_zone` with `MAX_RECLAIM_RETRIES` loops without
+/// progress and a failed watermark): a global OOM is about to start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReclaimExhausted {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: String,
+    /// Allocation order; None when the record had no order field.
+    pub order: Option<i32>,
+    pub boot_ns: u64,
+}
+
+impl From<&ReclaimExhaustedEvent> for ReclaimExhausted {
+    fn from(ev: &ReclaimExhaustedEvent) -> Self {
+        let end = ev
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(ev.comm.len());
+        ReclaimExhausted {
+            tgid: ev.tgid,
+            pid: ev.pid,
+            comm: String::from_utf8_lossy(&ev.comm[..end]).into_owned(),
+            order: (ev.order >= 0).then_some(ev.order),
+            boot_ns: ev.boot_ns,
+        }
+    }
+}
+
+/// What one read of the ring buffer brought.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub victims: Vec<Victim>,
+    pub reclaim_exhausted: Vec<ReclaimExhausted>,
+}
+
+/// Events read from the `EVENTS` ring buffer with tokio.
 pub struct VictimStream {
     ring: AsyncFd<RingBuf<MapData>>,
     tasks: Option<BpfHashMap<MapData, u32, VictimTask>>,
@@ -404,27 +497,26 @@ pub struct VictimStream {
 }
 
 impl VictimStream {
-    /// Waits for the next batch of victims (never empty).
-    pub async fn next_batch(&mut self) -> io::Result<Vec<Victim>> {
+    /// Waits for the next batch of events (never empty).
+    pub async fn next_batch(&mut self) -> io::Result<Batch> {
         loop {
             let mut events = Vec::new();
+            let mut stalls = Vec::new();
             {
                 let mut guard = self.ring.readable_mut().await?;
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
-                    if item.len() < std::mem::size_of::<VictimEvent>() {
-                        tracing::warn!(len = item.len(), "short event on the ring buffer");
-                        continue;
+                    match read_record(&item) {
+                        Some(Record::Victim(ev)) => events.push(ev),
+                        Some(Record::Exhausted(ev)) => stalls.push(ReclaimExhausted::from(&ev)),
+                        None => {
+                            tracing::warn!(len = item.len(), "unknown event on the ring buffer")
+                        }
                     }
-                    // SAFETY: VictimEvent is Pod and the item is long enough;
-                    // ring buffer records are only 8-byte aligned, so read unaligned.
-                    let ev =
-                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<VictimEvent>()) };
-                    events.push(ev);
                 }
                 guard.clear_ready();
             }
-            if events.is_empty() {
+            if events.is_empty() && stalls.is_empty() {
                 continue;
             }
             let mut out = Vec::with_capacity(events.len());
@@ -438,7 +530,10 @@ impl VictimStream {
                 }
                 out.push(v);
             }
-            return Ok(out);
+            return Ok(Batch {
+                victims: out,
+                reclaim_exhausted: stalls,
+            });
         }
     }
 

@@ -119,7 +119,7 @@ impl Metrics {
         ))?;
         let oom_starts = IntCounter::with_opts(Opts::new(
             names::OOM_STARTS,
-            "Memory cgroup OOMs seen as they started (v1 memory.oom_control eventfd, v2 memory.events), each answered by a prediction pass.",
+            "OOMs seen as they started, each answered by a prediction pass: memory cgroups (v1 memory.oom_control eventfd, v2 memory.events) and the host (oom:reclaim_retry_zone: reclaim retries exhausted).",
         ))?;
         let program_runs = IntCounterVec::new(
             Opts::new(

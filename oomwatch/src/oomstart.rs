@@ -42,8 +42,9 @@ use crate::cgroup::{CgroupVersion, Hierarchy};
 /// A memcg entered OOM handling.
 #[derive(Debug, Clone)]
 pub struct OomStart {
-    /// The memcg's path inside its hierarchy.
-    pub cgroup: String,
+    /// The memcg's path inside its hierarchy; None for the host (a global
+    /// OOM announced by the page allocator giving up reclaim).
+    pub cgroup: Option<String>,
     /// When the watcher saw the signal.
     pub seen: Instant,
     /// The same moment on CLOCK_BOOTTIME (ns), the eBPF events' clock.
@@ -57,11 +58,12 @@ pub struct OomStartWatch {
 }
 
 impl OomStartWatch {
-    /// Starts the watcher for the memory controller's hierarchy `h`. OOM
-    /// starts arrive on the returned channel.
+    /// Starts the watcher for the memory controller's hierarchy `h`; OOM
+    /// starts are sent to `tx`.
     pub fn spawn(
         h: Hierarchy,
-    ) -> anyhow::Result<(Self, tokio::sync::mpsc::UnboundedReceiver<OomStart>)> {
+        tx: tokio::sync::mpsc::UnboundedSender<OomStart>,
+    ) -> anyhow::Result<Self> {
         let wake = Arc::new(
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .context("create the OOM-start watcher's eventfd")?,
@@ -69,7 +71,6 @@ impl OomStartWatch {
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
             .context("create the OOM-start watcher's inotify instance")?;
         let (dtx, drx) = mpsc::channel();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut w = Watcher {
             h,
             v1: HashMap::new(),
@@ -83,7 +84,7 @@ impl OomStartWatch {
             .name("oom-start".into())
             .spawn(move || w.run())
             .context("start the OOM-start watcher thread")?;
-        Ok((Self { domains: dtx, wake }, rx))
+        Ok(Self { domains: dtx, wake })
     }
 
     /// Watches exactly these memcgs from now on (paths inside the hierarchy).
@@ -240,7 +241,7 @@ impl Watcher {
 
     fn send(&self, path: &str) {
         let _ = self.out.send(OomStart {
-            cgroup: path.to_owned(),
+            cgroup: Some(path.to_owned()),
             seen: Instant::now(),
             signal_ns: boot_ns(),
         });
@@ -329,7 +330,8 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (w, mut rx) = OomStartWatch::spawn(h).unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let w = OomStartWatch::spawn(h, tx).unwrap();
             w.set_domains(vec!["/job".into()]);
             // Let the thread register before the file changes.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -342,7 +344,7 @@ mod tests {
                 .await
                 .expect("no OOM start within 5 s")
                 .unwrap();
-            assert_eq!(got.cgroup, "/job");
+            assert_eq!(got.cgroup.as_deref(), Some("/job"));
         });
     }
 }
@@ -362,8 +364,8 @@ pub fn boot_ns() -> u64 {
 /// What the model said when a domain's OOM started.
 #[derive(Debug, Clone)]
 pub struct StartPrediction {
-    /// The domain's memcg path.
-    pub domain: String,
+    /// The domain's memcg path; None for the host.
+    pub domain: Option<String>,
     /// When the OOM start was signalled and when the pass that read `/proc`
     /// finished (CLOCK_BOOTTIME ns).
     pub signal_ns: u64,
@@ -394,23 +396,20 @@ pub struct StartTracker {
 
 /// Older than this, a pending prediction or an unpaired kill is dropped.
 const KEEP_NS: u64 = 60_000_000_000;
+/// The same for a prediction made for the host.
+const HOST_KEEP_NS: u64 = 10_000_000_000;
 
 impl StartTracker {
     /// A kill arrived: the verdict for its line (empty when no prediction
     /// waits for it).
     pub fn on_kill(&mut self, k: SeenKill) -> String {
         self.expire(k.at_ns);
-        let Some(path) = k.memcg.clone() else {
-            return String::new();
-        };
         let best = self
             .pending
             .iter()
             .enumerate()
-            .filter(|(_, p)| {
-                p.signal_ns <= k.at_ns && crate::model::task::memcg_within(&path, &p.domain)
-            })
-            .max_by_key(|(_, p)| p.domain.len())
+            .filter(|(_, p)| p.signal_ns <= k.at_ns && within(&k, &p.domain))
+            .max_by_key(|(_, p)| p.domain.as_ref().map_or(0, |d| d.len() + 1))
             .map(|(i, _)| i);
         let v = match best {
             Some(i) => verdict(&self.pending.remove(i), &k),
@@ -426,12 +425,7 @@ impl StartTracker {
     /// paired (a repeated signal for one OOM) is dropped.
     pub fn on_prediction(&mut self, p: StartPrediction) -> Option<String> {
         self.expire(p.snapshot_ns);
-        let ours = |k: &SeenKill| {
-            k.at_ns >= p.signal_ns
-                && k.memcg
-                    .as_deref()
-                    .is_some_and(|m| crate::model::task::memcg_within(m, &p.domain))
-        };
+        let ours = |k: &SeenKill| k.at_ns >= p.signal_ns && within(k, &p.domain);
         // An unpaired kill first; a paired one only settles the OOM.
         self.kills.sort_by_key(|(_, paired)| *paired);
         let kill = self.kills.iter_mut().find(|(k, _)| ours(k));
@@ -451,28 +445,54 @@ impl StartTracker {
 
     fn expire(&mut self, now_ns: u64) {
         let keep = |t: u64| now_ns.saturating_sub(t) < KEEP_NS;
-        self.pending.retain(|p| keep(p.signal_ns));
+        // The host's OOM follows the allocator giving up within moments; an
+        // older host prediction would pair with an unrelated kill.
+        self.pending.retain(|p| match p.domain {
+            Some(_) => keep(p.signal_ns),
+            None => now_ns.saturating_sub(p.signal_ns) < HOST_KEEP_NS,
+        });
         self.kills.retain(|(k, _)| keep(k.at_ns));
     }
 }
 
+/// Whether kill `k` can belong to an OOM of `domain`: any kill for the host,
+/// a kill inside the memcg otherwise.
+fn within(k: &SeenKill, domain: &Option<String>) -> bool {
+    match domain {
+        None => true,
+        Some(d) => k
+            .memcg
+            .as_deref()
+            .is_some_and(|m| crate::model::task::memcg_within(m, d)),
+    }
+}
+
+/// How a domain is named in the log.
+pub fn domain_name(domain: &Option<String>) -> String {
+    match domain {
+        None => "the host".into(),
+        Some(d) => format!("memcg {d}"),
+    }
+}
+
 fn verdict(p: &StartPrediction, k: &SeenKill) -> String {
+    let domain = domain_name(&p.domain);
     if p.snapshot_ns > k.at_ns {
         return format!(
             "; OOM start seen in {}, but the prediction pass was still reading /proc {:.1} ms after the kill: not compared",
-            p.domain,
+            domain,
             (p.snapshot_ns - k.at_ns) as f64 / 1e6
         );
     }
     match &p.victim {
         Some((tgid, comm)) => format!(
             "; predicted at OOM start in {}: pid={tgid} comm={comm} ({})",
-            p.domain,
+            domain,
             if *tgid == k.tgid { "agree" } else { "DISAGREE" }
         ),
         None => format!(
             "; predicted at OOM start in {}: nothing eligible (DISAGREE)",
-            p.domain
+            domain
         ),
     }
 }
@@ -483,7 +503,7 @@ mod tracker_tests {
 
     fn pred(domain: &str, signal: u64, snap: u64, tgid: i32) -> StartPrediction {
         StartPrediction {
-            domain: domain.into(),
+            domain: Some(domain.into()),
             signal_ns: signal,
             snapshot_ns: snap,
             victim: Some((tgid, "hog".into())),
@@ -525,6 +545,25 @@ mod tracker_tests {
     }
 
     #[test]
+    fn a_host_prediction_pairs_with_any_kill_but_not_for_long() {
+        let mut t = StartTracker::default();
+        let host = |signal, snap, tgid| StartPrediction {
+            domain: None,
+            ..pred("/", signal, snap, tgid)
+        };
+        t.on_prediction(host(100, 110, 7));
+        let v = t.on_kill(kill("/system.slice/x", 7, 200));
+        assert!(v.contains("in the host: pid=7 comm=hog (agree)"), "{v}");
+        // A memcg prediction is deeper than the host's and wins.
+        t.on_prediction(host(300, 310, 7));
+        t.on_prediction(pred("/job", 300, 310, 9));
+        assert!(t.on_kill(kill("/job", 9, 400)).contains("in memcg /job"));
+        // Ten seconds on, the host prediction is gone.
+        t.on_prediction(host(1_000, 1_010, 7));
+        assert_eq!(t.on_kill(kill("/a", 7, 11_000_000_000)), "");
+    }
+
+    #[test]
     fn a_repeated_signal_for_a_settled_oom_is_dropped() {
         let mut t = StartTracker::default();
         t.on_prediction(pred("/job", 100, 110, 7));
@@ -545,7 +584,7 @@ mod tracker_tests {
         // The deepest domain wins for a nested victim.
         t.on_prediction(pred("/job/inner", 100, 120, 9));
         let v = t.on_kill(kill("/job/inner/x", 9, 200));
-        assert!(v.contains("in /job/inner:"), "{v}");
+        assert!(v.contains("in memcg /job/inner:"), "{v}");
         // Kills with no memcg path are not paired.
         assert_eq!(
             t.on_kill(SeenKill {

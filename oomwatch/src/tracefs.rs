@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oomwatch_common::{FIELD_ABSENT, MarkVictimLayout};
+use oomwatch_common::{FIELD_ABSENT, MarkVictimLayout, ReclaimRetryLayout};
 
 /// Where tracefs lives, newest convention first.
 pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -158,6 +158,34 @@ pub fn mark_victim_layout(text: &str, path: &Path) -> Result<MarkVictimLayout, T
     Ok(layout)
 }
 
+/// The `oom:reclaim_retry_zone` record layout from its format text (fields
+/// this kernel lacks, or of another width, are [`FIELD_ABSENT`]: the program
+/// then stays idle).
+pub fn reclaim_retry_layout(text: &str) -> ReclaimRetryLayout {
+    let fields = parse_format(text);
+    let at = |name: &str, size: u32| {
+        fields
+            .iter()
+            .find(|f| f.name == name && f.size == size)
+            .map_or(FIELD_ABSENT, |f| f.offset)
+    };
+    ReclaimRetryLayout {
+        order: at("order", 4),
+        no_progress_loops: at("no_progress_loops", 4),
+        wmark_check: at("wmark_check", 1),
+        _pad: 0,
+    }
+}
+
+/// Reads `events/oom/reclaim_retry_zone/format` under `root`; None when this
+/// kernel has no such tracepoint.
+pub fn read_reclaim_retry_layout(root: &Path) -> Option<ReclaimRetryLayout> {
+    let path = event_dir(root, "oom", "reclaim_retry_zone")
+        .ok()?
+        .join("format");
+    Some(reclaim_retry_layout(&std::fs::read_to_string(path).ok()?))
+}
+
 /// Reads and parses `events/oom/mark_victim/format` under `root`.
 pub fn read_mark_victim_layout(root: &Path) -> Result<MarkVictimLayout, TracefsError> {
     let path = event_dir(root, "oom", "mark_victim")?.join("format");
@@ -193,6 +221,31 @@ format:
 
 print fmt: \"pid=%d comm=%s\", REC->pid, __get_str(comm)
 ";
+
+    #[test]
+    fn reclaim_retry_zone_layout_of_6_18() {
+        // events/oom/reclaim_retry_zone/format on the lab's 6.18.44.
+        let text = "name: reclaim_retry_zone
+ID: 610
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int node;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:int zone_idx;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:int order;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:unsigned long reclaimable;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned long available;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:unsigned long min_wmark;\toffset:40;\tsize:8;\tsigned:0;
+\tfield:int no_progress_loops;\toffset:48;\tsize:4;\tsigned:1;
+\tfield:bool wmark_check;\toffset:52;\tsize:1;\tsigned:0;
+";
+        let l = reclaim_retry_layout(text);
+        assert_eq!((l.order, l.no_progress_loops, l.wmark_check), (16, 48, 52));
+        let l =
+            reclaim_retry_layout("format:\n\tfield:int order;\toffset:16;\tsize:4;\tsigned:1;\n");
+        assert_eq!(l.no_progress_loops, FIELD_ABSENT);
+    }
 
     /// The pid-only record of mainline kernels before the fields were added.
     const FORMAT_PID_ONLY: &str = "name: mark_victim

@@ -357,7 +357,7 @@ impl VictimWatch {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             rt.spawn(async move {
                 while let Ok(batch) = victims.next_batch().await {
-                    for v in batch {
+                    for v in batch.victims {
                         let _ = tx.send(v);
                     }
                 }

@@ -180,10 +180,13 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    for prog in ["oom_mark_victim", "oom_mark_victim_task"] {
+    // The reclaim-retry program is attached too (it runs only under memory
+    // pressure outside any memcg, which a test here must never cause).
+    for prog in ["oom_mark_victim", "oom_mark_victim_task", "oom_reclaim_retry"] {
         let l = format!("program=\"{prog}\"");
         assert!(
-            labelled(&stats, "oomwatch_program_runs_total", &l).is_some_and(|r| r >= 1.0),
+            prog == "oom_reclaim_retry"
+                || labelled(&stats, "oomwatch_program_runs_total", &l).is_some_and(|r| r >= 1.0),
             "{prog} runs:\n{stats}"
         );
         assert!(

@@ -138,6 +138,9 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
             }
             None => {}
         }
+        if let Some(st) = &results.starts {
+            println!("   info: OOM starts the daemon saw: {st}");
+        }
         for r in &results.scenarios {
             let ok = r.passed();
             println!("   {} {r}", if ok { "PASS" } else { "FAIL" });
@@ -369,6 +372,8 @@ struct Results {
     /// The daemon's self-check over the run: (unexplained, explained)
     /// differences between the model's and the kernel's oom_score.
     selfcheck: Option<(u64, u64)>,
+    /// The daemon's `STARTS` line: OOM starts it saw, by kind.
+    starts: Option<String>,
     scenarios: Vec<Scenario>,
     ended: bool,
 }
@@ -391,6 +396,7 @@ fn parse(log: &str) -> Results {
         match tag {
             "UNAME" => r.uname = rest.to_owned(),
             "END" => r.ended = true,
+            "STARTS" => r.starts = Some(rest.to_owned()),
             "SELFCHECK" => {
                 r.selfcheck = pid_field(rest, "mismatches=")
                     .zip(pid_field(rest, "explained="))

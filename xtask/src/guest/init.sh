@@ -120,7 +120,8 @@ predict
 hog T $G 0 200
 finish; cleanup $G
 
-grep -E 'oom (start|kill)|differs|explained|WARN|ERROR' /tmp/daemon.log | tail -100 | sed 's/^/@@ DAEMONLOG /' >> /tmp/results
+grep -E 'oom (start|kill)|reclaim exhausted|differs|explained|WARN|ERROR' /tmp/daemon.log | tail -100 | sed 's/^/@@ DAEMONLOG /' >> /tmp/results
+say "STARTS host=$(grep -c 'oom start: the host' /tmp/daemon.log) reclaim_exhausted=$(grep -c 'reclaim exhausted' /tmp/daemon.log) memcg=$(grep -c 'oom start: memcg' /tmp/daemon.log)"
 say "SELFCHECK mismatches=$(grep -c 'differs from the kernel' /tmp/daemon.log) explained=$(grep -c 'difference explained' /tmp/daemon.log)"
 say END
 echo "== results"; cat /tmp/results
