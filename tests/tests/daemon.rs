@@ -182,7 +182,11 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     };
     // The reclaim-retry program is attached too (it runs only under memory
     // pressure outside any memcg, which a test here must never cause).
-    for prog in ["oom_mark_victim", "oom_mark_victim_task", "oom_reclaim_retry"] {
+    for prog in [
+        "oom_mark_victim",
+        "oom_mark_victim_task",
+        "oom_reclaim_retry",
+    ] {
         let l = format!("program=\"{prog}\"");
         assert!(
             prog == "oom_reclaim_retry"
