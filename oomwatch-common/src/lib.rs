@@ -225,6 +225,21 @@ pub struct ReclaimExhaustedEvent {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// Reclaim stall histogram (`RECLAIM_HIST`, per-CPU u64 slots), filled by
+/// the `vmscan` begin/end programs. For kind `k` ([`reclaim::DIRECT`],
+/// [`reclaim::MEMCG`]) slot `k * STRIDE + b` counts stalls of
+/// `[2^b, 2^(b+1))` microseconds (bucket 0 also takes those under 1 µs, the
+/// last bucket everything longer), and slot `k * STRIDE + BUCKETS` sums
+/// their nanoseconds.
+pub mod reclaim {
+    pub const DIRECT: u32 = 0;
+    pub const MEMCG: u32 = 1;
+    pub const KINDS: u32 = 2;
+    pub const BUCKETS: u32 = 28;
+    pub const STRIDE: u32 = 32;
+    pub const SLOTS: u32 = KINDS * STRIDE;
+}
+
 const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<ReclaimExhaustedEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);

@@ -10,6 +10,10 @@
 //!   allocator's reclaim-retry decisions; one event (rate-limited per CPU)
 //!   when a retry has run out of no-progress loops and fails its watermark,
 //!   the last step before a global OOM.
+//! * `reclaim_{direct,memcg}_{begin,end}` (tracepoints
+//!   `vmscan:mm_vmscan_{direct,memcg}_reclaim_{begin,end}`): how long each
+//!   task stalled in direct (page allocator) and memcg (charge) reclaim, as a
+//!   log2 histogram kept in the kernel.
 //! * `probe_fentry` / `probe_fexit`: empty programs that `oomwatch check` loads
 //!   to learn whether this kernel accepts fentry/fexit at all.
 //!
@@ -27,13 +31,13 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     },
     macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use oomwatch_common::{
     EventKind, FIELD_ABSENT, MAX_RECLAIM_RETRIES, MarkVictimLayout, ReclaimExhaustedEvent,
-    ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, present,
+    ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, present, reclaim,
 };
 
 /// Offsets inside the `oom:mark_victim` record; written by the agent before load.
@@ -244,6 +248,76 @@ fn try_oom_reclaim_retry(ctx: &TracePointContext) -> Result<(), ()> {
             Err(())
         }
     }
+}
+
+/// (kind << 32 | pid) -> when that task entered reclaim (boot ns).
+#[map]
+static RECLAIM_START: HashMap<u64, u64> = HashMap::with_max_entries(8192, 0);
+
+/// See `oomwatch_common::reclaim`.
+#[map]
+static RECLAIM_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(reclaim::SLOTS, 0);
+
+#[inline(always)]
+fn reclaim_key(kind: u32) -> u64 {
+    (u64::from(kind) << 32) | (bpf_get_current_pid_tgid() & 0xffff_ffff)
+}
+
+#[inline(always)]
+fn reclaim_begin(kind: u32) -> u32 {
+    // SAFETY: plain helper call, no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = RECLAIM_START.insert(reclaim_key(kind), now, 0);
+    0
+}
+
+#[inline(always)]
+fn reclaim_end(kind: u32) -> u32 {
+    let key = reclaim_key(kind);
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(start) = (unsafe { RECLAIM_START.get(key) }).copied() else {
+        // Began before oomwatch attached.
+        return 0;
+    };
+    let _ = RECLAIM_START.remove(key);
+    // SAFETY: plain helper call, no arguments.
+    let ns = unsafe { bpf_ktime_get_boot_ns() }.saturating_sub(start);
+    let mut us = ns / 1000;
+    let mut bucket = 0u32;
+    while us > 1 && bucket < reclaim::BUCKETS - 1 {
+        us >>= 1;
+        bucket += 1;
+    }
+    let base = kind * reclaim::STRIDE;
+    if let Some(n) = RECLAIM_HIST.get_ptr_mut(base + bucket) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *n += 1 };
+    }
+    if let Some(sum) = RECLAIM_HIST.get_ptr_mut(base + reclaim::BUCKETS) {
+        // SAFETY: as above.
+        unsafe { *sum += ns };
+    }
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_begin")]
+pub fn reclaim_direct_begin(_ctx: TracePointContext) -> u32 {
+    reclaim_begin(reclaim::DIRECT)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_end")]
+pub fn reclaim_direct_end(_ctx: TracePointContext) -> u32 {
+    reclaim_end(reclaim::DIRECT)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_begin")]
+pub fn reclaim_memcg_begin(_ctx: TracePointContext) -> u32 {
+    reclaim_begin(reclaim::MEMCG)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
+pub fn reclaim_memcg_end(_ctx: TracePointContext) -> u32 {
+    reclaim_end(reclaim::MEMCG)
 }
 
 /// Loaded (never attached) by `oomwatch check`: does this kernel take fentry?

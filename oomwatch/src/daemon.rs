@@ -191,11 +191,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut victims = probes.victims()?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Kernel-side counters (program stats, reclaim histogram) are read this often.
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut dropped_seen = 0;
     tracing::info!(listen = %served, kernel = %kernel, "oomwatch running: watching oom:mark_victim, metrics at http://{served}/metrics");
 
     metrics.update_programs(&probes.program_stats());
+    metrics.update_reclaim(probes.reclaim_histogram());
     loop {
         tokio::select! {
             batch = victims.next_batch() => {
@@ -233,6 +235,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
         metrics.update_programs(&probes.program_stats());
+        metrics.update_reclaim(probes.reclaim_histogram());
         let dropped = victims.dropped();
         if dropped > dropped_seen {
             tracing::warn!(

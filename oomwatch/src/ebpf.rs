@@ -10,8 +10,26 @@ use aya::{
 };
 use oomwatch_common::{
     EventKind, MarkVictimLayout, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout,
-    VictimEvent, VictimTask, present,
+    VictimEvent, VictimTask, present, reclaim,
 };
+
+/// The reclaim stall programs: (degraded part, [(program, vmscan event)]).
+const RECLAIM_PROGRAMS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "direct reclaim stalls (vmscan:mm_vmscan_direct_reclaim_begin/end)",
+        &[
+            ("reclaim_direct_begin", "mm_vmscan_direct_reclaim_begin"),
+            ("reclaim_direct_end", "mm_vmscan_direct_reclaim_end"),
+        ],
+    ),
+    (
+        "memcg reclaim stalls (vmscan:mm_vmscan_memcg_reclaim_begin/end)",
+        &[
+            ("reclaim_memcg_begin", "mm_vmscan_memcg_reclaim_begin"),
+            ("reclaim_memcg_end", "mm_vmscan_memcg_reclaim_end"),
+        ],
+    ),
+];
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -76,6 +94,8 @@ pub struct Probes {
     /// Optional parts that are off on this kernel, each with its reason.
     pub degraded: Vec<Degraded>,
     task_program: bool,
+    /// Reclaim stall kinds (direct, memcg) whose programs are attached.
+    reclaim_kinds: u32,
     /// Keeps BPF_ENABLE_STATS(run time) on while oomwatch runs.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -182,6 +202,7 @@ impl Probes {
             ebpf,
             degraded,
             task_program: false,
+            reclaim_kinds: 0,
             _stats: stats,
         };
         if task.is_ok() {
@@ -217,7 +238,7 @@ impl Probes {
                 Err("oom:reclaim_retry_zone has no no_progress_loops field of 4 bytes".to_owned())
             }
             Some(_) => probes
-                .attach_reclaim_program()
+                .attach_tracepoint("oom_reclaim_retry", "oom", "reclaim_retry_zone")
                 .map_err(|e| format!("{e:#}")),
         };
         if let Err(reason) = reclaim {
@@ -226,18 +247,51 @@ impl Probes {
                 reason,
             });
         }
+        for (part, progs) in RECLAIM_PROGRAMS {
+            let mut ok = true;
+            for (prog, event) in *progs {
+                if let Err(e) = probes.attach_tracepoint(prog, "vmscan", event) {
+                    probes.degraded.push(Degraded {
+                        part,
+                        reason: format!("vmscan:{event}: {e:#}"),
+                    });
+                    ok = false;
+                    break;
+                }
+            }
+            probes.reclaim_kinds += u32::from(ok);
+        }
         Ok(probes)
     }
 
-    fn attach_reclaim_program(&mut self) -> anyhow::Result<()> {
+    fn attach_tracepoint(&mut self, prog: &str, category: &str, event: &str) -> anyhow::Result<()> {
         let tp: &mut TracePoint = self
             .ebpf
-            .program_mut("oom_reclaim_retry")
-            .ok_or_else(|| anyhow::anyhow!("program oom_reclaim_retry missing from the object"))?
+            .program_mut(prog)
+            .ok_or_else(|| anyhow::anyhow!("program {prog} missing from the object"))?
             .try_into()?;
         tp.load()?;
-        tp.attach("oom", "reclaim_retry_zone")?;
+        tp.attach(category, event)?;
         Ok(())
+    }
+
+    /// The kernel-side reclaim stall histogram summed over CPUs, per kind
+    /// (`reclaim::DIRECT`, `reclaim::MEMCG`): bucket counts, then the sum of
+    /// nanoseconds. None when no reclaim program is attached.
+    pub fn reclaim_histogram(&self) -> Option<Vec<Vec<u64>>> {
+        if self.reclaim_kinds == 0 {
+            return None;
+        }
+        let map = PerCpuArray::<_, u64>::try_from(self.ebpf.map("RECLAIM_HIST")?).ok()?;
+        let per_kind = (reclaim::BUCKETS + 1) as usize;
+        let mut out = vec![vec![0u64; per_kind]; reclaim::KINDS as usize];
+        for (k, row) in out.iter_mut().enumerate() {
+            for (i, slot) in row.iter_mut().enumerate() {
+                let idx = k as u32 * reclaim::STRIDE + i as u32;
+                *slot = map.get(&idx, 0).ok()?.iter().sum();
+            }
+        }
+        Some(out)
     }
 
     fn attach_task_program(&mut self) -> anyhow::Result<()> {

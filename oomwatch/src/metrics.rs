@@ -2,7 +2,10 @@
 //! nowhere else, so the catalogue below is complete; label sets are bounded (no
 //! pid, comm or cgroup path labels on long-lived series).
 
-use std::{collections::HashSet, sync::Mutex};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
 
 use prometheus::{
     CounterVec, Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -22,6 +25,7 @@ pub mod names {
     pub const BADNESS_MISMATCHES: &str = "oomwatch_badness_mismatches_total";
     pub const PREDICTION_ERRORS: &str = "oomwatch_prediction_errors_total";
     pub const OOM_STARTS: &str = "oomwatch_oom_starts_total";
+    pub const RECLAIM_STALL: &str = "oomwatch_reclaim_stall_seconds";
     pub const PROGRAM_RUNS: &str = "oomwatch_program_runs_total";
     pub const PROGRAM_RUN_SECONDS: &str = "oomwatch_program_run_seconds_total";
     pub const PROGRAM_INSTRUCTIONS: &str = "oomwatch_program_verified_instructions";
@@ -37,6 +41,7 @@ pub mod names {
         BADNESS_MISMATCHES,
         PREDICTION_ERRORS,
         OOM_STARTS,
+        RECLAIM_STALL,
         PROGRAM_RUNS,
         PROGRAM_RUN_SECONDS,
         PROGRAM_INSTRUCTIONS,
@@ -59,6 +64,8 @@ pub struct Metrics {
     pub prediction_errors: IntCounter,
     /// Memcg OOMs seen starting (before the kill), each answered by a pass.
     pub oom_starts: IntCounter,
+    /// The kernel's reclaim stall histogram, as last read.
+    reclaim: Arc<ReclaimStalls>,
     /// Kernel-side counters of each eBPF program (BPF_ENABLE_STATS),
     /// advanced by the growth of the kernel's own cumulative values.
     pub program_runs: IntCounterVec,
@@ -155,6 +162,8 @@ impl Metrics {
         registry.register(Box::new(badness_mismatches.clone()))?;
         registry.register(Box::new(prediction_errors.clone()))?;
         registry.register(Box::new(oom_starts.clone()))?;
+        let reclaim = Arc::new(ReclaimStalls::new()?);
+        registry.register(Box::new(SharedCollector(Arc::clone(&reclaim))))?;
         Ok(Self {
             registry,
             oom_kills,
@@ -166,6 +175,7 @@ impl Metrics {
             badness_mismatches,
             prediction_errors,
             oom_starts,
+            reclaim,
             program_runs,
             program_run_seconds,
             program_instructions,
@@ -195,6 +205,15 @@ impl Metrics {
                     .set(i64::from(n));
             }
         }
+    }
+
+    /// The kernel's cumulative reclaim histogram (`Probes::reclaim_histogram`).
+    pub fn update_reclaim(&self, hist: Option<Vec<Vec<u64>>>) {
+        *self
+            .reclaim
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = hist;
     }
 
     /// Sets the per-domain gauges from a prediction pass and drops the series
@@ -306,6 +325,8 @@ mod tests {
         };
         m.update_programs(&[prog(3, 12)]);
         m.update_programs(&[prog(5, 20)]);
+        let n = oomwatch_common::reclaim::BUCKETS as usize + 1;
+        m.update_reclaim(Some(vec![vec![0; n]; 2]));
         let text = m.render();
         assert!(
             text.contains("oomwatch_domain_victim_points{cgroup=\"/b\",domain=\"memcg\"} 600"),
@@ -331,5 +352,139 @@ mod tests {
             )),
             "{text}"
         );
+    }
+}
+
+/// `oomwatch_reclaim_stall_seconds{kind}`: a histogram whose buckets the
+/// kernel fills (log2 microseconds), exported as Prometheus buckets with the
+/// same bounds: `le` = 2, 4, 8 … µs, in seconds.
+struct ReclaimStalls {
+    desc: prometheus::core::Desc,
+    /// Per kind: bucket counts, then the nanosecond sum. None: not attached.
+    latest: Mutex<Option<Vec<Vec<u64>>>>,
+}
+
+impl ReclaimStalls {
+    fn new() -> prometheus::Result<Self> {
+        Ok(Self {
+            desc: prometheus::core::Desc::new(
+                names::RECLAIM_STALL.into(),
+                "Time tasks stalled in reclaim before their allocation could go on: direct (page allocator) \
+                 and memcg (charge over a limit), from vmscan tracepoints, bucketed in the kernel."
+                    .into(),
+                vec!["kind".into()],
+                Default::default(),
+            )?,
+            latest: Mutex::new(None),
+        })
+    }
+}
+
+/// The upper bound (seconds) of kernel bucket `b`: 2^(b+1) µs.
+fn reclaim_bucket_bound(b: usize) -> f64 {
+    (1u64 << (b + 1)) as f64 * 1e-6
+}
+
+/// The Prometheus histogram of one kind from its kernel row (bucket counts
+/// then the nanosecond sum). The last kernel bucket is open-ended: it is
+/// only in `+Inf`.
+fn reclaim_histogram_metric(kind: &str, row: &[u64]) -> prometheus::proto::Metric {
+    use prometheus::proto;
+    let buckets = oomwatch_common::reclaim::BUCKETS as usize;
+    let mut h = proto::Histogram::default();
+    let mut cumulative = 0;
+    let mut out = Vec::new();
+    for (b, n) in row.iter().take(buckets - 1).enumerate() {
+        cumulative += n;
+        let mut bucket = proto::Bucket::default();
+        bucket.set_cumulative_count(cumulative);
+        bucket.set_upper_bound(reclaim_bucket_bound(b));
+        out.push(bucket);
+    }
+    h.set_bucket(out);
+    h.set_sample_count(row.iter().take(buckets).sum());
+    h.set_sample_sum(row.get(buckets).copied().unwrap_or(0) as f64 / 1e9);
+    let mut label = proto::LabelPair::default();
+    label.set_name("kind".into());
+    label.set_value(kind.into());
+    let mut m = proto::Metric::from_label(vec![label]);
+    m.set_histogram(h);
+    m
+}
+
+struct SharedCollector(Arc<ReclaimStalls>);
+
+#[cfg(test)]
+mod reclaim_tests {
+    use super::*;
+
+    #[test]
+    fn kernel_buckets_become_cumulative_prometheus_buckets() {
+        let m = Metrics::new("6.18.44").unwrap();
+        assert!(
+            !m.render().contains(names::RECLAIM_STALL),
+            "not attached: no series"
+        );
+        let n = oomwatch_common::reclaim::BUCKETS as usize;
+        let mut memcg = vec![0u64; n + 1];
+        memcg[0] = 3; // under 2 µs
+        memcg[10] = 2; // [1024, 2048) µs
+        memcg[n - 1] = 1; // open-ended: only in +Inf
+        memcg[n] = 5_000_000_000; // 5 s in total
+        m.update_reclaim(Some(vec![vec![0; n + 1], memcg]));
+        let text = m.render();
+        let line = |s: &str| text.lines().any(|l| l == s);
+        assert!(
+            line(r#"oomwatch_reclaim_stall_seconds_bucket{kind="memcg",le="0.000002"} 3"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"oomwatch_reclaim_stall_seconds_bucket{kind="memcg",le="0.001024"} 3"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"oomwatch_reclaim_stall_seconds_bucket{kind="memcg",le="0.002048"} 5"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"oomwatch_reclaim_stall_seconds_bucket{kind="memcg",le="+Inf"} 6"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"oomwatch_reclaim_stall_seconds_count{kind="memcg"} 6"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"oomwatch_reclaim_stall_seconds_sum{kind="memcg"} 5"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"oomwatch_reclaim_stall_seconds_count{kind="direct"} 0"#),
+            "{text}"
+        );
+    }
+}
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.0.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let latest = self.0.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(rows) = latest.as_ref() else {
+            return Vec::new();
+        };
+        let mut mf = prometheus::proto::MetricFamily::default();
+        mf.set_name(names::RECLAIM_STALL.into());
+        mf.set_help(self.0.desc.help.clone());
+        mf.set_field_type(prometheus::proto::MetricType::HISTOGRAM);
+        let kinds = ["direct", "memcg"];
+        *mf.mut_metric() = rows
+            .iter()
+            .zip(kinds)
+            .map(|(row, kind)| reclaim_histogram_metric(kind, row))
+            .collect();
+        vec![mf]
     }
 }

@@ -140,6 +140,16 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         "{first}"
     );
     assert!(first.contains("oomwatch_build_info{"), "{first}");
+    // The reclaim histogram exists before any stall is seen.
+    assert!(
+        labelled(
+            &first,
+            "oomwatch_reclaim_stall_seconds_count",
+            "kind=\"memcg\""
+        )
+        .is_some(),
+        "{first}"
+    );
 
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     let (hogs, dead, status) =
@@ -182,6 +192,34 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     };
     // The reclaim-retry program is attached too (it runs only under memory
     // pressure outside any memcg, which a test here must never cause).
+    // Charging 48 MiB against a 64 MiB limit made the hog reclaim inside
+    // its memcg before the kill: the kernel-side histogram counted stalls.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stalls = loop {
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+        let n = labelled(
+            &body,
+            "oomwatch_reclaim_stall_seconds_count",
+            "kind=\"memcg\"",
+        );
+        if n.is_some_and(|n| n >= 1.0) || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let count = labelled(
+        &stalls,
+        "oomwatch_reclaim_stall_seconds_count",
+        "kind=\"memcg\"",
+    );
+    let sum = labelled(
+        &stalls,
+        "oomwatch_reclaim_stall_seconds_sum",
+        "kind=\"memcg\"",
+    );
+    eprintln!("memcg reclaim stalls: count {count:?}, sum {sum:?} s");
+    assert!(count.is_some_and(|n| n >= 1.0), "{stalls}");
+    assert!(sum.is_some_and(|s| s > 0.0 && s < 60.0), "{stalls}");
     for prog in [
         "oom_mark_victim",
         "oom_mark_victim_task",

@@ -138,6 +138,26 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
             }
             None => {}
         }
+        // The host-wide OOM went through the page allocator's direct reclaim
+        // first: oomwatch's kernel-side histogram must have counted it.
+        let direct = |m: &str| {
+            results
+                .metrics
+                .get(&format!(
+                    "oomwatch_reclaim_stall_seconds_{m}{{kind=\"direct\"}}"
+                ))
+                .copied()
+        };
+        match (direct("count"), direct("sum")) {
+            (Some(n), Some(s)) if n >= 1.0 => {
+                println!("   PASS direct reclaim stalls counted by eBPF: {n} ({s:.3} s in all)");
+                passed += 1;
+            }
+            (n, _) => {
+                println!("   FAIL direct reclaim stalls counted by eBPF: {n:?}");
+                failed += 1;
+            }
+        }
         if let Some(st) = &results.starts {
             println!("   info: OOM starts the daemon saw: {st}");
         }
@@ -374,6 +394,8 @@ struct Results {
     selfcheck: Option<(u64, u64)>,
     /// The daemon's `STARTS` line: OOM starts it saw, by kind.
     starts: Option<String>,
+    /// Samples scraped from the daemon's /metrics at the end, `name{labels}` → value.
+    metrics: HashMap<String, f64>,
     scenarios: Vec<Scenario>,
     ended: bool,
 }
@@ -397,6 +419,16 @@ fn parse(log: &str) -> Results {
             "UNAME" => r.uname = rest.to_owned(),
             "END" => r.ended = true,
             "STARTS" => r.starts = Some(rest.to_owned()),
+            // `name{labels}=value` pairs (spaces made `=` by the guest).
+            "METRICS" => {
+                for w in rest.split_whitespace() {
+                    if let Some((k, v)) = w.rsplit_once('=') {
+                        if let Ok(v) = v.parse() {
+                            r.metrics.insert(k.to_owned(), v);
+                        }
+                    }
+                }
+            }
             "SELFCHECK" => {
                 r.selfcheck = pid_field(rest, "mismatches=")
                     .zip(pid_field(rest, "explained="))
