@@ -132,6 +132,8 @@ pub enum EventKind {
     MarkVictim = 1,
     /// [`ReclaimExhaustedEvent`]: a global OOM is about to start.
     ReclaimExhausted = 2,
+    /// [`AllocFailEvent`]: a page allocation returned no page.
+    AllocFail = 3,
 }
 
 /// One OOM victim, as the kernel marked it (`oom:mark_victim`).
@@ -240,6 +242,74 @@ pub mod reclaim {
     pub const SLOTS: u32 = KINDS * STRIDE;
 }
 
+/// Where `kmem:mm_page_alloc` keeps what the allocation program reads, and
+/// the GFP bits it classifies by (their values change between kernels; the
+/// agent takes them from the tracepoint's own `__print_flags` table).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageAllocLayout {
+    /// `unsigned long pfn` (-1 when no page); or FIELD_ABSENT.
+    pub pfn: u32,
+    /// `struct page *page` of older kernels (NULL when no page); or FIELD_ABSENT.
+    pub page: u32,
+    pub order: u32,
+    pub gfp_flags: u32,
+    /// 4 or 8.
+    pub gfp_size: u32,
+    pub migratetype: u32,
+    /// `__GFP_DIRECT_RECLAIM` (0 if unknown: everything counts as may-reclaim).
+    pub direct_reclaim: u32,
+    /// `__GFP_HARDWALL`, set by GFP_USER and GFP_HIGHUSER*.
+    pub hardwall: u32,
+}
+
+impl PageAllocLayout {
+    pub const ABSENT: Self = Self {
+        pfn: FIELD_ABSENT,
+        page: FIELD_ABSENT,
+        order: FIELD_ABSENT,
+        gfp_flags: FIELD_ABSENT,
+        gfp_size: 0,
+        migratetype: FIELD_ABSENT,
+        direct_reclaim: 0,
+        hardwall: 0,
+    };
+}
+
+/// Page allocation counts (`PAGE_ALLOCS`, per-CPU u64 slots): slot
+/// `(class * MIGRATETYPES + migratetype) * ORDERS + order`, with order and
+/// migratetype clamped to the last slot. `PAGE_ALLOC_FAILS` counts failures by
+/// order the same way.
+pub mod page_alloc {
+    /// No `__GFP_DIRECT_RECLAIM`: cannot sleep to reclaim (atomic, NOWAIT).
+    pub const CLASS_ATOMIC: u32 = 0;
+    /// May reclaim, `__GFP_HARDWALL`: user memory (GFP_USER, GFP_HIGHUSER*).
+    pub const CLASS_USER: u32 = 1;
+    /// May reclaim, kernel memory (GFP_KERNEL, GFP_NOFS, …).
+    pub const CLASS_KERNEL: u32 = 2;
+    pub const CLASSES: u32 = 3;
+    pub const MIGRATETYPES: u32 = 8;
+    pub const ORDERS: u32 = 16;
+    pub const SLOTS: u32 = CLASSES * MIGRATETYPES * ORDERS;
+}
+
+/// A page allocation that returned no page (rate-limited in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocFailEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub order: u32,
+    pub gfp_flags: u64,
+    pub migratetype: i32,
+    pub _pad: u32,
+    pub boot_ns: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<PageAllocLayout>() == 32);
+const _: () = assert!(core::mem::size_of::<AllocFailEvent>() == 56);
 const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<ReclaimExhaustedEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
@@ -258,4 +328,6 @@ mod user {
     unsafe impl aya::Pod for super::VictimEvent {}
     unsafe impl aya::Pod for super::ReclaimRetryLayout {}
     unsafe impl aya::Pod for super::ReclaimExhaustedEvent {}
+    unsafe impl aya::Pod for super::PageAllocLayout {}
+    unsafe impl aya::Pod for super::AllocFailEvent {}
 }

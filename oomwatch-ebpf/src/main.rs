@@ -14,6 +14,10 @@
 //!   `vmscan:mm_vmscan_{direct,memcg}_reclaim_{begin,end}`): how long each
 //!   task stalled in direct (page allocator) and memcg (charge) reclaim, as a
 //!   log2 histogram kept in the kernel.
+//! * `page_alloc` (tracepoint `kmem:mm_page_alloc`): every page allocation
+//!   counted in the kernel by GFP class × migratetype × order (never one
+//!   record per allocation); an allocation that got no page is counted by
+//!   order and reported on the ring buffer, at most once per CPU per 10 ms.
 //! * `probe_fentry` / `probe_fexit`: empty programs that `oomwatch check` loads
 //!   to learn whether this kernel accepts fentry/fexit at all.
 //!
@@ -36,8 +40,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use oomwatch_common::{
-    EventKind, FIELD_ABSENT, MAX_RECLAIM_RETRIES, MarkVictimLayout, ReclaimExhaustedEvent,
-    ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, present, reclaim,
+    AllocFailEvent, EventKind, FIELD_ABSENT, MAX_RECLAIM_RETRIES, MarkVictimLayout,
+    PageAllocLayout, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout, VictimEvent,
+    VictimTask, page_alloc as pa, present, reclaim,
 };
 
 /// Offsets inside the `oom:mark_victim` record; written by the agent before load.
@@ -248,6 +253,121 @@ fn try_oom_reclaim_retry(ctx: &TracePointContext) -> Result<(), ()> {
             Err(())
         }
     }
+}
+
+/// Offsets inside the `kmem:mm_page_alloc` record; written by the agent.
+#[unsafe(no_mangle)]
+static PAGE_ALLOC_LAYOUT: aya_ebpf::Global<PageAllocLayout> =
+    aya_ebpf::Global::new(PageAllocLayout::ABSENT);
+
+/// See `oomwatch_common::page_alloc`.
+#[map]
+static PAGE_ALLOCS: PerCpuArray<u64> = PerCpuArray::with_max_entries(pa::SLOTS, 0);
+
+/// Failed allocations by order.
+#[map]
+static PAGE_ALLOC_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(pa::ORDERS, 0);
+
+/// Slot 0: when this CPU last reported a failed allocation (boot ns).
+#[map]
+static LAST_ALLOC_FAIL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const ALLOC_FAIL_EVERY_NS: u64 = 10_000_000;
+
+#[tracepoint(category = "kmem", name = "mm_page_alloc")]
+pub fn page_alloc(ctx: TracePointContext) -> u32 {
+    let _ = try_page_alloc(&ctx);
+    0
+}
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, slot: u32) {
+    if let Some(n) = map.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *n += 1 };
+    }
+}
+
+fn try_page_alloc(ctx: &TracePointContext) -> Result<(), ()> {
+    let l = PAGE_ALLOC_LAYOUT.load();
+    if l.order == FIELD_ABSENT || l.gfp_flags == FIELD_ABSENT {
+        return Ok(());
+    }
+    // SAFETY (all reads): bpf_probe_read on the tracepoint record.
+    let order: u32 = unsafe { ctx.read_at(l.order as usize) }.map_err(|_| ())?;
+    let gfp: u64 = if l.gfp_size == 8 {
+        unsafe { ctx.read_at::<u64>(l.gfp_flags as usize) }.map_err(|_| ())?
+    } else {
+        u64::from(unsafe { ctx.read_at::<u32>(l.gfp_flags as usize) }.map_err(|_| ())?)
+    };
+    let mt: i32 = if l.migratetype == FIELD_ABSENT {
+        0
+    } else {
+        unsafe { ctx.read_at(l.migratetype as usize) }.unwrap_or(0)
+    };
+    let failed = if l.pfn != FIELD_ABSENT {
+        unsafe { ctx.read_at::<u64>(l.pfn as usize) }.map_err(|_| ())? == u64::MAX
+    } else if l.page != FIELD_ABSENT {
+        unsafe { ctx.read_at::<u64>(l.page as usize) }.map_err(|_| ())? == 0
+    } else {
+        false
+    };
+    let g = gfp as u32;
+    let class = if l.direct_reclaim != 0 && g & l.direct_reclaim == 0 {
+        pa::CLASS_ATOMIC
+    } else if l.hardwall != 0 && g & l.hardwall != 0 {
+        pa::CLASS_USER
+    } else {
+        pa::CLASS_KERNEL
+    };
+    let o = if order < pa::ORDERS {
+        order
+    } else {
+        pa::ORDERS - 1
+    };
+    let m = if mt >= 0 && (mt as u32) < pa::MIGRATETYPES {
+        mt as u32
+    } else {
+        pa::MIGRATETYPES - 1
+    };
+    bump(
+        &PAGE_ALLOCS,
+        (class * pa::MIGRATETYPES + m) * pa::ORDERS + o,
+    );
+    if !failed {
+        return Ok(());
+    }
+    bump(&PAGE_ALLOC_FAILS, o);
+    // SAFETY: plain helper call, no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let last = LAST_ALLOC_FAIL.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    unsafe {
+        if *last != 0 && now.wrapping_sub(*last) < ALLOC_FAIL_EVERY_NS {
+            return Ok(());
+        }
+        *last = now;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let ev = AllocFailEvent {
+        kind: EventKind::AllocFail as u32,
+        tgid: (id >> 32) as u32,
+        pid: id as u32,
+        order,
+        gfp_flags: gfp,
+        migratetype: mt,
+        _pad: 0,
+        boot_ns: now,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    match EVENTS.reserve::<AllocFailEvent>(0) {
+        Some(mut entry) => {
+            entry.write(ev);
+            entry.submit(0);
+        }
+        None => bump(&DROPPED, 0),
+    }
+    Ok(())
 }
 
 /// (kind << 32 | pid) -> when that task entered reclaim (boot ns).

@@ -303,7 +303,7 @@ fn explain(pid: i32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
 
 /// The GFP table of the running kernel: its own flag list when tracefs is
 /// readable, else the model's table for this version.
-fn live_gfp_table(kb: &crate::model::KernelBehavior) -> crate::model::gfp::GfpTable {
+pub fn live_gfp_table(kb: &crate::model::KernelBehavior) -> crate::model::gfp::GfpTable {
     crate::tracefs::find()
         .and_then(|root| {
             std::fs::read_to_string(root.join("events/kmem/mm_page_alloc/format")).ok()

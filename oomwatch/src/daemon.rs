@@ -198,6 +198,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     metrics.update_programs(&probes.program_stats());
     metrics.update_reclaim(probes.reclaim_histogram());
+    metrics.update_page_allocs(probes.page_alloc_counts());
+    // The kernel's own GFP flag list (tracefs) names the failures' masks;
+    // the version only picks the fallback table.
+    let version = kernel
+        .parse()
+        .unwrap_or(crate::model::version::KernelVersion {
+            major: 6,
+            minor: 18,
+            sublevel: 0,
+        });
+    let gfp = crate::cli::live_gfp_table(&crate::model::KernelBehavior::for_version(version));
     loop {
         tokio::select! {
             batch = victims.next_batch() => {
@@ -215,6 +226,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         seen: std::time::Instant::now(),
                         signal_ns: r.boot_ns,
                     });
+                }
+                for f in &batch.alloc_failures {
+                    // Counted exactly in oomwatch_page_alloc_failures_total;
+                    // these samples (at most 100/s per CPU) say who and how.
+                    tracing::debug!(
+                        "allocation failure: pid={} tgid={} comm={} order={} gfp={} migratetype={}",
+                        f.pid,
+                        f.tgid,
+                        f.comm,
+                        f.order,
+                        gfp.format(f.gfp_flags),
+                        f.migratetype
+                    );
                 }
                 for v in batch.victims {
                     let verdict = at_start
@@ -236,6 +260,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         metrics.update_programs(&probes.program_stats());
         metrics.update_reclaim(probes.reclaim_histogram());
+        metrics.update_page_allocs(probes.page_alloc_counts());
         let dropped = victims.dropped();
         if dropped > dropped_seen {
             tracing::warn!(

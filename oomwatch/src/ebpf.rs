@@ -9,8 +9,8 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use oomwatch_common::{
-    EventKind, MarkVictimLayout, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout,
-    VictimEvent, VictimTask, present, reclaim,
+    AllocFailEvent, EventKind, MarkVictimLayout, PageAllocLayout, ReclaimExhaustedEvent,
+    ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, page_alloc, present, reclaim,
 };
 
 /// The reclaim stall programs: (degraded part, [(program, vmscan event)]).
@@ -96,6 +96,8 @@ pub struct Probes {
     task_program: bool,
     /// Reclaim stall kinds (direct, memcg) whose programs are attached.
     reclaim_kinds: u32,
+    /// Whether the `kmem:mm_page_alloc` program is attached.
+    page_alloc: bool,
     /// Keeps BPF_ENABLE_STATS(run time) on while oomwatch runs.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -161,6 +163,7 @@ impl Probes {
         let layout: MarkVictimLayout = tracefs::read_mark_victim_layout(&tracefs)?;
         let mut degraded = Vec::new();
         let reclaim_layout = tracefs::read_reclaim_retry_layout(&tracefs);
+        let alloc_layout = tracefs::read_page_alloc_layout(&tracefs);
         let task = task_program_plan(std::path::Path::new(VMLINUX_BTF));
         let task_layout = match &task {
             Ok(l) => *l,
@@ -178,6 +181,11 @@ impl Probes {
         let ebpf = EbpfLoader::new()
             .override_global("MARK_VICTIM_LAYOUT", &layout, true)
             .override_global("TASK_LAYOUT", &task_layout, true)
+            .override_global(
+                "PAGE_ALLOC_LAYOUT",
+                &alloc_layout.unwrap_or(PageAllocLayout::ABSENT),
+                true,
+            )
             .override_global(
                 "RECLAIM_RETRY_LAYOUT",
                 &reclaim_layout.unwrap_or(ReclaimRetryLayout::ABSENT),
@@ -203,6 +211,7 @@ impl Probes {
             degraded,
             task_program: false,
             reclaim_kinds: 0,
+            page_alloc: false,
             _stats: stats,
         };
         if task.is_ok() {
@@ -247,6 +256,21 @@ impl Probes {
                 reason,
             });
         }
+        let alloc = match alloc_layout {
+            None => {
+                Err("kmem:mm_page_alloc is missing or has no order/gfp_flags fields".to_owned())
+            }
+            Some(_) => probes
+                .attach_tracepoint("page_alloc", "kmem", "mm_page_alloc")
+                .map_err(|e| format!("{e:#}")),
+        };
+        match alloc {
+            Ok(()) => probes.page_alloc = true,
+            Err(reason) => probes.degraded.push(Degraded {
+                part: "page allocations and failures (tracepoint kmem:mm_page_alloc)",
+                reason,
+            }),
+        }
         for (part, progs) in RECLAIM_PROGRAMS {
             let mut ok = true;
             for (prog, event) in *progs {
@@ -273,6 +297,24 @@ impl Probes {
         tp.load()?;
         tp.attach(category, event)?;
         Ok(())
+    }
+
+    /// Page allocation counts (slots of `oomwatch_common::page_alloc`) and
+    /// failures by order, summed over CPUs; None when not attached.
+    pub fn page_alloc_counts(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        if !self.page_alloc {
+            return None;
+        }
+        let sum = |name: &str, n: u32| -> Option<Vec<u64>> {
+            let map = PerCpuArray::<_, u64>::try_from(self.ebpf.map(name)?).ok()?;
+            (0..n)
+                .map(|i| map.get(&i, 0).ok().map(|v| v.iter().sum()))
+                .collect()
+        };
+        Some((
+            sum("PAGE_ALLOCS", page_alloc::SLOTS)?,
+            sum("PAGE_ALLOC_FAILS", page_alloc::ORDERS)?,
+        ))
     }
 
     /// The kernel-side reclaim stall histogram summed over CPUs, per kind
@@ -423,14 +465,7 @@ impl Victim {
     fn from_event(ev: &VictimEvent) -> Self {
         let has = |bit: u32| ev.present & bit != 0;
         let opt = |bit: u32, v: u64| has(bit).then_some(v);
-        let comm = has(present::COMM).then(|| {
-            let end = ev
-                .comm
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(ev.comm.len());
-            String::from_utf8_lossy(&ev.comm[..end]).into_owned()
-        });
+        let comm = has(present::COMM).then(|| comm_string(&ev.comm));
         Victim {
             pid: ev.pid,
             tgid: has(present::TASK).then_some(ev.tgid),
@@ -488,6 +523,7 @@ impl std::fmt::Display for Victim {
 enum Record {
     Victim(VictimEvent),
     Exhausted(ReclaimExhaustedEvent),
+    AllocFail(AllocFailEvent),
 }
 
 fn read_record(item: &[u8]) -> Option<Record> {
@@ -501,6 +537,7 @@ fn read_record(item: &[u8]) -> Option<Record> {
     match kind {
         k if k == EventKind::MarkVictim as u32 => pod(item).map(Record::Victim),
         k if k == EventKind::ReclaimExhausted as u32 => pod(item).map(Record::Exhausted),
+        k if k == EventKind::AllocFail as u32 => pod(item).map(Record::AllocFail),
         _ => None,
     }
 }
@@ -520,15 +557,10 @@ pub struct ReclaimExhausted {
 
 impl From<&ReclaimExhaustedEvent> for ReclaimExhausted {
     fn from(ev: &ReclaimExhaustedEvent) -> Self {
-        let end = ev
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(ev.comm.len());
         ReclaimExhausted {
             tgid: ev.tgid,
             pid: ev.pid,
-            comm: String::from_utf8_lossy(&ev.comm[..end]).into_owned(),
+            comm: comm_string(&ev.comm),
             order: (ev.order >= 0).then_some(ev.order),
             boot_ns: ev.boot_ns,
         }
@@ -540,6 +572,40 @@ impl From<&ReclaimExhaustedEvent> for ReclaimExhausted {
 pub struct Batch {
     pub victims: Vec<Victim>,
     pub reclaim_exhausted: Vec<ReclaimExhausted>,
+    pub alloc_failures: Vec<AllocFailure>,
+}
+
+/// A page allocation that returned no page (`kmem:mm_page_alloc` with no
+/// pfn), as the kernel side reported it (rate-limited).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllocFailure {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub order: u32,
+    pub gfp_flags: u64,
+    pub migratetype: i32,
+    pub boot_ns: u64,
+}
+
+impl From<&AllocFailEvent> for AllocFailure {
+    fn from(ev: &AllocFailEvent) -> Self {
+        AllocFailure {
+            tgid: ev.tgid,
+            pid: ev.pid,
+            comm: comm_string(&ev.comm),
+            order: ev.order,
+            gfp_flags: ev.gfp_flags,
+            migratetype: ev.migratetype,
+            boot_ns: ev.boot_ns,
+        }
+    }
+}
+
+/// A kernel `comm` buffer as text (up to its NUL).
+fn comm_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
 /// Events read from the `EVENTS` ring buffer with tokio.
@@ -556,6 +622,7 @@ impl VictimStream {
         loop {
             let mut events = Vec::new();
             let mut stalls = Vec::new();
+            let mut fails = Vec::new();
             {
                 let mut guard = self.ring.readable_mut().await?;
                 let ring = guard.get_inner_mut();
@@ -563,6 +630,7 @@ impl VictimStream {
                     match read_record(&item) {
                         Some(Record::Victim(ev)) => events.push(ev),
                         Some(Record::Exhausted(ev)) => stalls.push(ReclaimExhausted::from(&ev)),
+                        Some(Record::AllocFail(ev)) => fails.push(AllocFailure::from(&ev)),
                         None => {
                             tracing::warn!(len = item.len(), "unknown event on the ring buffer")
                         }
@@ -570,7 +638,7 @@ impl VictimStream {
                 }
                 guard.clear_ready();
             }
-            if events.is_empty() && stalls.is_empty() {
+            if events.is_empty() && stalls.is_empty() && fails.is_empty() {
                 continue;
             }
             let mut out = Vec::with_capacity(events.len());
@@ -587,6 +655,7 @@ impl VictimStream {
             return Ok(Batch {
                 victims: out,
                 reclaim_exhausted: stalls,
+                alloc_failures: fails,
             });
         }
     }

@@ -26,6 +26,8 @@ pub mod names {
     pub const PREDICTION_ERRORS: &str = "oomwatch_prediction_errors_total";
     pub const OOM_STARTS: &str = "oomwatch_oom_starts_total";
     pub const RECLAIM_STALL: &str = "oomwatch_reclaim_stall_seconds";
+    pub const PAGE_ALLOCS: &str = "oomwatch_page_allocs_total";
+    pub const PAGE_ALLOC_FAILURES: &str = "oomwatch_page_alloc_failures_total";
     pub const PROGRAM_RUNS: &str = "oomwatch_program_runs_total";
     pub const PROGRAM_RUN_SECONDS: &str = "oomwatch_program_run_seconds_total";
     pub const PROGRAM_INSTRUCTIONS: &str = "oomwatch_program_verified_instructions";
@@ -42,6 +44,8 @@ pub mod names {
         PREDICTION_ERRORS,
         OOM_STARTS,
         RECLAIM_STALL,
+        PAGE_ALLOCS,
+        PAGE_ALLOC_FAILURES,
         PROGRAM_RUNS,
         PROGRAM_RUN_SECONDS,
         PROGRAM_INSTRUCTIONS,
@@ -66,6 +70,10 @@ pub struct Metrics {
     pub oom_starts: IntCounter,
     /// The kernel's reclaim stall histogram, as last read.
     reclaim: Arc<ReclaimStalls>,
+    pub page_allocs: IntCounterVec,
+    pub page_alloc_failures: IntCounterVec,
+    /// Last cumulative kernel page-allocation counts (allocs, failures).
+    page_alloc_seen: Mutex<(Vec<u64>, Vec<u64>)>,
     /// Kernel-side counters of each eBPF program (BPF_ENABLE_STATS),
     /// advanced by the growth of the kernel's own cumulative values.
     pub program_runs: IntCounterVec,
@@ -163,6 +171,22 @@ impl Metrics {
         registry.register(Box::new(prediction_errors.clone()))?;
         registry.register(Box::new(oom_starts.clone()))?;
         let reclaim = Arc::new(ReclaimStalls::new()?);
+        let page_allocs = IntCounterVec::new(
+            Opts::new(
+                names::PAGE_ALLOCS,
+                "Pages allocations seen by kmem:mm_page_alloc, counted in the kernel: gfp_class atomic (no direct reclaim), user (__GFP_HARDWALL) or kernel; the kernel's migratetype number; the order.",
+            ),
+            &["gfp_class", "migratetype", "order"],
+        )?;
+        let page_alloc_failures = IntCounterVec::new(
+            Opts::new(
+                names::PAGE_ALLOC_FAILURES,
+                "Page allocations that returned no page (kmem:mm_page_alloc without a pfn), by order.",
+            ),
+            &["order"],
+        )?;
+        registry.register(Box::new(page_allocs.clone()))?;
+        registry.register(Box::new(page_alloc_failures.clone()))?;
         registry.register(Box::new(SharedCollector(Arc::clone(&reclaim))))?;
         Ok(Self {
             registry,
@@ -176,6 +200,9 @@ impl Metrics {
             prediction_errors,
             oom_starts,
             reclaim,
+            page_allocs,
+            page_alloc_failures,
+            page_alloc_seen: Mutex::new((Vec::new(), Vec::new())),
             program_runs,
             program_run_seconds,
             program_instructions,
@@ -205,6 +232,44 @@ impl Metrics {
                     .set(i64::from(n));
             }
         }
+    }
+
+    /// Advances the page-allocation counters by the growth of the kernel's
+    /// cumulative counts (`Probes::page_alloc_counts`). The order-0 failure
+    /// series exists from the first call, at 0.
+    pub fn update_page_allocs(&self, counts: Option<(Vec<u64>, Vec<u64>)>) {
+        use oomwatch_common::page_alloc as pa;
+        let Some((allocs, fails)) = counts else {
+            return;
+        };
+        let mut seen = self
+            .page_alloc_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let classes = ["atomic", "user", "kernel"];
+        for (i, &n) in allocs.iter().enumerate() {
+            let before = seen.0.get(i).copied().unwrap_or(0);
+            if n <= before {
+                continue;
+            }
+            let i = i as u32;
+            let order = i % pa::ORDERS;
+            let mt = (i / pa::ORDERS) % pa::MIGRATETYPES;
+            let class = classes[(i / pa::ORDERS / pa::MIGRATETYPES) as usize % classes.len()];
+            self.page_allocs
+                .with_label_values(&[class, &mt.to_string(), &order.to_string()])
+                .inc_by(n - before);
+        }
+        self.page_alloc_failures.with_label_values(&["0"]).inc_by(0);
+        for (order, &n) in fails.iter().enumerate() {
+            let before = seen.1.get(order).copied().unwrap_or(0);
+            if n > before {
+                self.page_alloc_failures
+                    .with_label_values(&[&order.to_string()])
+                    .inc_by(n - before);
+            }
+        }
+        *seen = (allocs, fails);
     }
 
     /// The kernel's cumulative reclaim histogram (`Probes::reclaim_histogram`).
@@ -327,7 +392,30 @@ mod tests {
         m.update_programs(&[prog(5, 20)]);
         let n = oomwatch_common::reclaim::BUCKETS as usize + 1;
         m.update_reclaim(Some(vec![vec![0; n]; 2]));
+        let slots = oomwatch_common::page_alloc::SLOTS as usize;
+        let mut allocs = vec![0; slots];
+        // kernel class (2), migratetype 1, order 0; then 5 more of them.
+        let slot = (2 * oomwatch_common::page_alloc::MIGRATETYPES as usize + 1)
+            * oomwatch_common::page_alloc::ORDERS as usize;
+        allocs[slot] = 10;
+        m.update_page_allocs(Some((allocs.clone(), vec![0; 16])));
+        allocs[slot] = 15;
+        let mut fails = vec![0; 16];
+        fails[3] = 2;
+        m.update_page_allocs(Some((allocs, fails)));
         let text = m.render();
+        assert!(
+            text.contains("oomwatch_page_allocs_total{gfp_class=\"kernel\",migratetype=\"1\",order=\"0\"} 15\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oomwatch_page_alloc_failures_total{order=\"0\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oomwatch_page_alloc_failures_total{order=\"3\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("oomwatch_domain_victim_points{cgroup=\"/b\",domain=\"memcg\"} 600"),
             "{text}"

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oomwatch_common::{FIELD_ABSENT, MarkVictimLayout, ReclaimRetryLayout};
+use oomwatch_common::{FIELD_ABSENT, MarkVictimLayout, PageAllocLayout, ReclaimRetryLayout};
 
 /// Where tracefs lives, newest convention first.
 pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -177,6 +177,42 @@ pub fn reclaim_retry_layout(text: &str) -> ReclaimRetryLayout {
     }
 }
 
+/// The `kmem:mm_page_alloc` layout and GFP class bits from its format text;
+/// None when the record lacks `order` or `gfp_flags`.
+pub fn page_alloc_layout(text: &str) -> Option<PageAllocLayout> {
+    let fields = parse_format(text);
+    let at = |name: &str, sizes: &[u32]| {
+        fields
+            .iter()
+            .find(|f| f.name == name && sizes.contains(&f.size))
+    };
+    let gfp = at("gfp_flags", &[4, 8])?;
+    let table = crate::model::gfp::GfpTable::from_trace_format(text);
+    let bit = |name: &str| {
+        table
+            .as_ref()
+            .map_or(0, |t| u32::try_from(t.flag(name)).unwrap_or(0))
+    };
+    Some(PageAllocLayout {
+        pfn: at("pfn", &[8]).map_or(FIELD_ABSENT, |f| f.offset),
+        page: at("page", &[8]).map_or(FIELD_ABSENT, |f| f.offset),
+        order: at("order", &[4])?.offset,
+        gfp_flags: gfp.offset,
+        gfp_size: gfp.size,
+        migratetype: at("migratetype", &[4]).map_or(FIELD_ABSENT, |f| f.offset),
+        direct_reclaim: bit("__GFP_DIRECT_RECLAIM"),
+        hardwall: bit("__GFP_HARDWALL"),
+    })
+}
+
+/// Reads `events/kmem/mm_page_alloc/format` under `root`.
+pub fn read_page_alloc_layout(root: &Path) -> Option<PageAllocLayout> {
+    let path = event_dir(root, "kmem", "mm_page_alloc")
+        .ok()?
+        .join("format");
+    page_alloc_layout(&std::fs::read_to_string(path).ok()?)
+}
+
 /// Reads `events/oom/reclaim_retry_zone/format` under `root`; None when this
 /// kernel has no such tracepoint.
 pub fn read_reclaim_retry_layout(root: &Path) -> Option<ReclaimRetryLayout> {
@@ -245,6 +281,24 @@ format:
         let l =
             reclaim_retry_layout("format:\n\tfield:int order;\toffset:16;\tsize:4;\tsigned:1;\n");
         assert_eq!(l.no_progress_loops, FIELD_ABSENT);
+    }
+
+    #[test]
+    fn page_alloc_layout_of_this_kernel() {
+        // The live format file: this kernel's GFP bit values, whatever they are.
+        let Ok(text) =
+            std::fs::read_to_string("/sys/kernel/tracing/events/kmem/mm_page_alloc/format")
+        else {
+            eprintln!("skipped: no tracefs here");
+            return;
+        };
+        let l = page_alloc_layout(&text).expect("order and gfp_flags");
+        assert_ne!(l.pfn, FIELD_ABSENT);
+        assert!(l.gfp_size == 4 || l.gfp_size == 8);
+        // One bit each, and distinct.
+        assert_eq!(l.direct_reclaim.count_ones(), 1, "{l:?}");
+        assert_eq!(l.hardwall.count_ones(), 1, "{l:?}");
+        assert_ne!(l.direct_reclaim, l.hardwall);
     }
 
     /// The pid-only record of mainline kernels before the fields were added.

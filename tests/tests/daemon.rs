@@ -192,6 +192,38 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     };
     // The reclaim-retry program is attached too (it runs only under memory
     // pressure outside any memcg, which a test here must never cause).
+    // The hogs faulted in about 64 MiB of user memory: the kernel-side
+    // allocation counters (GFP class user, any order) saw at least 48 MiB.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let user_pages = loop {
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+        let pages: f64 = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("oomwatch_page_allocs_total{gfp_class=\"user\","))
+            .filter_map(|rest| {
+                let order: i32 = rest
+                    .split("order=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let n: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+                Some(n * f64::from(1 << order))
+            })
+            .sum();
+        if pages >= 12_288.0 || Instant::now() > deadline {
+            assert!(
+                labelled(&body, "oomwatch_page_alloc_failures_total", "order=\"0\"").is_some(),
+                "{body}"
+            );
+            break pages;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("user pages allocated while the daemon ran: {user_pages}");
+    assert!(user_pages >= 12_288.0, "{user_pages} user pages");
+
     // Charging 48 MiB against a 64 MiB limit made the hog reclaim inside
     // its memcg before the kill: the kernel-side histogram counted stalls.
     let deadline = Instant::now() + Duration::from_secs(10);

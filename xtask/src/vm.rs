@@ -158,6 +158,40 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
                 failed += 1;
             }
         }
+        let fails: f64 = results
+            .metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with("oomwatch_page_alloc_failures_total"))
+            .map(|(_, v)| v)
+            .sum();
+        // With THP on and no defrag, the host-wide OOM's order-9 faults
+        // fail and fall back: counted in the kernel, sampled on the ring.
+        let order9 = results
+            .metrics
+            .get("oomwatch_page_alloc_failures_total{order=\"9\"}")
+            .copied()
+            .unwrap_or(0.0);
+        let sample = results
+            .alloc_fail
+            .as_deref()
+            .and_then(|a| a.split(';').find(|s| s.contains("order=9")))
+            .map(str::trim);
+        match sample {
+            Some(sample) if order9 >= 1.0 => {
+                println!(
+                    "   PASS failed page allocations counted by eBPF: {fails} ({order9} of order 9); one: {}",
+                    sample.split_once(' ').map_or(sample, |(_, s)| s)
+                );
+                passed += 1;
+            }
+            _ => {
+                println!(
+                    "   FAIL failed page allocations: {fails} counted ({order9} of order 9), samples: {}",
+                    results.alloc_fail.as_deref().unwrap_or("none")
+                );
+                failed += 1;
+            }
+        }
         if let Some(st) = &results.starts {
             println!("   info: OOM starts the daemon saw: {st}");
         }
@@ -394,6 +428,8 @@ struct Results {
     selfcheck: Option<(u64, u64)>,
     /// The daemon's `STARTS` line: OOM starts it saw, by kind.
     starts: Option<String>,
+    /// The daemon's logged allocation-failure samples: count, then the first few.
+    alloc_fail: Option<String>,
     /// Samples scraped from the daemon's /metrics at the end, `name{labels}` → value.
     metrics: HashMap<String, f64>,
     scenarios: Vec<Scenario>,
@@ -419,6 +455,7 @@ fn parse(log: &str) -> Results {
             "UNAME" => r.uname = rest.to_owned(),
             "END" => r.ended = true,
             "STARTS" => r.starts = Some(rest.to_owned()),
+            "ALLOCFAIL" => r.alloc_fail = Some(rest.to_owned()),
             // `name{labels}=value` pairs (spaces made `=` by the guest).
             "METRICS" => {
                 for w in rest.split_whitespace() {

@@ -112,7 +112,11 @@ predict --cgroup /oomwatch-adj+500
 hog T $CG 0 20
 finish; cleanup $CG
 
-# 6. A host-wide OOM with mixed adjustments.
+# 6. A host-wide OOM with mixed adjustments. Transparent huge pages on,
+# without defragmentation: near the OOM every 2 MiB fault's order-9
+# allocation fails and falls back to small pages, which oomwatch counts.
+echo always > /sys/kernel/mm/transparent_hugepage/enabled
+echo never > /sys/kernel/mm/transparent_hugepage/defrag
 begin global B "global: 60 MiB at -800, 20 MiB at +800, 30 MiB at 0, an unbounded trigger"
 G=/sys/fs/cgroup/oomwatch-global; mkdir $G
 hog A $G -800 60; ready; hog B $G 800 20; ready; hog C $G 0 30; ready
@@ -121,7 +125,8 @@ hog T $G 0 200
 finish; cleanup $G
 
 grep -E 'oom (start|kill)|reclaim exhausted|differs|explained|WARN|ERROR' /tmp/daemon.log | tail -100 | sed 's/^/@@ DAEMONLOG /' >> /tmp/results
-say "METRICS $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_(reclaim_stall_seconds_(count|sum)|oom_kills_total|oom_starts_total|badness_mismatches_total)' | tr ' ' '=' | tr '\n' ' ')"
+say "METRICS $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_(reclaim_stall_seconds_(count|sum)|oom_kills_total|oom_starts_total|badness_mismatches_total|page_alloc_failures_total)' | tr ' ' '=' | tr '\n' ' ')"
+say "ALLOCFAIL $(grep -c 'allocation failure' /tmp/daemon.log) $(grep -m3 'allocation failure' /tmp/daemon.log | sed 's/.*allocation failure: //' | tr '\n' ';')"
 say "STARTS host=$(grep -c 'oom start: the host' /tmp/daemon.log) reclaim_exhausted=$(grep -c 'reclaim exhausted' /tmp/daemon.log) memcg=$(grep -c 'oom start: memcg' /tmp/daemon.log)"
 say "SELFCHECK mismatches=$(grep -c 'differs from the kernel' /tmp/daemon.log) explained=$(grep -c 'difference explained' /tmp/daemon.log)"
 say END
