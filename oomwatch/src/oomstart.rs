@@ -433,7 +433,11 @@ impl StartTracker {
             Some((_, true)) => None,
             Some((k, paired)) => {
                 *paired = true;
-                Some(format!("oom kill: pid={}{}", k.tgid, verdict(&p, k)))
+                Some(format!(
+                    "oom start paired with the kill of pid={}{}",
+                    k.tgid,
+                    verdict(&p, k)
+                ))
             }
             None => {
                 self.pending.retain(|q| q.domain != p.domain);
