@@ -209,8 +209,25 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             sublevel: 0,
         });
     let gfp = crate::cli::live_gfp_table(&crate::model::KernelBehavior::for_version(version));
+    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    if let Err(e) = crate::episode::follow_kmsg(report_tx) {
+        tracing::warn!(error = %format!("{e:#}"), "OOM episodes will lack the kernel's report (trigger, constraint, task table)");
+    }
+    let mut joiner = crate::episode::Joiner::default();
+    let emit = |ep: crate::episode::Episode| {
+        metrics.record_episode(&ep);
+        match serde_json::to_string(&ep) {
+            Ok(json) => tracing::info!("oom episode: {json}"),
+            Err(e) => tracing::warn!(error = %e, "cannot encode an OOM episode"),
+        }
+    };
     loop {
         tokio::select! {
+            Some(r) = reports.recv() => {
+                if let Some(ep) = joiner.report(r, &gfp) {
+                    emit(ep);
+                }
+            }
             batch = victims.next_batch() => {
                 let batch = batch.context("read the eBPF ring buffer")?;
                 for r in batch.reclaim_exhausted {
@@ -251,6 +268,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         });
                     tracing::info!("oom kill: {v}{verdict}");
                     metrics.oom_kills.inc();
+                    if let Some(ep) = joiner.kill(v, &gfp) {
+                        emit(ep);
+                    }
                 }
                 poke.notify_one();
             }
@@ -261,6 +281,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         metrics.update_programs(&probes.program_stats());
         metrics.update_reclaim(probes.reclaim_histogram());
         metrics.update_page_allocs(probes.page_alloc_counts());
+        for ep in joiner.expired(&gfp) {
+            emit(ep);
+        }
         let dropped = victims.dropped();
         if dropped > dropped_seen {
             tracing::warn!(

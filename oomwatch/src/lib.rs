@@ -13,6 +13,7 @@ pub mod cli;
 pub mod daemon;
 pub mod domain;
 pub mod ebpf;
+pub mod episode;
 pub mod metrics;
 pub mod model;
 pub mod oomstart;

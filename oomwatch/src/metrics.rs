@@ -26,6 +26,8 @@ pub mod names {
     pub const PREDICTION_ERRORS: &str = "oomwatch_prediction_errors_total";
     pub const OOM_STARTS: &str = "oomwatch_oom_starts_total";
     pub const RECLAIM_STALL: &str = "oomwatch_reclaim_stall_seconds";
+    pub const KILLS_BY_CONSTRAINT: &str = "oomwatch_oom_kills_by_constraint_total";
+    pub const REPORT_REPLAYS: &str = "oomwatch_report_replays_total";
     pub const PAGE_ALLOCS: &str = "oomwatch_page_allocs_total";
     pub const PAGE_ALLOC_FAILURES: &str = "oomwatch_page_alloc_failures_total";
     pub const PROGRAM_RUNS: &str = "oomwatch_program_runs_total";
@@ -44,6 +46,8 @@ pub mod names {
         PREDICTION_ERRORS,
         OOM_STARTS,
         RECLAIM_STALL,
+        KILLS_BY_CONSTRAINT,
+        REPORT_REPLAYS,
         PAGE_ALLOCS,
         PAGE_ALLOC_FAILURES,
         PROGRAM_RUNS,
@@ -72,6 +76,8 @@ pub struct Metrics {
     reclaim: Arc<ReclaimStalls>,
     pub page_allocs: IntCounterVec,
     pub page_alloc_failures: IntCounterVec,
+    pub kills_by_constraint: IntCounterVec,
+    pub report_replays: IntCounterVec,
     /// Last cumulative kernel page-allocation counts (allocs, failures).
     page_alloc_seen: Mutex<(Vec<u64>, Vec<u64>)>,
     /// Kernel-side counters of each eBPF program (BPF_ENABLE_STATS),
@@ -185,6 +191,33 @@ impl Metrics {
             ),
             &["order"],
         )?;
+        let kills_by_constraint = IntCounterVec::new(
+            Opts::new(
+                names::KILLS_BY_CONSTRAINT,
+                "OOM kills by the constraint of the kernel's report (CONSTRAINT_NONE, _CPUSET, _MEMORY_POLICY, _MEMCG; unknown without a report).",
+            ),
+            &["constraint"],
+        )?;
+        let report_replays = IntCounterVec::new(
+            Opts::new(
+                names::REPORT_REPLAYS,
+                "Kills whose kernel OOM report the model replayed: agree (the model picks the kernel's victim from the report's own table), disagree, unreplayable, no_report.",
+            ),
+            &["outcome"],
+        )?;
+        for c in [
+            "CONSTRAINT_NONE",
+            "CONSTRAINT_CPUSET",
+            "CONSTRAINT_MEMORY_POLICY",
+            "CONSTRAINT_MEMCG",
+        ] {
+            kills_by_constraint.with_label_values(&[c]).inc_by(0);
+        }
+        for o in ["agree", "disagree", "unreplayable", "no_report"] {
+            report_replays.with_label_values(&[o]).inc_by(0);
+        }
+        registry.register(Box::new(kills_by_constraint.clone()))?;
+        registry.register(Box::new(report_replays.clone()))?;
         registry.register(Box::new(page_allocs.clone()))?;
         registry.register(Box::new(page_alloc_failures.clone()))?;
         registry.register(Box::new(SharedCollector(Arc::clone(&reclaim))))?;
@@ -202,6 +235,8 @@ impl Metrics {
             reclaim,
             page_allocs,
             page_alloc_failures,
+            kills_by_constraint,
+            report_replays,
             page_alloc_seen: Mutex::new((Vec::new(), Vec::new())),
             program_runs,
             program_run_seconds,
@@ -270,6 +305,24 @@ impl Metrics {
             }
         }
         *seen = (allocs, fails);
+    }
+
+    /// Counts one assembled episode.
+    pub fn record_episode(&self, ep: &crate::episode::Episode) {
+        let constraint = ep
+            .oom_kill
+            .get("constraint")
+            .map_or("unknown", String::as_str);
+        self.kills_by_constraint
+            .with_label_values(&[constraint])
+            .inc();
+        let outcome = match (&ep.replay, ep.trigger.is_some()) {
+            (Some(r), _) if r.agree => "agree",
+            (Some(_), _) => "disagree",
+            (None, true) => "unreplayable",
+            (None, false) => "no_report",
+        };
+        self.report_replays.with_label_values(&[outcome]).inc();
     }
 
     /// The kernel's cumulative reclaim histogram (`Probes::reclaim_histogram`).

@@ -192,6 +192,37 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     };
     // The reclaim-retry program is attached too (it runs only under memory
     // pressure outside any memcg, which a test here must never cause).
+    // The kill and the kernel's own report of it make one episode: the
+    // report's constraint is counted, and its replay agrees with the kernel.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let episodes = loop {
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+        let agree = labelled(&body, "oomwatch_report_replays_total", "outcome=\"agree\"");
+        if agree.is_some_and(|n| n >= 1.0) || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        labelled(
+            &episodes,
+            "oomwatch_report_replays_total",
+            "outcome=\"agree\""
+        ),
+        Some(1.0),
+        "{episodes}\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        labelled(
+            &episodes,
+            "oomwatch_oom_kills_by_constraint_total",
+            "constraint=\"CONSTRAINT_MEMCG\""
+        ),
+        Some(1.0),
+        "{episodes}"
+    );
+
     // The hogs faulted in about 64 MiB of user memory: the kernel-side
     // allocation counters (GFP class user, any order) saw at least 48 MiB.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -288,6 +319,24 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         kill_lines[0].contains(&expected_memcg),
         "{expected_memcg} in {log}"
     );
+    // One episode line: the kill, its trigger and its replayed report.
+    let episode: serde_json::Value = log
+        .lines()
+        .find_map(|l| l.split_once("oom episode: ").map(|(_, j)| j))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no oom episode line:\n{log}"));
+    assert_eq!(episode["victim"]["pid"], victim, "{episode}");
+    assert_eq!(episode["tasks_listed"], 3, "{episode}");
+    assert_eq!(episode["replay"]["agree"], true, "{episode}");
+    assert_eq!(episode["replay"]["totalpages"], 16_384, "{episode}");
+    assert_eq!(episode["trigger"]["order"], 0, "{episode}");
+    assert!(
+        episode["trigger"]["gfp_mask"]
+            .as_str()
+            .is_some_and(|g| g.contains("GFP_")),
+        "{episode}"
+    );
+    eprintln!("episode: {episode}");
     // aya-log: the eBPF program's own line reached the agent's tracing output.
     assert!(
         log.contains(&format!("mark_victim pid={victim} ")),

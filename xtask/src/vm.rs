@@ -192,6 +192,32 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
                 failed += 1;
             }
         }
+        // Every kill became an episode with the kernel's report, and the
+        // model, replaying each report's own table, picked the same task.
+        let metric = |k: &str| results.metrics.get(k).copied().unwrap_or(0.0);
+        let replays =
+            |o: &str| metric(&format!("oomwatch_report_replays_total{{outcome=\"{o}\"}}"));
+        let kills = metric("oomwatch_oom_kills_total");
+        let global =
+            metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_NONE\"}");
+        let memcg =
+            metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_MEMCG\"}");
+        if kills > 0.0 && replays("agree") == kills && global >= 1.0 && memcg >= 1.0 {
+            println!(
+                "   PASS episodes: {kills} kills, each with its report ({memcg} CONSTRAINT_MEMCG, {global} CONSTRAINT_NONE); replays agree {}/{kills}",
+                replays("agree")
+            );
+            passed += 1;
+        } else {
+            println!(
+                "   FAIL episodes: {kills} kills; replays agree {} disagree {} unreplayable {} no report {}; constraints memcg {memcg} none {global}",
+                replays("agree"),
+                replays("disagree"),
+                replays("unreplayable"),
+                replays("no_report")
+            );
+            failed += 1;
+        }
         if let Some(st) = &results.starts {
             println!("   info: OOM starts the daemon saw: {st}");
         }

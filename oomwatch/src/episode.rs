@@ -1,0 +1,313 @@
+//! OOM episodes: the kernel's own report of each OOM, read live from
+//! `/dev/kmsg`, joined with the kill oomwatch's eBPF saw.
+//!
+//! The report (header with gfp_mask and order, the `oom-kill:constraint=…`
+//! line, the task table, `Killed process`) is parsed by the same code as a
+//! pasted log ([`crate::report`]), and its selection is replayed with the
+//! model for that kernel version: the kernel's view at the moment of the
+//! kill, checked.
+
+use std::{
+    io::Read as _,
+    os::fd::AsFd as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    ebpf::Victim,
+    model::gfp::GfpTable,
+    report::{self, Replay, Report},
+};
+
+/// One OOM report read from `/dev/kmsg`, with its replay.
+#[derive(Debug, Clone)]
+pub struct KernelReport {
+    pub report: Report,
+    /// The model's selection over the report's own table, or why it could
+    /// not be replayed.
+    pub replay: Result<Replay, String>,
+    pub seen: Instant,
+}
+
+impl KernelReport {
+    /// The victim of the report's first `Killed process` line.
+    pub fn victim_pid(&self) -> Option<i32> {
+        self.report.killed.first().map(|k| k.pid)
+    }
+
+    /// A field of the `oom-kill:` line (`constraint`, `oom_memcg`, …).
+    pub fn oom_kill_field(&self, key: &str) -> Option<&str> {
+        self.report
+            .oom_kill
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Collects `/dev/kmsg` messages into OOM reports: from the `invoked
+/// oom-killer` header to the first `Killed process` line.
+#[derive(Debug, Default)]
+pub struct ReportAssembler {
+    lines: Vec<String>,
+}
+
+/// A report longer than this many lines is cut (a runaway table) rather
+/// than held without end.
+const MAX_REPORT_LINES: usize = 20_000;
+
+impl ReportAssembler {
+    /// Feeds one message (no kmsg prefix); returns the report it completes.
+    pub fn push(&mut self, message: &str) -> Option<Report> {
+        if message.contains("invoked oom-killer:") {
+            self.lines.clear();
+            self.lines.push(message.to_owned());
+            return None;
+        }
+        if self.lines.is_empty() {
+            return None;
+        }
+        if self.lines.len() < MAX_REPORT_LINES {
+            self.lines.push(message.to_owned());
+        }
+        if message.contains("Killed process ") {
+            let text = std::mem::take(&mut self.lines).join("\n");
+            return report::parse(&text);
+        }
+        None
+    }
+}
+
+/// Follows `/dev/kmsg` from its end on a thread of its own and sends each
+/// completed OOM report. Fails when `/dev/kmsg` cannot be opened (no
+/// CAP_SYSLOG, or `dmesg_restrict` for a non-root user).
+pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KernelReport>) -> anyhow::Result<()> {
+    let mut kmsg = std::fs::File::open("/dev/kmsg").context("open /dev/kmsg")?;
+    // Only what the kernel logs from now on.
+    nix::unistd::lseek(kmsg.as_fd(), 0, nix::unistd::Whence::SeekEnd)
+        .context("seek /dev/kmsg to its end")?;
+    std::thread::Builder::new()
+        .name("kmsg".into())
+        .spawn(move || {
+            let mut asm = ReportAssembler::default();
+            // One record per read; records are at most 8 KiB (the kernel's
+            // LOG_LINE_MAX plus the prefix).
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match kmsg.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    // Records overwritten before we read them: go on.
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stopped reading /dev/kmsg");
+                        return;
+                    }
+                };
+                let record = String::from_utf8_lossy(&buf[..n]);
+                let message = report::kmsg_messages(&record);
+                for line in message.lines() {
+                    let Some(r) = asm.push(line) else { continue };
+                    let replay = report::replay(&r).map_err(|e| e.to_string());
+                    let sent = tx.send(KernelReport {
+                        report: r,
+                        replay,
+                        seen: Instant::now(),
+                    });
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .context("start the /dev/kmsg reader")?;
+    Ok(())
+}
+
+/// One OOM, as oomwatch reports it: the kill from eBPF, the kernel's
+/// report of it, and what the model says about the kernel's choice.
+#[derive(Debug, Clone, Serialize)]
+pub struct Episode {
+    pub victim: Victim,
+    /// From the report header: the allocation that failed and who made it.
+    pub trigger: Option<Trigger>,
+    /// `constraint`, `oom_memcg`, `task_memcg` … from the `oom-kill:` line.
+    pub oom_kill: std::collections::BTreeMap<String, String>,
+    /// Rows of the kernel's task table (the tasks it considered).
+    pub tasks_listed: usize,
+    /// The model over the report's own numbers: its pick, and whether it is
+    /// the kernel's.
+    pub replay: Option<ReplaySummary>,
+    /// Why there is no replay (no report, or not replayable).
+    pub replay_missing: Option<String>,
+    /// Milliseconds from the eBPF kill event reaching the daemon to the
+    /// report's last line reaching it; negative when the report came first
+    /// (the kernel prints it before it kills).
+    pub report_lag_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trigger {
+    pub comm: Option<String>,
+    pub gfp_mask: Option<String>,
+    pub order: Option<i32>,
+    pub oom_score_adj: Option<i16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaySummary {
+    pub model_pid: Option<i32>,
+    pub kernel_pid: Option<i32>,
+    pub agree: bool,
+    pub totalpages: u64,
+    pub totalpages_exact: bool,
+}
+
+impl Episode {
+    /// Joins a kill with its report (None: no report came).
+    pub fn assemble(
+        victim: Victim,
+        report: Option<&KernelReport>,
+        victim_seen: Instant,
+        gfp: &GfpTable,
+    ) -> Self {
+        let Some(kr) = report else {
+            return Episode {
+                victim,
+                trigger: None,
+                oom_kill: Default::default(),
+                tasks_listed: 0,
+                replay: None,
+                replay_missing: Some(
+                    "no OOM report on /dev/kmsg for this kill (unreadable, or rate-limited)".into(),
+                ),
+                report_lag_ms: None,
+            };
+        };
+        let r = &kr.report;
+        let lag = if kr.seen >= victim_seen {
+            kr.seen.duration_since(victim_seen).as_secs_f64() * 1e3
+        } else {
+            -(victim_seen.duration_since(kr.seen).as_secs_f64() * 1e3)
+        };
+        Episode {
+            victim,
+            trigger: Some(Trigger {
+                comm: r.comm.clone(),
+                gfp_mask: r.gfp_mask.map(|m| format!("{m:#x}({})", gfp.format(m))),
+                order: r.order,
+                oom_score_adj: r.oom_score_adj,
+            }),
+            oom_kill: r.oom_kill.iter().cloned().collect(),
+            tasks_listed: r.tasks.len(),
+            replay: kr.replay.as_ref().ok().map(|rp| ReplaySummary {
+                model_pid: rp.model_pid,
+                kernel_pid: rp.kernel_pid,
+                agree: rp.agree,
+                totalpages: rp.totalpages,
+                totalpages_exact: rp.totalpages_exact,
+            }),
+            replay_missing: kr.replay.as_ref().err().cloned(),
+            report_lag_ms: Some(lag),
+        }
+    }
+}
+
+/// Kills waiting for their report, and reports waiting for their kill
+/// (whichever comes first), paired by victim pid.
+#[derive(Default)]
+pub struct Joiner {
+    kills: Vec<(Victim, Instant)>,
+    reports: Vec<KernelReport>,
+}
+
+/// How long a kill waits for its report before it is logged without one.
+pub const REPORT_WAIT: Duration = Duration::from_secs(3);
+
+impl Joiner {
+    pub fn kill(&mut self, v: Victim, gfp: &GfpTable) -> Option<Episode> {
+        let now = Instant::now();
+        match self
+            .reports
+            .iter()
+            .position(|r| r.victim_pid() == Some(v.pid as i32))
+        {
+            Some(i) => {
+                let r = self.reports.remove(i);
+                Some(Episode::assemble(v, Some(&r), now, gfp))
+            }
+            None => {
+                self.kills.push((v, now));
+                None
+            }
+        }
+    }
+
+    pub fn report(&mut self, r: KernelReport, gfp: &GfpTable) -> Option<Episode> {
+        match self
+            .kills
+            .iter()
+            .position(|(v, _)| Some(v.pid as i32) == r.victim_pid())
+        {
+            Some(i) => {
+                let (v, seen) = self.kills.remove(i);
+                Some(Episode::assemble(v, Some(&r), seen, gfp))
+            }
+            None => {
+                self.reports.push(r);
+                // Reports for kills eBPF never saw (it was not attached yet)
+                // do not pile up.
+                self.reports
+                    .retain(|r| r.seen.elapsed() < Duration::from_secs(60));
+                None
+            }
+        }
+    }
+
+    /// Kills whose report did not come in time, as episodes without one.
+    pub fn expired(&mut self, gfp: &GfpTable) -> Vec<Episode> {
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kills)
+            .into_iter()
+            .partition(|(_, seen)| seen.elapsed() >= REPORT_WAIT);
+        self.kills = keep;
+        old.into_iter()
+            .map(|(v, seen)| Episode::assemble(v, None, seen, gfp))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembler_cuts_one_report_from_header_to_killed_line() {
+        let mut a = ReportAssembler::default();
+        assert!(a.push("some unrelated line").is_none());
+        let lines = [
+            "python3 invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+            "CPU: 1 PID: 8175 Comm: python3 Not tainted 6.18.44 #1",
+            "memory: usage 65536kB, limit 65536kB, failcnt 10",
+            "Tasks state (memory values in pages):",
+            "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+            "[   8175]     0  8175    29742    16288   184320        0             0 python3",
+            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/job,task_memcg=/job,task=python3,pid=8175,uid=0",
+        ];
+        for l in lines {
+            assert!(a.push(l).is_none(), "{l}");
+        }
+        let r = a
+            .push("Memory cgroup out of memory: Killed process 8175 (python3) total-vm:118968kB, anon-rss:65152kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:180kB oom_score_adj:0")
+            .expect("a report");
+        assert_eq!(r.killed[0].pid, 8175);
+        assert_eq!(r.order, Some(0));
+        assert_eq!(r.tasks.len(), 1);
+        // Lines after the report are not part of the next one.
+        assert!(a.push("oom_reaper: reaped process 8175").is_none());
+        assert!(a.lines.is_empty());
+    }
+}
