@@ -13,6 +13,14 @@ use oomwatch_common::{
     ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, page_alloc, present, reclaim,
 };
 
+/// How to load the probes.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Size of the `EVENTS` ring buffer in bytes (a power of two, at least a
+    /// page); None keeps the object's 256 KiB.
+    pub ring_bytes: Option<u32>,
+}
+
 /// The reclaim stall programs: (degraded part, [(program, vmscan event)]).
 const RECLAIM_PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     (
@@ -153,6 +161,11 @@ impl Probes {
     /// `tracepoint/oom/mark_victim` (required) and `tp_btf/mark_victim`
     /// (optional, for the victim's memory cgroup).
     pub fn load() -> Result<Self, LoadError> {
+        Self::load_with(&LoadOptions::default())
+    }
+
+    /// [`Probes::load`] with options (tests shrink the ring buffer).
+    pub fn load_with(opts: &LoadOptions) -> Result<Self, LoadError> {
         if !object_embedded() {
             return Err(LoadError::NoObject);
         }
@@ -178,7 +191,11 @@ impl Probes {
         // aya-log's levels use the same numbers as log::LevelFilter (off = 0 ..
         // trace = 5): statements below the agent's filter cost nothing.
         let log_level = log::max_level() as u8;
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = opts.ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let ebpf = loader
             .override_global("MARK_VICTIM_LAYOUT", &layout, true)
             .override_global("TASK_LAYOUT", &task_layout, true)
             .override_global(

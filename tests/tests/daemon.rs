@@ -172,6 +172,12 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         Some(1.0),
         "{after}"
     );
+    // At normal load nothing is lost.
+    assert_eq!(
+        sample(&after, "oomwatch_events_dropped_total"),
+        Some(0.0),
+        "{after}"
+    );
     drop(hogs);
     drop(memcg);
 
