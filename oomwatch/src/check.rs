@@ -66,12 +66,50 @@ pub struct Report {
 }
 
 /// The tracepoints oomwatch attaches to: (category, name, required, purpose).
-pub const TRACEPOINTS: &[(&str, &str, bool, &str)] = &[(
-    "oom",
-    "mark_victim",
-    true,
-    "each OOM victim, with the kernel's own numbers",
-)];
+pub const TRACEPOINTS: &[(&str, &str, bool, &str)] = &[
+    (
+        "oom",
+        "mark_victim",
+        true,
+        "each OOM victim, with the kernel's own numbers",
+    ),
+    (
+        "oom",
+        "reclaim_retry_zone",
+        false,
+        "reclaim retries exhausted: a host-wide OOM is starting (without it: seen at the kill)",
+    ),
+    (
+        "kmem",
+        "mm_page_alloc",
+        false,
+        "page allocations and failures, counted in the kernel",
+    ),
+    (
+        "vmscan",
+        "mm_vmscan_direct_reclaim_begin",
+        false,
+        "direct reclaim stalls (with _end)",
+    ),
+    (
+        "vmscan",
+        "mm_vmscan_direct_reclaim_end",
+        false,
+        "direct reclaim stalls (with _begin)",
+    ),
+    (
+        "vmscan",
+        "mm_vmscan_memcg_reclaim_begin",
+        false,
+        "memcg reclaim stalls (with _end)",
+    ),
+    (
+        "vmscan",
+        "mm_vmscan_memcg_reclaim_end",
+        false,
+        "memcg reclaim stalls (with _begin)",
+    ),
+];
 
 pub fn run() -> Report {
     let privileges = Privileges::current();
@@ -237,9 +275,17 @@ impl Report {
         use std::fmt::Write as _;
         let mut s = String::new();
         let mark = |ok: bool| if ok { "yes" } else { "NO " };
-        let _ = writeln!(s, "kernel              {} ({})", self.kernel, self.arch);
+        // One column for the names, as wide as the longest tracepoint's.
+        let w = self
+            .tracepoints
+            .iter()
+            .map(|t| t.name.len() + 1)
+            .max()
+            .unwrap_or(0)
+            .max(20);
+        let _ = writeln!(s, "{:<w$}{} ({})", "kernel", self.kernel, self.arch);
         let line = |s: &mut String, label: &str, i: &Item| {
-            let _ = writeln!(s, "{label:<20}{} {}", mark(i.available), i.detail);
+            let _ = writeln!(s, "{label:<w$}{} {}", mark(i.available), i.detail);
         };
         line(&mut s, "eBPF object", &self.ebpf_object);
         line(&mut s, "BTF", &self.btf);
@@ -247,7 +293,7 @@ impl Report {
         for tp in &self.tracepoints {
             let _ = writeln!(
                 s,
-                "{:<20}{} {} [{}; {}]",
+                "{:<w$}{} {} [{}; {}]",
                 tp.name,
                 mark(tp.available),
                 tp.detail,
