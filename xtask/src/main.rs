@@ -37,7 +37,7 @@ enum Task {
     /// they load eBPF and trigger real OOM kills inside memory cgroups), then
     /// the guest-kernel scenarios (`vm-test`).
     Test,
-    /// oomwatch in guest kernels (QEMU, TCG; Debian 6.1 and 6.12, x86_64):
+    /// oomwatch in guest kernels (QEMU, TCG; Debian 6.1 and 6.12, x86_64 and aarch64):
     /// negative oom_score_adj, cgroup v2 and host-wide OOM scenarios, each
     /// predicted, killed by the kernel, seen by oomwatch's eBPF and compared.
     /// Installs QEMU and downloads the kernels with apt (root).
@@ -45,6 +45,9 @@ enum Task {
         /// Only this kernel line (6.1 or 6.12); repeatable. Default: all.
         #[arg(long = "kernel", value_name = "LINE")]
         kernels: Vec<String>,
+        /// Only this architecture (x86_64 or aarch64); repeatable. Default: all.
+        #[arg(long = "arch", value_name = "ARCH")]
+        arches: Vec<String>,
     },
     /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
     Run {
@@ -65,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup(),
         Task::Test => test(),
-        Task::VmTest { kernels } => vm::vm_test(vm::Options { kernels }),
+        Task::VmTest { kernels, arches } => vm::vm_test(vm::Options { kernels, arches }),
         Task::Run { args } => run(&args),
     }
 }
@@ -274,7 +277,11 @@ fn test() -> anyhow::Result<()> {
     }
     println!("\n==> [guest kernels] cargo xtask vm-test");
     let start = Instant::now();
-    vm::vm_test(vm::Options { kernels: vec![] }).context("step `guest kernels`")?;
+    vm::vm_test(vm::Options {
+        kernels: vec![],
+        arches: vec![],
+    })
+    .context("step `guest kernels`")?;
     times.push(("guest kernels (cargo xtask vm-test)", start.elapsed()));
     println!("\nall {} steps passed:", total + 1);
     for (name, t) in times {

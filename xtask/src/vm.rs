@@ -1,11 +1,16 @@
 //! `cargo xtask vm-test`: oomwatch in throwaway guest kernels (QEMU, TCG),
 //! where the lab host cannot go: negative `oom_score_adj` (root here lacks
-//! CAP_SYS_RESOURCE), cgroup v2's memory controller, host-wide OOMs.
+//! CAP_SYS_RESOURCE), cgroup v2's memory controller, host-wide OOMs, and
+//! arm64.
 //!
 //! The recipe is the tested one in `../shared/vm-lab.md`: Debian's cloud
-//! kernels taken from apt, an initramfs with busybox and static binaries, the
-//! serial console as the only output, always `-accel tcg` (the lab's
-//! `/dev/kvm` is a software layer that makes stock kernels crawl).
+//! kernels taken from apt (arm64 ones through a private apt state, so the
+//! host's dpkg gains no foreign architecture), an initramfs with busybox and
+//! static binaries, the serial console as the only output, always
+//! `-accel tcg` (the lab's `/dev/kvm` is a software layer that makes stock
+//! kernels crawl). The aarch64 binaries are built by Debian's `rustc-web`
+//! against its arm64 standard library, unpacked as a private sysroot, and
+//! linked by Debian's cross gcc: no rustup download.
 //!
 //! In each guest, `/init` (guest/init.sh) starts `oomwatch run`, builds each
 //! scenario's tasks, runs `oomwatch predict` just before the task that
@@ -23,26 +28,103 @@ use anyhow::{Context as _, bail};
 
 use crate::{apt_install, cargo, dpkg_installed, is_root, output_ok, status, workspace_root};
 
-/// Host packages the lab needs (vm-lab.md §2).
-const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
-
-/// Kernels, by the meta package that names the current ABI (vm-lab.md
-/// pitfall 5: ABI names change with every security update).
-const KERNELS: &[(&str, &str)] = &[
-    ("6.1", "linux-image-cloud-amd64"),
-    ("6.12", "linux-image-6.12-cloud-amd64"),
-];
-
 const INIT: &str = include_str!("guest/init.sh");
-const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The kernel lines booted, each by the meta package (per architecture)
+/// that names its current ABI (vm-lab.md pitfall 5: ABI names change with
+/// every security update).
+const KERNEL_LINES: &[&str] = &["6.1", "6.12"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    fn triple(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// Host packages (vm-lab.md §2). busybox-static serves the x86_64 guest
+    /// and the cpio packing for both.
+    fn packages(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["qemu-system-x86", "busybox-static", "cpio"],
+            Arch::Aarch64 => &[
+                "qemu-system-arm",
+                "gcc-aarch64-linux-gnu",
+                "libc6-dev-arm64-cross",
+                "busybox-static",
+                "cpio",
+            ],
+        }
+    }
+
+    fn kernel_meta(self, line: &str) -> String {
+        let deb_arch = match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        };
+        match line {
+            "6.1" => format!("linux-image-cloud-{deb_arch}"),
+            other => format!("linux-image-{other}-cloud-{deb_arch}"),
+        }
+    }
+
+    /// The QEMU command for this architecture, up to the kernel arguments.
+    fn qemu(self) -> (Command, &'static str) {
+        let mut c = Command::new("timeout");
+        match self {
+            Arch::X86_64 => {
+                c.args(["600", "qemu-system-x86_64", "-M", "q35", "-cpu", "max"]);
+                (c, "ttyS0")
+            }
+            Arch::Aarch64 => {
+                // `max` with QARMA pointer authentication is 2.7x slower
+                // under TCG (vm-lab.md pitfall 7).
+                c.args([
+                    "600",
+                    "qemu-system-aarch64",
+                    "-M",
+                    "virt",
+                    "-cpu",
+                    "max,pauth-impdef=on",
+                ]);
+                (c, "ttyAMA0")
+            }
+        }
+    }
+}
 
 pub struct Options {
     /// Kernel lines to boot ("6.1", "6.12"); all when empty.
     pub kernels: Vec<String>,
+    /// Architectures ("x86_64", "aarch64"); all when empty.
+    pub arches: Vec<String>,
 }
 
 fn lab_dir() -> PathBuf {
     workspace_root().join("target/vmlab")
+}
+
+/// One guest to boot.
+struct Guest {
+    arch: Arch,
+    line: &'static str,
+    kernel: PathBuf,
 }
 
 pub fn vm_test(opts: Options) -> anyhow::Result<()> {
@@ -53,182 +135,109 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
     if let Some(k) = opts
         .kernels
         .iter()
-        .find(|k| !KERNELS.iter().any(|(v, _)| v == k))
+        .find(|k| !KERNEL_LINES.contains(&k.as_str()))
     {
         bail!(
             "--kernel {k}: unknown kernel line; choose from {}",
-            KERNELS
-                .iter()
-                .map(|(v, _)| *v)
-                .collect::<Vec<_>>()
-                .join(", ")
+            KERNEL_LINES.join(", ")
         );
     }
-    let missing: Vec<&str> = PACKAGES
+    if let Some(a) = opts
+        .arches
+        .iter()
+        .find(|a| !Arch::ALL.iter().any(|x| x.name() == a.as_str()))
+    {
+        bail!("--arch {a}: unknown architecture; choose from x86_64, aarch64");
+    }
+    let arches: Vec<Arch> = Arch::ALL
+        .into_iter()
+        .filter(|a| opts.arches.is_empty() || opts.arches.iter().any(|x| x == a.name()))
+        .collect();
+    let lines: Vec<&'static str> = KERNEL_LINES
         .iter()
         .copied()
+        .filter(|l| opts.kernels.is_empty() || opts.kernels.iter().any(|k| k == l))
+        .collect();
+    let mut missing: Vec<&str> = arches
+        .iter()
+        .flat_map(|a| a.packages().iter().copied())
         .filter(|p| !dpkg_installed(p))
         .collect();
+    missing.sort_unstable();
+    missing.dedup();
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
     let lab = lab_dir();
-    std::fs::create_dir_all(lab.join("debs"))?;
     std::fs::create_dir_all(lab.join("out"))?;
 
-    let wanted: Vec<(&str, &str)> = KERNELS
-        .iter()
-        .copied()
-        .filter(|(v, _)| opts.kernels.is_empty() || opts.kernels.iter().any(|k| k == v))
-        .collect();
-    let mut kernels = Vec::new();
-    for (line, meta) in &wanted {
-        let k = fetch_kernel(&lab, meta).with_context(|| format!("kernel {line} ({meta})"))?;
-        println!("vm-test: kernel {line}: {}", k.display());
-        kernels.push((*line, k));
-    }
-
-    println!("vm-test: building static oomwatch and oomwatch-hog for {TARGET}");
-    let bins = build_static()?;
-    let initrd = lab.join("out/initrd-x86_64.gz");
-    make_initrd(&bins, &initrd)?;
-
-    // Both kernels at once: one vCPU each, the host has two cores.
-    let boots: Vec<(&str, PathBuf, Child)> = kernels
-        .iter()
-        .map(|(line, k)| {
-            let log = lab.join(format!("out/x86_64-{line}.log"));
-            boot(k, &initrd, &log).map(|c| (*line, log, c))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    println!(
-        "vm-test: booted {} guest(s) under TCG; each runs 6 scenarios (about a minute)",
-        boots.len()
-    );
     let mut passed = 0;
     let mut failed = 0;
-    for (line, log, mut child) in boots {
-        let st = child.wait().context("wait for qemu")?;
-        let text = std::fs::read(&log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let results = parse(&text);
-        println!("\n== x86_64, kernel {line} ({})", results.uname);
-        if !st.success() || !results.ended {
+    for arch in arches {
+        let apt = AptState::for_arch(&lab, arch)?;
+        let mut guests = Vec::new();
+        for line in &lines {
+            let meta = arch.kernel_meta(line);
+            let kernel =
+                fetch_kernel(&apt, &meta).with_context(|| format!("kernel {line} ({meta})"))?;
             println!(
-                "   the guest did not finish (qemu {st}); serial log: {}",
-                log.display()
+                "vm-test: {} kernel {line}: {}",
+                arch.name(),
+                kernel.display()
             );
-            failed += 1;
+            guests.push(Guest { arch, line, kernel });
         }
-        match results.selfcheck {
-            Some((0, explained)) => {
-                println!(
-                    "   PASS self-check: every oom_score the daemon recomputed matched the \
-                     kernel's ({explained} differences explained)"
-                );
-                passed += 1;
+        let (sysroot, busybox) = match arch {
+            Arch::X86_64 => (None, host_busybox()?),
+            Arch::Aarch64 => {
+                let (s, b) = arm64_parts(&apt)?;
+                (Some(s), b)
             }
-            Some((m, _)) => {
+        };
+        println!(
+            "vm-test: building static oomwatch and oomwatch-hog for {}",
+            arch.triple()
+        );
+        let bins = build_static(arch, sysroot.as_deref())?;
+        let initrd = lab.join(format!("out/initrd-{}.gz", arch.name()));
+        make_initrd(&bins, &busybox, &initrd)?;
+
+        // This architecture's guests at once: one vCPU each, the host has
+        // two cores.
+        let boots: Vec<(&Guest, PathBuf, Child)> = guests
+            .iter()
+            .map(|g| {
+                let log = lab.join(format!("out/{}-{}.log", g.arch.name(), g.line));
+                boot(g, &initrd, &log).map(|c| (g, log, c))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        println!(
+            "vm-test: booted {} {} guest(s) under TCG; each runs 6 scenarios (about a minute)",
+            boots.len(),
+            arch.name()
+        );
+        for (g, log, mut child) in boots {
+            let st = child.wait().context("wait for qemu")?;
+            let text = std::fs::read(&log)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let results = parse(&text);
+            println!(
+                "\n== {}, kernel {} ({})",
+                g.arch.name(),
+                g.line,
+                results.uname
+            );
+            if !st.success() || !results.ended {
                 println!(
-                    "   FAIL self-check: {m} unexplained oom_score difference(s); see DAEMONLOG in {}",
+                    "   FAIL the guest did not finish (qemu {st}); serial log: {}",
                     log.display()
                 );
                 failed += 1;
             }
-            None => {}
-        }
-        // The host-wide OOM went through the page allocator's direct reclaim
-        // first: oomwatch's kernel-side histogram must have counted it.
-        let direct = |m: &str| {
-            results
-                .metrics
-                .get(&format!(
-                    "oomwatch_reclaim_stall_seconds_{m}{{kind=\"direct\"}}"
-                ))
-                .copied()
-        };
-        match (direct("count"), direct("sum")) {
-            (Some(n), Some(s)) if n >= 1.0 => {
-                println!("   PASS direct reclaim stalls counted by eBPF: {n} ({s:.3} s in all)");
-                passed += 1;
-            }
-            (n, _) => {
-                println!("   FAIL direct reclaim stalls counted by eBPF: {n:?}");
-                failed += 1;
-            }
-        }
-        let fails: f64 = results
-            .metrics
-            .iter()
-            .filter(|(k, _)| k.starts_with("oomwatch_page_alloc_failures_total"))
-            .map(|(_, v)| v)
-            .sum();
-        // With THP on and no defrag, the host-wide OOM's order-9 faults
-        // fail and fall back: counted in the kernel, sampled on the ring.
-        let order9 = results
-            .metrics
-            .get("oomwatch_page_alloc_failures_total{order=\"9\"}")
-            .copied()
-            .unwrap_or(0.0);
-        let sample = results
-            .alloc_fail
-            .as_deref()
-            .and_then(|a| a.split(';').find(|s| s.contains("order=9")))
-            .map(str::trim);
-        match sample {
-            Some(sample) if order9 >= 1.0 => {
-                println!(
-                    "   PASS failed page allocations counted by eBPF: {fails} ({order9} of order 9); one: {}",
-                    sample.split_once(' ').map_or(sample, |(_, s)| s)
-                );
-                passed += 1;
-            }
-            _ => {
-                println!(
-                    "   FAIL failed page allocations: {fails} counted ({order9} of order 9), samples: {}",
-                    results.alloc_fail.as_deref().unwrap_or("none")
-                );
-                failed += 1;
-            }
-        }
-        // Every kill became an episode with the kernel's report, and the
-        // model, replaying each report's own table, picked the same task.
-        let metric = |k: &str| results.metrics.get(k).copied().unwrap_or(0.0);
-        let replays =
-            |o: &str| metric(&format!("oomwatch_report_replays_total{{outcome=\"{o}\"}}"));
-        let kills = metric("oomwatch_oom_kills_total");
-        let global =
-            metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_NONE\"}");
-        let memcg =
-            metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_MEMCG\"}");
-        if kills > 0.0 && replays("agree") == kills && global >= 1.0 && memcg >= 1.0 {
-            println!(
-                "   PASS episodes: {kills} kills, each with its report ({memcg} CONSTRAINT_MEMCG, {global} CONSTRAINT_NONE); replays agree {}/{kills}",
-                replays("agree")
-            );
-            passed += 1;
-        } else {
-            println!(
-                "   FAIL episodes: {kills} kills; replays agree {} disagree {} unreplayable {} no report {}; constraints memcg {memcg} none {global}",
-                replays("agree"),
-                replays("disagree"),
-                replays("unreplayable"),
-                replays("no_report")
-            );
-            failed += 1;
-        }
-        if let Some(st) = &results.starts {
-            println!("   info: OOM starts the daemon saw: {st}");
-        }
-        for r in &results.scenarios {
-            let ok = r.passed();
-            println!("   {} {r}", if ok { "PASS" } else { "FAIL" });
-            if ok {
-                passed += 1;
-            } else {
-                failed += 1;
-            }
+            let (p, f) = judge(&results, &log);
+            passed += p;
+            failed += f;
         }
     }
     println!(
@@ -237,60 +246,263 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
     );
     if failed > 0 {
         bail!(
-            "{failed} guest scenario(s) failed; serial logs in {}/out",
+            "{failed} guest check(s) failed; serial logs in {}/out",
             lab.display()
         );
     }
     Ok(())
 }
 
+/// Prints one PASS/FAIL line per check of one guest's results; returns
+/// (passed, failed).
+fn judge(results: &Results, log: &Path) -> (u32, u32) {
+    let mut passed = 0;
+    let mut failed = 0;
+    match results.selfcheck {
+        Some((0, explained)) => {
+            println!(
+                "   PASS self-check: every oom_score the daemon recomputed matched the \
+                 kernel's ({explained} differences explained)"
+            );
+            passed += 1;
+        }
+        Some((m, _)) => {
+            println!(
+                "   FAIL self-check: {m} unexplained oom_score difference(s); see DAEMONLOG in {}",
+                log.display()
+            );
+            failed += 1;
+        }
+        None => {}
+    }
+    // The host-wide OOM went through the page allocator's direct reclaim
+    // first: oomwatch's kernel-side histogram must have counted it.
+    let direct = |m: &str| {
+        results
+            .metrics
+            .get(&format!(
+                "oomwatch_reclaim_stall_seconds_{m}{{kind=\"direct\"}}"
+            ))
+            .copied()
+    };
+    match (direct("count"), direct("sum")) {
+        (Some(n), Some(s)) if n >= 1.0 => {
+            println!("   PASS direct reclaim stalls counted by eBPF: {n} ({s:.3} s in all)");
+            passed += 1;
+        }
+        (n, _) => {
+            println!("   FAIL direct reclaim stalls counted by eBPF: {n:?}");
+            failed += 1;
+        }
+    }
+    let fails: f64 = results
+        .metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("oomwatch_page_alloc_failures_total"))
+        .map(|(_, v)| v)
+        .sum();
+    // With THP on and no defrag, the host-wide OOM's order-9 faults
+    // fail and fall back: counted in the kernel, sampled on the ring.
+    let order9 = results
+        .metrics
+        .get("oomwatch_page_alloc_failures_total{order=\"9\"}")
+        .copied()
+        .unwrap_or(0.0);
+    let sample = results
+        .alloc_fail
+        .as_deref()
+        .and_then(|a| a.split(';').find(|s| s.contains("order=9")))
+        .map(str::trim);
+    match sample {
+        Some(sample) if order9 >= 1.0 => {
+            println!(
+                "   PASS failed page allocations counted by eBPF: {fails} ({order9} of order 9); one: {}",
+                sample.split_once(' ').map_or(sample, |(_, s)| s)
+            );
+            passed += 1;
+        }
+        _ => {
+            println!(
+                "   FAIL failed page allocations: {fails} counted ({order9} of order 9), samples: {}",
+                results.alloc_fail.as_deref().unwrap_or("none")
+            );
+            failed += 1;
+        }
+    }
+    // Every kill became an episode with the kernel's report, and the
+    // model, replaying each report's own table, picked the same task.
+    let metric = |k: &str| results.metrics.get(k).copied().unwrap_or(0.0);
+    let replays = |o: &str| metric(&format!("oomwatch_report_replays_total{{outcome=\"{o}\"}}"));
+    let kills = metric("oomwatch_oom_kills_total");
+    let global = metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_NONE\"}");
+    let memcg = metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_MEMCG\"}");
+    if kills > 0.0 && replays("agree") == kills && global >= 1.0 && memcg >= 1.0 {
+        println!(
+            "   PASS episodes: {kills} kills, each with its report ({memcg} CONSTRAINT_MEMCG, {global} CONSTRAINT_NONE); replays agree {}/{kills}",
+            replays("agree")
+        );
+        passed += 1;
+    } else {
+        println!(
+            "   FAIL episodes: {kills} kills; replays agree {} disagree {} unreplayable {} no report {}; constraints memcg {memcg} none {global}",
+            replays("agree"),
+            replays("disagree"),
+            replays("unreplayable"),
+            replays("no_report")
+        );
+        failed += 1;
+    }
+    if let Some(st) = &results.starts {
+        println!("   info: OOM starts the daemon saw: {st}");
+    }
+    for r in &results.scenarios {
+        let ok = r.passed();
+        println!("   {} {r}", if ok { "PASS" } else { "FAIL" });
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    (passed, failed)
+}
+
+/// Where apt downloads for one architecture go, and with which apt state:
+/// the host's for x86_64, a private one (its own lists, status and cache,
+/// `APT::Architecture "arm64"`) for aarch64.
+struct AptState {
+    debs: PathBuf,
+    lab: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl AptState {
+    fn for_arch(lab: &Path, arch: Arch) -> anyhow::Result<Self> {
+        let debs = lab.join(format!("debs-{}", arch.name()));
+        std::fs::create_dir_all(&debs)?;
+        let config = match arch {
+            Arch::X86_64 => None,
+            Arch::Aarch64 => {
+                let dir = lab.join("apt-arm64");
+                for d in ["lists/partial", "cache/archives/partial"] {
+                    std::fs::create_dir_all(dir.join(d))?;
+                }
+                let status_file = dir.join("status");
+                if !status_file.exists() {
+                    std::fs::write(&status_file, "")?;
+                }
+                let conf = dir.join("apt.conf");
+                let d = dir.display();
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "Dir::State::Lists \"{d}/lists\";\nDir::State::status \"{d}/status\";\n\
+                         Dir::Cache \"{d}/cache\";\nAPT::Architecture \"arm64\";\n\
+                         APT::Architectures {{ \"arm64\"; }};\n"
+                    ),
+                )?;
+                let has_lists = std::fs::read_dir(dir.join("lists"))?
+                    .flatten()
+                    .any(|e| e.path().is_file());
+                if !has_lists {
+                    let mut u = Command::new("apt-get");
+                    u.args(["update", "-q"])
+                        .env("APT_CONFIG", &conf)
+                        .stdout(Stdio::null());
+                    status(u)?;
+                }
+                Some(conf)
+            }
+        };
+        Ok(Self {
+            debs,
+            lab: lab.to_path_buf(),
+            config,
+        })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        if let Some(conf) = &self.config {
+            c.env("APT_CONFIG", conf);
+        }
+        c
+    }
+
+    /// The package `meta` depends on first (`Depends: linux-image-…`).
+    fn depends(&self, meta: &str, prefix: &str) -> Option<String> {
+        let out = self
+            .command("apt-cache")
+            .args(["depends", meta])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("Depends: ")
+                .filter(|p| p.starts_with(prefix))
+                .map(str::to_owned)
+        })
+    }
+
+    /// Downloads `pkg` (`name` or `name=version`) once; returns its .deb.
+    fn download(&self, pkg: &str) -> anyhow::Result<PathBuf> {
+        let name = pkg.split('=').next().unwrap_or(pkg);
+        let find = || {
+            std::fs::read_dir(&self.debs)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
+                })
+        };
+        if let Some(d) = find() {
+            return Ok(d);
+        }
+        println!("vm-test: apt-get download {pkg}");
+        let mut dl = self.command("apt-get");
+        dl.args(["download", "-q", pkg])
+            .current_dir(&self.debs)
+            .stdout(Stdio::null());
+        status(dl)?;
+        find().with_context(|| format!("no .deb for {pkg} after apt-get download"))
+    }
+
+    /// Unpacks `deb` (once) into the lab; returns the directory.
+    fn unpack(&self, deb: &Path) -> anyhow::Result<PathBuf> {
+        let stem = deb
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("deb file name")?;
+        let dir = self.lab.join("unpacked").join(stem);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            let mut x = Command::new("dpkg-deb");
+            x.arg("-x").arg(deb).arg(&dir);
+            status(x)?;
+        }
+        Ok(dir)
+    }
+}
+
 /// Downloads the kernel package `meta` depends on (once) and returns its
 /// vmlinuz.
-fn fetch_kernel(lab: &Path, meta: &str) -> anyhow::Result<PathBuf> {
-    let depends = |meta: &str| {
-        output_ok("apt-cache", &["depends", meta]).and_then(|o| {
-            o.lines()
-                .find_map(|l| l.trim().strip_prefix("Depends: linux-image-"))
-                .map(|p| format!("linux-image-{p}"))
-        })
-    };
-    let pkg = match depends(meta) {
+fn fetch_kernel(apt: &AptState, meta: &str) -> anyhow::Result<PathBuf> {
+    let pkg = match apt.depends(meta, "linux-image-") {
         Some(p) => p,
         None => {
-            let mut u = Command::new("apt-get");
-            u.args(["update", "-q"]);
+            let mut u = apt.command("apt-get");
+            u.args(["update", "-q"]).stdout(Stdio::null());
             status(u)?;
-            depends(meta).with_context(|| {
+            apt.depends(meta, "linux-image-").with_context(|| {
                 format!("apt knows no {meta}: is bookworm(-security) in the apt sources?")
             })?
         }
     };
-    let dir = lab.join("k").join(&pkg);
-    if let Some(k) = find_vmlinuz(&dir) {
-        return Ok(k);
-    }
-    println!("vm-test: apt-get download {pkg}");
-    let mut dl = Command::new("apt-get");
-    dl.args(["download", "-q", &pkg])
-        .current_dir(lab.join("debs"))
-        .stdout(Stdio::null());
-    status(dl)?;
-    let deb = std::fs::read_dir(lab.join("debs"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
-        })
-        .with_context(|| format!("no .deb for {pkg} after apt-get download"))?;
-    std::fs::create_dir_all(&dir)?;
-    let mut x = Command::new("sh");
-    x.arg("-c")
-        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" --wildcards './boot/vmlinuz-*'")
-        .args(["sh", &deb.to_string_lossy(), &dir.to_string_lossy()]);
-    status(x)?;
-    find_vmlinuz(&dir).with_context(|| format!("no boot/vmlinuz-* in {}", deb.display()))
+    let dir = apt.unpack(&apt.download(&pkg)?)?;
+    find_vmlinuz(&dir).with_context(|| format!("no boot/vmlinuz-* in {pkg}"))
 }
 
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
@@ -305,43 +517,88 @@ fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
         })
 }
 
+fn host_busybox() -> anyhow::Result<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("no busybox: apt-get install busybox-static")
+}
+
+/// For aarch64: a Rust sysroot holding Debian's arm64 standard library (the
+/// exact version of the host's `rustc-web`, which rejects any other) next to
+/// the host's own, and arm64 busybox.
+fn arm64_parts(apt: &AptState) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let version = output_ok("dpkg-query", &["-W", "-f=${Version}", "rustc-web"])
+        .filter(|v| !v.trim().is_empty())
+        .context("Debian's rustc-web is not installed: run `cargo xtask setup`")?;
+    let std = apt.unpack(&apt.download(&format!("libstd-rust-web-dev={}", version.trim()))?)?;
+    let sysroot = apt.lab.join("sysroot-rust");
+    let rustlib = sysroot.join("lib/rustlib");
+    std::fs::create_dir_all(&rustlib)?;
+    for (triple, from) in [
+        (
+            "aarch64-unknown-linux-gnu",
+            std.join("usr/lib/rustlib/aarch64-unknown-linux-gnu"),
+        ),
+        (
+            "x86_64-unknown-linux-gnu",
+            PathBuf::from("/usr/lib/rustlib/x86_64-unknown-linux-gnu"),
+        ),
+    ] {
+        let link = rustlib.join(triple);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&from, &link)
+            .with_context(|| format!("link {} -> {}", link.display(), from.display()))?;
+    }
+    let busybox = apt
+        .unpack(&apt.download("busybox-static")?)?
+        .join("bin/busybox");
+    anyhow::ensure!(busybox.exists(), "no bin/busybox in arm64 busybox-static");
+    Ok((sysroot, busybox))
+}
+
 /// Static (crt-static) oomwatch and oomwatch-hog: the guest has no libc.
 /// Their own target directory, so the host build is not invalidated.
-fn build_static() -> anyhow::Result<Vec<PathBuf>> {
+fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
     let target_dir = workspace_root().join("target/vm");
+    let triple = arch.triple();
+    let env_triple = triple.to_uppercase().replace('-', "_");
     let mut c = cargo();
     c.args([
         "build",
         "--release",
         "--target",
-        TARGET,
+        triple,
         "--package",
         "oomwatch-tests",
         "--bins",
     ])
-    .env("CARGO_TARGET_DIR", &target_dir)
+    .env("CARGO_TARGET_DIR", &target_dir);
     // Only for the target: build scripts and proc macros cannot be static,
     // and the eBPF object is built for bpfel, untouched.
-    .env(
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-        "-C target-feature=+crt-static",
-    );
+    let mut flags = "-C target-feature=+crt-static".to_owned();
+    if let Some(s) = sysroot {
+        flags = format!("--sysroot {} {flags}", s.display());
+        // Debian's rustc (1.96, matching the arm64 std); rustup's proxy
+        // would shadow it on PATH.
+        c.env("RUSTC", "/usr/bin/rustc").env(
+            format!("CARGO_TARGET_{env_triple}_LINKER"),
+            "aarch64-linux-gnu-gcc",
+        );
+    }
+    c.env(format!("CARGO_TARGET_{env_triple}_RUSTFLAGS"), flags);
     status(c)?;
-    let dir = target_dir.join(TARGET).join("release");
+    let dir = target_dir.join(triple).join("release");
     Ok(vec![dir.join("oomwatch"), dir.join("oomwatch-hog")])
 }
 
-fn make_initrd(bins: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+fn make_initrd(bins: &[PathBuf], busybox: &Path, out: &Path) -> anyhow::Result<()> {
     let root = lab_dir().join("rootfs");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .context("no busybox: apt-get install busybox-static")?;
     std::fs::copy(busybox, root.join("bin/busybox")).context("copy busybox")?;
     for b in bins {
         let name = b.file_name().context("binary name")?;
@@ -364,28 +621,27 @@ fn make_initrd(bins: &[PathBuf], out: &Path) -> anyhow::Result<()> {
 }
 
 /// Starts one guest; its serial console goes to `log`.
-fn boot(kernel: &Path, initrd: &Path, log: &Path) -> anyhow::Result<Child> {
+fn boot(g: &Guest, initrd: &Path, log: &Path) -> anyhow::Result<Child> {
     let _ = std::fs::remove_file(log);
-    Command::new("timeout")
-        .args(["600", "qemu-system-x86_64", "-M", "q35", "-cpu", "max"])
-        // Never KVM here: vm-lab.md §1.
-        .args(["-accel", "tcg", "-m", "256", "-smp", "1", "-nodefaults"])
+    let (mut c, console) = g.arch.qemu();
+    // Never KVM here: vm-lab.md §1.
+    c.args(["-accel", "tcg", "-m", "256", "-smp", "1", "-nodefaults"])
         .args(["-display", "none", "-no-reboot"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .arg("-kernel")
-        .arg(kernel)
+        .arg(&g.kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 oops=panic quiet loglevel=4",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console={console} panic=-1 oops=panic quiet loglevel=4"
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("start qemu-system-x86_64")
+        .context("start qemu")
 }
 
 #[derive(Debug, Default)]
