@@ -1,4 +1,6 @@
-//! `oomwatch run`: load the probes, log every OOM kill in one line, serve
+//! `oomwatch run`: load the probes, log every OOM kill in one line and each
+//! OOM episode (the kill joined with the kernel's report) in another, predict
+//! every domain's victim periodically and when an OOM starts, serve
 //! `/metrics`, and detach cleanly on SIGINT/SIGTERM.
 
 use std::{
@@ -73,34 +75,7 @@ fn spawn_predictor(
                 Ok(Ok((domains, check))) => {
                     for s in &started {
                         metrics.oom_starts.inc();
-                        let d = domains.iter().find(|d| d.cgroup == s.cgroup);
-                        let name = crate::oomstart::domain_name(&s.cgroup);
-                        let victim = d.and_then(|d| d.victim.clone());
-                        let ms = s.seen.elapsed().as_secs_f64() * 1e3;
-                        match (&victim, d) {
-                            (Some(v), Some(d)) => tracing::info!(
-                                "oom start: {name}: predicted victim pid={} comm={} points={}{} ({ms:.1} ms after the signal)",
-                                v.tgid,
-                                v.comm,
-                                v.points,
-                                d.margin.map(|m| format!(" margin={m}")).unwrap_or_default()
-                            ),
-                            _ => tracing::info!(
-                                "oom start: {name}: no eligible task predicted ({ms:.1} ms after the signal)"
-                            ),
-                        }
-                        let paired = at_start
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .on_prediction(StartPrediction {
-                                domain: s.cgroup.clone(),
-                                signal_ns: s.signal_ns,
-                                snapshot_ns,
-                                victim: victim.map(|v| (v.tgid, v.comm)),
-                            });
-                        if let Some(line) = paired {
-                            tracing::info!("{line}");
-                        }
+                        log_start_prediction(s, &domains, snapshot_ns, &at_start);
                     }
                     if let Some(w) = &watch {
                         w.set_domains(domains.iter().filter_map(|d| d.cgroup.clone()).collect());
@@ -128,6 +103,44 @@ fn spawn_predictor(
             }
         }
     })
+}
+
+/// Logs what the pass after an OOM-start signal predicts for that domain,
+/// and hands the prediction to the tracker that pairs it with the kill.
+fn log_start_prediction(
+    s: &OomStart,
+    domains: &[crate::predictor::DomainSummary],
+    snapshot_ns: u64,
+    at_start: &AtStart,
+) {
+    let d = domains.iter().find(|d| d.cgroup == s.cgroup);
+    let name = crate::oomstart::domain_name(&s.cgroup);
+    let victim = d.and_then(|d| d.victim.clone());
+    let ms = s.seen.elapsed().as_secs_f64() * 1e3;
+    match (&victim, d) {
+        (Some(v), Some(d)) => tracing::info!(
+            "oom start: {name}: predicted victim pid={} comm={} points={}{} ({ms:.1} ms after the signal)",
+            v.tgid,
+            v.comm,
+            v.points,
+            d.margin.map(|m| format!(" margin={m}")).unwrap_or_default()
+        ),
+        _ => tracing::info!(
+            "oom start: {name}: no eligible task predicted ({ms:.1} ms after the signal)"
+        ),
+    }
+    let paired = at_start
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .on_prediction(StartPrediction {
+            domain: s.cgroup.clone(),
+            signal_ns: s.signal_ns,
+            snapshot_ns,
+            victim: victim.map(|v| (v.tgid, v.comm)),
+        });
+    if let Some(line) = paired {
+        tracing::info!("{line}");
+    }
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {

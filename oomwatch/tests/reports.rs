@@ -91,3 +91,54 @@ fn replay_the_public_corpus() {
         "unexplained disagreements: {unexplained:?}"
     );
 }
+
+/// Reports our own guest kernels printed (`cargo xtask vm-test` keeps them in
+/// `target/vmlab/out/reports`; a set is committed here): Debian 6.1 and
+/// 6.12, x86_64 and aarch64, memcg v2 and host-wide OOMs, negative and
+/// positive `oom_score_adj`. Each must parse, name its kernel and
+/// architecture, and replay to the victim the kernel chose.
+#[test]
+fn replay_the_guest_kernel_fixtures() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest-reports");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 20,
+        "{} fixtures in {}",
+        files.len(),
+        dir.display()
+    );
+    let mut kernels = std::collections::BTreeSet::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(f).unwrap();
+        let r = parse(&text).unwrap_or_else(|| panic!("{name}: no report"));
+        let release = r
+            .kernel
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: no kernel"));
+        // File names are <arch>-<release>-<scenario>.log.
+        assert!(name.contains(&release), "{name}: report says {release}");
+        let rp = replay(&r).unwrap_or_else(|e| panic!("{name}: {e}"));
+        eprintln!(
+            "{name}: {:?} totalpages {} model {:?} kernel {:?}",
+            rp.domain, rp.totalpages, rp.model_pid, rp.kernel_pid
+        );
+        assert!(
+            rp.agree,
+            "{name}: model {:?}, kernel {:?}",
+            rp.model_pid, rp.kernel_pid
+        );
+        kernels.insert(name.split('-').take(2).collect::<Vec<_>>().join("-"));
+    }
+    assert_eq!(
+        kernels.len(),
+        4,
+        "two kernels on two architectures: {kernels:?}"
+    );
+}

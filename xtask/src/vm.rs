@@ -238,6 +238,7 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
             let (p, f) = judge(&results, &log);
             passed += p;
             failed += f;
+            save_reports(&results, g.arch, &lab.join("out/reports"))?;
         }
     }
     println!(
@@ -365,6 +366,28 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
         }
     }
     (passed, failed)
+}
+
+/// Keeps each scenario's kernel OOM report as a file, named by
+/// architecture, kernel release and scenario, with a `#` header saying what
+/// it is: replay fixtures (`oomwatch/tests/fixtures/guest-reports`).
+fn save_reports(results: &Results, arch: Arch, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let release = results.uname.split_whitespace().next().unwrap_or("unknown");
+    for s in results.scenarios.iter().filter(|s| !s.report.is_empty()) {
+        let path = dir.join(format!("{}-{release}-{}.log", arch.name(), s.name));
+        let text = format!(
+            "# Kernel OOM report captured by `cargo xtask vm-test`: {} guest, Linux {release},\n\
+             # scenario {} (its first kill; the kernel killed {}, the scenario expects {}).\n{}\n",
+            arch.name(),
+            s.name,
+            s.name_of(s.kernel),
+            s.expect,
+            s.report.join("\n")
+        );
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Where apt downloads for one architecture go, and with which apt state:
@@ -654,6 +677,8 @@ struct Scenario {
     predict_error: Option<String>,
     kernel: Option<i64>,
     ebpf: Option<i64>,
+    /// The kernel's OOM report of the first kill (dmesg lines).
+    report: Vec<String>,
 }
 
 impl Scenario {
@@ -767,7 +792,7 @@ fn parse(log: &str) -> Results {
                     ..Default::default()
                 });
             }
-            "HOG" | "PRED" | "KILL" => {
+            "HOG" | "PRED" | "KILL" | "REPORT" => {
                 let (scn, rest) = rest.split_once(' ').unwrap_or((rest, ""));
                 let Some(s) = by_name.get(scn).map(|&i| &mut r.scenarios[i]) else {
                     continue;
@@ -781,6 +806,7 @@ fn parse(log: &str) -> Results {
                             s.hogs.push((n.to_owned(), p));
                         }
                     }
+                    "REPORT" => s.report.push(rest.to_owned()),
                     "PRED" => match serde_json::from_str::<serde_json::Value>(rest) {
                         Ok(j) => s.predicted = j["victim"]["tgid"].as_i64(),
                         Err(_) => s.predict_error = Some(rest.chars().take(200).collect()),
