@@ -236,8 +236,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     loop {
         tokio::select! {
-            Some(r) = reports.recv() => {
-                if let Some(ep) = joiner.report(r, &gfp) {
+            Some(ev) = reports.recv() => {
+                let ep = match ev {
+                    crate::episode::KmsgEvent::Report(r) => joiner.report(*r, &gfp),
+                    crate::episode::KmsgEvent::GroupMember { pid, victim } => {
+                        joiner.group_member(pid, victim)
+                    }
+                };
+                if let Some(ep) = ep {
                     emit(ep);
                 }
             }

@@ -48,11 +48,36 @@ impl KernelReport {
     }
 }
 
+/// What `/dev/kmsg` told about OOMs.
+#[derive(Debug, Clone)]
+pub enum KmsgEvent {
+    Report(Box<KernelReport>),
+    /// A task killed because its memcg has `memory.oom.group` set, after the
+    /// report of the OOM whose victim is `victim`.
+    GroupMember {
+        pid: i32,
+        victim: i32,
+    },
+}
+
+/// What one message completed.
+#[derive(Debug)]
+pub enum Assembled {
+    Report(Box<Report>),
+    GroupMember { pid: i32, victim: i32 },
+}
+
 /// Collects `/dev/kmsg` messages into OOM reports: from the `invoked
-/// oom-killer` header to the first `Killed process` line.
+/// oom-killer` header to the first `Killed process` line. After a report,
+/// `Tasks in … are going to be killed due to memory.oom.group set` opens the
+/// group: each `Killed process` line that follows is a member.
 #[derive(Debug, Default)]
 pub struct ReportAssembler {
     lines: Vec<String>,
+    /// The victim of the last report, while its `memory.oom.group` kills
+    /// may follow.
+    group_of: Option<i32>,
+    last_victim: Option<i32>,
 }
 
 /// A report longer than this many lines is cut (a runaway table) rather
@@ -60,14 +85,20 @@ pub struct ReportAssembler {
 const MAX_REPORT_LINES: usize = 20_000;
 
 impl ReportAssembler {
-    /// Feeds one message (no kmsg prefix); returns the report it completes.
-    pub fn push(&mut self, message: &str) -> Option<Report> {
+    /// Feeds one message (no kmsg prefix); returns what it completes.
+    pub fn push(&mut self, message: &str) -> Option<Assembled> {
         if message.contains("invoked oom-killer:") {
             self.lines.clear();
             self.lines.push(message.to_owned());
+            self.group_of = None;
             return None;
         }
         if self.lines.is_empty() {
+            if message.contains("due to memory.oom.group set") {
+                self.group_of = self.last_victim;
+            } else if let (Some(victim), Some(k)) = (self.group_of, report::killed_line(message)) {
+                return Some(Assembled::GroupMember { pid: k.pid, victim });
+            }
             return None;
         }
         if self.lines.len() < MAX_REPORT_LINES {
@@ -75,7 +106,9 @@ impl ReportAssembler {
         }
         if message.contains("Killed process ") {
             let text = std::mem::take(&mut self.lines).join("\n");
-            return report::parse(&text);
+            let r = report::parse(&text)?;
+            self.last_victim = r.killed.first().map(|k| k.pid);
+            return Some(Assembled::Report(Box::new(r)));
         }
         None
     }
@@ -84,7 +117,7 @@ impl ReportAssembler {
 /// Follows `/dev/kmsg` from its end on a thread of its own and sends each
 /// completed OOM report. Fails when `/dev/kmsg` cannot be opened (no
 /// CAP_SYSLOG, or `dmesg_restrict` for a non-root user).
-pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KernelReport>) -> anyhow::Result<()> {
+pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KmsgEvent>) -> anyhow::Result<()> {
     let mut kmsg = std::fs::File::open("/dev/kmsg").context("open /dev/kmsg")?;
     // Only what the kernel logs from now on.
     nix::unistd::lseek(kmsg.as_fd(), 0, nix::unistd::Whence::SeekEnd)
@@ -111,13 +144,21 @@ pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KernelReport>) -> anyh
                 let record = String::from_utf8_lossy(&buf[..n]);
                 let message = report::kmsg_messages(&record);
                 for line in message.lines() {
-                    let Some(r) = asm.push(line) else { continue };
-                    let replay = report::replay(&r).map_err(|e| e.to_string());
-                    let sent = tx.send(KernelReport {
-                        report: r,
-                        replay,
-                        seen: Instant::now(),
-                    });
+                    let ev = match asm.push(line) {
+                        None => continue,
+                        Some(Assembled::GroupMember { pid, victim }) => {
+                            KmsgEvent::GroupMember { pid, victim }
+                        }
+                        Some(Assembled::Report(r)) => {
+                            let replay = report::replay(&r).map_err(|e| e.to_string());
+                            KmsgEvent::Report(Box::new(KernelReport {
+                                report: *r,
+                                replay,
+                                seen: Instant::now(),
+                            }))
+                        }
+                    };
+                    let sent = tx.send(ev);
                     if sent.is_err() {
                         return;
                     }
@@ -144,6 +185,9 @@ pub struct Episode {
     pub replay: Option<ReplaySummary>,
     /// Why there is no replay (no report, or not replayable).
     pub replay_missing: Option<String>,
+    /// Set for a task killed with the victim because of `memory.oom.group`:
+    /// the victim's pid (whose episode carries the report).
+    pub oom_group_of: Option<i32>,
     /// Milliseconds from the eBPF kill event reaching the daemon to the
     /// report's last line reaching it; negative when the report came first
     /// (the kernel prints it before it kills).
@@ -168,6 +212,22 @@ pub struct ReplaySummary {
 }
 
 impl Episode {
+    /// A kill made because the victim's memcg has `memory.oom.group` set.
+    fn group_member(victim: Victim, of: i32) -> Self {
+        Episode {
+            victim,
+            trigger: None,
+            oom_kill: Default::default(),
+            tasks_listed: 0,
+            replay: None,
+            replay_missing: Some(format!(
+                "killed with pid {of} because of memory.oom.group; that kill's episode has the report"
+            )),
+            oom_group_of: Some(of),
+            report_lag_ms: None,
+        }
+    }
+
     /// Joins a kill with its report (None: no report came).
     pub fn assemble(
         victim: Victim,
@@ -185,6 +245,7 @@ impl Episode {
                 replay_missing: Some(
                     "no OOM report on /dev/kmsg for this kill (unreadable, or rate-limited)".into(),
                 ),
+                oom_group_of: None,
                 report_lag_ms: None,
             };
         };
@@ -212,6 +273,7 @@ impl Episode {
                 totalpages_exact: rp.totalpages_exact,
             }),
             replay_missing: kr.replay.as_ref().err().cloned(),
+            oom_group_of: None,
             report_lag_ms: Some(lag),
         }
     }
@@ -223,6 +285,8 @@ impl Episode {
 pub struct Joiner {
     kills: Vec<(Victim, Instant)>,
     reports: Vec<KernelReport>,
+    /// `memory.oom.group` members announced: (pid, victim, when).
+    members: Vec<(i32, i32, Instant)>,
 }
 
 /// How long a kill waits for its report before it is logged without one.
@@ -231,6 +295,10 @@ pub const REPORT_WAIT: Duration = Duration::from_secs(3);
 impl Joiner {
     pub fn kill(&mut self, v: Victim, gfp: &GfpTable) -> Option<Episode> {
         let now = Instant::now();
+        if let Some(i) = self.members.iter().position(|(p, _, _)| *p == v.pid as i32) {
+            let (_, victim, _) = self.members.remove(i);
+            return Some(Episode::group_member(v, victim));
+        }
         match self
             .reports
             .iter()
@@ -268,6 +336,22 @@ impl Joiner {
         }
     }
 
+    /// A `memory.oom.group` member announced on `/dev/kmsg`.
+    pub fn group_member(&mut self, pid: i32, victim: i32) -> Option<Episode> {
+        match self.kills.iter().position(|(v, _)| v.pid as i32 == pid) {
+            Some(i) => {
+                let (v, _) = self.kills.remove(i);
+                Some(Episode::group_member(v, victim))
+            }
+            None => {
+                self.members.push((pid, victim, Instant::now()));
+                self.members
+                    .retain(|(_, _, at)| at.elapsed() < Duration::from_secs(60));
+                None
+            }
+        }
+    }
+
     /// Kills whose report did not come in time, as episodes without one.
     pub fn expired(&mut self, gfp: &GfpTable) -> Vec<Episode> {
         let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kills)
@@ -300,14 +384,36 @@ mod tests {
         for l in lines {
             assert!(a.push(l).is_none(), "{l}");
         }
-        let r = a
+        let Some(Assembled::Report(r)) = a
             .push("Memory cgroup out of memory: Killed process 8175 (python3) total-vm:118968kB, anon-rss:65152kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:180kB oom_score_adj:0")
-            .expect("a report");
+        else {
+            panic!("a report")
+        };
         assert_eq!(r.killed[0].pid, 8175);
         assert_eq!(r.order, Some(0));
         assert_eq!(r.tasks.len(), 1);
         // Lines after the report are not part of the next one.
         assert!(a.push("oom_reaper: reaped process 8175").is_none());
         assert!(a.lines.is_empty());
+        // Without the oom.group line, a later Killed line is no member.
+        assert!(
+            a.push("Memory cgroup out of memory: Killed process 9 (x) total-vm:1kB")
+                .is_none()
+        );
+        // memory.oom.group: the members killed after the victim.
+        assert!(
+            a.push("Tasks in /job are going to be killed due to memory.oom.group set")
+                .is_none()
+        );
+        match a.push("Memory cgroup out of memory: Killed process 8176 (python3) total-vm:1kB, anon-rss:4kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0") {
+            Some(Assembled::GroupMember { pid: 8176, victim: 8175 }) => {}
+            other => panic!("{other:?}"),
+        }
+        // A new report closes the group.
+        assert!(
+            a.push("x invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0")
+                .is_none()
+        );
+        assert!(a.group_of.is_none());
     }
 }

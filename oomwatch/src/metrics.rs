@@ -201,7 +201,7 @@ impl Metrics {
         let report_replays = IntCounterVec::new(
             Opts::new(
                 names::REPORT_REPLAYS,
-                "Kills whose kernel OOM report the model replayed: agree (the model picks the kernel's victim from the report's own table), disagree, unreplayable, no_report.",
+                "Kills whose kernel OOM report the model replayed: agree (the model picks the kernel's victim from the report's own table), disagree, unreplayable, no_report; oom_group for the tasks killed along with a victim because of memory.oom.group.",
             ),
             &["outcome"],
         )?;
@@ -213,7 +213,13 @@ impl Metrics {
         ] {
             kills_by_constraint.with_label_values(&[c]).inc_by(0);
         }
-        for o in ["agree", "disagree", "unreplayable", "no_report"] {
+        for o in [
+            "agree",
+            "disagree",
+            "unreplayable",
+            "no_report",
+            "oom_group",
+        ] {
             report_replays.with_label_values(&[o]).inc_by(0);
         }
         registry.register(Box::new(kills_by_constraint.clone()))?;
@@ -317,6 +323,7 @@ impl Metrics {
             .with_label_values(&[constraint])
             .inc();
         let outcome = match (&ep.replay, ep.trigger.is_some()) {
+            _ if ep.oom_group_of.is_some() => "oom_group",
             (Some(r), _) if r.agree => "agree",
             (Some(_), _) => "disagree",
             (None, true) => "unreplayable",

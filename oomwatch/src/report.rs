@@ -245,6 +245,14 @@ fn parse_oom_kill(rest: &str) -> Vec<(String, String)> {
     out
 }
 
+/// A lone `…: Killed process N (comm) …` line (no prefix), e.g. a
+/// `memory.oom.group` member killed after the report.
+pub fn killed_line(line: &str) -> Option<Killed> {
+    let line = body(line);
+    let i = line.find(": Killed process ")?;
+    parse_killed(&line[..i], &line[i + 17..])
+}
+
 fn parse_killed(message: &str, rest: &str) -> Option<Killed> {
     let sp = rest.find(" (")?;
     let pid = rest[..sp].trim().parse().ok()?;

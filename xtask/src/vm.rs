@@ -212,7 +212,7 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?;
         println!(
-            "vm-test: booted {} {} guest(s) under TCG; each runs 6 scenarios (about a minute)",
+            "vm-test: booted {} {} guest(s) under TCG; each runs 7 scenarios (about a minute)",
             boots.len(),
             arch.name()
         );
@@ -337,15 +337,17 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
     let kills = metric("oomwatch_oom_kills_total");
     let global = metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_NONE\"}");
     let memcg = metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_MEMCG\"}");
-    if kills > 0.0 && replays("agree") == kills && global >= 1.0 && memcg >= 1.0 {
+    let group = replays("oom_group");
+    if kills > 0.0 && replays("agree") + group == kills && global >= 1.0 && memcg >= 1.0 {
         println!(
-            "   PASS episodes: {kills} kills, each with its report ({memcg} CONSTRAINT_MEMCG, {global} CONSTRAINT_NONE); replays agree {}/{kills}",
-            replays("agree")
+            "   PASS episodes: {kills} kills, each with its report or its oom.group victim's ({memcg} CONSTRAINT_MEMCG, {global} CONSTRAINT_NONE, {group} oom_group); replays agree {}/{}",
+            replays("agree"),
+            kills - group
         );
         passed += 1;
     } else {
         println!(
-            "   FAIL episodes: {kills} kills; replays agree {} disagree {} unreplayable {} no report {}; constraints memcg {memcg} none {global}",
+            "   FAIL episodes: {kills} kills; replays agree {} disagree {} unreplayable {} no report {} oom_group {group}; constraints memcg {memcg} none {global}",
             replays("agree"),
             replays("disagree"),
             replays("unreplayable"),
@@ -679,6 +681,8 @@ struct Scenario {
     ebpf: Option<i64>,
     /// The kernel's OOM report of the first kill (dmesg lines).
     report: Vec<String>,
+    /// For a `memory.oom.group` scenario: kills oomwatch saw in it.
+    group_killed: Option<i64>,
 }
 
 impl Scenario {
@@ -706,6 +710,10 @@ impl Scenario {
             && self.predicted == self.kernel
             && self.ebpf == self.kernel
             && self.kernel == self.expected_pid()
+            // memory.oom.group: every task of the group died with the victim.
+            && self
+                .group_killed
+                .is_none_or(|n| n == self.hogs.len() as i64)
     }
 }
 
@@ -720,6 +728,9 @@ impl std::fmt::Display for Scenario {
             self.name_of(self.ebpf),
             self.expect
         )?;
+        if let Some(n) = self.group_killed {
+            write!(f, "; oom.group kills seen {n} of {}", self.hogs.len())?;
+        }
         if let Some(e) = &self.predict_error {
             write!(f, "; predict: {e}")?;
         }
@@ -792,7 +803,7 @@ fn parse(log: &str) -> Results {
                     ..Default::default()
                 });
             }
-            "HOG" | "PRED" | "KILL" | "REPORT" => {
+            "HOG" | "PRED" | "KILL" | "REPORT" | "GROUP" => {
                 let (scn, rest) = rest.split_once(' ').unwrap_or((rest, ""));
                 let Some(s) = by_name.get(scn).map(|&i| &mut r.scenarios[i]) else {
                     continue;
@@ -807,6 +818,7 @@ fn parse(log: &str) -> Results {
                         }
                     }
                     "REPORT" => s.report.push(rest.to_owned()),
+                    "GROUP" => s.group_killed = pid_field(rest, "killed="),
                     "PRED" => match serde_json::from_str::<serde_json::Value>(rest) {
                         Ok(j) => s.predicted = j["victim"]["tgid"].as_i64(),
                         Err(_) => s.predict_error = Some(rest.chars().take(200).collect()),

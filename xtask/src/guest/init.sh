@@ -112,7 +112,20 @@ predict --cgroup /oomwatch-adj+500
 hog T $CG 0 20
 finish; cleanup $CG
 
-# 6. A host-wide OOM with mixed adjustments. Transparent huge pages on,
+# 6. cgroup v2 memory.oom.group: the kernel picks its victim as usual, then
+# kills every task of the group with it.
+begin oom-group A "memory.oom.group=1: 30 MiB, 10 MiB, 6 MiB and the trigger all go"
+memcg oom-group
+echo 1 > "$CG/memory.oom.group"
+hog A $CG 0 30; ready; hog B $CG 0 10; ready; hog C $CG 0 6; ready
+predict --cgroup /oomwatch-oom-group
+hog T $CG 0 30
+finish
+sleep 1
+say "GROUP $SCN killed=$(($(kills) - K0))"
+cleanup $CG
+
+# 7. A host-wide OOM with mixed adjustments. Transparent huge pages on,
 # without defragmentation: near the OOM every 2 MiB fault's order-9
 # allocation fails and falls back to small pages, which oomwatch counts.
 echo always > /sys/kernel/mm/transparent_hugepage/enabled
