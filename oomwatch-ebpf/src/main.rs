@@ -78,6 +78,22 @@ static VICTIM_TASKS: LruHashMap<u32, VictimTask> = LruHashMap::with_max_entries(
 #[map]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Queues `ev` for the agent, or counts it in `DROPPED` when the ring is full.
+#[inline(always)]
+fn emit<T: 'static>(ev: T) -> Result<(), ()> {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(ev);
+            entry.submit(0);
+            Ok(())
+        }
+        None => {
+            bump(&DROPPED, 0);
+            Err(())
+        }
+    }
+}
+
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     match try_oom_mark_victim(&ctx) {
@@ -136,20 +152,7 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
         ctx,
         "mark_victim pid={} anon_rss={}kB", ev.pid, ev.anon_rss_kb
     );
-    match EVENTS.reserve::<VictimEvent>(0) {
-        Some(mut entry) => {
-            entry.write(ev);
-            entry.submit(0);
-            Ok(())
-        }
-        None => {
-            if let Some(n) = DROPPED.get_ptr_mut(0) {
-                // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-                unsafe { *n += 1 };
-            }
-            Err(())
-        }
-    }
+    emit(ev)
 }
 
 #[btf_tracepoint(function = "mark_victim")]
@@ -239,20 +242,7 @@ fn try_oom_reclaim_retry(ctx: &TracePointContext) -> Result<(), ()> {
         boot_ns: now,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    match EVENTS.reserve::<ReclaimExhaustedEvent>(0) {
-        Some(mut entry) => {
-            entry.write(ev);
-            entry.submit(0);
-            Ok(())
-        }
-        None => {
-            if let Some(n) = DROPPED.get_ptr_mut(0) {
-                // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-                unsafe { *n += 1 };
-            }
-            Err(())
-        }
-    }
+    emit(ev)
 }
 
 /// Offsets inside the `kmem:mm_page_alloc` record; written by the agent.
@@ -360,13 +350,8 @@ fn try_page_alloc(ctx: &TracePointContext) -> Result<(), ()> {
         boot_ns: now,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    match EVENTS.reserve::<AllocFailEvent>(0) {
-        Some(mut entry) => {
-            entry.write(ev);
-            entry.submit(0);
-        }
-        None => bump(&DROPPED, 0),
-    }
+    // A full ring is already counted in DROPPED.
+    let _ = emit(ev);
     Ok(())
 }
 

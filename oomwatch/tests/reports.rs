@@ -23,19 +23,25 @@ const EXPLAINED: &[(&str, &str)] = &[(
      patch under review (the thread reports it killed dbus-daemon instead of the largest task)",
 )];
 
-#[test]
-fn replay_the_public_corpus() {
-    let Some(dir) = corpus() else {
-        eprintln!("skipped: no ../shared/oom-reports (set OOMWATCH_REPORTS to a copy)");
-        return;
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The `*.log` files of `dir`, sorted.
+fn log_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn replay_the_public_corpus() {
+    let Some(dir) = corpus() else {
+        eprintln!("skipped: no ../shared/oom-reports (set OOMWATCH_REPORTS to a copy)");
+        return;
+    };
+    let files = log_files(&dir);
     assert!(!files.is_empty(), "no reports in {}", dir.display());
     let (mut parsed, mut replayed, mut agree) = (0, 0, 0);
     let mut unexplained = Vec::new();
@@ -100,13 +106,7 @@ fn replay_the_public_corpus() {
 #[test]
 fn replay_the_guest_kernel_fixtures() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest-reports");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
+    let files = log_files(&dir);
     assert!(
         files.len() >= 20,
         "{} fixtures in {}",

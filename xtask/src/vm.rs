@@ -473,15 +473,9 @@ impl AptState {
     fn download(&self, pkg: &str) -> anyhow::Result<PathBuf> {
         let name = pkg.split('=').next().unwrap_or(pkg);
         let find = || {
-            std::fs::read_dir(&self.debs)
-                .ok()?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
-                })
+            find_file(&self.debs, |n| {
+                n.starts_with(&format!("{name}_")) && n.ends_with(".deb")
+            })
         };
         if let Some(d) = find() {
             return Ok(d);
@@ -531,15 +525,16 @@ fn fetch_kernel(apt: &AptState, meta: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir.join("boot"))
+    find_file(&dir.join("boot"), |n| n.starts_with("vmlinuz-"))
+}
+
+/// The first entry of `dir` whose file name satisfies `want`.
+fn find_file(dir: &Path, want: impl Fn(&str) -> bool) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&want))
 }
 
 fn host_busybox() -> anyhow::Result<PathBuf> {
