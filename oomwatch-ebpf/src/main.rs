@@ -78,6 +78,23 @@ static VICTIM_TASKS: LruHashMap<u32, VictimTask> = LruHashMap::with_max_entries(
 #[map]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU rate limit: true (and `now` recorded in slot 0 of `last`) when
+/// this CPU last reported at least `every_ns` ago, or never.
+#[inline(always)]
+fn this_cpu_may_report(last: &PerCpuArray<u64>, now: u64, every_ns: u64) -> bool {
+    let Some(last) = last.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    unsafe {
+        if *last != 0 && now.wrapping_sub(*last) < every_ns {
+            return false;
+        }
+        *last = now;
+    }
+    true
+}
+
 /// Queues `ev` for the agent, or counts it in `DROPPED` when the ring is full.
 #[inline(always)]
 fn emit<T: 'static>(ev: T) -> Result<(), ()> {
@@ -220,13 +237,8 @@ fn try_oom_reclaim_retry(ctx: &TracePointContext) -> Result<(), ()> {
     }
     // SAFETY: plain helper call, no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let last = LAST_EXHAUSTED.get_ptr_mut(0).ok_or(())?;
-    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-    unsafe {
-        if *last != 0 && now.wrapping_sub(*last) < EXHAUSTED_EVERY_NS {
-            return Ok(());
-        }
-        *last = now;
+    if !this_cpu_may_report(&LAST_EXHAUSTED, now, EXHAUSTED_EVERY_NS) {
+        return Ok(());
     }
     let order: i32 = if l.order == FIELD_ABSENT {
         -1
@@ -330,13 +342,8 @@ fn try_page_alloc(ctx: &TracePointContext) -> Result<(), ()> {
     bump(&PAGE_ALLOC_FAILS, o);
     // SAFETY: plain helper call, no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let last = LAST_ALLOC_FAIL.get_ptr_mut(0).ok_or(())?;
-    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-    unsafe {
-        if *last != 0 && now.wrapping_sub(*last) < ALLOC_FAIL_EVERY_NS {
-            return Ok(());
-        }
-        *last = now;
+    if !this_cpu_may_report(&LAST_ALLOC_FAIL, now, ALLOC_FAIL_EVERY_NS) {
+        return Ok(());
     }
     let id = bpf_get_current_pid_tgid();
     let ev = AllocFailEvent {
