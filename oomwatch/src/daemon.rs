@@ -116,7 +116,7 @@ fn log_start_prediction(
     let d = domains.iter().find(|d| d.cgroup == s.cgroup);
     let name = crate::oomstart::domain_name(&s.cgroup);
     let victim = d.and_then(|d| d.victim.clone());
-    let ms = s.seen.elapsed().as_secs_f64() * 1e3;
+    let ms = crate::oomstart::boot_ns().saturating_sub(s.signal_ns) as f64 / 1e6;
     match (&victim, d) {
         (Some(v), Some(d)) => tracing::info!(
             "oom start: {name}: predicted victim pid={} comm={} points={}{} ({ms:.1} ms after the signal)",
@@ -259,7 +259,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     );
                     let _ = start_tx.send(OomStart {
                         cgroup: None,
-                        seen: std::time::Instant::now(),
                         signal_ns: r.boot_ns,
                     });
                 }

@@ -37,15 +37,6 @@ impl KernelReport {
     pub fn victim_pid(&self) -> Option<i32> {
         self.report.killed.first().map(|k| k.pid)
     }
-
-    /// A field of the `oom-kill:` line (`constraint`, `oom_memcg`, …).
-    pub fn oom_kill_field(&self, key: &str) -> Option<&str> {
-        self.report
-            .oom_kill
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// What `/dev/kmsg` told about OOMs.

@@ -25,7 +25,6 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
-    time::Instant,
 };
 
 use anyhow::Context as _;
@@ -45,9 +44,8 @@ pub struct OomStart {
     /// The memcg's path inside its hierarchy; None for the host (a global
     /// OOM announced by the page allocator giving up reclaim).
     pub cgroup: Option<String>,
-    /// When the watcher saw the signal.
-    pub seen: Instant,
-    /// The same moment on CLOCK_BOOTTIME (ns), the eBPF events' clock.
+    /// When the signal was raised or seen, on CLOCK_BOOTTIME (ns), the eBPF
+    /// events' clock.
     pub signal_ns: u64,
 }
 
@@ -242,7 +240,6 @@ impl Watcher {
     fn send(&self, path: &str) {
         let _ = self.out.send(OomStart {
             cgroup: Some(path.to_owned()),
-            seen: Instant::now(),
             signal_ns: boot_ns(),
         });
     }
