@@ -134,6 +134,16 @@ pub enum EventKind {
     ReclaimExhausted = 2,
     /// [`AllocFailEvent`]: a page allocation returned no page.
     AllocFail = 3,
+    /// [`OomEnterEvent`]: a task entered `out_of_memory()`.
+    OomEnter = 4,
+    /// [`BadnessEvent`]: `oom_badness()` scored one task during an OOM.
+    Badness = 5,
+    /// [`OomChosenEvent`]: `oom_kill_process()` got the chosen task.
+    OomChosen = 6,
+    /// [`OomExitEvent`]: `out_of_memory()` returned.
+    OomExit = 7,
+    /// [`ReaperEvent`]: one of the `oom:*_reaping` / `wake_reaper` tracepoints.
+    Reaper = 8,
 }
 
 /// One OOM victim, as the kernel marked it (`oom:mark_victim`).
@@ -236,7 +246,10 @@ pub struct ReclaimExhaustedEvent {
 pub mod reclaim {
     pub const DIRECT: u32 = 0;
     pub const MEMCG: u32 = 1;
-    pub const KINDS: u32 = 2;
+    /// One `compact_zone()` run (`compaction:mm_compaction_begin/end`):
+    /// direct compaction, kcompactd and proactive compaction alike.
+    pub const COMPACTION: u32 = 2;
+    pub const KINDS: u32 = 3;
     pub const BUCKETS: u32 = 28;
     pub const STRIDE: u32 = 32;
     pub const SLOTS: u32 = KINDS * STRIDE;
@@ -293,6 +306,146 @@ pub mod page_alloc {
     pub const SLOTS: u32 = CLASSES * MIGRATETYPES * ORDERS;
 }
 
+/// Retry decisions of the allocator slowpath (`RETRY_DECISIONS`, per-CPU
+/// u64 slots): `oom:reclaim_retry_zone` and `oom:compact_retry` counted by
+/// whether the kernel chose to retry.
+pub mod retry {
+    /// A zone failed `should_reclaim_retry`'s watermark check.
+    pub const RECLAIM_GIVE_UP: u32 = 0;
+    /// A zone passed it: reclaim is retried.
+    pub const RECLAIM_RETRY: u32 = 1;
+    pub const COMPACT_GIVE_UP: u32 = 2;
+    pub const COMPACT_RETRY: u32 = 3;
+    pub const SLOTS: u32 = 4;
+}
+
+/// `exceptions:page_fault_user` counts (`USER_FAULTS`, per-CPU u64 slots) by
+/// access, from the x86 error code; and the page-fault OOM hooks.
+pub mod fault {
+    pub const READ: u32 = 0;
+    pub const WRITE: u32 = 1;
+    pub const INSTRUCTION: u32 = 2;
+    /// `handle_mm_fault()` returned `VM_FAULT_OOM` (fexit or kretprobe).
+    pub const VM_FAULT_OOM: u32 = 3;
+    /// `pagefault_out_of_memory()` was called (fentry or kprobe).
+    pub const PAGEFAULT_OOM: u32 = 4;
+    pub const SLOTS: u32 = 5;
+}
+
+/// Offsets (from the kernel's BTF) and argument positions that the kernel
+/// OOM-path programs (fentry/fexit or kprobe on `out_of_memory`,
+/// `oom_badness`, `oom_kill_process`) follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomScanLayout {
+    pub oc_memcg: u32,
+    pub oc_gfp_mask: u32,
+    pub oc_order: u32,
+    pub oc_totalpages: u32,
+    pub oc_chosen: u32,
+    pub oc_chosen_points: u32,
+    pub oc_constraint: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub _pad: [u32; 2],
+    /// Nonzero once the agent filled the offsets in.
+    pub valid: u32,
+}
+
+impl OomScanLayout {
+    pub const INVALID: Self = Self {
+        oc_memcg: 0,
+        oc_gfp_mask: 0,
+        oc_order: 0,
+        oc_totalpages: 0,
+        oc_chosen: 0,
+        oc_chosen_points: 0,
+        oc_constraint: 0,
+        task_pid: 0,
+        task_tgid: 0,
+        _pad: [0; 2],
+        valid: 0,
+    };
+}
+
+/// A task entered `out_of_memory()`: the kernel's OOM path starts here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomEnterEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub order: i32,
+    pub gfp_mask: u32,
+    /// 1 when `oc->memcg` is set (a memory cgroup OOM).
+    pub memcg: u32,
+    pub boot_ns: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// `oom_badness()` returned `points` for the task `pid` while the task
+/// `scanner` was inside `out_of_memory()` (its calls from /proc/PID/oom_score
+/// are not reported). `points == i64::MIN` (LONG_MIN) means unkillable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadnessEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    /// The thread id of the task running the OOM killer.
+    pub scanner: u32,
+    pub points: i64,
+    pub totalpages: u64,
+    pub boot_ns: u64,
+}
+
+/// `oom_kill_process()` was called with the task `select_bad_process()`
+/// chose, read from `struct oom_control`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomChosenEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    /// `enum oom_constraint` (0 none, 1 cpuset, 2 memory policy, 3 memcg).
+    pub constraint: u32,
+    pub chosen_points: i64,
+    pub totalpages: u64,
+    pub boot_ns: u64,
+    pub scanner: u32,
+    pub _pad: u32,
+}
+
+/// `out_of_memory()` returned `ret` (true: the OOM was handled).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomExitEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub ret: u32,
+    pub boot_ns: u64,
+}
+
+/// Stages of the OOM reaper, one tracepoint each.
+pub mod reaper {
+    pub const WAKE: u32 = 0;
+    pub const START: u32 = 1;
+    pub const FINISH: u32 = 2;
+    pub const SKIP: u32 = 3;
+}
+
+/// The OOM reaper reached stage `stage` ([`reaper`]) for the victim `pid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReaperEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub stage: u32,
+    pub _pad: u32,
+    pub boot_ns: u64,
+}
+
 /// A page allocation that returned no page (rate-limited in the kernel).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,6 +461,12 @@ pub struct AllocFailEvent {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+const _: () = assert!(core::mem::size_of::<OomScanLayout>() == 48);
+const _: () = assert!(core::mem::size_of::<OomEnterEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<BadnessEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<OomChosenEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<OomExitEvent>() == 24);
+const _: () = assert!(core::mem::size_of::<ReaperEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<PageAllocLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<AllocFailEvent>() == 56);
 const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
@@ -330,4 +489,10 @@ mod user {
     unsafe impl aya::Pod for super::ReclaimExhaustedEvent {}
     unsafe impl aya::Pod for super::PageAllocLayout {}
     unsafe impl aya::Pod for super::AllocFailEvent {}
+    unsafe impl aya::Pod for super::OomScanLayout {}
+    unsafe impl aya::Pod for super::OomEnterEvent {}
+    unsafe impl aya::Pod for super::BadnessEvent {}
+    unsafe impl aya::Pod for super::OomChosenEvent {}
+    unsafe impl aya::Pod for super::OomExitEvent {}
+    unsafe impl aya::Pod for super::ReaperEvent {}
 }

@@ -18,6 +18,17 @@
 //!   counted in the kernel by GFP class × migratetype × order (never one
 //!   record per allocation); an allocation that got no page is counted by
 //!   order and reported on the ring buffer, at most once per CPU per 10 ms.
+//! * `compaction_begin/end` (`compaction:mm_compaction_begin/end`): each
+//!   `compact_zone()` run timed into the same histogram.
+//! * `oom_compact_retry` and `oom_reclaim_retry`: the slowpath's retry
+//!   decisions counted in `RETRY_DECISIONS`.
+//! * `user_fault` (`exceptions:page_fault_user`, x86): user page faults
+//!   counted by access in `FAULTS`.
+//! * `reaper_*` (`oom:wake_reaper`, `start_task_reaping`,
+//!   `finish_task_reaping`, `skip_task_reaping`): the OOM reaper's progress
+//!   per victim, on the ring buffer.
+//! * The `oompath` module: the kernel's OOM functions themselves, through
+//!   fentry/fexit or kprobes.
 //! * `probe_fentry` / `probe_fexit`: empty programs that `oomwatch check` loads
 //!   to learn whether this kernel accepts fentry/fexit at all.
 //!
@@ -27,6 +38,8 @@
 //! when it is already there, and the agent joins it otherwise.
 #![no_std]
 #![no_main]
+
+mod oompath;
 
 use aya_ebpf::{
     EbpfContext,
@@ -41,8 +54,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use oomwatch_common::{
     AllocFailEvent, EventKind, FIELD_ABSENT, MAX_RECLAIM_RETRIES, MarkVictimLayout,
-    PageAllocLayout, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout, VictimEvent,
-    VictimTask, page_alloc as pa, present, reclaim,
+    PageAllocLayout, ReaperEvent, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout,
+    VictimEvent, VictimTask, fault, page_alloc as pa, present, reclaim, retry,
 };
 
 /// Offsets inside the `oom:mark_victim` record; written by the agent before load.
@@ -228,11 +241,16 @@ fn try_oom_reclaim_retry(ctx: &TracePointContext) -> Result<(), ()> {
     }
     // SAFETY: bpf_probe_read on the tracepoint record (see `field`).
     let loops: i32 = unsafe { ctx.read_at(l.no_progress_loops as usize) }.map_err(|_| ())?;
-    if loops < MAX_RECLAIM_RETRIES {
-        return Ok(());
-    }
     let wmark: u8 = unsafe { ctx.read_at(l.wmark_check as usize) }.map_err(|_| ())?;
-    if wmark != 0 {
+    bump(
+        &RETRY_DECISIONS,
+        if wmark != 0 {
+            retry::RECLAIM_RETRY
+        } else {
+            retry::RECLAIM_GIVE_UP
+        },
+    );
+    if loops < MAX_RECLAIM_RETRIES || wmark != 0 {
         return Ok(());
     }
     // SAFETY: plain helper call, no arguments.
@@ -430,6 +448,124 @@ pub fn reclaim_memcg_begin(_ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
 pub fn reclaim_memcg_end(_ctx: TracePointContext) -> u32 {
     reclaim_end(reclaim::MEMCG)
+}
+
+#[tracepoint(category = "compaction", name = "mm_compaction_begin")]
+pub fn compaction_begin(_ctx: TracePointContext) -> u32 {
+    reclaim_begin(reclaim::COMPACTION)
+}
+
+#[tracepoint(category = "compaction", name = "mm_compaction_end")]
+pub fn compaction_end(_ctx: TracePointContext) -> u32 {
+    reclaim_end(reclaim::COMPACTION)
+}
+
+/// See `oomwatch_common::retry`.
+#[map]
+static RETRY_DECISIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(retry::SLOTS, 0);
+
+/// Offset of the `bool ret` field of `oom:compact_retry`; written by the agent.
+#[unsafe(no_mangle)]
+static COMPACT_RETRY_RET: aya_ebpf::Global<u32> = aya_ebpf::Global::new(FIELD_ABSENT);
+
+#[tracepoint(category = "oom", name = "compact_retry")]
+pub fn oom_compact_retry(ctx: TracePointContext) -> u32 {
+    let off = COMPACT_RETRY_RET.load();
+    if off == FIELD_ABSENT {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read on the tracepoint record.
+    let Ok(ret) = (unsafe { ctx.read_at::<u8>(off as usize) }) else {
+        return 0;
+    };
+    bump(
+        &RETRY_DECISIONS,
+        if ret != 0 {
+            retry::COMPACT_RETRY
+        } else {
+            retry::COMPACT_GIVE_UP
+        },
+    );
+    0
+}
+
+/// See `oomwatch_common::fault`.
+#[map]
+static FAULTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(fault::SLOTS, 0);
+
+/// Offset of `unsigned long error_code` in `exceptions:page_fault_user`.
+#[unsafe(no_mangle)]
+static FAULT_ERROR_CODE: aya_ebpf::Global<u32> = aya_ebpf::Global::new(FIELD_ABSENT);
+
+/// x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
+const X86_PF_WRITE: u64 = 1 << 1;
+const X86_PF_INSTR: u64 = 1 << 4;
+
+#[tracepoint(category = "exceptions", name = "page_fault_user")]
+pub fn user_fault(ctx: TracePointContext) -> u32 {
+    let off = FAULT_ERROR_CODE.load();
+    if off == FIELD_ABSENT {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read on the tracepoint record.
+    let Ok(code) = (unsafe { ctx.read_at::<u64>(off as usize) }) else {
+        return 0;
+    };
+    let slot = if code & X86_PF_INSTR != 0 {
+        fault::INSTRUCTION
+    } else if code & X86_PF_WRITE != 0 {
+        fault::WRITE
+    } else {
+        fault::READ
+    };
+    bump(&FAULTS, slot);
+    0
+}
+
+/// Offset of `int pid` in the `oom:*reap*` records; written by the agent.
+#[unsafe(no_mangle)]
+static REAPER_PID: aya_ebpf::Global<u32> = aya_ebpf::Global::new(FIELD_ABSENT);
+
+#[inline(always)]
+fn reaper(ctx: &TracePointContext, stage: u32) -> u32 {
+    let off = REAPER_PID.load();
+    if off == FIELD_ABSENT {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read on the tracepoint record.
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(off as usize) }) else {
+        return 0;
+    };
+    let ev = ReaperEvent {
+        kind: EventKind::Reaper as u32,
+        pid: pid as u32,
+        stage,
+        _pad: 0,
+        // SAFETY: plain helper call, no arguments.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+    };
+    let _ = emit(ev);
+    0
+}
+
+#[tracepoint(category = "oom", name = "wake_reaper")]
+pub fn reaper_wake(ctx: TracePointContext) -> u32 {
+    reaper(&ctx, oomwatch_common::reaper::WAKE)
+}
+
+#[tracepoint(category = "oom", name = "start_task_reaping")]
+pub fn reaper_start(ctx: TracePointContext) -> u32 {
+    reaper(&ctx, oomwatch_common::reaper::START)
+}
+
+#[tracepoint(category = "oom", name = "finish_task_reaping")]
+pub fn reaper_finish(ctx: TracePointContext) -> u32 {
+    reaper(&ctx, oomwatch_common::reaper::FINISH)
+}
+
+#[tracepoint(category = "oom", name = "skip_task_reaping")]
+pub fn reaper_skip(ctx: TracePointContext) -> u32 {
+    reaper(&ctx, oomwatch_common::reaper::SKIP)
 }
 
 /// Loaded (never attached) by `oomwatch check`: does this kernel take fentry?

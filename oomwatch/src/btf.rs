@@ -84,6 +84,8 @@ enum Type {
     },
     Func {
         name: u32,
+        /// The FUNC_PROTO type id.
+        proto: u32,
     },
     Other,
 }
@@ -215,7 +217,10 @@ impl Btf {
                     off += vlen * 8;
                     Type::FuncProto { params }
                 }
-                KIND_FUNC => Type::Func { name },
+                KIND_FUNC => Type::Func {
+                    name,
+                    proto: size_or_type,
+                },
                 KIND_VAR | KIND_DECL_TAG => {
                     off += 4;
                     Type::Other
@@ -241,7 +246,7 @@ impl Btf {
                 Type::Composite { name, .. }
                 | Type::Enum { name, .. }
                 | Type::Ref { name, .. }
-                | Type::Func { name } => *name,
+                | Type::Func { name, .. } => *name,
                 _ => 0,
             };
             if name != 0 {
@@ -357,6 +362,20 @@ impl Btf {
     pub fn has_func(&self, name: &str) -> bool {
         self.named(name, |t| matches!(t, Type::Func { .. }))
             .is_some()
+    }
+
+    /// How many parameters the kernel function `name` takes, from its BTF
+    /// prototype; None without such a function. An fexit program finds the
+    /// return value right after them.
+    pub fn func_param_count(&self, name: &str) -> Option<usize> {
+        let id = self.named(name, |t| matches!(t, Type::Func { .. }))?;
+        let Type::Func { proto, .. } = &self.types[id as usize] else {
+            return None;
+        };
+        match self.types.get(*proto as usize)? {
+            Type::FuncProto { params } => Some(params.len()),
+            _ => None,
+        }
     }
 
     /// Whether argument `n` (0-based, as in `TP_PROTO`) of the raw tracepoint

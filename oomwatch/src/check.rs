@@ -57,6 +57,11 @@ pub struct Report {
     pub fentry: Item,
     pub fexit: Item,
     pub kprobes: Item,
+    /// How `oomwatch run` hooks each kernel OOM function here (found by
+    /// loading and attaching the real probe set); empty when not tested.
+    pub kernel_hooks: Vec<ebpf::KernelHook>,
+    /// Optional parts of the probe set that are off here, with the reason.
+    pub degraded: Vec<ebpf::Degraded>,
     pub cgroup_hierarchies: Vec<Hierarchy>,
     pub memory_controller: Item,
     pub privileges: Privileges,
@@ -108,6 +113,54 @@ pub const TRACEPOINTS: &[(&str, &str, bool, &str)] = &[
         "mm_vmscan_memcg_reclaim_end",
         false,
         "memcg reclaim stalls (with _begin)",
+    ),
+    (
+        "compaction",
+        "mm_compaction_begin",
+        false,
+        "compaction run times (with _end)",
+    ),
+    (
+        "compaction",
+        "mm_compaction_end",
+        false,
+        "compaction run times (with _begin)",
+    ),
+    (
+        "oom",
+        "compact_retry",
+        false,
+        "the slowpath's compaction retry decisions",
+    ),
+    (
+        "exceptions",
+        "page_fault_user",
+        false,
+        "user page faults by access (x86; elsewhere handle_mm_fault is hooked for VM_FAULT_OOM)",
+    ),
+    (
+        "oom",
+        "wake_reaper",
+        false,
+        "the OOM reaper woken for a victim that did not exit",
+    ),
+    (
+        "oom",
+        "start_task_reaping",
+        false,
+        "the OOM reaper starts on a victim",
+    ),
+    (
+        "oom",
+        "finish_task_reaping",
+        false,
+        "the OOM reaper freed a victim's memory",
+    ),
+    (
+        "oom",
+        "skip_task_reaping",
+        false,
+        "the OOM reaper could not take the victim's mm",
     ),
 ];
 
@@ -204,6 +257,20 @@ pub fn run() -> Report {
     if let Some(msg) = privileges.missing_for_tracing() {
         problems.push(msg);
     }
+    // The real probe set, attached and dropped again: the sure way to learn
+    // which way in each kernel function takes.
+    let (kernel_hooks, degraded) =
+        if problems.is_empty() && privileges.missing_for_tracing().is_none() {
+            match ebpf::Probes::load() {
+                Ok(p) => (p.kernel_hooks.clone(), p.degraded.clone()),
+                Err(e) => {
+                    problems.push(format!("the probe set does not load: {e}"));
+                    (Vec::new(), Vec::new())
+                }
+            }
+        } else {
+            (Vec::new(), Vec::new())
+        };
     Report {
         kernel: crate::kernel_release(),
         arch: std::env::consts::ARCH,
@@ -215,6 +282,8 @@ pub fn run() -> Report {
         fentry,
         fexit,
         kprobes,
+        kernel_hooks,
+        degraded,
         cgroup_hierarchies,
         memory_controller,
         privileges,
@@ -305,6 +374,22 @@ impl Report {
         line(&mut s, "fentry", &self.fentry);
         line(&mut s, "fexit", &self.fexit);
         line(&mut s, "kprobes", &self.kprobes);
+        for h in &self.kernel_hooks {
+            let _ = writeln!(
+                s,
+                "{:<w$}{} {}{} [{}]",
+                format!("hook {}", h.function),
+                mark(h.path.is_some()),
+                h.path.unwrap_or("off"),
+                h.reason
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(": {r}")),
+                h.what
+            );
+        }
+        for d in &self.degraded {
+            let _ = writeln!(s, "{:<w$}NO  {}: {}", "off", d.part, d.reason);
+        }
         line(&mut s, "memory cgroup", &self.memory_controller);
         for h in &self.cgroup_hierarchies {
             let _ = writeln!(

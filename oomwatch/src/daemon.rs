@@ -19,6 +19,7 @@ use crate::{
     cgroup,
     ebpf::Probes,
     kernel_release,
+    kpath::KernelEvent,
     metrics::Metrics,
     oomstart::{OomStart, OomStartWatch, SeenKill, StartPrediction, StartTracker},
 };
@@ -209,9 +210,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut dropped_seen = 0;
     tracing::info!(listen = %served, kernel = %kernel, "oomwatch running: watching oom:mark_victim, metrics at http://{served}/metrics");
 
-    metrics.update_programs(&probes.program_stats());
-    metrics.update_reclaim(probes.reclaim_histogram());
-    metrics.update_page_allocs(probes.page_alloc_counts());
+    metrics.set_kernel_hooks(&probes.kernel_hooks);
+    for h in &probes.kernel_hooks {
+        match h.path {
+            Some(path) => tracing::info!(
+                "kernel hook: {} via {path}{}",
+                h.function,
+                h.reason
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(" ({r})"))
+            ),
+            None => tracing::info!(
+                "kernel hook: {} off: {}",
+                h.function,
+                h.reason.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+    update_kernel_counters(&metrics, &probes);
     // The kernel's own GFP flag list (tracefs) names the failures' masks;
     // the version only picks the fallback table.
     let version = kernel
@@ -227,7 +243,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tracing::warn!(error = %format!("{e:#}"), "OOM episodes will lack the kernel's report (trigger, constraint, task table)");
     }
     let mut joiner = crate::episode::Joiner::default();
-    let emit = |ep: crate::episode::Episode| {
+    let mut scans = crate::kpath::ScanAssembler::default();
+    // Recent kills (pid -> boot ns), for the reaper's timings.
+    let mut killed_at: std::collections::VecDeque<(u32, u64)> = Default::default();
+    let emit = |mut ep: crate::episode::Episode, scans: &crate::kpath::ScanAssembler| {
+        if ep.oom_group_of.is_none() {
+            if let Some(scan) = scans.for_victim(ep.victim.pid, ep.victim.tgid) {
+                ep.add_kernel_scan(&scan);
+            }
+        }
+        if let Some(c) = ep.points_check.as_ref().filter(|c| !c.differ.is_empty()) {
+            tracing::warn!(
+                "kernel points differ from the model's for {} of {} tasks of the kill of pid={}: {:?}",
+                c.differ.len(),
+                c.compared,
+                ep.victim.pid,
+                c.differ
+            );
+        }
         metrics.record_episode(&ep);
         match serde_json::to_string(&ep) {
             Ok(json) => tracing::info!("oom episode: {json}"),
@@ -244,11 +277,41 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     }
                 };
                 if let Some(ep) = ep {
-                    emit(ep);
+                    emit(ep, &scans);
                 }
             }
             batch = victims.next_batch() => {
                 let batch = batch.context("read the eBPF ring buffer")?;
+                for ev in &batch.kernel {
+                    scans.push(ev);
+                    match ev {
+                        KernelEvent::Enter { pid, comm, order, gfp_mask, memcg, boot_ns, .. } => {
+                            tracing::debug!(
+                                "oom entered: pid={pid} comm={comm} order={order} gfp={} {}",
+                                gfp.format(u64::from(*gfp_mask)),
+                                if *memcg { "memcg" } else { "host" }
+                            );
+                            if !*memcg {
+                                let _ = start_tx.send(OomStart {
+                                    cgroup: None,
+                                    signal_ns: *boot_ns,
+                                });
+                            }
+                        }
+                        KernelEvent::Reaper { pid, stage, boot_ns } => {
+                            metrics.reaper_events.with_label_values(&[stage]).inc();
+                            let after = killed_at
+                                .iter()
+                                .rev()
+                                .find(|(p, _)| p == pid)
+                                .map_or_else(String::new, |(_, at)| {
+                                    format!(" {:.1} ms after the kill", boot_ns.saturating_sub(*at) as f64 / 1e6)
+                                });
+                            tracing::info!("oom reaper: pid={pid} {stage}{after}");
+                        }
+                        _ => {}
+                    }
+                }
                 for r in batch.reclaim_exhausted {
                     tracing::info!(
                         "reclaim exhausted: pid={} tgid={} comm={} order={}: the page allocator gave up reclaiming; a global OOM is imminent",
@@ -286,8 +349,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         });
                     tracing::info!("oom kill: {v}{verdict}");
                     metrics.oom_kills.inc();
+                    if killed_at.len() == 256 {
+                        killed_at.pop_front();
+                    }
+                    killed_at.push_back((v.pid, v.boot_ns));
                     if let Some(ep) = joiner.kill(v, &gfp) {
-                        emit(ep);
+                        emit(ep, &scans);
                     }
                 }
                 poke.notify_one();
@@ -296,11 +363,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
-        metrics.update_programs(&probes.program_stats());
-        metrics.update_reclaim(probes.reclaim_histogram());
-        metrics.update_page_allocs(probes.page_alloc_counts());
+        update_kernel_counters(&metrics, &probes);
         for ep in joiner.expired(&gfp) {
-            emit(ep);
+            emit(ep, &scans);
         }
         let dropped = victims.dropped();
         if dropped > dropped_seen {
@@ -320,4 +385,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     drop(victims);
     drop(probes);
     Ok(())
+}
+
+/// Reads the kernel-side counters (program stats, histograms, per-CPU
+/// counts) into the metrics.
+fn update_kernel_counters(metrics: &Metrics, probes: &Probes) {
+    metrics.update_programs(&probes.program_stats());
+    metrics.update_reclaim(probes.reclaim_histogram());
+    metrics.update_page_allocs(probes.page_alloc_counts());
+    metrics.update_faults(probes.fault_counts());
+    metrics.update_retry_decisions(probes.retry_decisions());
 }

@@ -6,11 +6,12 @@ use std::{io, time::Duration};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
 };
 use oomwatch_common::{
-    AllocFailEvent, EventKind, MarkVictimLayout, PageAllocLayout, ReclaimExhaustedEvent,
-    ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, page_alloc, present, reclaim,
+    AllocFailEvent, EventKind, FIELD_ABSENT, MarkVictimLayout, OomScanLayout, PageAllocLayout,
+    ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, fault,
+    page_alloc, present, reclaim, retry,
 };
 
 /// How to load the probes.
@@ -38,11 +39,154 @@ const RECLAIM_PROGRAMS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
 ];
+
+/// (program, category, event).
+type TracepointProgram = (&'static str, &'static str, &'static str);
+
+/// Optional tracepoints that only count or report, without layouts of
+/// their own beyond one field: (degraded part, [(program, category, event)]).
+const COUNTING_TRACEPOINTS: &[(&str, &[TracepointProgram])] = &[
+    (
+        "compaction runs (compaction:mm_compaction_begin/end)",
+        &[
+            ("compaction_begin", "compaction", "mm_compaction_begin"),
+            ("compaction_end", "compaction", "mm_compaction_end"),
+        ],
+    ),
+    (
+        "compaction retry decisions (oom:compact_retry)",
+        &[("oom_compact_retry", "oom", "compact_retry")],
+    ),
+    (
+        "the OOM reaper (oom:wake_reaper, start/finish/skip_task_reaping)",
+        &[
+            ("reaper_wake", "oom", "wake_reaper"),
+            ("reaper_start", "oom", "start_task_reaping"),
+            ("reaper_finish", "oom", "finish_task_reaping"),
+            ("reaper_skip", "oom", "skip_task_reaping"),
+        ],
+    ),
+];
+
+/// One of the kernel's own functions that oomwatch hooks, with its two
+/// ways in: a BTF tracing program (fentry/fexit) or kprobe(s).
+struct HookSpec {
+    what: &'static str,
+    function: &'static str,
+    /// "fentry" or "fexit".
+    tracing_kind: &'static str,
+    tracing_program: &'static str,
+    /// The kprobe twin: one program, or a kprobe + kretprobe pair.
+    kprobe_programs: &'static [&'static str],
+    kprobe_kind: &'static str,
+    /// Whether it follows struct offsets from BTF (`OOM_SCAN_LAYOUT`).
+    needs_layout: bool,
+}
+
+const HOOKS: &[HookSpec] = &[
+    HookSpec {
+        what: "OOM entry: gfp, order, memcg (out_of_memory)",
+        function: "out_of_memory",
+        tracing_kind: "fentry",
+        tracing_program: "oom_enter_fentry",
+        kprobe_programs: &["oom_enter_kprobe"],
+        kprobe_kind: "kprobe",
+        needs_layout: true,
+    },
+    HookSpec {
+        what: "OOM return (out_of_memory)",
+        function: "out_of_memory",
+        tracing_kind: "fexit",
+        tracing_program: "oom_exit_fexit",
+        kprobe_programs: &["oom_exit_kretprobe"],
+        kprobe_kind: "kretprobe",
+        needs_layout: true,
+    },
+    HookSpec {
+        what: "the kernel's points for every scanned task (oom_badness)",
+        function: "oom_badness",
+        tracing_kind: "fexit",
+        tracing_program: "badness_fexit",
+        kprobe_programs: &["badness_kprobe", "badness_kretprobe"],
+        kprobe_kind: "kprobe+kretprobe",
+        needs_layout: true,
+    },
+    HookSpec {
+        what: "the chosen task, chosen_points, totalpages (oom_kill_process)",
+        function: "oom_kill_process",
+        tracing_kind: "fentry",
+        tracing_program: "chosen_fentry",
+        kprobe_programs: &["chosen_kprobe"],
+        kprobe_kind: "kprobe",
+        needs_layout: true,
+    },
+    HookSpec {
+        what: "page-fault OOMs (pagefault_out_of_memory)",
+        function: "pagefault_out_of_memory",
+        tracing_kind: "fentry",
+        tracing_program: "pagefault_oom_fentry",
+        kprobe_programs: &["pagefault_oom_kprobe"],
+        kprobe_kind: "kprobe",
+        needs_layout: false,
+    },
+];
+
+/// Hooked only where `exceptions:page_fault_user` is missing (arm64): it
+/// runs on every page fault.
+const FAULT_HOOK: HookSpec = HookSpec {
+    what: "faults returning VM_FAULT_OOM (handle_mm_fault)",
+    function: "handle_mm_fault",
+    tracing_kind: "fexit",
+    tracing_program: "fault_fexit",
+    kprobe_programs: &["fault_kretprobe"],
+    kprobe_kind: "kretprobe",
+    needs_layout: false,
+};
+
+/// How one kernel function is hooked on this kernel, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelHook {
+    pub what: &'static str,
+    pub function: &'static str,
+    /// "fentry", "fexit", "kprobe", "kretprobe", "kprobe+kretprobe"; None
+    /// when not hooked.
+    pub path: Option<&'static str>,
+    /// Why the preferred way (or every way) was not taken.
+    pub reason: Option<String>,
+}
+
+/// Resolves the `struct oom_control` and `oom_badness()` layout from BTF.
+pub fn oom_scan_layout(btf: &Btf) -> Result<OomScanLayout, String> {
+    let off = |ty: &str, m: &str| btf.member_offset(ty, m).map_err(|e| e.to_string());
+    let params = btf
+        .func_param_count("oom_badness")
+        .ok_or("BTF has no oom_badness function")?;
+    if params != 2 {
+        return Err(format!(
+            "oom_badness takes {params} parameters here; oomwatch knows the (task, totalpages) form of 5.3+"
+        ));
+    }
+    Ok(OomScanLayout {
+        oc_memcg: off("oom_control", "memcg")?,
+        oc_gfp_mask: off("oom_control", "gfp_mask")?,
+        oc_order: off("oom_control", "order")?,
+        oc_totalpages: off("oom_control", "totalpages")?,
+        oc_chosen: off("oom_control", "chosen")?,
+        oc_chosen_points: off("oom_control", "chosen_points")?,
+        oc_constraint: off("oom_control", "constraint")?,
+        task_pid: off("task_struct", "pid")?,
+        task_tgid: off("task_struct", "tgid")?,
+        _pad: [0; 2],
+        valid: 1,
+    })
+}
+
 use tokio::io::unix::AsyncFd;
 
 use crate::{
     btf::{Btf, BtfError, VMLINUX_BTF},
     cgroup::{self, Hierarchy, Memcg},
+    kpath::KernelEvent,
     privilege::Privileges,
     tracefs::{self, TracefsError},
 };
@@ -106,6 +250,11 @@ pub struct Probes {
     reclaim_kinds: u32,
     /// Whether the `kmem:mm_page_alloc` program is attached.
     page_alloc: bool,
+    /// How each of the kernel's OOM functions is hooked.
+    pub kernel_hooks: Vec<KernelHook>,
+    /// Whether anything counts into `FAULTS` / `RETRY_DECISIONS`.
+    faults: bool,
+    retries: bool,
     /// Keeps BPF_ENABLE_STATS(run time) on while oomwatch runs.
     _stats: Option<std::os::fd::OwnedFd>,
 }
@@ -178,6 +327,15 @@ impl Probes {
         let reclaim_layout = tracefs::read_reclaim_retry_layout(&tracefs);
         let alloc_layout = tracefs::read_page_alloc_layout(&tracefs);
         let task = task_program_plan(std::path::Path::new(VMLINUX_BTF));
+        let scan_layout = Btf::from_file(std::path::Path::new(VMLINUX_BTF))
+            .map_err(|e| format!("the kernel has no readable BTF for struct offsets ({e})"))
+            .and_then(|btf| oom_scan_layout(&btf).map(|l| (l, btf)));
+        let field = |c: &str, e: &str, n: &str, size: u32| {
+            tracefs::read_field_offset(&tracefs, c, e, n, size).unwrap_or(FIELD_ABSENT)
+        };
+        let compact_ret = field("oom", "compact_retry", "ret", 1);
+        let fault_code = field("exceptions", "page_fault_user", "error_code", 8);
+        let reaper_pid = field("oom", "wake_reaper", "pid", 4);
         let task_layout = match &task {
             Ok(l) => *l,
             Err(reason) => {
@@ -208,6 +366,16 @@ impl Probes {
                 &reclaim_layout.unwrap_or(ReclaimRetryLayout::ABSENT),
                 true,
             )
+            .override_global(
+                "OOM_SCAN_LAYOUT",
+                &scan_layout
+                    .as_ref()
+                    .map_or(OomScanLayout::INVALID, |(l, _)| *l),
+                true,
+            )
+            .override_global("COMPACT_RETRY_RET", &compact_ret, true)
+            .override_global("FAULT_ERROR_CODE", &fault_code, true)
+            .override_global("REAPER_PID", &reaper_pid, true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
@@ -229,6 +397,9 @@ impl Probes {
             task_program: false,
             reclaim_kinds: 0,
             page_alloc: false,
+            kernel_hooks: Vec::new(),
+            faults: false,
+            retries: false,
             _stats: stats,
         };
         if task.is_ok() {
@@ -302,7 +473,148 @@ impl Probes {
             }
             probes.reclaim_kinds += u32::from(ok);
         }
+        for (part, progs) in COUNTING_TRACEPOINTS {
+            for (prog, category, event) in *progs {
+                if let Err(e) = probes.attach_tracepoint(prog, category, event) {
+                    probes.degraded.push(Degraded {
+                        part,
+                        reason: format!("{category}:{event}: {e:#}"),
+                    });
+                    break;
+                }
+            }
+        }
+        probes.retries = probes.program_attached("oom_reclaim_retry")
+            || probes.program_attached("oom_compact_retry");
+        let user_faults = probes.attach_tracepoint("user_fault", "exceptions", "page_fault_user");
+        probes.faults = user_faults.is_ok();
+        match user_faults {
+            Ok(()) => {}
+            Err(e) => probes.degraded.push(Degraded {
+                part: "user page faults by access (exceptions:page_fault_user)",
+                reason: format!("{e:#}"),
+            }),
+        }
+        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
+        let layout = scan_layout.as_ref().map(|_| ()).map_err(Clone::clone);
+        for spec in HOOKS {
+            let hook = probes.attach_hook(spec, btf.as_ref(), &layout);
+            probes.faults |= hook.path.is_some() && spec.function == "pagefault_out_of_memory";
+            probes.kernel_hooks.push(hook);
+        }
+        if !probes.program_attached("user_fault") || fault_code == FIELD_ABSENT {
+            let hook = probes.attach_hook(&FAULT_HOOK, btf.as_ref(), &Ok(()));
+            probes.faults |= hook.path.is_some();
+            probes.kernel_hooks.push(hook);
+        }
         Ok(probes)
+    }
+
+    /// Whether the program `name` is loaded (attached programs are).
+    fn program_attached(&self, name: &str) -> bool {
+        self.ebpf.program(name).is_some_and(|p| p.fd().is_ok())
+    }
+
+    /// Hooks one kernel function: fentry/fexit where the kernel takes it,
+    /// else kprobe(s), else nothing, with the reasons.
+    fn attach_hook(
+        &mut self,
+        spec: &HookSpec,
+        btf: Result<&aya::Btf, &String>,
+        layout: &Result<(), String>,
+    ) -> KernelHook {
+        let hook = |path, reason| KernelHook {
+            what: spec.what,
+            function: spec.function,
+            path,
+            reason,
+        };
+        if let (true, Err(e)) = (spec.needs_layout, layout) {
+            return hook(None, Some(e.clone()));
+        }
+        let mut reasons = Vec::new();
+        match btf {
+            Ok(btf) => match self.attach_tracing(spec, btf) {
+                Ok(()) => return hook(Some(spec.tracing_kind), None),
+                Err(e) => reasons.push(format!("{}: {e}", spec.tracing_kind)),
+            },
+            Err(e) => reasons.push(format!("{}: no kernel BTF ({e})", spec.tracing_kind)),
+        }
+        let mut kprobe = Ok(());
+        for prog in spec.kprobe_programs {
+            kprobe = self.attach_kprobe(prog, spec.function);
+            if kprobe.is_err() {
+                break;
+            }
+        }
+        match kprobe {
+            Ok(()) => hook(Some(spec.kprobe_kind), Some(reasons.join("; "))),
+            Err(e) => {
+                reasons.push(format!("{}: {e}", spec.kprobe_kind));
+                hook(None, Some(reasons.join("; ")))
+            }
+        }
+    }
+
+    fn attach_tracing(&mut self, spec: &HookSpec, btf: &aya::Btf) -> Result<(), String> {
+        let prog = self
+            .ebpf
+            .program_mut(spec.tracing_program)
+            .ok_or("program missing from the object")?;
+        if spec.tracing_kind == "fentry" {
+            let p: &mut FEntry = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load(spec.function, btf)
+                .map_err(|e| describe_load_error(&e))?;
+            p.attach().map_err(|e| format!("attach: {e}"))?;
+        } else {
+            let p: &mut FExit = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load(spec.function, btf)
+                .map_err(|e| describe_load_error(&e))?;
+            p.attach().map_err(|e| format!("attach: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn attach_kprobe(&mut self, prog: &str, function: &str) -> Result<(), String> {
+        let p: &mut KProbe = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or("program missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+            return Err(
+                "no kprobe PMU (/sys/bus/event_source/devices/kprobe; CONFIG_KPROBES off)".into(),
+            );
+        }
+        if p.fd().is_err() {
+            p.load().map_err(|e| describe_load_error(&e))?;
+        }
+        p.attach(function, 0)
+            .map_err(|e| format!("attach to {function}: {e}"))?;
+        Ok(())
+    }
+
+    /// `FAULTS` summed over CPUs (slots of `oomwatch_common::fault`); None
+    /// when nothing counts into it.
+    pub fn fault_counts(&self) -> Option<Vec<u64>> {
+        self.faults
+            .then(|| self.sum_per_cpu("FAULTS", fault::SLOTS))
+            .flatten()
+    }
+
+    /// `RETRY_DECISIONS` summed over CPUs (slots of `oomwatch_common::retry`).
+    pub fn retry_decisions(&self) -> Option<Vec<u64>> {
+        self.retries
+            .then(|| self.sum_per_cpu("RETRY_DECISIONS", retry::SLOTS))
+            .flatten()
+    }
+
+    fn sum_per_cpu(&self, name: &str, n: u32) -> Option<Vec<u64>> {
+        let map = PerCpuArray::<_, u64>::try_from(self.ebpf.map(name)?).ok()?;
+        (0..n)
+            .map(|i| map.get(&i, 0).ok().map(|v| v.iter().sum()))
+            .collect()
     }
 
     fn attach_tracepoint(&mut self, prog: &str, category: &str, event: &str) -> anyhow::Result<()> {
@@ -322,15 +634,9 @@ impl Probes {
         if !self.page_alloc {
             return None;
         }
-        let sum = |name: &str, n: u32| -> Option<Vec<u64>> {
-            let map = PerCpuArray::<_, u64>::try_from(self.ebpf.map(name)?).ok()?;
-            (0..n)
-                .map(|i| map.get(&i, 0).ok().map(|v| v.iter().sum()))
-                .collect()
-        };
         Some((
-            sum("PAGE_ALLOCS", page_alloc::SLOTS)?,
-            sum("PAGE_ALLOC_FAILS", page_alloc::ORDERS)?,
+            self.sum_per_cpu("PAGE_ALLOCS", page_alloc::SLOTS)?,
+            self.sum_per_cpu("PAGE_ALLOC_FAILS", page_alloc::ORDERS)?,
         ))
     }
 
@@ -541,6 +847,7 @@ enum Record {
     Victim(VictimEvent),
     Exhausted(ReclaimExhaustedEvent),
     AllocFail(AllocFailEvent),
+    Kernel(KernelEvent),
 }
 
 fn read_record(item: &[u8]) -> Option<Record> {
@@ -555,6 +862,21 @@ fn read_record(item: &[u8]) -> Option<Record> {
         k if k == EventKind::MarkVictim as u32 => pod(item).map(Record::Victim),
         k if k == EventKind::ReclaimExhausted as u32 => pod(item).map(Record::Exhausted),
         k if k == EventKind::AllocFail as u32 => pod(item).map(Record::AllocFail),
+        k if k == EventKind::OomEnter as u32 => {
+            pod(item).map(|e| Record::Kernel(KernelEvent::enter(&e)))
+        }
+        k if k == EventKind::Badness as u32 => {
+            pod(item).map(|e| Record::Kernel(KernelEvent::badness(&e)))
+        }
+        k if k == EventKind::OomChosen as u32 => {
+            pod(item).map(|e| Record::Kernel(KernelEvent::chosen(&e)))
+        }
+        k if k == EventKind::OomExit as u32 => {
+            pod(item).map(|e| Record::Kernel(KernelEvent::exit(&e)))
+        }
+        k if k == EventKind::Reaper as u32 => {
+            pod(item).map(|e| Record::Kernel(KernelEvent::reaper(&e)))
+        }
         _ => None,
     }
 }
@@ -590,6 +912,8 @@ pub struct Batch {
     pub victims: Vec<Victim>,
     pub reclaim_exhausted: Vec<ReclaimExhausted>,
     pub alloc_failures: Vec<AllocFailure>,
+    /// The kernel OOM-path and reaper events, in ring order.
+    pub kernel: Vec<KernelEvent>,
 }
 
 /// A page allocation that returned no page (`kmem:mm_page_alloc` with no
@@ -620,7 +944,7 @@ impl From<&AllocFailEvent> for AllocFailure {
 }
 
 /// A kernel `comm` buffer as text (up to its NUL).
-fn comm_string(comm: &[u8]) -> String {
+pub(crate) fn comm_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
@@ -640,6 +964,7 @@ impl VictimStream {
             let mut events = Vec::new();
             let mut stalls = Vec::new();
             let mut fails = Vec::new();
+            let mut kernel = Vec::new();
             {
                 let mut guard = self.ring.readable_mut().await?;
                 let ring = guard.get_inner_mut();
@@ -648,6 +973,7 @@ impl VictimStream {
                         Some(Record::Victim(ev)) => events.push(ev),
                         Some(Record::Exhausted(ev)) => stalls.push(ReclaimExhausted::from(&ev)),
                         Some(Record::AllocFail(ev)) => fails.push(AllocFailure::from(&ev)),
+                        Some(Record::Kernel(ev)) => kernel.push(ev),
                         None => {
                             tracing::warn!(len = item.len(), "unknown event on the ring buffer")
                         }
@@ -655,7 +981,7 @@ impl VictimStream {
                 }
                 guard.clear_ready();
             }
-            if events.is_empty() && stalls.is_empty() && fails.is_empty() {
+            if events.is_empty() && stalls.is_empty() && fails.is_empty() && kernel.is_empty() {
                 continue;
             }
             let mut out = Vec::with_capacity(events.len());
@@ -673,6 +999,7 @@ impl VictimStream {
                 victims: out,
                 reclaim_exhausted: stalls,
                 alloc_failures: fails,
+                kernel,
             });
         }
     }
@@ -731,11 +1058,33 @@ pub fn try_load_fentry_fexit() -> anyhow::Result<(Result<(), String>, Result<(),
     Ok((fentry, fexit))
 }
 
-/// The errno of a program load, without the (empty) verifier log.
+/// The errno of a program load, with the verifier's last words when it
+/// rejected the program.
 fn describe_load_error(e: &aya::programs::ProgramError) -> String {
     match e {
-        aya::programs::ProgramError::LoadError { io_error, .. } => {
-            format!("BPF_PROG_LOAD: {io_error}")
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            // The reason is the last line before the statistics.
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .filter(|l| {
+                    !l.trim().is_empty()
+                        && !["verification time", "stack depth", "processed "]
+                            .iter()
+                            .any(|p| l.starts_with(p))
+                })
+                .take(2)
+                .collect();
+            if tail.is_empty() {
+                format!("BPF_PROG_LOAD: {io_error}")
+            } else {
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("BPF_PROG_LOAD: {io_error}; verifier: {}", tail.join(" / "))
+            }
         }
         other => other.to_string(),
     }
@@ -753,6 +1102,24 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
+    }
+
+    #[test]
+    fn running_kernel_oom_scan_layout() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let btf = Btf::from_sys_fs().unwrap();
+        assert_eq!(btf.func_param_count("oom_badness"), Some(2));
+        assert_eq!(btf.func_param_count("out_of_memory"), Some(1));
+        assert_eq!(btf.func_param_count("no_such_function_here"), None);
+        let l = oom_scan_layout(&btf).unwrap();
+        assert_eq!(l.valid, 1);
+        assert_eq!(l.task_tgid, l.task_pid + 4);
+        // struct oom_control opens with zonelist, nodemask, memcg.
+        assert_eq!(l.oc_memcg, 16);
+        assert!(l.oc_chosen_points > l.oc_chosen, "{l:?}");
     }
 
     #[test]

@@ -183,6 +183,61 @@ pub struct Episode {
     /// report's last line reaching it; negative when the report came first
     /// (the kernel prints it before it kills).
     pub report_lag_ms: Option<f64>,
+    /// What the kernel's own OOM functions reported for this kill (fexit
+    /// or kprobe on out_of_memory, oom_badness, oom_kill_process).
+    pub kernel_scan: Option<KernelScanSummary>,
+    /// The kernel's per-task points against the model's over the report.
+    pub points_check: Option<crate::kpath::PointsCheck>,
+    /// The report, for the checks that need the kernel's scan too.
+    #[serde(skip)]
+    pub report: Option<Box<Report>>,
+}
+
+/// The kernel scan behind one kill, in brief.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelScanSummary {
+    /// The task that ran the OOM killer.
+    pub scanner: u32,
+    /// Tasks `oom_badness()` scored.
+    pub tasks_scored: usize,
+    pub totalpages: Option<u64>,
+    pub chosen_points: Option<i64>,
+    pub constraint: Option<&'static str>,
+    /// From `out_of_memory()` entry to `oom_kill_process()`: the scan.
+    pub scan_ms: Option<f64>,
+    /// `out_of_memory()` entry to return.
+    pub oom_ms: Option<f64>,
+    /// The replay's totalpages when it differs from the kernel's.
+    pub replay_totalpages: Option<u64>,
+}
+
+impl Episode {
+    /// Adds the kernel's scan and, with the report, the per-task check.
+    pub fn add_kernel_scan(&mut self, scan: &crate::kpath::KernelScan) {
+        let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1e6),
+            _ => None,
+        };
+        self.kernel_scan = Some(KernelScanSummary {
+            scanner: scan.scanner,
+            tasks_scored: scan.tasks.len(),
+            totalpages: scan.totalpages,
+            chosen_points: scan.chosen_points,
+            constraint: scan.constraint,
+            scan_ms: ms(scan.entered_ns, scan.chosen_ns),
+            oom_ms: ms(scan.entered_ns, scan.returned_ns),
+            replay_totalpages: self
+                .replay
+                .as_ref()
+                .map(|r| r.totalpages)
+                .filter(|&t| Some(t) != scan.totalpages),
+        });
+        if let (Some(r), false) = (&self.report, scan.tasks.is_empty()) {
+            if let Ok(model) = report::model_points(r, scan.totalpages) {
+                self.points_check = Some(crate::kpath::check_points(scan, &model));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +246,8 @@ pub struct Trigger {
     pub gfp_mask: Option<String>,
     pub order: Option<i32>,
     pub oom_score_adj: Option<i16>,
+    /// The report's call trace runs through `handle_mm_fault`.
+    pub in_page_fault: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,6 +273,9 @@ impl Episode {
             )),
             oom_group_of: Some(of),
             report_lag_ms: None,
+            kernel_scan: None,
+            points_check: None,
+            report: None,
         }
     }
 
@@ -238,6 +298,9 @@ impl Episode {
                 ),
                 oom_group_of: None,
                 report_lag_ms: None,
+                kernel_scan: None,
+                points_check: None,
+                report: None,
             };
         };
         let r = &kr.report;
@@ -253,6 +316,7 @@ impl Episode {
                 gfp_mask: r.gfp_mask.map(|m| format!("{m:#x}({})", gfp.format(m))),
                 order: r.order,
                 oom_score_adj: r.oom_score_adj,
+                in_page_fault: r.in_page_fault,
             }),
             oom_kill: r.oom_kill.iter().cloned().collect(),
             tasks_listed: r.tasks.len(),
@@ -266,6 +330,9 @@ impl Episode {
             replay_missing: kr.replay.as_ref().err().cloned(),
             oom_group_of: None,
             report_lag_ms: Some(lag),
+            kernel_scan: None,
+            points_check: None,
+            report: Some(Box::new(r.clone())),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod domain;
 pub mod ebpf;
 pub mod episode;
+pub mod kpath;
 pub mod metrics;
 pub mod model;
 pub mod oomstart;

@@ -33,6 +33,12 @@ pub mod names {
     pub const PROGRAM_RUNS: &str = "oomwatch_program_runs_total";
     pub const PROGRAM_RUN_SECONDS: &str = "oomwatch_program_run_seconds_total";
     pub const PROGRAM_INSTRUCTIONS: &str = "oomwatch_program_verified_instructions";
+    pub const KERNEL_POINTS_CHECKS: &str = "oomwatch_kernel_points_checks_total";
+    pub const USER_PAGE_FAULTS: &str = "oomwatch_user_page_faults_total";
+    pub const PAGE_FAULT_OOMS: &str = "oomwatch_page_fault_ooms_total";
+    pub const RETRY_DECISIONS: &str = "oomwatch_slowpath_retry_decisions_total";
+    pub const REAPER_EVENTS: &str = "oomwatch_oom_reaper_events_total";
+    pub const KERNEL_HOOKS: &str = "oomwatch_kernel_hook_info";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -53,6 +59,12 @@ pub mod names {
         PROGRAM_RUNS,
         PROGRAM_RUN_SECONDS,
         PROGRAM_INSTRUCTIONS,
+        KERNEL_POINTS_CHECKS,
+        USER_PAGE_FAULTS,
+        PAGE_FAULT_OOMS,
+        RETRY_DECISIONS,
+        REAPER_EVENTS,
+        KERNEL_HOOKS,
     ];
 }
 
@@ -89,6 +101,65 @@ pub struct Metrics {
     program_seen: Mutex<std::collections::HashMap<String, (u64, u128)>>,
     /// Label sets currently exported, to drop those of vanished domains.
     domains: Mutex<HashSet<(String, String)>>,
+    /// Tasks whose points the kernel's `oom_badness()` reported, compared
+    /// with the model's from the OOM report: outcome equal or differ.
+    pub kernel_points_checks: IntCounterVec,
+    user_page_faults: SlotCounter,
+    page_fault_ooms: SlotCounter,
+    retry_decisions: SlotCounter,
+    pub reaper_events: IntCounterVec,
+    pub kernel_hooks: IntGaugeVec,
+}
+
+/// A counter vector that follows per-slot cumulative kernel counts: each
+/// update adds the growth since the last one. Slots without labels are not
+/// exported.
+struct SlotCounter {
+    vec: IntCounterVec,
+    /// Label values of each kernel slot, from slot `first`.
+    labels: Vec<Vec<&'static str>>,
+    first: usize,
+    seen: Mutex<Vec<u64>>,
+}
+
+impl SlotCounter {
+    fn new(
+        registry: &Registry,
+        (name, help): (&str, &str),
+        label_names: &[&str],
+        first: usize,
+        labels: Vec<Vec<&'static str>>,
+    ) -> prometheus::Result<Self> {
+        let vec = IntCounterVec::new(Opts::new(name, help), label_names)?;
+        for l in &labels {
+            vec.with_label_values(l).inc_by(0);
+        }
+        registry.register(Box::new(vec.clone()))?;
+        Ok(Self {
+            vec,
+            labels,
+            first,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn update(&self, counts: Option<&[u64]>) {
+        let Some(counts) = counts else {
+            return;
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, l) in self.labels.iter().enumerate() {
+            let slot = self.first + i;
+            let (Some(&n), before) = (counts.get(slot), seen.get(slot).copied().unwrap_or(0))
+            else {
+                continue;
+            };
+            if n > before {
+                self.vec.with_label_values(l).inc_by(n - before);
+            }
+        }
+        *seen = counts.to_vec();
+    }
 }
 
 impl Metrics {
@@ -227,6 +298,78 @@ impl Metrics {
         registry.register(Box::new(page_allocs.clone()))?;
         registry.register(Box::new(page_alloc_failures.clone()))?;
         registry.register(Box::new(SharedCollector(Arc::clone(&reclaim))))?;
+        let kernel_points_checks = IntCounterVec::new(
+            Opts::new(
+                names::KERNEL_POINTS_CHECKS,
+                "Tasks the kernel scored during an OOM (oom_badness, through fexit or kprobe) whose points were compared with the model's over the same task's OOM report row: equal or differ.",
+            ),
+            &["outcome"],
+        )?;
+        for o in ["equal", "differ"] {
+            kernel_points_checks.with_label_values(&[o]).inc_by(0);
+        }
+        registry.register(Box::new(kernel_points_checks.clone()))?;
+        use oomwatch_common::{fault, retry};
+        let user_page_faults = SlotCounter::new(
+            &registry,
+            (
+                names::USER_PAGE_FAULTS,
+                "User page faults (exceptions:page_fault_user, x86), counted in the kernel by access: read, write, instruction.",
+            ),
+            &["access"],
+            fault::READ as usize,
+            vec![vec!["read"], vec!["write"], vec!["instruction"]],
+        )?;
+        let page_fault_ooms = SlotCounter::new(
+            &registry,
+            (
+                names::PAGE_FAULT_OOMS,
+                "Page-fault OOMs: source report (an OOM kill whose report's call trace runs through handle_mm_fault), vm_fault_oom (handle_mm_fault returned VM_FAULT_OOM; hooked where exceptions:page_fault_user is missing) or pagefault_out_of_memory (the kernel entered it); the hooks by fexit/fentry or kprobe where the kernel allows.",
+            ),
+            &["source"],
+            fault::VM_FAULT_OOM as usize,
+            vec![vec!["vm_fault_oom"], vec!["pagefault_out_of_memory"]],
+        )?;
+        page_fault_ooms.vec.with_label_values(&["report"]).inc_by(0);
+        let retry_decisions = SlotCounter::new(
+            &registry,
+            (
+                names::RETRY_DECISIONS,
+                "The allocator slowpath's retry decisions: check reclaim_zone (oom:reclaim_retry_zone, one per zone checked) or compaction (oom:compact_retry); decision retry or give_up.",
+            ),
+            &["check", "decision"],
+            retry::RECLAIM_GIVE_UP as usize,
+            vec![
+                vec!["reclaim_zone", "give_up"],
+                vec!["reclaim_zone", "retry"],
+                vec!["compaction", "give_up"],
+                vec!["compaction", "retry"],
+            ],
+        )?;
+        let reaper_events = IntCounterVec::new(
+            Opts::new(
+                names::REAPER_EVENTS,
+                "OOM reaper tracepoints hit, by stage: wake_reaper, start_task_reaping, finish_task_reaping, skip_task_reaping.",
+            ),
+            &["stage"],
+        )?;
+        for st in [
+            "wake_reaper",
+            "start_task_reaping",
+            "finish_task_reaping",
+            "skip_task_reaping",
+        ] {
+            reaper_events.with_label_values(&[st]).inc_by(0);
+        }
+        registry.register(Box::new(reaper_events.clone()))?;
+        let kernel_hooks = IntGaugeVec::new(
+            Opts::new(
+                names::KERNEL_HOOKS,
+                "Always 1: how each kernel OOM function is hooked on this kernel (path fentry, fexit, kprobe, kretprobe, kprobe+kretprobe, or off).",
+            ),
+            &["function", "path"],
+        )?;
+        registry.register(Box::new(kernel_hooks.clone()))?;
         Ok(Self {
             registry,
             oom_kills,
@@ -249,7 +392,33 @@ impl Metrics {
             program_instructions,
             program_seen: Mutex::new(std::collections::HashMap::new()),
             domains: Mutex::new(HashSet::new()),
+            kernel_points_checks,
+            user_page_faults,
+            page_fault_ooms,
+            retry_decisions,
+            reaper_events,
+            kernel_hooks,
         })
+    }
+
+    /// Kernel fault counts (`Probes::fault_counts`).
+    pub fn update_faults(&self, counts: Option<Vec<u64>>) {
+        self.user_page_faults.update(counts.as_deref());
+        self.page_fault_ooms.update(counts.as_deref());
+    }
+
+    /// Kernel retry decision counts (`Probes::retry_decisions`).
+    pub fn update_retry_decisions(&self, counts: Option<Vec<u64>>) {
+        self.retry_decisions.update(counts.as_deref());
+    }
+
+    /// One series per hooked kernel function.
+    pub fn set_kernel_hooks(&self, hooks: &[crate::ebpf::KernelHook]) {
+        for h in hooks {
+            self.kernel_hooks
+                .with_label_values(&[h.function, h.path.unwrap_or("off")])
+                .set(1);
+        }
     }
 
     /// Sets the per-program series from the kernel's statistics.
@@ -330,6 +499,20 @@ impl Metrics {
             (None, false) => "no_report",
         };
         self.report_replays.with_label_values(&[outcome]).inc();
+        if let Some(c) = &ep.points_check {
+            self.kernel_points_checks
+                .with_label_values(&["equal"])
+                .inc_by(c.equal as u64);
+            self.kernel_points_checks
+                .with_label_values(&["differ"])
+                .inc_by(c.differ.len() as u64);
+        }
+        if ep.trigger.as_ref().is_some_and(|t| t.in_page_fault) {
+            self.page_fault_ooms
+                .vec
+                .with_label_values(&["report"])
+                .inc();
+        }
     }
 
     /// The kernel's cumulative reclaim histogram (`Probes::reclaim_histogram`).
@@ -463,7 +646,30 @@ mod tests {
         let mut fails = vec![0; 16];
         fails[3] = 2;
         m.update_page_allocs(Some((allocs, fails)));
+        m.set_kernel_hooks(&[crate::ebpf::KernelHook {
+            what: "x",
+            function: "oom_badness",
+            path: None,
+            reason: Some("no".into()),
+        }]);
+        // read 4, write 2, instruction 0, VM_FAULT_OOM 0, pagefault_out_of_memory 1.
+        m.update_faults(Some(vec![4, 2, 0, 0, 1]));
+        m.update_faults(Some(vec![5, 2, 0, 0, 1]));
+        m.update_retry_decisions(Some(vec![0, 3, 1, 0]));
         let text = m.render();
+        for want in [
+            "oomwatch_kernel_hook_info{function=\"oom_badness\",path=\"off\"} 1\n",
+            "oomwatch_user_page_faults_total{access=\"read\"} 5\n",
+            "oomwatch_user_page_faults_total{access=\"instruction\"} 0\n",
+            "oomwatch_page_fault_ooms_total{source=\"pagefault_out_of_memory\"} 1\n",
+            "oomwatch_page_fault_ooms_total{source=\"report\"} 0\n",
+            "oomwatch_slowpath_retry_decisions_total{check=\"reclaim_zone\",decision=\"retry\"} 3\n",
+            "oomwatch_slowpath_retry_decisions_total{check=\"compaction\",decision=\"give_up\"} 1\n",
+            "oomwatch_kernel_points_checks_total{outcome=\"differ\"} 0\n",
+            "oomwatch_oom_reaper_events_total{stage=\"wake_reaper\"} 0\n",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
         assert!(
             text.contains("oomwatch_page_allocs_total{gfp_class=\"kernel\",migratetype=\"1\",order=\"0\"} 15\n"),
             "{text}"
@@ -518,7 +724,8 @@ impl ReclaimStalls {
             desc: prometheus::core::Desc::new(
                 names::RECLAIM_STALL.into(),
                 "Time tasks stalled in reclaim before their allocation could go on: direct (page allocator) \
-                 and memcg (charge over a limit), from vmscan tracepoints, bucketed in the kernel."
+                 and memcg (charge over a limit), from vmscan tracepoints; compaction: each compact_zone() run \
+                 (direct, kcompactd, proactive), from compaction tracepoints; bucketed in the kernel."
                     .into(),
                 vec!["kind".into()],
                 Default::default(),
@@ -627,7 +834,7 @@ impl prometheus::core::Collector for SharedCollector {
         mf.set_name(names::RECLAIM_STALL.into());
         mf.set_help(self.0.desc.help.clone());
         mf.set_field_type(prometheus::proto::MetricType::HISTOGRAM);
-        let kinds = ["direct", "memcg"];
+        let kinds = ["direct", "memcg", "compaction"];
         *mf.mut_metric() = rows
             .iter()
             .zip(kinds)

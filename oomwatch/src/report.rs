@@ -69,6 +69,9 @@ pub struct Report {
     pub tasks: Vec<TaskRow>,
     /// Every `Killed process` line, in order (several with memory.oom.group).
     pub killed: Vec<Killed>,
+    /// The call trace runs through the page-fault handler
+    /// (`handle_mm_fault`): the OOM was invoked inside a page fault.
+    pub in_page_fault: bool,
 }
 
 /// The line without its syslog/journal/timestamp prefix.
@@ -142,6 +145,9 @@ pub fn parse(text: &str) -> Option<Report> {
         }
         if !seen_header {
             continue;
+        }
+        if line.contains("handle_mm_fault+") {
+            r.in_page_fault = true;
         }
         if line.starts_with("CPU: ") && line.contains(" Comm: ") && r.kernel.is_none() {
             // "... Not tainted 6.8.11 #13" / "... Tainted: G ... 6.7.4-arch1-1 #1 …"
@@ -298,6 +304,26 @@ pub enum ReplayError {
 
 /// Replays the report's victim selection with the model (4 KiB pages).
 pub fn replay(r: &Report) -> Result<Replay, ReplayError> {
+    replay_with(r, None).map(|(rp, _)| rp)
+}
+
+/// (pid, points) per task; None: ineligible.
+pub type TaskPoints = Vec<(i32, Option<i64>)>;
+
+/// The model's points for every row of the report's table, with the
+/// kernel's own `totalpages` when it is known (from `oom_kill_process`):
+/// (pid, points; None where the model finds the task ineligible).
+pub fn model_points(
+    r: &Report,
+    totalpages: Option<u64>,
+) -> Result<Vec<(i32, Option<i64>)>, ReplayError> {
+    replay_with(r, totalpages).map(|(_, points)| points)
+}
+
+fn replay_with(
+    r: &Report,
+    kernel_totalpages: Option<u64>,
+) -> Result<(Replay, TaskPoints), ReplayError> {
     let ver: KernelVersion = r
         .kernel
         .as_deref()
@@ -320,7 +346,14 @@ pub fn replay(r: &Report) -> Result<Replay, ReplayError> {
             let t = ram - r.pages_reserved.unwrap_or(0) + r.total_swap_kb.unwrap_or(0) / page_kb;
             (Domain::Global, t, false)
         }
-        (None, None) => return Err(ReplayError::NoTotalpages),
+        (None, None) => match kernel_totalpages {
+            Some(t) => (Domain::Global, t, true),
+            None => return Err(ReplayError::NoTotalpages),
+        },
+    };
+    let (totalpages, exact) = match kernel_totalpages {
+        Some(t) => (t, true),
+        None => (totalpages, exact),
     };
     let processes: Vec<Process> = r
         .tasks
@@ -353,7 +386,12 @@ pub fn replay(r: &Report) -> Result<Replay, ReplayError> {
     );
     let model_pid = sel.chosen().map(|c| c.pid);
     let kernel_pid = r.killed.first().map(|k| k.pid);
-    Ok(Replay {
+    let points = sel
+        .candidates
+        .iter()
+        .map(|c| (c.pid, c.badness.points))
+        .collect();
+    let replay = Replay {
         kernel: ver,
         domain,
         totalpages,
@@ -361,7 +399,8 @@ pub fn replay(r: &Report) -> Result<Replay, ReplayError> {
         model_pid,
         kernel_pid,
         agree: model_pid.is_some() && model_pid == kernel_pid,
-    })
+    };
+    Ok((replay, points))
 }
 
 #[cfg(test)]

@@ -215,6 +215,23 @@ pub fn read_page_alloc_layout(root: &Path) -> Option<PageAllocLayout> {
 
 /// Reads `events/oom/reclaim_retry_zone/format` under `root`; None when this
 /// kernel has no such tracepoint.
+/// Offset of field `name` (exactly `size` bytes wide) in the record of
+/// tracepoint `category:event`; None when the tracepoint or the field is
+/// missing or has another width.
+pub fn read_field_offset(
+    root: &Path,
+    category: &str,
+    event: &str,
+    name: &str,
+    size: u32,
+) -> Option<u32> {
+    let path = event_dir(root, category, event).ok()?.join("format");
+    parse_format(&std::fs::read_to_string(path).ok()?)
+        .into_iter()
+        .find(|f| f.name == name && f.size == size)
+        .map(|f| f.offset)
+}
+
 pub fn read_reclaim_retry_layout(root: &Path) -> Option<ReclaimRetryLayout> {
     let path = event_dir(root, "oom", "reclaim_retry_zone")
         .ok()?
@@ -312,6 +329,30 @@ format:
 
 print fmt: \"pid=%d\", REC->pid
 ";
+
+    #[test]
+    fn field_offsets_of_this_kernel() {
+        let Some(root) = find() else {
+            eprintln!("skipped: tracefs not mounted");
+            return;
+        };
+        if event_dir(&root, "oom", "wake_reaper").is_err() {
+            eprintln!("skipped: no oom:wake_reaper");
+            return;
+        }
+        assert_eq!(
+            read_field_offset(&root, "oom", "wake_reaper", "pid", 4),
+            Some(8)
+        );
+        assert_eq!(
+            read_field_offset(&root, "oom", "wake_reaper", "pid", 8),
+            None
+        );
+        assert_eq!(
+            read_field_offset(&root, "oom", "nonexistent", "pid", 4),
+            None
+        );
+    }
 
     #[test]
     fn layout_6_18() {

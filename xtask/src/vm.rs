@@ -355,6 +355,38 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
         );
         failed += 1;
     }
+    // The kernel's own scan (fexit oom_badness, or its kprobe twin): every
+    // task it scored, compared with the model over the report's row.
+    let hooks: Vec<String> = results
+        .metrics
+        .keys()
+        .filter_map(|k| k.strip_prefix("oomwatch_kernel_hook_info"))
+        .map(|l| {
+            l.replace("function=", "")
+                .replace("path=", "")
+                .replace('"', "")
+        })
+        .collect();
+    let hooked = |f: &str| {
+        hooks
+            .iter()
+            .any(|h| h.starts_with(&format!("{{{f},")) && !h.ends_with(",off}"))
+    };
+    let equal = metric("oomwatch_kernel_points_checks_total{outcome=\"equal\"}");
+    let differ = metric("oomwatch_kernel_points_checks_total{outcome=\"differ\"}");
+    if hooked("out_of_memory") && hooked("oom_badness") && equal >= 1.0 && differ == 0.0 {
+        println!(
+            "   PASS kernel points: {equal} tasks scored by the kernel's oom_badness, each equal to the model's ({})",
+            hooks.join(" ")
+        );
+        passed += 1;
+    } else {
+        println!(
+            "   FAIL kernel points: equal {equal}, differ {differ}; hooks {}",
+            hooks.join(" ")
+        );
+        failed += 1;
+    }
     if let Some(st) = &results.starts {
         println!("   info: OOM starts the daemon saw: {st}");
     }

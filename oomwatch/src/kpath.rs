@@ -1,0 +1,415 @@
+//! The kernel's OOM path as its own functions report it (fentry/fexit or
+//! kprobes on `out_of_memory`, `oom_badness`, `oom_kill_process`), and the
+//! OOM reaper's tracepoints: events, one [`KernelScan`] per OOM, and the
+//! comparison of the kernel's per-task points with the model's.
+
+use std::collections::{HashMap, VecDeque};
+
+use oomwatch_common::{
+    BadnessEvent, OomChosenEvent, OomEnterEvent, OomExitEvent, ReaperEvent, reaper,
+};
+use serde::Serialize;
+
+/// `enum oom_constraint`, in its kernel order.
+pub fn constraint_name(c: u32) -> &'static str {
+    match c {
+        0 => "CONSTRAINT_NONE",
+        1 => "CONSTRAINT_CPUSET",
+        2 => "CONSTRAINT_MEMORY_POLICY",
+        3 => "CONSTRAINT_MEMCG",
+        _ => "unknown",
+    }
+}
+
+/// One record of the kernel OOM-path programs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum KernelEvent {
+    Enter {
+        pid: u32,
+        tgid: u32,
+        comm: String,
+        order: i32,
+        gfp_mask: u32,
+        memcg: bool,
+        boot_ns: u64,
+    },
+    Badness {
+        pid: u32,
+        tgid: u32,
+        scanner: u32,
+        /// None: the kernel returned LONG_MIN (unkillable, or skipped).
+        points: Option<i64>,
+        totalpages: u64,
+    },
+    Chosen {
+        pid: u32,
+        tgid: u32,
+        scanner: u32,
+        constraint: &'static str,
+        chosen_points: i64,
+        totalpages: u64,
+        boot_ns: u64,
+    },
+    Exit {
+        pid: u32,
+        handled: bool,
+        boot_ns: u64,
+    },
+    Reaper {
+        pid: u32,
+        stage: &'static str,
+        boot_ns: u64,
+    },
+}
+
+impl KernelEvent {
+    pub fn enter(ev: &OomEnterEvent) -> Self {
+        KernelEvent::Enter {
+            pid: ev.pid,
+            tgid: ev.tgid,
+            comm: crate::ebpf::comm_string(&ev.comm),
+            order: ev.order,
+            gfp_mask: ev.gfp_mask,
+            memcg: ev.memcg != 0,
+            boot_ns: ev.boot_ns,
+        }
+    }
+
+    pub fn badness(ev: &BadnessEvent) -> Self {
+        KernelEvent::Badness {
+            pid: ev.pid,
+            tgid: ev.tgid,
+            scanner: ev.scanner,
+            points: (ev.points != i64::MIN).then_some(ev.points),
+            totalpages: ev.totalpages,
+        }
+    }
+
+    pub fn chosen(ev: &OomChosenEvent) -> Self {
+        KernelEvent::Chosen {
+            pid: ev.pid,
+            tgid: ev.tgid,
+            scanner: ev.scanner,
+            constraint: constraint_name(ev.constraint),
+            chosen_points: ev.chosen_points,
+            totalpages: ev.totalpages,
+            boot_ns: ev.boot_ns,
+        }
+    }
+
+    pub fn exit(ev: &OomExitEvent) -> Self {
+        KernelEvent::Exit {
+            pid: ev.pid,
+            handled: ev.ret != 0,
+            boot_ns: ev.boot_ns,
+        }
+    }
+
+    pub fn reaper(ev: &ReaperEvent) -> Self {
+        let stage = match ev.stage {
+            reaper::WAKE => "wake_reaper",
+            reaper::START => "start_task_reaping",
+            reaper::FINISH => "finish_task_reaping",
+            reaper::SKIP => "skip_task_reaping",
+            _ => "unknown",
+        };
+        KernelEvent::Reaper {
+            pid: ev.pid,
+            stage,
+            boot_ns: ev.boot_ns,
+        }
+    }
+}
+
+/// One task as the kernel's `oom_badness()` scored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScannedTask {
+    pub pid: u32,
+    pub tgid: u32,
+    pub points: Option<i64>,
+}
+
+/// What the kernel did inside one `out_of_memory()` call.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KernelScan {
+    /// The task running the OOM killer (the allocating task).
+    pub scanner: u32,
+    pub comm: Option<String>,
+    pub order: Option<i32>,
+    pub gfp_mask: Option<u32>,
+    pub memcg: Option<bool>,
+    /// Every task `oom_badness()` scored, in scan order.
+    pub tasks: Vec<ScannedTask>,
+    pub totalpages: Option<u64>,
+    pub chosen_pid: Option<u32>,
+    pub chosen_tgid: Option<u32>,
+    pub chosen_points: Option<i64>,
+    pub constraint: Option<&'static str>,
+    pub entered_ns: Option<u64>,
+    pub chosen_ns: Option<u64>,
+    pub returned_ns: Option<u64>,
+    /// `out_of_memory()`'s return: true when the OOM was handled.
+    pub handled: Option<bool>,
+}
+
+/// How many finished scans are kept for kills to find.
+const KEEP_SCANS: usize = 64;
+
+/// Builds [`KernelScan`]s from the events, by scanning thread.
+#[derive(Debug, Default)]
+pub struct ScanAssembler {
+    open: HashMap<u32, KernelScan>,
+    done: VecDeque<KernelScan>,
+}
+
+impl ScanAssembler {
+    /// Feeds one event (reaper events are ignored here).
+    pub fn push(&mut self, ev: &KernelEvent) {
+        match ev {
+            KernelEvent::Enter {
+                pid,
+                comm,
+                order,
+                gfp_mask,
+                memcg,
+                boot_ns,
+                ..
+            } => {
+                if let Some(old) = self.open.remove(pid) {
+                    self.finish(old);
+                }
+                self.open.insert(
+                    *pid,
+                    KernelScan {
+                        scanner: *pid,
+                        comm: Some(comm.clone()),
+                        order: Some(*order),
+                        gfp_mask: Some(*gfp_mask),
+                        memcg: Some(*memcg),
+                        entered_ns: Some(*boot_ns),
+                        ..KernelScan::default()
+                    },
+                );
+            }
+            KernelEvent::Badness {
+                pid,
+                tgid,
+                scanner,
+                points,
+                totalpages,
+            } => {
+                let s = self.scan_of(*scanner);
+                s.tasks.push(ScannedTask {
+                    pid: *pid,
+                    tgid: *tgid,
+                    points: *points,
+                });
+                s.totalpages = Some(*totalpages);
+            }
+            KernelEvent::Chosen {
+                pid,
+                tgid,
+                scanner,
+                constraint,
+                chosen_points,
+                totalpages,
+                boot_ns,
+            } => {
+                let s = self.scan_of(*scanner);
+                s.chosen_pid = Some(*pid);
+                s.chosen_tgid = Some(*tgid);
+                s.chosen_points = Some(*chosen_points);
+                s.totalpages = Some(*totalpages);
+                s.constraint = Some(constraint);
+                s.chosen_ns = Some(*boot_ns);
+            }
+            KernelEvent::Exit {
+                pid,
+                handled,
+                boot_ns,
+            } => {
+                if let Some(mut s) = self.open.remove(pid) {
+                    s.handled = Some(*handled);
+                    s.returned_ns = Some(*boot_ns);
+                    self.finish(s);
+                }
+            }
+            KernelEvent::Reaper { .. } => {}
+        }
+    }
+
+    fn scan_of(&mut self, scanner: u32) -> &mut KernelScan {
+        self.open.entry(scanner).or_insert_with(|| KernelScan {
+            scanner,
+            ..KernelScan::default()
+        })
+    }
+
+    fn finish(&mut self, s: KernelScan) {
+        if self.done.len() == KEEP_SCANS {
+            self.done.pop_front();
+        }
+        self.done.push_back(s);
+    }
+
+    /// The most recent scan (open or finished) that chose the process
+    /// `tgid` (or the thread `pid`). A clone: the scan stays for others.
+    pub fn for_victim(&self, pid: u32, tgid: Option<u32>) -> Option<KernelScan> {
+        let hit = |s: &&KernelScan| {
+            s.chosen_pid == Some(pid)
+                || (tgid.is_some() && s.chosen_tgid == tgid)
+                || s.chosen_tgid == Some(pid)
+        };
+        self.open
+            .values()
+            .filter(hit)
+            .max_by_key(|s| s.chosen_ns)
+            .or_else(|| self.done.iter().rev().find(hit))
+            .cloned()
+    }
+}
+
+/// The kernel's per-task points against the model's, task by task.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PointsCheck {
+    /// Where the kernel's points came from ("oom_badness").
+    pub source: &'static str,
+    /// Tasks compared (in both the kernel's scan and the report's table).
+    pub compared: usize,
+    pub equal: usize,
+    pub differ: Vec<PointsDiff>,
+    /// Tasks the kernel scored that the report's table does not list.
+    pub not_in_report: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PointsDiff {
+    pub pid: u32,
+    pub kernel: Option<i64>,
+    pub model: Option<i64>,
+}
+
+/// Compares the kernel's scan with the model's points for the same tasks
+/// (`model`: pid → points, from the report's table at the kernel's
+/// totalpages).
+pub fn check_points(scan: &KernelScan, model: &[(i32, Option<i64>)]) -> PointsCheck {
+    let model: HashMap<u32, Option<i64>> = model.iter().map(|&(p, v)| (p as u32, v)).collect();
+    let mut out = PointsCheck {
+        source: "oom_badness",
+        ..PointsCheck::default()
+    };
+    for t in &scan.tasks {
+        match model.get(&t.pid) {
+            None => out.not_in_report += 1,
+            Some(&m) => {
+                out.compared += 1;
+                if m == t.points {
+                    out.equal += 1;
+                } else {
+                    out.differ.push(PointsDiff {
+                        pid: t.pid,
+                        kernel: t.points,
+                        model: m,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn badness(pid: u32, points: Option<i64>) -> KernelEvent {
+        KernelEvent::Badness {
+            pid,
+            tgid: pid,
+            scanner: 9,
+            points,
+            totalpages: 16_384,
+        }
+    }
+
+    fn scan_of_three() -> ScanAssembler {
+        let mut a = ScanAssembler::default();
+        a.push(&KernelEvent::Enter {
+            pid: 9,
+            tgid: 9,
+            comm: "hog".into(),
+            order: 0,
+            gfp_mask: 0xcc0,
+            memcg: true,
+            boot_ns: 100,
+        });
+        a.push(&badness(1, Some(500)));
+        a.push(&badness(2, None));
+        a.push(&badness(3, Some(9000)));
+        a.push(&KernelEvent::Chosen {
+            pid: 3,
+            tgid: 3,
+            scanner: 9,
+            constraint: "CONSTRAINT_MEMCG",
+            chosen_points: 9000,
+            totalpages: 16_384,
+            boot_ns: 150,
+        });
+        a
+    }
+
+    #[test]
+    fn a_scan_is_found_by_its_victim_before_and_after_return() {
+        let mut a = scan_of_three();
+        let s = a.for_victim(3, Some(3)).unwrap();
+        assert_eq!(s.tasks.len(), 3);
+        assert_eq!(s.chosen_points, Some(9000));
+        assert_eq!(s.handled, None);
+        a.push(&KernelEvent::Exit {
+            pid: 9,
+            handled: true,
+            boot_ns: 200,
+        });
+        let s = a.for_victim(3, None).unwrap();
+        assert_eq!((s.handled, s.returned_ns), (Some(true), Some(200)));
+        assert!(
+            a.for_victim(1, Some(1)).is_none(),
+            "1 was scanned, not chosen"
+        );
+    }
+
+    #[test]
+    fn points_are_compared_task_by_task() {
+        let s = scan_of_three().for_victim(3, Some(3)).unwrap();
+        let c = check_points(&s, &[(1, Some(500)), (2, None), (3, Some(8999))]);
+        assert_eq!((c.compared, c.equal, c.not_in_report), (3, 2, 0));
+        assert_eq!(
+            c.differ,
+            vec![PointsDiff {
+                pid: 3,
+                kernel: Some(9000),
+                model: Some(8999)
+            }]
+        );
+        let c = check_points(&s, &[(1, Some(500))]);
+        assert_eq!((c.compared, c.equal, c.not_in_report), (1, 1, 2));
+    }
+
+    #[test]
+    fn long_min_is_no_points() {
+        let ev = BadnessEvent {
+            kind: 5,
+            pid: 4,
+            tgid: 4,
+            scanner: 9,
+            points: i64::MIN,
+            totalpages: 1,
+            boot_ns: 0,
+        };
+        assert!(matches!(
+            KernelEvent::badness(&ev),
+            KernelEvent::Badness { points: None, .. }
+        ));
+    }
+}
