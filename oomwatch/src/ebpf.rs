@@ -565,12 +565,14 @@ impl Probes {
             let p: &mut FEntry = prog.try_into().map_err(|e| format!("{e}"))?;
             p.load(spec.function, btf)
                 .map_err(|e| describe_load_error(&e))?;
-            p.attach().map_err(|e| format!("attach: {e}"))?;
+            p.attach()
+                .map_err(|e| format!("attach: {:#}", anyhow::Error::from(e)))?;
         } else {
             let p: &mut FExit = prog.try_into().map_err(|e| format!("{e}"))?;
             p.load(spec.function, btf)
                 .map_err(|e| describe_load_error(&e))?;
-            p.attach().map_err(|e| format!("attach: {e}"))?;
+            p.attach()
+                .map_err(|e| format!("attach: {:#}", anyhow::Error::from(e)))?;
         }
         Ok(())
     }
@@ -591,7 +593,7 @@ impl Probes {
             p.load().map_err(|e| describe_load_error(&e))?;
         }
         p.attach(function, 0)
-            .map_err(|e| format!("attach to {function}: {e}"))?;
+            .map_err(|e| format!("attach to {function}: {:#}", anyhow::Error::from(e)))?;
         Ok(())
     }
 

@@ -46,6 +46,37 @@ fn check_json_describes_this_kernel() {
             "{key}: {detail}"
         );
     }
+    // The real probe set was attached once: every hook says how it went in,
+    // or why it could not, naming each way it tried.
+    let hooks = v["kernel_hooks"].as_array().unwrap();
+    let functions: Vec<&str> = hooks
+        .iter()
+        .map(|h| h["function"].as_str().unwrap())
+        .collect();
+    for f in [
+        "out_of_memory",
+        "oom_badness",
+        "oom_kill_process",
+        "pagefault_out_of_memory",
+    ] {
+        assert!(functions.contains(&f), "{f} in {functions:?}");
+    }
+    let fentry_loads = v["fentry"]["available"] == true;
+    let kprobes = v["kprobes"]["available"] == true;
+    for h in hooks {
+        match h["path"].as_str() {
+            Some(path) => assert!(fentry_loads || kprobes, "{h} attached by {path}?"),
+            None => {
+                let why = h["reason"].as_str().unwrap();
+                assert!(why.contains("fentry: ") || why.contains("fexit: "), "{h}");
+                assert!(why.contains("kprobe"), "{h}");
+            }
+        }
+    }
+    // Every tracepoint this kernel has is attached: nothing is degraded
+    // except the hooks above (reported there).
+    let degraded = v["degraded"].as_array().unwrap();
+    assert!(degraded.is_empty(), "{degraded:?}");
 }
 
 fn as_nobody(args: &[&str]) -> std::process::Output {

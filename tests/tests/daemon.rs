@@ -286,6 +286,34 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         "oomwatch_reclaim_stall_seconds_sum",
         "kind=\"memcg\"",
     );
+    // The hogs touched their memory page by page: the kernel counted the
+    // write faults (x86's exceptions:page_fault_user), and the OOM happened
+    // inside one (the report's call trace runs through handle_mm_fault).
+    let writes = labelled(
+        &stalls,
+        "oomwatch_user_page_faults_total",
+        "access=\"write\"",
+    );
+    let in_fault = labelled(
+        &stalls,
+        "oomwatch_page_fault_ooms_total",
+        "source=\"report\"",
+    );
+    eprintln!("user write faults {writes:?}; OOM kills inside a page fault {in_fault:?}");
+    if std::env::consts::ARCH == "x86_64" {
+        assert!(writes.is_some_and(|n| n >= 12_288.0), "{stalls}");
+    }
+    assert_eq!(in_fault, Some(1.0), "{stalls}");
+    // This host refuses fentry and has no kprobes: each kernel hook is
+    // exported as off, and the episode carries no kernel scan.
+    for f in ["out_of_memory", "oom_badness", "oom_kill_process"] {
+        assert!(
+            stalls.contains(&format!(
+                "oomwatch_kernel_hook_info{{function=\"{f}\",path="
+            )),
+            "{f}: {stalls}"
+        );
+    }
     eprintln!("memcg reclaim stalls: count {count:?}, sum {sum:?} s");
     assert!(count.is_some_and(|n| n >= 1.0), "{stalls}");
     assert!(sum.is_some_and(|s| s > 0.0 && s < 60.0), "{stalls}");
@@ -342,6 +370,22 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
             .is_some_and(|g| g.contains("GFP_")),
         "{episode}"
     );
+    assert_eq!(episode["trigger"]["in_page_fault"], true, "{episode}");
+    // Where the kernel lets oomwatch hook oom_badness, every task it scored
+    // has the model's points; here (no fentry, no kprobes) there is no scan.
+    if episode["kernel_scan"].is_null() {
+        assert!(episode["points_check"].is_null(), "{episode}");
+    } else {
+        assert!(
+            episode["points_check"]["compared"].as_u64() >= Some(3),
+            "{episode}"
+        );
+        assert_eq!(
+            episode["points_check"]["differ"],
+            serde_json::json!([]),
+            "{episode}"
+        );
+    }
     eprintln!("episode: {episode}");
     // aya-log: the eBPF program's own line reached the agent's tracing output.
     assert!(

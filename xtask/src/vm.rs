@@ -387,6 +387,35 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
         );
         failed += 1;
     }
+    // Page-fault OOMs: the hogs' OOMs all come from their page faults (the
+    // reports' call traces say so); the pagefault scenario's fault returns
+    // VM_FAULT_OOM (hooked where exceptions:page_fault_user is missing) and
+    // reaches pagefault_out_of_memory().
+    let pf = |s: &str| metric(&format!("oomwatch_page_fault_ooms_total{{source=\"{s}\"}}"));
+    let (report, vm_fault, pf_oom) = (
+        pf("report"),
+        pf("vm_fault_oom"),
+        pf("pagefault_out_of_memory"),
+    );
+    let hooks_ok = (!hooked("pagefault_out_of_memory") || pf_oom >= 1.0)
+        && (!hooked("handle_mm_fault") || vm_fault >= 1.0);
+    if report >= 1.0 && hooks_ok && hooked("pagefault_out_of_memory") {
+        println!(
+            "   PASS page-fault OOMs: {report} kills from inside a fault (report call traces), {pf_oom} pagefault_out_of_memory calls, {vm_fault} VM_FAULT_OOM returns{}",
+            if hooked("handle_mm_fault") {
+                " (handle_mm_fault hooked)"
+            } else {
+                " (handle_mm_fault not hooked: exceptions:page_fault_user counts faults)"
+            }
+        );
+        passed += 1;
+    } else {
+        println!(
+            "   FAIL page-fault OOMs: report {report}, pagefault_out_of_memory {pf_oom}, vm_fault_oom {vm_fault}; hooks {}",
+            hooks.join(" ")
+        );
+        failed += 1;
+    }
     if let Some(st) = &results.starts {
         println!("   info: OOM starts the daemon saw: {st}");
     }

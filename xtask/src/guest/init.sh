@@ -125,7 +125,18 @@ sleep 1
 say "GROUP $SCN killed=$(($(kills) - K0))"
 cleanup $CG
 
-# 7. A host-wide OOM with mixed adjustments. Transparent huge pages on,
+# 7. A page-fault OOM that kills nobody: the only task in the memcg is at
+# -1000, so the OOM killer finds no victim, the charge fails, the fault
+# returns VM_FAULT_OOM and the kernel calls pagefault_out_of_memory() and
+# retries the fault, again and again, until the task is killed from outside.
+echo "== scenario pagefault"; SCN=pagefault
+memcg pagefault
+hog A $CG -1000 80
+sleep 4
+say "PAGEFAULT $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_page_fault_ooms_total' | tr ' ' '=' | tr '\n' ' ')"
+cleanup $CG
+
+# 8. A host-wide OOM with mixed adjustments. Transparent huge pages on,
 # without defragmentation: near the OOM every 2 MiB fault's order-9
 # allocation fails and falls back to small pages, which oomwatch counts.
 echo always > /sys/kernel/mm/transparent_hugepage/enabled
