@@ -406,3 +406,72 @@ impl VictimWatch {
         })
     }
 }
+
+/// A small ext4 filesystem on a loop device, mounted under `/tmp` for one
+/// test (`oomwatch` in its image and mount names). It can be frozen
+/// (`fsfreeze`): writers then sleep uninterruptibly. Dropping it thaws,
+/// unmounts and deletes it.
+pub struct LoopFs {
+    pub image: PathBuf,
+    pub mount: PathBuf,
+}
+
+fn run(cmd: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {cmd}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl LoopFs {
+    /// None when this machine cannot loop-mount (no loop devices, no
+    /// mkfs.ext4 or fsfreeze), with the reason.
+    pub fn create() -> Result<Self, String> {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let image = PathBuf::from(format!("/tmp/oomwatch-fs-{}-{n}.img", std::process::id()));
+        let mount = PathBuf::from(format!("/tmp/oomwatch-mnt-{}-{n}", std::process::id()));
+        let fs = LoopFs { image, mount };
+        let setup = || -> anyhow::Result<()> {
+            std::fs::File::create(&fs.image)?.set_len(16 << 20)?;
+            run("mkfs.ext4", &["-q", "-F", &fs.image.to_string_lossy()])?;
+            std::fs::create_dir_all(&fs.mount)?;
+            run(
+                "mount",
+                &[
+                    "-o",
+                    "loop",
+                    &fs.image.to_string_lossy(),
+                    &fs.mount.to_string_lossy(),
+                ],
+            )?;
+            Ok(())
+        };
+        setup().map_err(|e| format!("{e:#}"))?;
+        Ok(fs)
+    }
+
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        run("fsfreeze", &["-f", &self.mount.to_string_lossy()])
+    }
+
+    pub fn thaw(&self) {
+        let _ = run("fsfreeze", &["-u", &self.mount.to_string_lossy()]);
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = run("umount", &[&self.mount.to_string_lossy()]);
+        let _ = std::fs::remove_dir(&self.mount);
+        let _ = std::fs::remove_file(&self.image);
+    }
+}

@@ -12,7 +12,8 @@ use std::{
 
 use nix::sys::signal::Signal;
 use oomwatch_tests::{
-    MemcgGuard, THREE_HOGS_MIB, killed_by_sigkill, require_root, run_hogs_until_one_dies,
+    Hog, LoopFs, MemcgGuard, THREE_HOGS_MIB, killed_by_sigkill, require_root,
+    run_hogs_until_one_dies,
 };
 
 /// GET `path` from `addr`; the body, or None when nothing listens yet.
@@ -568,4 +569,102 @@ fn run_predicts_when_a_memcg_oom_starts() {
         sample(&body, "oomwatch_oom_starts_total").is_some_and(|n| n >= 1.0),
         "{body}"
     );
+}
+
+/// Thaws a frozen [`LoopFs`] when dropped: declared after the hogs, it runs
+/// before they are killed and reaped, so a failing test cannot hang on a
+/// thread stuck in the frozen filesystem.
+struct ThawOnDrop<'a>(&'a LoopFs);
+
+impl Drop for ThawOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.thaw();
+    }
+}
+
+/// The OOM reaper runs only for a victim that has not exited about 2 s after
+/// the kill (OOM_REAPER_DELAY). Here the victim has a thread asleep in
+/// `write()` on a frozen filesystem: uninterruptible, so the process cannot
+/// finish exiting and its memory stays; the reaper wakes and frees it.
+/// oomwatch must see each stage, timed from the kill.
+#[test]
+fn run_reports_the_oom_reaper_for_a_victim_that_cannot_exit() {
+    require_root();
+    let fs = match LoopFs::create() {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipped: cannot loop-mount a filesystem to freeze: {why}");
+            return;
+        }
+    };
+    let memcg = MemcgGuard::create(64 << 20).unwrap();
+    let (mut daemon, _) = Daemon::start();
+    let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let file = fs.mount.join("victim.log");
+    let mut victim =
+        Hog::start_mode(bin, &memcg, 40, &["stuckwrite", &file.to_string_lossy()]).unwrap();
+    assert!(victim.wait_ready(), "the 40 MiB hog did not get ready");
+    let thaw = ThawOnDrop(&fs);
+    fs.freeze().unwrap();
+    let _trigger = Hog::start(bin, &memcg, 40).unwrap();
+    let pid = victim.pid();
+    let finish = format!("oom reaper: pid={pid} finish_task_reaping");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains(&finish) {
+        assert!(
+            Instant::now() < deadline,
+            "no finish_task_reaping for pid {pid} within 20 s:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(thaw);
+    let log = daemon.log();
+    let stage_ms = |stage: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("oom reaper: pid={pid} {stage} ")))
+            .unwrap_or_else(|| panic!("no {stage} line for pid {pid}:\n{log}"));
+        line.split(' ')
+            .rev()
+            .nth(4)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no delay in {line:?}"))
+    };
+    let (wake, start, done) = (
+        stage_ms("wake_reaper"),
+        stage_ms("start_task_reaping"),
+        stage_ms("finish_task_reaping"),
+    );
+    eprintln!("reaper after the kill: woken {wake} ms, started {start} ms, finished {done} ms");
+    // OOM_REAPER_DELAY is 2 s (mm/oom_kill.c, since 5.18).
+    assert!(
+        (1500.0..10_000.0).contains(&wake),
+        "woken {wake} ms after the kill"
+    );
+    assert!(wake <= start && start <= done, "{wake} {start} {done}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http_get(&daemon.addr, "/metrics").unwrap();
+        let n = |stage: &str| {
+            labelled(
+                &body,
+                "oomwatch_oom_reaper_events_total",
+                &format!("stage=\"{stage}\""),
+            )
+        };
+        let all = ["wake_reaper", "start_task_reaping", "finish_task_reaping"]
+            .iter()
+            .all(|s| n(s) >= Some(1.0));
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reaper stages not counted:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, _) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}");
 }

@@ -11,7 +11,12 @@
 //! - `file PATH`: the existing file PATH (at least MIB MiB, written by the
 //!   test outside the cgroup so its page cache is charged there), mapped and
 //!   read (counted as RssFile);
-//! - `threads N`: N threads, each touching MIB / N MiB of anonymous memory.
+//! - `threads N`: N threads, each touching MIB / N MiB of anonymous memory;
+//! - `stuckwrite PATH`: anonymous memory, then a thread that appends a byte
+//!   to PATH every 50 ms. When the test freezes PATH's filesystem
+//!   (`fsfreeze`), that thread sleeps uninterruptibly in `write()`: killed,
+//!   the process cannot finish exiting, and its memory stays until the OOM
+//!   reaper frees it.
 use std::io::{BufRead as _, Write as _};
 
 const PAGE: usize = 4096;
@@ -47,7 +52,9 @@ fn map(len: usize, flags: i32, fd: i32) -> *mut u8 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
-        eprintln!("usage: oomwatch-hog MIB [anon|sparse|shmem|file|threads N]");
+        eprintln!(
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|stuckwrite PATH]"
+        );
         std::process::exit(2);
     };
     let mode = args.get(2).map_or("anon", String::as_str);
@@ -113,6 +120,21 @@ fn main() {
             for _ in 0..n.max(1) {
                 let _ = all_done.recv();
             }
+        }
+        "stuckwrite" => {
+            touch(map(len, private, -1), len, PAGE);
+            let path = args.get(3).expect("stuckwrite mode needs a PATH").clone();
+            let mut f = std::fs::File::options()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .expect("open the hog's file");
+            std::thread::spawn(move || {
+                loop {
+                    let _ = f.write_all(b".");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
         }
         other => {
             eprintln!("unknown mode {other}");
