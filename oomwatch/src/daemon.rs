@@ -21,7 +21,9 @@ use crate::{
     kernel_release,
     kpath::KernelEvent,
     metrics::Metrics,
-    oomstart::{OomStart, OomStartWatch, SeenKill, StartPrediction, StartTracker},
+    oomstart::{
+        OomStart, OomStartWatch, RecentPredictions, SeenKill, StartPrediction, StartTracker,
+    },
 };
 
 /// Default address of `/metrics`. Prometheus' default-port allocation list
@@ -36,6 +38,7 @@ pub struct RunOptions {
 }
 
 type AtStart = Arc<Mutex<StartTracker>>;
+type Recent = Arc<Mutex<RecentPredictions>>;
 
 /// Runs prediction passes every `interval`, at once when poked (after a
 /// kill), and at once when a memcg's OOM starts, updating the per-domain
@@ -48,6 +51,7 @@ fn spawn_predictor(
     watch: Option<OomStartWatch>,
     mut starts: UnboundedReceiver<OomStart>,
     at_start: AtStart,
+    recent: Recent,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -74,6 +78,19 @@ fn spawn_predictor(
             let snapshot_ns = crate::oomstart::boot_ns();
             match pass {
                 Ok(Ok((domains, check))) => {
+                    let predicted: Vec<_> = domains
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.cgroup.clone(),
+                                d.victim.as_ref().map(|v| (v.tgid, v.comm.clone())),
+                            )
+                        })
+                        .collect();
+                    recent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record(&predicted, snapshot_ns);
                     for s in &started {
                         metrics.oom_starts.inc();
                         log_start_prediction(s, &domains, snapshot_ns, &at_start);
@@ -193,6 +210,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let at_start: AtStart = Arc::default();
+    let recent: Recent = Arc::default();
     let predictor = spawn_predictor(
         Arc::clone(&metrics),
         opts.interval,
@@ -200,6 +218,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         watch,
         start_rx,
         Arc::clone(&at_start),
+        Arc::clone(&recent),
     );
     let logger = probes.spawn_logger();
     let mut victims = probes.victims()?;
@@ -246,7 +265,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut scans = crate::kpath::ScanAssembler::default();
     // Recent kills (pid -> boot ns), for the reaper's timings.
     let mut killed_at: std::collections::VecDeque<(u32, u64)> = Default::default();
-    let emit = |mut ep: crate::episode::Episode, scans: &crate::kpath::ScanAssembler| {
+    // Each kill's prediction outcome, until its episode is written.
+    let mut outcomes: std::collections::HashMap<u32, crate::oomstart::PredictionOutcome> =
+        Default::default();
+    let emit = |mut ep: crate::episode::Episode,
+                scans: &crate::kpath::ScanAssembler,
+                outcomes: &mut std::collections::HashMap<
+        u32,
+        crate::oomstart::PredictionOutcome,
+    >| {
+        ep.prediction = outcomes.remove(&ep.victim.pid);
         if ep.oom_group_of.is_none() {
             if let Some(scan) = scans.for_victim(ep.victim.pid, ep.victim.tgid) {
                 ep.add_kernel_scan(&scan);
@@ -277,7 +305,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     }
                 };
                 if let Some(ep) = ep {
-                    emit(ep, &scans);
+                    emit(ep, &scans, &mut outcomes);
                 }
             }
             batch = victims.next_batch() => {
@@ -339,22 +367,36 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     );
                 }
                 for v in batch.victims {
+                    let seen = SeenKill {
+                        memcg: v.memcg.as_ref().map(|m| m.path.clone()),
+                        tgid: v.tgid.unwrap_or(v.pid) as i32,
+                        at_ns: v.boot_ns,
+                    };
+                    let outcome = recent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .judge(&seen);
                     let verdict = at_start
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .on_kill(SeenKill {
-                            memcg: v.memcg.as_ref().map(|m| m.path.clone()),
-                            tgid: v.tgid.unwrap_or(v.pid) as i32,
-                            at_ns: v.boot_ns,
-                        });
-                    tracing::info!("oom kill: {v}{verdict}");
+                        .on_kill(seen);
+                    metrics.predictions.with_label_values(&[outcome.outcome]).inc();
+                    tracing::info!(
+                        "oom kill: {v}{verdict}; prediction {}: {}",
+                        outcome.outcome,
+                        outcome.reason
+                    );
+                    if outcomes.len() > 1024 {
+                        outcomes.clear();
+                    }
+                    outcomes.insert(v.pid, outcome);
                     metrics.oom_kills.inc();
                     if killed_at.len() == 256 {
                         killed_at.pop_front();
                     }
                     killed_at.push_back((v.pid, v.boot_ns));
                     if let Some(ep) = joiner.kill(v, &gfp) {
-                        emit(ep, &scans);
+                        emit(ep, &scans, &mut outcomes);
                     }
                 }
                 poke.notify_one();
@@ -365,7 +407,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         update_kernel_counters(&metrics, &probes);
         for ep in joiner.expired(&gfp) {
-            emit(ep, &scans);
+            emit(ep, &scans, &mut outcomes);
         }
         let dropped = victims.dropped();
         if dropped > dropped_seen {

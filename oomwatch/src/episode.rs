@@ -188,6 +188,8 @@ pub struct Episode {
     pub kernel_scan: Option<KernelScanSummary>,
     /// The kernel's per-task points against the model's over the report.
     pub points_check: Option<crate::kpath::PointsCheck>,
+    /// The kill against the prediction made just before it.
+    pub prediction: Option<crate::oomstart::PredictionOutcome>,
     /// The report, for the checks that need the kernel's scan too.
     #[serde(skip)]
     pub report: Option<Box<Report>>,
@@ -275,6 +277,7 @@ impl Episode {
             report_lag_ms: None,
             kernel_scan: None,
             points_check: None,
+            prediction: None,
             report: None,
         }
     }
@@ -300,6 +303,7 @@ impl Episode {
                 report_lag_ms: None,
                 kernel_scan: None,
                 points_check: None,
+                prediction: None,
                 report: None,
             };
         };
@@ -332,6 +336,7 @@ impl Episode {
             report_lag_ms: Some(lag),
             kernel_scan: None,
             points_check: None,
+            prediction: None,
             report: Some(Box::new(r.clone())),
         }
     }

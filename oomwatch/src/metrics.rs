@@ -39,6 +39,7 @@ pub mod names {
     pub const RETRY_DECISIONS: &str = "oomwatch_slowpath_retry_decisions_total";
     pub const REAPER_EVENTS: &str = "oomwatch_oom_reaper_events_total";
     pub const KERNEL_HOOKS: &str = "oomwatch_kernel_hook_info";
+    pub const PREDICTIONS: &str = "oomwatch_predictions_total";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -65,6 +66,7 @@ pub mod names {
         RETRY_DECISIONS,
         REAPER_EVENTS,
         KERNEL_HOOKS,
+        PREDICTIONS,
     ];
 }
 
@@ -109,6 +111,8 @@ pub struct Metrics {
     retry_decisions: SlotCounter,
     pub reaper_events: IntCounterVec,
     pub kernel_hooks: IntGaugeVec,
+    /// Kills against the prediction made just before them.
+    pub predictions: IntCounterVec,
 }
 
 /// A counter vector that follows per-slot cumulative kernel counts: each
@@ -370,6 +374,17 @@ impl Metrics {
             &["function", "path"],
         )?;
         registry.register(Box::new(kernel_hooks.clone()))?;
+        let predictions = IntCounterVec::new(
+            Opts::new(
+                names::PREDICTIONS,
+                "OOM kills against the victim the last prediction pass before the kill named for the kill's domain (the deepest memcg with a limit holding the victim, else the host): match, mismatch, or no_prediction (no pass had finished, or it found no eligible task there).",
+            ),
+            &["outcome"],
+        )?;
+        for o in ["match", "mismatch", "no_prediction"] {
+            predictions.with_label_values(&[o]).inc_by(0);
+        }
+        registry.register(Box::new(predictions.clone()))?;
         Ok(Self {
             registry,
             oom_kills,
@@ -398,6 +413,7 @@ impl Metrics {
             retry_decisions,
             reaper_events,
             kernel_hooks,
+            predictions,
         })
     }
 

@@ -597,3 +597,166 @@ mod tracker_tests {
         );
     }
 }
+
+/// What one finished prediction pass said for a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassPrediction {
+    /// When the pass finished (CLOCK_BOOTTIME ns).
+    pub snapshot_ns: u64,
+    /// Predicted victim (tgid, comm); None when nothing was eligible.
+    pub victim: Option<(i32, String)>,
+}
+
+/// A domain (None: the host) and its predicted victim (tgid, comm).
+pub type DomainVictim = (Option<String>, Option<(i32, String)>);
+
+/// The recent passes' predictions per domain (None: the host), newest last.
+#[derive(Debug, Default)]
+pub struct RecentPredictions {
+    by_domain: std::collections::HashMap<Option<String>, Vec<PassPrediction>>,
+}
+
+/// Passes kept per domain: enough that one finishing between a kill and its
+/// event still leaves the one before it.
+const KEEP_PASSES: usize = 4;
+
+impl RecentPredictions {
+    /// Records one pass over `domains`; domains the pass no longer has are
+    /// forgotten once their last prediction is a minute old.
+    pub fn record(&mut self, domains: &[DomainVictim], at_ns: u64) {
+        for (d, victim) in domains {
+            let v = self.by_domain.entry(d.clone()).or_default();
+            if v.len() == KEEP_PASSES {
+                v.remove(0);
+            }
+            v.push(PassPrediction {
+                snapshot_ns: at_ns,
+                victim: victim.clone(),
+            });
+        }
+        self.by_domain.retain(|d, v| {
+            domains.iter().any(|(x, _)| x == d)
+                || v.last()
+                    .is_some_and(|p| at_ns.saturating_sub(p.snapshot_ns) < KEEP_NS)
+        });
+    }
+
+    /// The kill compared with the newest prediction made before it for the
+    /// kill's domain: the deepest memcg domain holding the victim, else the
+    /// host.
+    pub fn judge(&self, k: &SeenKill) -> PredictionOutcome {
+        let domain = self
+            .by_domain
+            .keys()
+            .filter(|d| d.is_some() && within(k, d))
+            .max_by_key(|d| d.as_ref().map_or(0, String::len))
+            .cloned()
+            .unwrap_or(None);
+        let name = domain_name(&domain);
+        let before = self
+            .by_domain
+            .get(&domain)
+            .and_then(|v| v.iter().rev().find(|p| p.snapshot_ns <= k.at_ns));
+        let Some(p) = before else {
+            return PredictionOutcome {
+                outcome: "no_prediction",
+                domain,
+                predicted_pid: None,
+                predicted_comm: None,
+                age_ms: None,
+                reason: format!("no prediction pass for {name} finished before the kill"),
+            };
+        };
+        let age_ms = (k.at_ns - p.snapshot_ns) as f64 / 1e6;
+        let (outcome, reason) = match &p.victim {
+            Some((tgid, _)) if *tgid == k.tgid => (
+                "match",
+                format!(
+                    "the last pass for {name} ({age_ms:.0} ms before the kill) named this task"
+                ),
+            ),
+            Some((tgid, comm)) => (
+                "mismatch",
+                format!(
+                    "the last pass for {name} ({age_ms:.0} ms before the kill) named pid={tgid} comm={comm}"
+                ),
+            ),
+            // Nothing was there to predict yet (the tasks came after the
+            // pass): no prediction rather than a wrong one.
+            None => (
+                "no_prediction",
+                format!(
+                    "the last pass for {name} ({age_ms:.0} ms before the kill) found no eligible task"
+                ),
+            ),
+        };
+        PredictionOutcome {
+            outcome,
+            domain,
+            predicted_pid: p.victim.as_ref().map(|v| v.0),
+            predicted_comm: p.victim.as_ref().map(|v| v.1.clone()),
+            age_ms: Some(age_ms),
+            reason,
+        }
+    }
+}
+
+/// A kill against the prediction made just before it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PredictionOutcome {
+    /// `match`, `mismatch`, or `no_prediction` (no pass had finished, or
+    /// the last one found no eligible task in the domain).
+    pub outcome: &'static str,
+    /// The domain judged (None: the host).
+    pub domain: Option<String>,
+    pub predicted_pid: Option<i32>,
+    pub predicted_comm: Option<String>,
+    /// How long before the kill the prediction's pass finished.
+    pub age_ms: Option<f64>,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    fn kill(memcg: Option<&str>, tgid: i32, at: u64) -> SeenKill {
+        SeenKill {
+            memcg: memcg.map(Into::into),
+            tgid,
+            at_ns: at,
+        }
+    }
+
+    #[test]
+    fn a_kill_is_judged_against_the_last_pass_before_it_in_its_domain() {
+        let mut r = RecentPredictions::default();
+        let v = |t: i32| Some((t, "hog".to_owned()));
+        r.record(&[(None, v(1)), (Some("/job".into()), v(7))], 100);
+        r.record(&[(None, v(1)), (Some("/job".into()), v(8))], 200);
+        // A pass that finished after the kill does not count.
+        r.record(&[(None, v(1)), (Some("/job".into()), v(9))], 300);
+        let o = r.judge(&kill(Some("/job/task"), 8, 250));
+        assert_eq!((o.outcome, o.predicted_pid), ("match", Some(8)));
+        assert_eq!(o.domain.as_deref(), Some("/job"));
+        assert_eq!(o.age_ms, Some(50.0 / 1e6));
+        let o = r.judge(&kill(Some("/job"), 7, 250));
+        assert_eq!(o.outcome, "mismatch");
+        assert!(o.reason.contains("pid=8"), "{}", o.reason);
+        // Outside every memcg domain: the host's prediction.
+        let o = r.judge(&kill(Some("/other"), 1, 250));
+        assert_eq!((o.outcome, o.domain), ("match", None));
+        let o = r.judge(&kill(Some("/job"), 8, 50));
+        assert_eq!(o.outcome, "no_prediction");
+    }
+
+    #[test]
+    fn vanished_domains_are_forgotten_after_a_minute() {
+        let mut r = RecentPredictions::default();
+        r.record(&[(Some("/gone".into()), None)], 0);
+        r.record(&[], 1_000);
+        assert!(r.by_domain.contains_key(&Some("/gone".to_owned())));
+        r.record(&[], KEEP_NS + 1);
+        assert!(r.by_domain.is_empty());
+    }
+}

@@ -159,6 +159,7 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     assert!(killed_by_sigkill(&status), "{status:?}");
     let victim = hogs[dead].pid();
     let expected_memcg = format!("memcg={}:{}", memcg.hierarchy.version, memcg.path);
+    let memcg_path = memcg.path.clone();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
@@ -173,6 +174,17 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         Some(1.0),
         "{after}"
     );
+    let judged: f64 = ["match", "mismatch", "no_prediction"]
+        .iter()
+        .filter_map(|o| {
+            labelled(
+                &after,
+                "oomwatch_predictions_total",
+                &format!("outcome=\"{o}\""),
+            )
+        })
+        .sum();
+    assert_eq!(judged, 1.0, "one kill, one prediction outcome:\n{after}");
     // At normal load nothing is lost.
     assert_eq!(
         sample(&after, "oomwatch_events_dropped_total"),
@@ -372,6 +384,18 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         "{episode}"
     );
     assert_eq!(episode["trigger"]["in_page_fault"], true, "{episode}");
+    // The kill against the prediction made just before it, with its reason.
+    let outcome = episode["prediction"]["outcome"].as_str().unwrap_or("");
+    assert!(
+        ["match", "mismatch", "no_prediction"].contains(&outcome),
+        "{episode}"
+    );
+    assert!(
+        episode["prediction"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&memcg_path)),
+        "{episode}"
+    );
     // Where the kernel lets oomwatch hook oom_badness, every task it scored
     // has the model's points; here (no fentry, no kprobes) there is no scan.
     if episode["kernel_scan"].is_null() {
@@ -665,6 +689,43 @@ fn run_reports_the_oom_reaper_for_a_victim_that_cannot_exit() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (status, _) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}");
+}
+
+/// Compaction runs are timed in the kernel: `vm.compact_memory` makes the
+/// kernel compact every zone now (no memory pressure, no OOM), and each
+/// `compact_zone()` run lands in the `compaction` histogram.
+#[test]
+fn run_times_compaction_runs() {
+    require_root();
+    let (mut daemon, first) = Daemon::start();
+    let count = |body: &str| {
+        labelled(
+            body,
+            "oomwatch_reclaim_stall_seconds_count",
+            "kind=\"compaction\"",
+        )
+    };
+    let before = count(&first).expect("the compaction series exists from the start");
+    std::fs::write("/proc/sys/vm/compact_memory", "1").expect("write vm.compact_memory");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
+        if count(&body).is_some_and(|n| n > before) || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let after = count(&body).unwrap();
+    let sum = labelled(
+        &body,
+        "oomwatch_reclaim_stall_seconds_sum",
+        "kind=\"compaction\"",
+    );
+    eprintln!("compaction runs: {before} -> {after}, {sum:?} s in all");
+    assert!(after > before, "{body}");
+    assert!(sum.is_some_and(|s| s > 0.0 && s < 60.0), "{body}");
     let (status, _) = daemon.stop(Signal::SIGTERM);
     assert!(status.success(), "{status}");
 }

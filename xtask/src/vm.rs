@@ -416,6 +416,28 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
         );
         failed += 1;
     }
+    // The allocator slowpath's retry decisions reached the metrics: the
+    // host-wide OOM went through should_reclaim_retry's zone checks.
+    let retry = |c: &str, d: &str| {
+        metric(&format!(
+            "oomwatch_slowpath_retry_decisions_total{{check=\"{c}\",decision=\"{d}\"}}"
+        ))
+    };
+    let zone_checks = retry("reclaim_zone", "retry") + retry("reclaim_zone", "give_up");
+    let compaction_runs = metric("oomwatch_reclaim_stall_seconds_count{kind=\"compaction\"}");
+    if zone_checks >= 1.0 {
+        println!(
+            "   PASS slowpath retry decisions: reclaim zone checks retry {} give up {}; compaction retry {} give up {}; compaction runs {compaction_runs}",
+            retry("reclaim_zone", "retry"),
+            retry("reclaim_zone", "give_up"),
+            retry("compaction", "retry"),
+            retry("compaction", "give_up")
+        );
+        passed += 1;
+    } else {
+        println!("   FAIL slowpath retry decisions: no oom:reclaim_retry_zone decision counted");
+        failed += 1;
+    }
     if let Some(st) = &results.starts {
         println!("   info: OOM starts the daemon saw: {st}");
     }
