@@ -19,6 +19,7 @@ pub mod names {
     pub const EVENTS_DROPPED: &str = "oomwatch_events_dropped_total";
     pub const BUILD_INFO: &str = "oomwatch_build_info";
     pub const DOMAIN_HEADROOM: &str = "oomwatch_domain_headroom_bytes";
+    pub const DOMAIN_SIZE: &str = "oomwatch_domain_size_bytes";
     pub const DOMAIN_VICTIM_POINTS: &str = "oomwatch_domain_victim_points";
     pub const DOMAIN_VICTIM_MARGIN: &str = "oomwatch_domain_victim_margin_points";
     pub const BADNESS_CHECKS: &str = "oomwatch_badness_checks_total";
@@ -46,6 +47,7 @@ pub mod names {
         EVENTS_DROPPED,
         BUILD_INFO,
         DOMAIN_HEADROOM,
+        DOMAIN_SIZE,
         DOMAIN_VICTIM_POINTS,
         DOMAIN_VICTIM_MARGIN,
         BADNESS_CHECKS,
@@ -77,6 +79,7 @@ pub struct Metrics {
     /// Events the eBPF side could not queue (ring buffer full).
     pub events_dropped: IntCounter,
     pub domain_headroom: IntGaugeVec,
+    pub domain_size: IntGaugeVec,
     pub domain_victim_points: IntGaugeVec,
     pub domain_victim_margin: IntGaugeVec,
     /// Tasks whose `/proc/PID/oom_score` the model recomputed.
@@ -193,6 +196,10 @@ impl Metrics {
             names::DOMAIN_HEADROOM,
             "Bytes left before the OOM domain runs out: memcg limit minus usage, or the host's MemAvailable.",
         )?;
+        let domain_size = per_domain(
+            names::DOMAIN_SIZE,
+            "The domain's size as the OOM killer counts it (totalpages, in bytes): a memcg's limit (plus swap where it counts), or the host's RAM plus swap.",
+        )?;
         let domain_victim_points = per_domain(
             names::DOMAIN_VICTIM_POINTS,
             "oom_badness() points of the task the model predicts the kernel would kill in this domain now.",
@@ -245,6 +252,7 @@ impl Metrics {
         registry.register(Box::new(events_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(domain_headroom.clone()))?;
+        registry.register(Box::new(domain_size.clone()))?;
         registry.register(Box::new(domain_victim_points.clone()))?;
         registry.register(Box::new(domain_victim_margin.clone()))?;
         registry.register(Box::new(badness_checks.clone()))?;
@@ -390,6 +398,7 @@ impl Metrics {
             oom_kills,
             events_dropped,
             domain_headroom,
+            domain_size,
             domain_victim_points,
             domain_victim_margin,
             badness_checks,
@@ -560,6 +569,9 @@ impl Metrics {
                     let _ = self.domain_headroom.remove_label_values(&labels);
                 }
             }
+            self.domain_size
+                .with_label_values(&labels)
+                .set(i64::try_from(d.totalpages.saturating_mul(page_size())).unwrap_or(i64::MAX));
             match &d.victim {
                 Some(v) => self
                     .domain_victim_points
@@ -581,6 +593,7 @@ impl Metrics {
         for (kind, cg) in old.difference(&now) {
             let labels = [kind.as_str(), cg.as_str()];
             let _ = self.domain_headroom.remove_label_values(&labels);
+            let _ = self.domain_size.remove_label_values(&labels);
             let _ = self.domain_victim_points.remove_label_values(&labels);
             let _ = self.domain_victim_margin.remove_label_values(&labels);
         }
@@ -723,6 +736,13 @@ mod tests {
             "{text}"
         );
     }
+}
+
+/// The kernel's page size in bytes.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).unwrap_or(4096)
 }
 
 /// `oomwatch_reclaim_stall_seconds{kind}`: a histogram whose buckets the

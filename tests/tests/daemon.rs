@@ -729,3 +729,192 @@ fn run_times_compaction_runs() {
     let (status, _) = daemon.stop(Signal::SIGTERM);
     assert!(status.success(), "{status}");
 }
+
+/// The rules shipped in `deploy/prometheus`: valid, and their promtool unit
+/// tests pass.
+#[test]
+fn alert_rules_pass_promtool() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus");
+    for args in [
+        ["check", "rules", "oomwatch.rules.yml"],
+        ["test", "rules", "oomwatch.rules.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run promtool (Debian package prometheus; `cargo xtask test` installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A Prometheus server on loopback, with its own data directory under /tmp
+/// (`oomwatch` in its name); killed and removed when dropped.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    /// Scrapes `target` every second and evaluates oomwatch's rules.
+    fn start(target: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::path::PathBuf::from(format!("/tmp/oomwatch-prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/prometheus/oomwatch.rules.yml"
+        );
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\n\
+             scrape_configs:\n  - job_name: oomwatch\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("start prometheus (Debian package prometheus; `cargo xtask test` installs it)");
+        let p = Prometheus { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&p.addr, "/-/ready").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready in 30 s:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// The instant query's result vector.
+    fn query(&self, q: &str) -> Vec<serde_json::Value> {
+        let mut enc = String::new();
+        for b in q.bytes() {
+            if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
+                enc.push(b as char);
+            } else {
+                enc.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let body = http_get(&self.addr, &format!("/api/v1/query?query={enc}")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits (30 s at most) until `q` returns a sample whose value passes
+    /// `ok`; returns that sample.
+    fn wait_for(&self, q: &str, ok: impl Fn(f64) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let hit = self.query(q).into_iter().find(|s| {
+                s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .is_some_and(&ok)
+            });
+            if let Some(s) = hit {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no sample for {q} in 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real Prometheus scrapes the daemon through a real memcg OOM: the kill
+/// counter rises, the prediction outcome and replay series are there, and
+/// the shipped OomKill alert fires. `promtool check metrics` finds nothing
+/// to say about the exposition.
+#[test]
+fn prometheus_scrapes_a_memcg_oom() {
+    require_root();
+    let (mut daemon, first) = Daemon::start();
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(first.as_bytes())
+        .unwrap();
+    let out = lint.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}"
+    );
+
+    let prom = Prometheus::start(&daemon.addr);
+    prom.wait_for("up{job=\"oomwatch\"}", |v| v == 1.0);
+    prom.wait_for("oomwatch_oom_kills_total", |v| v == 0.0);
+
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let (hogs, _, status) =
+        run_hogs_until_one_dies(env!("CARGO_BIN_EXE_oomwatch-hog"), &memcg, &THREE_HOGS_MIB)
+            .unwrap();
+    assert!(killed_by_sigkill(&status), "{status:?}");
+    drop(hogs);
+    drop(memcg);
+
+    let kills = prom.wait_for("oomwatch_oom_kills_total", |v| v >= 1.0);
+    let outcome = prom.wait_for("sum(oomwatch_predictions_total)", |v| v >= 1.0);
+    let agree = prom.wait_for("oomwatch_report_replays_total{outcome=\"agree\"}", |v| {
+        v >= 1.0
+    });
+    let alert = prom.wait_for("ALERTS{alertname=\"OomKill\",alertstate=\"firing\"}", |v| {
+        v == 1.0
+    });
+    eprintln!("prometheus: kills {kills}\noutcomes {outcome}\nreplays {agree}\nalert {alert}");
+    assert_eq!(alert["metric"]["severity"], "warning", "{alert}");
+    let (status, _) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}");
+}

@@ -61,6 +61,8 @@ enum Task {
 const PACKAGES: &[&str] = &["rustc-web", "libstd-rust-web-dev-bpf", "cargo-web"];
 /// Needed only to build bpf-linker.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
+/// Needed only by the test suite: a real Prometheus server and promtool.
+const TEST_PACKAGES: &[&str] = &["prometheus"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -206,6 +208,14 @@ fn setup() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     setup()?;
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
     let steps: Vec<(&str, Vec<&str>)> = vec![
         ("rustfmt check", vec!["fmt", "--all", "--", "--check"]),
         (
