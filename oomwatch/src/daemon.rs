@@ -372,10 +372,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         tgid: v.tgid.unwrap_or(v.pid) as i32,
                         at_ns: v.boot_ns,
                     };
+                    let limited = seen.memcg.as_deref().and_then(crate::domain::limited_memcg);
                     let outcome = recent
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .judge(&seen);
+                        .judge(&seen, limited.as_deref());
                     let verdict = at_start
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

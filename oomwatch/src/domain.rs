@@ -134,6 +134,22 @@ pub fn memcg(
     })
 }
 
+/// The memory cgroup that `path` is charged against when it has a limit:
+/// `path` or its nearest limited ancestor, read now; None when none of them
+/// has one (or the cgroup is gone).
+pub fn limited_memcg(path: &str) -> Option<String> {
+    let h = cgroup::memory_hierarchy()?;
+    let mut at = Some(path.trim_end_matches('/')).filter(|p| !p.is_empty());
+    while let Some(p) = at {
+        let l = memcg::read_limits(&h, p, 4096, 60).ok()?;
+        if l.max_pages != u64::MAX {
+            return Some(p.to_owned());
+        }
+        at = parent(p);
+    }
+    None
+}
+
 /// Every OOM domain: the host, then each memory cgroup with a limit of its
 /// own (pre-order). Cgroups that vanish while being read are left out.
 pub fn all(snap: &ProcSnapshot, global_swappiness: u32) -> Vec<OomDomain> {

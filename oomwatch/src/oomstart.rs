@@ -643,8 +643,10 @@ impl RecentPredictions {
 
     /// The kill compared with the newest prediction made before it for the
     /// kill's domain: the deepest memcg domain holding the victim, else the
-    /// host.
-    pub fn judge(&self, k: &SeenKill) -> PredictionOutcome {
+    /// host. `limited` is the memcg with a limit that holds the victim, read
+    /// at the kill: when no pass knew it yet, there is no prediction for it
+    /// (the host's is not the one to compare with).
+    pub fn judge(&self, k: &SeenKill, limited: Option<&str>) -> PredictionOutcome {
         let domain = self
             .by_domain
             .keys()
@@ -652,6 +654,18 @@ impl RecentPredictions {
             .max_by_key(|d| d.as_ref().map_or(0, String::len))
             .cloned()
             .unwrap_or(None);
+        if let (None, Some(l)) = (&domain, limited) {
+            return PredictionOutcome {
+                outcome: "no_prediction",
+                domain: Some(l.to_owned()),
+                predicted_pid: None,
+                predicted_comm: None,
+                age_ms: None,
+                reason: format!(
+                    "memcg {l} has a limit, but no prediction pass had seen it yet (a new cgroup)"
+                ),
+            };
+        }
         let name = domain_name(&domain);
         let before = self
             .by_domain
@@ -736,17 +750,23 @@ mod outcome_tests {
         r.record(&[(None, v(1)), (Some("/job".into()), v(8))], 200);
         // A pass that finished after the kill does not count.
         r.record(&[(None, v(1)), (Some("/job".into()), v(9))], 300);
-        let o = r.judge(&kill(Some("/job/task"), 8, 250));
+        let o = r.judge(&kill(Some("/job/task"), 8, 250), Some("/job"));
         assert_eq!((o.outcome, o.predicted_pid), ("match", Some(8)));
         assert_eq!(o.domain.as_deref(), Some("/job"));
         assert_eq!(o.age_ms, Some(50.0 / 1e6));
-        let o = r.judge(&kill(Some("/job"), 7, 250));
+        let o = r.judge(&kill(Some("/job"), 7, 250), Some("/job"));
         assert_eq!(o.outcome, "mismatch");
         assert!(o.reason.contains("pid=8"), "{}", o.reason);
         // Outside every memcg domain: the host's prediction.
-        let o = r.judge(&kill(Some("/other"), 1, 250));
+        let o = r.judge(&kill(Some("/other"), 1, 250), None);
         assert_eq!((o.outcome, o.domain), ("match", None));
-        let o = r.judge(&kill(Some("/job"), 8, 50));
+        // A limited memcg no pass knew: not judged against the host.
+        let o = r.judge(&kill(Some("/new"), 1, 250), Some("/new"));
+        assert_eq!(
+            (o.outcome, o.domain.as_deref()),
+            ("no_prediction", Some("/new"))
+        );
+        let o = r.judge(&kill(Some("/job"), 8, 50), Some("/job"));
         assert_eq!(o.outcome, "no_prediction");
     }
 

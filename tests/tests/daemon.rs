@@ -51,13 +51,28 @@ impl Daemon {
     /// Starts the daemon and waits for `/metrics` (the listener opens only
     /// after the probes are attached); returns it with the first scrape.
     fn start() -> (Self, String) {
+        Self::start_under(&[])
+    }
+
+    /// As [`Daemon::start`], run through `wrapper` (a command and its
+    /// arguments that exec the rest, e.g. `setpriv …`).
+    fn start_under(wrapper: &[String]) -> (Self, String) {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        let bin = env!("CARGO_BIN_EXE_oomwatch");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+        };
+        let mut child = cmd
             .args(["run", "--listen", &addr])
             // debug shows aya-log lines from the eBPF side too
             .env("RUST_LOG", "info,oomwatch=debug")
@@ -917,4 +932,64 @@ fn prometheus_scrapes_a_memcg_oom() {
     assert_eq!(alert["metric"]["severity"], "warning", "{alert}");
     let (status, _) = daemon.stop(Signal::SIGTERM);
     assert!(status.success(), "{status}");
+}
+
+/// The systemd unit's capability set is enough: the daemon, run as uid 0 but
+/// with only the capabilities of `deploy/systemd/oomwatch.service` in its
+/// bounding set (no CAP_SYS_ADMIN), attaches its programs, sees a memcg OOM
+/// start and its kill, and reads the kernel's report from /dev/kmsg.
+#[test]
+fn the_systemd_units_capabilities_suffice() {
+    require_root();
+    let unit = include_str!("../../deploy/systemd/oomwatch.service");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(!caps.iter().any(|c| c == "+sys_admin"), "{caps:?}");
+    let wrapper = vec![
+        "setpriv".to_owned(),
+        format!("--bounding-set=-all,{}", caps.join(",")),
+        "--".to_owned(),
+    ];
+    let (mut daemon, first) = Daemon::start_under(&wrapper);
+    assert_eq!(
+        sample(&first, "oomwatch_oom_kills_total"),
+        Some(0.0),
+        "{first}"
+    );
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let (hogs, dead, status) =
+        run_hogs_until_one_dies(env!("CARGO_BIN_EXE_oomwatch-hog"), &memcg, &THREE_HOGS_MIB)
+            .unwrap();
+    assert!(killed_by_sigkill(&status), "{status:?}");
+    let victim = hogs[dead].pid();
+    drop(hogs);
+    drop(memcg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("oom episode: ") {
+        assert!(
+            Instant::now() < deadline,
+            "no episode in 10 s:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, log) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains(&format!("oom kill: pid={victim} ")), "{log}");
+    let episode = log.lines().find(|l| l.contains("oom episode: ")).unwrap();
+    assert!(
+        episode.contains("\"agree\":true"),
+        "the report was read and replayed:\n{episode}"
+    );
+    // Only BPF_ENABLE_STATS wants CAP_SYS_ADMIN, and says so.
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(
+        warnings.iter().all(|w| w.contains("BPF_ENABLE_STATS")),
+        "{warnings:#?}"
+    );
 }
