@@ -616,10 +616,10 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    /// The README's metric table lists every metric, and only those.
+    /// docs/metrics.md lists every metric, and only those.
     #[test]
-    fn readme_documents_every_metric() {
-        let readme = include_str!("../../README.md");
+    fn catalogue_documents_every_metric() {
+        let readme = include_str!("../../docs/metrics.md");
         let documented: Vec<&str> = readme
             .lines()
             .filter_map(|l| l.strip_prefix("| `oomwatch_"))
@@ -632,7 +632,39 @@ mod tests {
         want.sort();
         let mut got: Vec<String> = documented.iter().map(|s| s.to_string()).collect();
         got.sort();
-        assert_eq!(got, want, "README.md's metric table vs metrics::names::ALL");
+        assert_eq!(got, want, "docs/metrics.md's table vs metrics::names::ALL");
+    }
+
+    /// The Prometheus naming guide, checked on the exposition: the prefix,
+    /// `_total` on counters only, base units only.
+    #[test]
+    fn exposition_follows_the_naming_guide() {
+        let m = Metrics::new("6.18.44").unwrap();
+        let text = m.render();
+        let mut types = 0;
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            types += 1;
+            assert!(name.starts_with("oomwatch_"), "{name}");
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "{name} is a {kind}"
+            );
+            for word in name.split('_') {
+                assert!(
+                    !["kb", "mb", "pages", "ms", "us", "ns", "milliseconds"].contains(&word),
+                    "{name}: not a base unit"
+                );
+            }
+            if kind == "histogram" {
+                assert!(
+                    name.ends_with("_seconds") || name.ends_with("_bytes"),
+                    "{name}"
+                );
+            }
+        }
+        assert!(types >= 20, "{text}");
     }
 
     #[test]
