@@ -34,6 +34,23 @@ enum Command {
         /// /proc/PID/oom_score). A kill also triggers a pass at once.
         #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
+        /// Also append each OOM episode, as one JSON line, to FILE (`-` for
+        /// stdout). `oomwatch watch` streams the same lines from the daemon.
+        #[arg(long, value_name = "FILE")]
+        events: Option<std::path::PathBuf>,
+    },
+    /// Follow a running daemon's OOM episodes live: each kill with its
+    /// trigger and constraint, the prediction made just before it (match,
+    /// mismatch or none, and why), the model's replay of the kernel's report
+    /// and, where the kernel allows hooks, its own per-task points. Reads the
+    /// daemon's /events stream: needs no privilege.
+    Watch {
+        /// The daemon's --listen address.
+        #[arg(long, value_name = "ADDR:PORT", default_value = daemon::DEFAULT_LISTEN)]
+        from: SocketAddr,
+        /// Print each episode as the daemon's JSON line.
+        #[arg(long)]
+        json: bool,
     },
     /// Explain why a task would or would not be the OOM killer's victim right
     /// now, in the host (default) or in the memory cgroup PATH, with its
@@ -145,7 +162,18 @@ pub fn main() -> ExitCode {
     }
     init_logging();
     match cli.command {
-        Command::Run { listen, interval } => {
+        Command::Watch { from, json } => match crate::watch::watch(from, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            listen,
+            interval,
+            events,
+        } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -160,6 +188,7 @@ pub fn main() -> ExitCode {
             let opts = daemon::RunOptions {
                 listen,
                 interval: std::time::Duration::from_secs_f64(interval),
+                events,
             };
             match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! `/metrics`, and detach cleanly on SIGINT/SIGTERM.
 
 use std::{
+    io::Write as _,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -35,6 +36,57 @@ pub struct RunOptions {
     pub listen: SocketAddr,
     /// Prediction pass period.
     pub interval: Duration,
+    /// Where each episode is also written as one JSON line (`-`: stdout).
+    pub events: Option<std::path::PathBuf>,
+}
+
+/// The event log: episodes as JSON lines, to a file or stdout, flushed per
+/// line so `tail -f` and log shippers see each OOM at once.
+struct EventLog(Box<dyn std::io::Write + Send>);
+
+impl EventLog {
+    fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        if path == std::path::Path::new("-") {
+            return Ok(EventLog(Box::new(std::io::stdout())));
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "open the event log {} for appending (--events): check the directory exists \
+                     and is writable, or use --events - for stdout",
+                    path.display()
+                )
+            })?;
+        Ok(EventLog(Box::new(f)))
+    }
+
+    fn write(&mut self, line: &str) {
+        if let Err(e) = writeln!(self.0, "{line}").and_then(|()| self.0.flush()) {
+            tracing::warn!(error = %e, "cannot write the event log");
+        }
+    }
+}
+
+/// How many episodes a slow `/events` reader may fall behind before it is
+/// told it lost some.
+const EVENT_BACKLOG: usize = 256;
+
+/// `GET /events`: every episode from now on, one JSON line each, for as
+/// long as the client stays (`oomwatch watch` reads it).
+fn event_stream(rx: tokio::sync::broadcast::Receiver<String>) -> axum::body::Body {
+    use tokio::sync::broadcast::error::RecvError;
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = match rx.recv().await {
+            Ok(line) => line,
+            Err(RecvError::Lagged(n)) => format!("{{\"lost\":{n}}}"),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
+    });
+    axum::body::Body::from_stream(lines)
 }
 
 type AtStart = Arc<Mutex<StartTracker>>;
@@ -178,9 +230,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?;
     let served = listener.local_addr().unwrap_or(opts.listen);
+    let mut event_log = opts.events.as_deref().map(EventLog::open).transpose()?;
+    let (events_tx, _) = tokio::sync::broadcast::channel::<String>(EVENT_BACKLOG);
     let app = {
         let metrics = Arc::clone(&metrics);
+        let events_tx = events_tx.clone();
         Router::new()
+            .route(
+                "/events",
+                get(move || {
+                    let rx = events_tx.subscribe();
+                    async move { ([("content-type", "application/x-ndjson")], event_stream(rx)) }
+                }),
+            )
             .route(
                 "/metrics",
                 get(move || {
@@ -268,9 +330,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Each kill's prediction outcome, until its episode is written.
     let mut outcomes: std::collections::HashMap<u32, crate::oomstart::PredictionOutcome> =
         Default::default();
-    let emit = |mut ep: crate::episode::Episode,
-                scans: &crate::kpath::ScanAssembler,
-                outcomes: &mut std::collections::HashMap<
+    let mut emit = |mut ep: crate::episode::Episode,
+                    scans: &crate::kpath::ScanAssembler,
+                    outcomes: &mut std::collections::HashMap<
         u32,
         crate::oomstart::PredictionOutcome,
     >| {
@@ -291,7 +353,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         metrics.record_episode(&ep);
         match serde_json::to_string(&ep) {
-            Ok(json) => tracing::info!("oom episode: {json}"),
+            Ok(json) => {
+                tracing::info!("oom episode: {json}");
+                if let Some(log) = event_log.as_mut() {
+                    log.write(&json);
+                }
+                // No watcher connected is not an error.
+                let _ = events_tx.send(json);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot encode an OOM episode"),
         }
     };

@@ -24,6 +24,7 @@ pub mod privilege;
 pub mod report;
 pub mod snapshot;
 pub mod tracefs;
+pub mod watch;
 
 /// The running kernel's release string (`uname -r`), or `unknown`.
 pub fn kernel_release() -> String {

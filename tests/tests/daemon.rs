@@ -54,9 +54,19 @@ impl Daemon {
         Self::start_under(&[])
     }
 
-    /// As [`Daemon::start`], run through `wrapper` (a command and its
-    /// arguments that exec the rest, e.g. `setpriv …`).
+    /// As [`Daemon::start`], with more `run` arguments.
+    fn start_with(extra: &[&str]) -> (Self, String) {
+        Self::start_full(&[], extra)
+    }
+
     fn start_under(wrapper: &[String]) -> (Self, String) {
+        Self::start_full(wrapper, &[])
+    }
+
+    /// As [`Daemon::start`], run through `wrapper` (a command and its
+    /// arguments that exec the rest, e.g. `setpriv …`), with `extra`
+    /// arguments for `run`.
+    fn start_full(wrapper: &[String], extra: &[&str]) -> (Self, String) {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -74,6 +84,7 @@ impl Daemon {
         };
         let mut child = cmd
             .args(["run", "--listen", &addr])
+            .args(extra)
             // debug shows aya-log lines from the eBPF side too
             .env("RUST_LOG", "info,oomwatch=debug")
             .stderr(Stdio::piped())
@@ -991,5 +1002,122 @@ fn the_systemd_units_capabilities_suffice() {
     assert!(
         warnings.iter().all(|w| w.contains("BPF_ENABLE_STATS")),
         "{warnings:#?}"
+    );
+}
+
+/// The event log and `oomwatch watch`: one memcg OOM becomes one JSON line in
+/// the `--events` file, the same line on `watch --json`, and a readable
+/// entry with the prediction beside the kill on plain `watch`.
+#[test]
+fn episodes_reach_the_event_log_and_watchers() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let (mut daemon, _) = Daemon::start_with(&["--events", &file.to_string_lossy()]);
+    let watcher = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_oomwatch"));
+        c.args(["watch", "--from", &daemon.addr]);
+        if json {
+            c.arg("--json");
+        }
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut raw = watcher(true);
+    let mut human = watcher(false);
+    // Let both connect before the OOM.
+    std::thread::sleep(Duration::from_millis(500));
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let (hogs, dead, status) =
+        run_hogs_until_one_dies(env!("CARGO_BIN_EXE_oomwatch-hog"), &memcg, &THREE_HOGS_MIB)
+            .unwrap();
+    assert!(killed_by_sigkill(&status), "{status:?}");
+    let victim = hogs[dead].pid();
+    drop(hogs);
+    drop(memcg);
+    let first_line = |child: &mut Child| {
+        let out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        let mut r = BufReader::new(out);
+        // The whole human entry is a few lines; its first names the kill.
+        r.read_line(&mut line).unwrap();
+        let mut rest = String::new();
+        if line.contains("OOM kill") {
+            r.read_line(&mut rest).unwrap();
+        }
+        format!("{line}{rest}")
+    };
+    let json_line = first_line(&mut raw);
+    let human_text = first_line(&mut human);
+    let (status, log) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}");
+    // Both watchers end when the daemon stops.
+    for mut w in [raw, human] {
+        let st = w.wait().unwrap();
+        assert!(
+            !st.success(),
+            "watch exits non-zero when the daemon goes: {st}"
+        );
+    }
+    let logged = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = logged.lines().collect();
+    assert_eq!(lines.len(), 1, "{logged}\n{log}");
+    let ep: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(ep["victim"]["pid"], victim, "{ep}");
+    assert_eq!(
+        json_line.trim(),
+        lines[0],
+        "watch --json gives the logged line"
+    );
+    assert!(
+        human_text.contains(&format!("OOM kill pid={victim} comm=oomwatch-hog")),
+        "{human_text}"
+    );
+    assert!(human_text.contains("\n  predicted: "), "{human_text}");
+}
+
+/// A watcher with no daemon to follow says so and exits 1.
+#[test]
+fn watch_without_a_daemon_says_so() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["watch", "--from", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: no oomwatch daemon at 127.0.0.1:{port}: start one"
+        )),
+        "{err}"
+    );
+}
+
+/// A bad --events path is refused at start, naming the path and the fix.
+#[test]
+fn run_refuses_an_unwritable_event_log() {
+    require_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--events",
+            "/nonexistent-dir/events.jsonl",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("open the event log /nonexistent-dir/events.jsonl for appending (--events)"),
+        "{err}"
     );
 }
