@@ -26,18 +26,24 @@ enum Command {
     /// Logging follows RUST_LOG (default `info`); `RUST_LOG=debug` also shows
     /// the eBPF programs' own log lines.
     Run {
-        /// Address for the `/metrics` endpoint.
-        #[arg(long, value_name = "ADDR:PORT", default_value = daemon::DEFAULT_LISTEN)]
-        listen: SocketAddr,
+        /// Address for the `/metrics` and `/events` endpoints [default:
+        /// 127.0.0.1:7707].
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
         /// Seconds between prediction passes (every OOM domain's next victim,
         /// headroom and margin, and the model's self-check against
-        /// /proc/PID/oom_score). A kill also triggers a pass at once.
-        #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_interval)]
-        interval: f64,
+        /// /proc/PID/oom_score). A kill also triggers a pass at once
+        /// [default: 1].
+        #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+        interval: Option<f64>,
         /// Also append each OOM episode, as one JSON line, to FILE (`-` for
         /// stdout). `oomwatch watch` streams the same lines from the daemon.
         #[arg(long, value_name = "FILE")]
         events: Option<std::path::PathBuf>,
+        /// Read settings from a TOML file with the keys listen, interval and
+        /// events; flags given here win over it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
     },
     /// Follow a running daemon's OOM episodes live: each kill with its
     /// trigger and constraint, the prediction made just before it (match,
@@ -131,11 +137,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds, e.g. 1 or 0.5"))?;
-    if (0.1..=3600.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} s is out of range: use 0.1 to 3600"))
-    }
+    crate::config::check_interval(v)
 }
 
 fn init_logging() {
@@ -173,7 +175,22 @@ pub fn main() -> ExitCode {
             listen,
             interval,
             events,
+            config,
         } => {
+            let settings = config
+                .as_deref()
+                .map(crate::config::load)
+                .transpose()
+                .and_then(|file| {
+                    crate::config::merge(file.unwrap_or_default(), listen, interval, events)
+                });
+            let settings = match settings {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -186,9 +203,9 @@ pub fn main() -> ExitCode {
                 }
             };
             let opts = daemon::RunOptions {
-                listen,
-                interval: std::time::Duration::from_secs_f64(interval),
-                events,
+                listen: settings.listen,
+                interval: std::time::Duration::from_secs_f64(settings.interval),
+                events: settings.events,
             };
             match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

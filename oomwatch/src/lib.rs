@@ -10,6 +10,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod check;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod ebpf;

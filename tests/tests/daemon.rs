@@ -1121,3 +1121,71 @@ fn run_refuses_an_unwritable_event_log() {
         "{err}"
     );
 }
+
+/// `run --config FILE`: the daemon listens where the file says; a bad file
+/// is refused before anything starts, naming the file, the key and the fix.
+#[test]
+fn run_takes_its_settings_from_a_config_file() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("oomwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{addr}\"\ninterval = 0.5\nevents = \"{}\"\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["run", "--config", &config.to_string_lossy()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Some(b) = http_get(&addr, "/metrics") {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} from the config file"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(body.contains("oomwatch_oom_kills_total 0"), "{body}");
+    assert!(
+        events.exists(),
+        "the event log named in the file was opened"
+    );
+
+    std::fs::write(&config, "listen = \"127.0.0.1:7707\"\nintervall = 2\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["run", "--config", &config.to_string_lossy()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!("error: config file {}: ", config.display())),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `intervall`"), "{err}");
+    assert!(
+        err.contains("known keys: listen, interval, events"),
+        "{err}"
+    );
+}
