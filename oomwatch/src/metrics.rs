@@ -635,6 +635,44 @@ mod tests {
         assert_eq!(got, want, "docs/metrics.md's table vs metrics::names::ALL");
     }
 
+    /// The Grafana dashboard and the alert rules use only metrics that
+    /// exist (histograms through their `_bucket` series).
+    #[test]
+    fn dashboard_and_rules_use_only_exported_metrics() {
+        for (file, text) in [
+            (
+                "grafana",
+                include_str!("../../deploy/grafana/oomwatch.json"),
+            ),
+            (
+                "rules",
+                include_str!("../../deploy/prometheus/oomwatch.rules.yml"),
+            ),
+        ] {
+            let mut used = 0;
+            for (i, _) in text.match_indices("oomwatch_") {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name == "oomwatch_" || name.starts_with("oomwatch_rules") {
+                    continue;
+                }
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|b| names::ALL.contains(b))
+                    .unwrap_or(&name);
+                assert!(
+                    names::ALL.contains(&base),
+                    "{file} uses {name}, which is not exported"
+                );
+                used += 1;
+            }
+            assert!(used >= 3, "{file}");
+        }
+    }
+
     /// The Prometheus naming guide, checked on the exposition: the prefix,
     /// `_total` on counters only, base units only.
     #[test]

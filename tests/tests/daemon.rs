@@ -841,8 +841,8 @@ impl Prometheus {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
 
-    /// The instant query's result vector.
-    fn query(&self, q: &str) -> Vec<serde_json::Value> {
+    /// The instant query's whole answer (`status`, `data` or `error`).
+    fn answer(&self, q: &str) -> serde_json::Value {
         let mut enc = String::new();
         for b in q.bytes() {
             if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
@@ -852,8 +852,15 @@ impl Prometheus {
             }
         }
         let body = http_get(&self.addr, &format!("/api/v1/query?query={enc}")).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+
+    /// The instant query's result vector.
+    fn query(&self, q: &str) -> Vec<serde_json::Value> {
+        self.answer(q)["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits (30 s at most) until `q` returns a sample whose value passes
@@ -941,6 +948,31 @@ fn prometheus_scrapes_a_memcg_oom() {
     });
     eprintln!("prometheus: kills {kills}\noutcomes {outcome}\nreplays {agree}\nalert {alert}");
     assert_eq!(alert["metric"]["severity"], "warning", "{alert}");
+    // Every query of the shipped Grafana dashboard runs on this Prometheus,
+    // and those about kills see this one.
+    let dash: serde_json::Value =
+        serde_json::from_str(include_str!("../../deploy/grafana/oomwatch.json")).unwrap();
+    let mut queries = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$instance", ".*")
+                .replace("$__range", "1h");
+            let a = prom.answer(&expr);
+            assert_eq!(a["status"], "success", "{}: {expr}: {a}", panel["title"]);
+            if expr.starts_with("sum(increase(oomwatch_oom_kills_total") {
+                let v = &a["data"]["result"][0]["value"][1];
+                assert!(
+                    v.as_str().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0),
+                    "{expr}: {a}"
+                );
+            }
+            queries += 1;
+        }
+    }
+    eprintln!("{queries} dashboard queries answered");
     let (status, _) = daemon.stop(Signal::SIGTERM);
     assert!(status.success(), "{status}");
 }
