@@ -135,7 +135,10 @@ cleanup $CG
 echo "== scenario pagefault"; SCN=pagefault
 memcg pagefault
 hog A $CG -1000 80
-sleep 3
+# Until the memcg has met its first OOM (30 s at most: TCG under load is
+# slow), then a second of fault retries.
+for i in $(seq 1 300); do grep -q '^oom [1-9]' "$CG/memory.events" && break; sleep 0.1; done
+sleep 1
 say "PAGEFAULT $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_page_fault_ooms_total' | tr ' ' '=' | tr '\n' ' ')"
 cleanup $CG
 
