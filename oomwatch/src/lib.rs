@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod domain;
 pub mod ebpf;

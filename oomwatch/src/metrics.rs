@@ -41,6 +41,7 @@ pub mod names {
     pub const REAPER_EVENTS: &str = "oomwatch_oom_reaper_events_total";
     pub const KERNEL_HOOKS: &str = "oomwatch_kernel_hook_info";
     pub const PREDICTIONS: &str = "oomwatch_predictions_total";
+    pub const DOMAIN_CONTAINER: &str = "oomwatch_domain_container_info";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -69,6 +70,7 @@ pub mod names {
         REAPER_EVENTS,
         KERNEL_HOOKS,
         PREDICTIONS,
+        DOMAIN_CONTAINER,
     ];
 }
 
@@ -116,6 +118,8 @@ pub struct Metrics {
     pub kernel_hooks: IntGaugeVec,
     /// Kills against the prediction made just before them.
     pub predictions: IntCounterVec,
+    /// Kubernetes identity of memcg domains that are pods or containers.
+    pub domain_container: IntGaugeVec,
 }
 
 /// A counter vector that follows per-slot cumulative kernel counts: each
@@ -393,6 +397,14 @@ impl Metrics {
             predictions.with_label_values(&[o]).inc_by(0);
         }
         registry.register(Box::new(predictions.clone()))?;
+        let domain_container = IntGaugeVec::new(
+            Opts::new(
+                names::DOMAIN_CONTAINER,
+                "Always 1, for each memcg domain whose cgroup path is a Kubernetes pod's or container's (cgroupfs and systemd drivers): its qos class, pod_uid and container_id. Join on cgroup; kube_pod_info gives the pod's name and namespace by uid.",
+            ),
+            &["domain", "cgroup", "qos", "pod_uid", "container_id"],
+        )?;
+        registry.register(Box::new(domain_container.clone()))?;
         Ok(Self {
             registry,
             oom_kills,
@@ -423,6 +435,7 @@ impl Metrics {
             reaper_events,
             kernel_hooks,
             predictions,
+            domain_container,
         })
     }
 
@@ -587,6 +600,17 @@ impl Metrics {
                     let _ = self.domain_victim_margin.remove_label_values(&labels);
                 }
             }
+            if let Some(c) = crate::container::from_cgroup_path(&cg) {
+                self.domain_container
+                    .with_label_values(&[
+                        kind,
+                        cg.as_str(),
+                        &c.qos,
+                        &c.pod_uid,
+                        c.container_id.as_deref().unwrap_or(""),
+                    ])
+                    .set(1);
+            }
             now.insert((kind.to_owned(), cg));
         }
         let mut old = self.domains.lock().unwrap_or_else(|e| e.into_inner());
@@ -596,6 +620,15 @@ impl Metrics {
             let _ = self.domain_size.remove_label_values(&labels);
             let _ = self.domain_victim_points.remove_label_values(&labels);
             let _ = self.domain_victim_margin.remove_label_values(&labels);
+            if let Some(c) = crate::container::from_cgroup_path(cg) {
+                let _ = self.domain_container.remove_label_values(&[
+                    kind.as_str(),
+                    cg.as_str(),
+                    &c.qos,
+                    &c.pod_uid,
+                    c.container_id.as_deref().unwrap_or(""),
+                ]);
+            }
         }
         *old = now;
     }
@@ -723,7 +756,11 @@ mod tests {
             margin: Some(10),
             top: Vec::new(),
         };
-        m.update_domains(&[dom("/a", 500), dom("/b", 600)]);
+        m.update_domains(&[
+            dom("/a", 500),
+            dom("/b", 600),
+            dom("/kubepods/burstable/podu-1/c9", 700),
+        ]);
         let prog = |runs, us| crate::ebpf::ProgramStats {
             name: "oom_mark_victim".into(),
             run_count: runs,
@@ -789,6 +826,14 @@ mod tests {
         m.update_domains(&[dom("/b", 601)]);
         let after = m.render();
         assert!(!after.contains("cgroup=\"/a\""), "{after}");
+        assert!(
+            text.contains("oomwatch_domain_container_info{cgroup=\"/kubepods/burstable/podu-1/c9\",container_id=\"c9\",domain=\"memcg\",pod_uid=\"u-1\",qos=\"burstable\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            !after.contains("oomwatch_domain_container_info{"),
+            "{after}"
+        );
         assert!(after.contains("domain=\"memcg\"} 601"), "{after}");
         assert!(text.contains("oomwatch_oom_kills_total 1\n"), "{text}");
         for name in names::ALL {
