@@ -214,6 +214,10 @@ fn log_start_prediction(
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // First of all: a SIGTERM that arrives while the probes load, or just
+    // after /metrics answers, must stop the daemon cleanly, not kill it.
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut probes = Probes::load()?;
     for d in &probes.degraded {
         tracing::warn!(part = d.part, reason = %d.reason, "running without an optional probe");
@@ -284,8 +288,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let logger = probes.spawn_logger();
     let mut victims = probes.victims()?;
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     // Kernel-side counters (program stats, reclaim histogram) are read this often.
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut dropped_seen = 0;

@@ -1178,7 +1178,7 @@ fn run_takes_its_settings_from_a_config_file() {
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
         .args(["run", "--config", &config.to_string_lossy()])
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1197,7 +1197,13 @@ fn run_takes_its_settings_from_a_config_file() {
         Signal::SIGTERM,
     )
     .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(body.contains("oomwatch_oom_kills_total 0"), "{body}");
     assert!(
         events.exists(),
