@@ -1176,7 +1176,7 @@ fn run_takes_its_settings_from_a_config_file() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+    let child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
         .args(["run", "--config", &config.to_string_lossy()])
         .stderr(Stdio::piped())
         .spawn()
