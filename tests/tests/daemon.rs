@@ -127,6 +127,20 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// Scrapes `/metrics` every 100 ms until `done` holds for the body or
+    /// `secs` seconds pass; returns the last body either way (the caller
+    /// asserts on it).
+    fn scrape_until(&self, secs: u64, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let body = http_get(&self.addr, "/metrics").expect("scrape");
+            if done(&body) || Instant::now() > deadline {
+                return body;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends `sig` and waits (10 s at most) for the exit; returns the status
     /// and the whole log.
     fn stop(&mut self, sig: Signal) -> (ExitStatus, String) {
@@ -187,14 +201,7 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     let expected_memcg = format!("memcg={}:{}", memcg.hierarchy.version, memcg.path);
     let memcg_path = memcg.path.clone();
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        if sample(&body, "oomwatch_oom_kills_total") == Some(1.0) || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let after = daemon.scrape_until(10, |b| sample(b, "oomwatch_oom_kills_total") == Some(1.0));
     assert_eq!(
         sample(&after, "oomwatch_oom_kills_total"),
         Some(1.0),
@@ -222,32 +229,21 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
 
     // bpf_stats: the kill ran both mark_victim programs at least once; the
     // verifier's instruction count is exported for each program.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stats = loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        let runs = labelled(
-            &body,
+    let stats = daemon.scrape_until(10, |b| {
+        labelled(
+            b,
             "oomwatch_program_runs_total",
             "program=\"oom_mark_victim\"",
-        );
-        if runs.is_some_and(|r| r >= 1.0) || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        )
+        .is_some_and(|r| r >= 1.0)
+    });
     // The reclaim-retry program is attached too (it runs only under memory
     // pressure outside any memcg, which a test here must never cause).
     // The kill and the kernel's own report of it make one episode: the
     // report's constraint is counted, and its replay agrees with the kernel.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let episodes = loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        let agree = labelled(&body, "oomwatch_report_replays_total", "outcome=\"agree\"");
-        if agree.is_some_and(|n| n >= 1.0) || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let episodes = daemon.scrape_until(10, |b| {
+        labelled(b, "oomwatch_report_replays_total", "outcome=\"agree\"").is_some_and(|n| n >= 1.0)
+    });
     assert_eq!(
         labelled(
             &episodes,
@@ -270,11 +266,8 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
 
     // The hogs faulted in about 64 MiB of user memory: the kernel-side
     // allocation counters (GFP class user, any order) saw at least 48 MiB.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let user_pages = loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        let pages: f64 = body
-            .lines()
+    let user_pages = |body: &str| -> f64 {
+        body.lines()
             .filter_map(|l| l.strip_prefix("oomwatch_page_allocs_total{gfp_class=\"user\","))
             .filter_map(|rest| {
                 let order: i32 = rest
@@ -287,34 +280,23 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
                 let n: f64 = rest.rsplit(' ').next()?.parse().ok()?;
                 Some(n * f64::from(1 << order))
             })
-            .sum();
-        if pages >= 12_288.0 || Instant::now() > deadline {
-            assert!(
-                labelled(&body, "oomwatch_page_alloc_failures_total", "order=\"0\"").is_some(),
-                "{body}"
-            );
-            break pages;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+            .sum()
     };
+    let body = daemon.scrape_until(10, |b| user_pages(b) >= 12_288.0);
+    assert!(
+        labelled(&body, "oomwatch_page_alloc_failures_total", "order=\"0\"").is_some(),
+        "{body}"
+    );
+    let user_pages = user_pages(&body);
     eprintln!("user pages allocated while the daemon ran: {user_pages}");
     assert!(user_pages >= 12_288.0, "{user_pages} user pages");
 
     // Charging 48 MiB against a 64 MiB limit made the hog reclaim inside
     // its memcg before the kill: the kernel-side histogram counted stalls.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stalls = loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        let n = labelled(
-            &body,
-            "oomwatch_reclaim_stall_seconds_count",
-            "kind=\"memcg\"",
-        );
-        if n.is_some_and(|n| n >= 1.0) || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stalls = daemon.scrape_until(10, |b| {
+        labelled(b, "oomwatch_reclaim_stall_seconds_count", "kind=\"memcg\"")
+            .is_some_and(|n| n >= 1.0)
+    });
     let count = labelled(
         &stalls,
         "oomwatch_reclaim_stall_seconds_count",
@@ -482,21 +464,12 @@ fn run_exports_predictions_per_domain() {
     let labels = format!("cgroup=\"{}\",domain=\"memcg\"", memcg.path);
 
     // 20 MiB = 5 120 pages (+ page tables and the binary's file pages).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let body = loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        let ready = labelled(&body, "oomwatch_domain_victim_points", &labels)
-            .is_some_and(|p| p >= 5_120.0)
-            && labelled(&body, "oomwatch_domain_victim_margin_points", &labels).is_some();
-        if ready {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no memcg series after 15 s:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    let ready = |b: &str| {
+        labelled(b, "oomwatch_domain_victim_points", &labels).is_some_and(|p| p >= 5_120.0)
+            && labelled(b, "oomwatch_domain_victim_margin_points", &labels).is_some()
     };
+    let body = daemon.scrape_until(15, ready);
+    assert!(ready(&body), "no memcg series after 15 s:\n{body}");
     let points = labelled(&body, "oomwatch_domain_victim_points", &labels).unwrap();
     let margin = labelled(&body, "oomwatch_domain_victim_margin_points", &labels).unwrap();
     let headroom = labelled(&body, "oomwatch_domain_headroom_bytes", &labels).unwrap();
@@ -524,18 +497,11 @@ fn run_exports_predictions_per_domain() {
 
     drop((small, large));
     drop(memcg);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        if !body.contains(&labels) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "series of the removed cgroup stayed:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let body = daemon.scrape_until(10, |b| !b.contains(&labels));
+    assert!(
+        !body.contains(&labels),
+        "series of the removed cgroup stayed:\n{body}"
+    );
     let (status, log) = daemon.stop(Signal::SIGTERM);
     assert!(status.success(), "{log}");
     assert!(!log.contains("differs from the kernel"), "{log}");
@@ -693,28 +659,19 @@ fn run_reports_the_oom_reaper_for_a_victim_that_cannot_exit() {
         "woken {wake} ms after the kill"
     );
     assert!(wake <= start && start <= done, "{wake} {start} {done}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = http_get(&daemon.addr, "/metrics").unwrap();
-        let n = |stage: &str| {
-            labelled(
-                &body,
-                "oomwatch_oom_reaper_events_total",
-                &format!("stage=\"{stage}\""),
-            )
-        };
-        let all = ["wake_reaper", "start_task_reaping", "finish_task_reaping"]
+    let counted = |b: &str| {
+        ["wake_reaper", "start_task_reaping", "finish_task_reaping"]
             .iter()
-            .all(|s| n(s) >= Some(1.0));
-        if all {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reaper stages not counted:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .all(|stage| {
+                labelled(
+                    b,
+                    "oomwatch_oom_reaper_events_total",
+                    &format!("stage=\"{stage}\""),
+                ) >= Some(1.0)
+            })
+    };
+    let body = daemon.scrape_until(10, counted);
+    assert!(counted(&body), "reaper stages not counted:\n{body}");
     let (status, _) = daemon.stop(Signal::SIGTERM);
     assert!(status.success(), "{status}");
 }
@@ -735,14 +692,7 @@ fn run_times_compaction_runs() {
     };
     let before = count(&first).expect("the compaction series exists from the start");
     std::fs::write("/proc/sys/vm/compact_memory", "1").expect("write vm.compact_memory");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let body = loop {
-        let body = http_get(&daemon.addr, "/metrics").expect("scrape");
-        if count(&body).is_some_and(|n| n > before) || Instant::now() > deadline {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let body = daemon.scrape_until(15, |b| count(b).is_some_and(|n| n > before));
     let after = count(&body).unwrap();
     let sum = labelled(
         &body,
