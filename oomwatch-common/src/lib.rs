@@ -332,7 +332,7 @@ pub mod fault {
     pub const SLOTS: u32 = 5;
 }
 
-/// Offsets (from the kernel's BTF) and argument positions that the kernel
+/// Offsets (from the kernel's BTF) that the kernel
 /// OOM-path programs (fentry/fexit or kprobe on `out_of_memory`,
 /// `oom_badness`, `oom_kill_process`) follow.
 #[repr(C)]
@@ -347,7 +347,6 @@ pub struct OomScanLayout {
     pub oc_constraint: u32,
     pub task_pid: u32,
     pub task_tgid: u32,
-    pub _pad: [u32; 2],
     /// Nonzero once the agent filled the offsets in.
     pub valid: u32,
 }
@@ -363,7 +362,6 @@ impl OomScanLayout {
         oc_constraint: 0,
         task_pid: 0,
         task_tgid: 0,
-        _pad: [0; 2],
         valid: 0,
     };
 }
@@ -461,7 +459,7 @@ pub struct AllocFailEvent {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<OomScanLayout>() == 48);
+const _: () = assert!(core::mem::size_of::<OomScanLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<OomEnterEvent>() == 48);
 const _: () = assert!(core::mem::size_of::<BadnessEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<OomChosenEvent>() == 48);

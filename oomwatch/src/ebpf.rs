@@ -176,7 +176,6 @@ pub fn oom_scan_layout(btf: &Btf) -> Result<OomScanLayout, String> {
         oc_constraint: off("oom_control", "constraint")?,
         task_pid: off("task_struct", "pid")?,
         task_tgid: off("task_struct", "tgid")?,
-        _pad: [0; 2],
         valid: 1,
     })
 }
