@@ -1,12 +1,21 @@
 //! The kernel's own OOM report (dmesg, `/dev/kmsg`, journal or syslog
-//! copies): parsed into data, and its selection replayed with the model.
+//! copies, mail pastes): found in any text, parsed into data, and its
+//! selection replayed with the model ([`crate::replay`] explains it).
 //!
-//! Formats of 4.19 and later (kernel-oom.md §9): the `invoked oom-killer`
-//! header, the `CPU: … Comm: …` line (for the release), `memory: usage`,
-//! `memory+swap:` / `swap:` lines (memcg), `pages RAM` / `pages reserved` /
-//! `Total swap` (global), the task table in both column layouts, the
-//! `oom-kill:` summary and the `Killed process` line. Line prefixes (syslog,
-//! journal, dmesg -T, printk caller ids, mail indentation) are skipped.
+//! Formats from 2.6.32 to 6.18 (kernel-oom.md §9): the `invoked oom-killer`
+//! header in all its forms, the kernel line (`CPU: … Comm: … <release> #…`,
+//! or 2.6.32's `Pid: N, comm: …`), the memcg lines (`Task in … killed as a
+//! result of limit of …`, `memory: usage`, `memory+swap:` / `swap:`), the
+//! global page counts (`pages RAM`, `pages reserved`, `Total swap`), the task
+//! table in every column layout (`cpu oom_adj`, `nr_ptes`, `nr_pmds`,
+//! `pgtables_bytes`, the 6.12 rss split), `Kill process … score … or
+//! sacrifice child`, the `oom-kill:` summary, every `Killed process` form,
+//! `memory.oom.group` follow-up kills and the lines that end an OOM without a
+//! kill. Line prefixes are skipped: syslog and journal (`… kernel: `), printk
+//! levels (`<4>`), `/dev/kmsg` records, timestamps (`[  12.345678]`, `dmesg
+//! -T`), printk caller ids (`[ T1778]`), mail indentation and `>` quoting.
+//! Lines a mail client wrapped are joined again when the input's lines carry
+//! a prefix and the continuation does not.
 
 use serde::Serialize;
 
@@ -15,7 +24,7 @@ use crate::model::{
     select::{Domain, Scan, select_bad_process},
 };
 
-/// One row of the task table.
+/// One row of the task table. Columns a kernel does not print are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskRow {
     pub pid: i32,
@@ -27,34 +36,101 @@ pub struct TaskRow {
     pub rss_anon_pages: Option<u64>,
     pub rss_file_pages: Option<u64>,
     pub rss_shmem_pages: Option<u64>,
-    pub pgtables_bytes: u64,
-    pub swapents: u64,
-    pub oom_score_adj: i16,
+    /// 4.15+.
+    pub pgtables_bytes: Option<u64>,
+    /// 3.10 – 4.14.
+    pub nr_ptes: Option<u64>,
+    /// 4.0 – 4.14.
+    pub nr_pmds: Option<u64>,
+    /// 3.x+ (2.6.32 does not print it).
+    pub swapents: Option<u64>,
+    /// Absent in vanilla 2.6.32 tables (which print `oom_adj`).
+    pub oom_score_adj: Option<i16>,
+    /// 2.6.32 tables.
+    pub oom_adj: Option<i16>,
+    /// The input line it came from (1-based).
+    pub line: usize,
     pub name: String,
 }
 
-/// The `Killed process` line.
+impl TaskRow {
+    /// The oom_score_adj in effect: the column, or 2.6.32's oom_adj scaled
+    /// the way the kernel maps it (`oom_adj * 1000 / 17`, 15 → 1000).
+    pub fn adj(&self) -> i16 {
+        self.oom_score_adj.unwrap_or_else(|| match self.oom_adj {
+            Some(15) => 1000,
+            Some(-17) => -1000,
+            Some(a) => (i32::from(a) * 1000 / 17) as i16,
+            None => 0,
+        })
+    }
+}
+
+/// A `Killed process` line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Killed {
+    /// What precedes it (`Out of memory`, `Memory cgroup out of memory`, …).
     pub message: String,
     pub pid: i32,
     pub comm: String,
     pub anon_rss_kb: Option<u64>,
     pub file_rss_kb: Option<u64>,
     pub shmem_rss_kb: Option<u64>,
+    pub line: usize,
+}
+
+impl Killed {
+    /// anon + file + shmem as the line gives them (the mm's rss, in kB).
+    pub fn rss_kb(&self) -> Option<u64> {
+        Some(self.anon_rss_kb? + self.file_rss_kb.unwrap_or(0) + self.shmem_rss_kb.unwrap_or(0))
+    }
+}
+
+/// The `… Kill process P (comm) score S or sacrifice child` line (≤ 5.0):
+/// the task the scan selected, before a child may be killed instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Selected {
+    pub pid: i32,
+    pub comm: String,
+    /// `chosen_points * 1000 / totalpages` (2.6.36 – 3.7: the points).
+    pub score: Option<u64>,
+    pub line: usize,
 }
 
 /// One OOM report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// First and last input line (1-based) that belong to it.
+    pub first_line: usize,
+    pub last_line: usize,
+    /// The `invoked oom-killer` header was seen (false: only kill lines,
+    /// the rest rate-limited or cut away).
+    pub has_header: bool,
     /// The allocating task (header).
     pub comm: Option<String>,
+    /// Its pid, from the kernel line.
+    pub pid: Option<i32>,
     pub gfp_mask: Option<u64>,
+    /// The flag names the header prints after the mask (4.9+).
+    pub gfp_flags: Option<String>,
+    /// `nodemask=` in the header (4.9 – 4.19).
+    pub header_nodemask: Option<String>,
     pub order: Option<i32>,
     pub oom_score_adj: Option<i16>,
-    /// From the `CPU: … Comm: …` line.
+    /// 2.6.32 headers print `oom_adj=`.
+    pub oom_adj: Option<i16>,
+    /// The release from the kernel line (`6.18.44-fc-v782`).
     pub kernel: Option<String>,
+    /// What follows `#` on the kernel line (`1 SMP Debian 6.1.192-2`).
+    pub kernel_build: Option<String>,
+    /// `Hardware name:`.
+    pub hardware: Option<String>,
+    /// `x86_64`, `aarch64`, `arm`, … as the report's own lines show it.
+    pub arch: Option<String>,
+    /// memcg OOM ≤ 4.19: `Task in A killed as a result of limit of B`.
+    pub task_in: Option<(String, String)>,
     /// memcg OOM: `memory: usage …, limit …`.
+    pub memcg_usage_kb: Option<u64>,
     pub memcg_limit_kb: Option<u64>,
     /// v1 `memory+swap:` limit.
     pub memsw_limit_kb: Option<u64>,
@@ -66,38 +142,181 @@ pub struct Report {
     pub total_swap_kb: Option<u64>,
     /// The `oom-kill:` line's fields (constraint, oom_memcg, task_memcg, task, pid, …).
     pub oom_kill: Vec<(String, String)>,
+    /// The table's column names after `[ pid ]`.
+    pub columns: Vec<String>,
+    /// The `Tasks state (memory values in pages):` line (4.19+).
+    pub tasks_state_line: bool,
     pub tasks: Vec<TaskRow>,
+    /// The `Kill process … or sacrifice child` line (≤ 5.0).
+    pub selected: Option<Selected>,
+    /// 3.10: `Kill process X (comm) sharing same memory`.
+    pub sharing: Vec<(i32, String)>,
     /// Every `Killed process` line, in order (several with memory.oom.group).
     pub killed: Vec<Killed>,
+    /// `Tasks in <path> are going to be killed due to memory.oom.group set`.
+    pub oom_group: Option<String>,
+    /// `OOM victim N (comm) is already exiting. Skip killing the task` (5.9+).
+    pub already_exiting: Option<(i32, String)>,
+    /// `Out of memory and no killable processes...`.
+    pub no_killable: bool,
     /// The call trace runs through the page-fault handler
     /// (`handle_mm_fault`): the OOM was invoked inside a page fault.
     pub in_page_fault: bool,
+    /// Lines inside the task table that are not rows (other programs'
+    /// output interleaved), by line number.
+    pub foreign_lines: Vec<usize>,
+    /// `...` lines: parts the author cut (line numbers).
+    pub elided_lines: Vec<usize>,
+    /// Rows after a `...` inside the table: the table is incomplete.
+    pub table_elided: bool,
+    /// The `oom-kill:` summary came after the table (before 6.12).
+    #[serde(skip)]
+    table_closed: bool,
+}
+
+impl Report {
+    /// An `oom-kill:` field.
+    pub fn oom_kill_field(&self, key: &str) -> Option<&str> {
+        self.oom_kill
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A memcg OOM, by whatever the report shows of it.
+    pub fn is_memcg(&self) -> bool {
+        self.oom_kill_field("oom_memcg").is_some()
+            || self.memcg_limit_kb.is_some()
+            || self.task_in.is_some()
+            || self
+                .killed
+                .first()
+                .is_some_and(|k| k.message.contains("Memory cgroup"))
+            || self.oom_kill_field("constraint") == Some("CONSTRAINT_MEMCG")
+    }
+}
+
+/// Whether `head` is a `/dev/kmsg` record prefix: `prio,seq,usec,flags`.
+fn is_kmsg_head(head: &str) -> bool {
+    let parts: Vec<&str> = head.split(',').collect();
+    parts.len() >= 3
+        && parts[..3]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A bracket's inside that is a line prefix: a timestamp (`  246.610518`,
+/// `Fri Sep 25 15:29:47 2020`) or a printk caller id (`T1778`, `C3`). A
+/// task-table pid (`  31407`) is not.
+fn is_bracket_prefix(inner: &str) -> bool {
+    let inner = inner.trim();
+    let ts = inner.contains('.') && inner.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let date = inner.contains(':') && inner.split_whitespace().count() >= 4;
+    let caller = (inner.starts_with('T') || inner.starts_with('C'))
+        && inner.len() > 1
+        && inner[1..].bytes().all(|b| b.is_ascii_digit());
+    ts || date || caller
+}
+
+/// The line without its prefixes, and whether it had one of the prefixes
+/// a log tool adds (syslog/journal, kmsg, timestamp).
+fn strip_prefix(line: &str) -> (bool, &str) {
+    let mut s = line.trim_start();
+    // Mail quoting.
+    while let Some(r) = s.strip_prefix('>') {
+        s = r.trim_start();
+    }
+    let mut prefixed = false;
+    if let Some((head, msg)) = s.split_once(';')
+        && is_kmsg_head(head)
+    {
+        s = msg;
+        prefixed = true;
+    }
+    if let Some(i) = s.find("kernel: ") {
+        s = &s[i + 8..];
+        prefixed = true;
+    }
+    loop {
+        s = s.trim_start();
+        // printk level: "<4>".
+        if let Some(rest) = s.strip_prefix('<')
+            && let Some(end) = rest.find('>')
+            && (1..=2).contains(&end)
+            && rest[..end].bytes().all(|b| b.is_ascii_digit())
+        {
+            s = &rest[end + 1..];
+            continue;
+        }
+        if !s.starts_with('[') {
+            break;
+        }
+        let Some(end) = s.find(']') else { break };
+        if !is_bracket_prefix(&s[1..end]) {
+            break;
+        }
+        s = &s[end + 1..];
+        prefixed = true;
+    }
+    if !prefixed {
+        // Console output of another program before the kernel's timestamp:
+        // "Creating journal (131072 blocks): [   31.251333] mkfs.ext4 …".
+        let mut from = 0;
+        while let Some(i) = s[from..].find('[') {
+            let at = from + i;
+            if let Some(end) = s[at..].find(']')
+                && s[at + 1..at + end].contains('.')
+                && is_bracket_prefix(&s[at + 1..at + end])
+            {
+                return (true, s[at + end + 1..].trim_start());
+            }
+            from = at + 1;
+        }
+    }
+    (prefixed, s.trim_start())
 }
 
 /// The line without its syslog/journal/timestamp prefix.
 fn body(line: &str) -> &str {
-    let mut s = match line.find("kernel: ") {
-        Some(i) => &line[i + 8..],
-        None => line,
-    };
-    loop {
-        s = s.trim_start();
-        if !s.starts_with('[') {
-            return s;
+    strip_prefix(line).1
+}
+
+/// The input as (line number, message) pairs: prefixes stripped, `/dev/kmsg`
+/// continuation lines (` KEY=value`) dropped, and lines a mail client wrapped
+/// joined again.
+pub fn messages(text: &str) -> Vec<(usize, String)> {
+    let raw: Vec<&str> = text.lines().collect();
+    let nonempty = raw.iter().filter(|l| !l.trim().is_empty()).count().max(1);
+    let stripped: Vec<(bool, &str)> = raw.iter().map(|l| strip_prefix(l)).collect();
+    let prefixed = stripped.iter().filter(|(p, _)| *p).count();
+    let kmsg = raw
+        .iter()
+        .filter(|l| l.split_once(';').is_some_and(|(h, _)| is_kmsg_head(h)))
+        .count();
+    // Most lines carry a prefix: one that does not continues the last line.
+    let unwrap = prefixed * 10 >= nonempty * 3;
+    let mut out: Vec<(usize, String)> = Vec::with_capacity(raw.len());
+    for (i, (&line, &(has_prefix, body))) in raw.iter().zip(&stripped).enumerate() {
+        if kmsg * 2 > nonempty && line.starts_with(' ') {
+            continue;
         }
-        let Some(end) = s.find(']') else { return s };
-        let inner = s[1..end].trim();
-        // Timestamps ("  246.610518", "Fri Sep 25 15:29:47 2020") and caller
-        // ids ("T1778", "C3") are skipped; a task-table pid ("  31407") is not.
-        let is_prefix = inner.contains('.')
-            || inner.contains(':')
-            || ((inner.starts_with('T') || inner.starts_with('C'))
-                && inner[1..].chars().all(|c| c.is_ascii_digit()));
-        if !is_prefix {
-            return s;
+        if body.is_empty() {
+            continue;
         }
-        s = &s[end + 1..];
+        let continues = unwrap
+            && !has_prefix
+            && !body.starts_with("-- ")
+            && !body.starts_with('#')
+            && !body.contains(" invoked oom-killer:");
+        match out.last_mut() {
+            Some((_, prev)) if continues => {
+                prev.push(' ');
+                prev.push_str(body);
+            }
+            _ => out.push((i + 1, body.to_owned())),
+        }
     }
+    out
 }
 
 fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
@@ -123,71 +342,310 @@ pub fn kmsg_messages(records: &str) -> String {
         .join("\n")
 }
 
+/// The header: `<comm> invoked oom-killer: gfp_mask=…, …`.
+fn parse_header(r: &mut Report, line: &str, i: usize) {
+    r.has_header = true;
+    r.comm = Some(line[..i].trim().to_owned());
+    let rest = &line[i..];
+    r.gfp_mask = field(rest, "gfp_mask=0x").and_then(|h| u64::from_str_radix(h, 16).ok());
+    if let Some(j) = rest.find("gfp_mask=0x") {
+        let after = &rest[j..];
+        if let (Some(open), Some(close)) = (after.find('('), after.find(')'))
+            && open < close
+            && !after[..open].contains(',')
+        {
+            r.gfp_flags = Some(after[open + 1..close].to_owned());
+        }
+    }
+    r.header_nodemask = field(rest, "nodemask=").map(str::to_owned);
+    if rest.contains("nodemask=(null)") {
+        r.header_nodemask = Some("(null)".into());
+    }
+    r.order = field(rest, "order=").and_then(num);
+    r.oom_score_adj = field(rest, "oom_score_adj=").and_then(num);
+    r.oom_adj = field(rest, " oom_adj=").and_then(num);
+}
+
+/// The kernel line: `CPU: 1 UID: 0 PID: 31409 Comm: … Not tainted 6.18.44 #1 …`
+/// or 2.6.32's `Pid: 2425, comm: mysqld Not tainted 2.6.32-431.el6.x86_64 #1`.
+fn parse_kernel_line(r: &mut Report, line: &str) -> bool {
+    let modern = line.starts_with("CPU: ") && line.contains(" Comm: ");
+    let old = line.starts_with("Pid: ") && line.contains(" comm: ");
+    if !(modern || old) || r.kernel.is_some() {
+        return false;
+    }
+    r.pid = if modern {
+        field(line, " PID: ").and_then(num)
+    } else {
+        field(line, "Pid: ").and_then(num)
+    };
+    // The release is the word before " #<build>", after the taint flags.
+    let tainted = line
+        .find("Not tainted ")
+        .map(|i| i + 12)
+        .or_else(|| line.find("Tainted: ").map(|i| i + 9))
+        .unwrap_or(0);
+    let tail = &line[tainted..];
+    if let Some(h) = tail.find(" #") {
+        r.kernel = tail[..h].split_whitespace().last().map(str::to_owned);
+        r.kernel_build = Some(tail[h + 2..].trim().to_owned());
+    } else if let Some(word) = tail.split_whitespace().last()
+        && word.contains('.')
+        && word.starts_with(|c: char| c.is_ascii_digit())
+    {
+        r.kernel = Some(word.to_owned());
+    }
+    true
+}
+
+/// The architecture the report's own lines show: register dumps and call
+/// trace frames are per architecture; the release string often says it too.
+fn sniff_arch(arch: &mut Option<String>, line: &str) {
+    if arch.is_some() {
+        return;
+    }
+    const MARKS: &[(&str, &str)] = &[
+        ("RIP: 00", "x86_64"),
+        ("entry_SYSCALL_64", "x86_64"),
+        ("do_syscall_64", "x86_64"),
+        ("asm_exc_page_fault", "x86_64"),
+        ("x64_sys_call", "x86_64"),
+        ("-amd64", "x86_64"),
+        (".x86_64", "x86_64"),
+        ("el0t_64_sync", "aarch64"),
+        ("el0_svc", "aarch64"),
+        ("el0_da", "aarch64"),
+        ("do_el0_svc", "aarch64"),
+        ("-arm64", "aarch64"),
+        (".aarch64", "aarch64"),
+        ("pstate: ", "aarch64"),
+        ("(unwind_backtrace) from", "arm"),
+        ("__dabt_usr", "arm"),
+        ("ret_fast_syscall", "arm"),
+        ("do_int80_syscall_32", "i386"),
+        ("entry_INT80_32", "i386"),
+        ("riscv_", "riscv64"),
+        ("handle_exception+", "riscv64"),
+        ("ppc64", "ppc64"),
+        ("system_call_exception", "ppc64"),
+        ("s390x", "s390x"),
+    ];
+    if let Some((_, a)) = MARKS.iter().find(|(m, _)| line.contains(m)) {
+        *arch = Some((*a).to_owned());
+    }
+}
+
+/// `… [Kk]ill process P (comm) score S or sacrifice child` / `or a child`,
+/// and 3.10's `Kill process P (comm) sharing same memory`.
+fn parse_kill_process(line: &str) -> Option<(i32, String, Option<u64>, bool)> {
+    let i = line
+        .find("Kill process ")
+        .or_else(|| line.find("kill process "))?;
+    let rest = &line[i + 13..];
+    let sp = rest.find(" (")?;
+    let pid = rest[..sp].trim().parse().ok()?;
+    let after = &rest[sp + 2..];
+    let (close, sharing) = match after.rfind(") score ") {
+        Some(c) => (c, false),
+        None => (after.rfind(") sharing same memory")?, true),
+    };
+    let score = field(&after[close..], "score ").and_then(num);
+    Some((pid, after[..close].to_owned(), score, sharing))
+}
+
+/// Finds every OOM report in `text`: each from its `invoked oom-killer`
+/// header to its last line, and each `Killed process` line outside a
+/// report as a report of its own (its header rate-limited or cut away).
+pub fn parse_all(text: &str) -> Vec<Report> {
+    let mut reports = Vec::new();
+    let mut cur: Option<Report> = None;
+    for (no, line) in messages(text) {
+        if let Some(i) = line.find(" invoked oom-killer:") {
+            reports.extend(cur.take());
+            let mut r = Report {
+                first_line: no,
+                last_line: no,
+                ..Report::default()
+            };
+            parse_header(&mut r, &line, i);
+            cur = Some(r);
+            continue;
+        }
+        let kill = line.contains("Killed process ");
+        let select = parse_kill_process(&line);
+        // A kill line after this report's kill opens a report of its own,
+        // unless memory.oom.group announced more kills.
+        let starts_new = match &cur {
+            None => kill || select.as_ref().is_some_and(|s| !s.3),
+            Some(r) => {
+                (kill && !r.killed.is_empty() && r.oom_group.is_none())
+                    || (select.as_ref().is_some_and(|s| !s.3)
+                        && (r.selected.is_some() || !r.killed.is_empty()))
+            }
+        };
+        if starts_new {
+            reports.extend(cur.take());
+            cur = Some(Report {
+                first_line: no,
+                last_line: no,
+                ..Report::default()
+            });
+        }
+        let Some(r) = cur.as_mut() else { continue };
+        if feed(r, no, &line, select) {
+            r.last_line = no;
+        }
+    }
+    reports.extend(cur);
+    reports
+}
+
 /// Parses the first OOM report in `text` (from its header to its last
 /// `Killed process` line). Returns `None` without a header.
 pub fn parse(text: &str) -> Option<Report> {
-    let mut r = Report::default();
-    let mut seen_header = false;
-    let mut columns: Option<Vec<String>> = None;
-    for raw in text.lines() {
-        let line = body(raw);
-        if let Some(i) = line.find(" invoked oom-killer: ") {
-            if seen_header {
-                break; // the next report
-            }
-            seen_header = true;
-            r.comm = Some(line[..i].to_owned());
-            let rest = &line[i..];
-            r.gfp_mask = field(rest, "gfp_mask=0x").and_then(|h| u64::from_str_radix(h, 16).ok());
-            r.order = field(rest, "order=").and_then(num);
-            r.oom_score_adj = field(rest, "oom_score_adj=").and_then(num);
-            continue;
-        }
-        if !seen_header {
-            continue;
-        }
-        if line.contains("handle_mm_fault+") {
-            r.in_page_fault = true;
-        }
-        if line.starts_with("CPU: ") && line.contains(" Comm: ") && r.kernel.is_none() {
-            // "... Not tainted 6.8.11 #13" / "... Tainted: G ... 6.7.4-arch1-1 #1 …"
-            if let Some(h) = line.find(" #") {
-                r.kernel = line[..h].split_whitespace().last().map(str::to_owned);
-            }
-        } else if let Some(rest) = line.strip_prefix("memory: usage ") {
-            r.memcg_limit_kb = field(rest, "limit ").and_then(num);
-        } else if let Some(rest) = line.strip_prefix("memory+swap: usage ") {
-            r.memsw_limit_kb = field(rest, "limit ").and_then(num);
-        } else if let Some(rest) = line.strip_prefix("swap: usage ") {
-            r.swap_limit_kb = field(rest, "limit ").and_then(num);
-        } else if let Some(n) = line.strip_suffix(" pages RAM") {
-            r.pages_ram = num(n);
-        } else if let Some(n) = line.strip_suffix(" pages reserved") {
-            r.pages_reserved = num(n);
-        } else if let Some(v) = line.strip_prefix("Total swap = ") {
-            r.total_swap_kb = num(v);
-        } else if line.starts_with("[  pid  ]") || line.starts_with("[ pid ]") {
-            let names = line[line.find(']').map_or(0, |i| i + 1)..]
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
-            columns = Some(names);
-        } else if let Some(rest) = line.strip_prefix("oom-kill:") {
-            r.oom_kill = parse_oom_kill(rest);
-        } else if let Some(i) = line.find(": Killed process ") {
-            if let Some(k) = parse_killed(&line[..i], &line[i + 17..]) {
-                r.killed.push(k);
-            }
-        } else if let (true, Some(cols)) = (line.starts_with('['), &columns) {
-            if let Some(t) = parse_row(line, cols) {
-                r.tasks.push(t);
-            }
-        }
-    }
-    seen_header.then_some(r)
+    parse_all(text).into_iter().find(|r| r.has_header)
 }
 
-fn parse_row(line: &str, cols: &[String]) -> Option<TaskRow> {
+/// One message into the report; whether it belonged to it.
+fn feed(
+    r: &mut Report,
+    no: usize,
+    line: &str,
+    select: Option<(i32, String, Option<u64>, bool)>,
+) -> bool {
+    sniff_arch(&mut r.arch, line);
+    let done = !r.killed.is_empty() || r.selected.is_some();
+    let in_table = !r.columns.is_empty() && !done && !r.table_closed;
+    if line.contains("handle_mm_fault+") || line.contains("(handle_mm_fault)") {
+        r.in_page_fault = true;
+    }
+    if parse_kernel_line(r, line) {
+        return true;
+    }
+    if let Some(h) = line.strip_prefix("Hardware name: ") {
+        r.hardware = Some(h.trim().to_owned());
+        sniff_arch(&mut r.arch, h);
+        return true;
+    }
+    let trimmed = line.trim();
+    if trimmed == "..." || trimmed == "[...]" || trimmed == "<snip>" || trimmed == "…" {
+        r.elided_lines.push(no);
+        if in_table && !r.tasks.is_empty() {
+            r.table_elided = true;
+        }
+        return true;
+    }
+    if let Some((pid, comm, score, sharing)) = select {
+        if sharing {
+            r.sharing.push((pid, comm));
+        } else if r.selected.is_none() {
+            r.selected = Some(Selected {
+                pid,
+                comm,
+                score,
+                line: no,
+            });
+        }
+        return true;
+    }
+    if let Some(i) = line.find("Killed process ") {
+        if let Some(k) = parse_killed(&line[..i], &line[i + 15..], no) {
+            // memory.oom.group kills the victim again with its group.
+            if !r.killed.iter().any(|o| o.pid == k.pid) {
+                r.killed.push(k);
+            }
+            return true;
+        }
+        return false;
+    }
+    if let Some(rest) = line.strip_prefix("oom-kill:") {
+        r.oom_kill = parse_oom_kill(rest);
+        // Before 6.12 the summary follows the table; from 6.12 it precedes it.
+        r.table_closed = !r.columns.is_empty();
+        return true;
+    }
+    if let Some(i) = line.find(" are going to be killed due to memory.oom.group set") {
+        r.oom_group = line[..i]
+            .strip_prefix("Tasks in ")
+            .map(|p| p.trim().to_owned());
+        return true;
+    }
+    if let Some(i) = line.find("OOM victim ")
+        && line.contains("is already exiting")
+    {
+        let rest = &line[i + 11..];
+        if let Some(sp) = rest.find(" (")
+            && let Ok(pid) = rest[..sp].trim().parse()
+        {
+            let comm = rest[sp + 2..]
+                .rsplit_once(") is already")
+                .map_or("", |(c, _)| c);
+            r.already_exiting = Some((pid, comm.to_owned()));
+        }
+        return true;
+    }
+    if line.contains("Out of memory and no killable processes") {
+        r.no_killable = true;
+        return true;
+    }
+    if done {
+        return false;
+    }
+    if let Some(rest) = line.strip_prefix("Task in ")
+        && let Some((a, b)) = rest.split_once(" killed as a result of limit of ")
+    {
+        r.task_in = Some((a.trim().to_owned(), b.trim().to_owned()));
+        return true;
+    }
+    if let Some(rest) = line.strip_prefix("memory: usage ") {
+        r.memcg_usage_kb = num(rest.split(',').next().unwrap_or(""));
+        r.memcg_limit_kb = field(rest, "limit ").and_then(num);
+        return true;
+    }
+    if let Some(rest) = line.strip_prefix("memory+swap: usage ") {
+        r.memsw_limit_kb = field(rest, "limit ").and_then(num);
+        return true;
+    }
+    if let Some(rest) = line.strip_prefix("swap: usage ") {
+        r.swap_limit_kb = field(rest, "limit ").and_then(num);
+        return true;
+    }
+    if let Some(n) = line.strip_suffix(" pages RAM") {
+        r.pages_ram = num(n);
+        return true;
+    }
+    if let Some(n) = line.strip_suffix(" pages reserved") {
+        r.pages_reserved = num(n);
+        return true;
+    }
+    if let Some(v) = line.strip_prefix("Total swap = ") {
+        r.total_swap_kb = num(v);
+        return true;
+    }
+    if line.starts_with("Tasks state (memory values in pages)") {
+        r.tasks_state_line = true;
+        return true;
+    }
+    if line.starts_with("[  pid  ]") || line.starts_with("[ pid ]") {
+        r.columns = line[line.find(']').map_or(0, |i| i + 1)..]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        return true;
+    }
+    if in_table {
+        if line.starts_with('[')
+            && let Some(t) = parse_row(line, &r.columns, no)
+        {
+            r.tasks.push(t);
+            return true;
+        }
+        r.foreign_lines.push(no);
+    }
+    false
+}
+
+fn parse_row(line: &str, cols: &[String], no: usize) -> Option<TaskRow> {
     let close = line.find(']')?;
     let pid: i32 = line[1..close].trim().parse().ok()?;
     let rest = &line[close + 1..];
@@ -200,18 +658,24 @@ fn parse_row(line: &str, cols: &[String]) -> Option<TaskRow> {
     }
     let name = it.collect::<Vec<_>>().join(" ");
     let get = |col: &str| cols.iter().position(|c| c == col).map(|i| values[i]);
+    let pages = |col: &str| get(col).and_then(|v| u64::try_from(v).ok());
+    let adj = |col: &str| get(col).and_then(|v| i16::try_from(v).ok());
     Some(TaskRow {
         pid,
-        uid: get("uid")? as u32,
-        tgid: get("tgid")? as i32,
-        total_vm_pages: get("total_vm")? as u64,
-        rss_pages: get("rss")? as u64,
-        rss_anon_pages: get("rss_anon").map(|v| v as u64),
-        rss_file_pages: get("rss_file").map(|v| v as u64),
-        rss_shmem_pages: get("rss_shmem").map(|v| v as u64),
-        pgtables_bytes: get("pgtables_bytes")? as u64,
-        swapents: get("swapents")? as u64,
-        oom_score_adj: get("oom_score_adj")? as i16,
+        uid: get("uid").and_then(|v| u32::try_from(v).ok())?,
+        tgid: get("tgid").and_then(|v| i32::try_from(v).ok())?,
+        total_vm_pages: pages("total_vm")?,
+        rss_pages: pages("rss")?,
+        rss_anon_pages: pages("rss_anon"),
+        rss_file_pages: pages("rss_file"),
+        rss_shmem_pages: pages("rss_shmem"),
+        pgtables_bytes: pages("pgtables_bytes"),
+        nr_ptes: pages("nr_ptes"),
+        nr_pmds: pages("nr_pmds"),
+        swapents: pages("swapents"),
+        oom_score_adj: adj("oom_score_adj"),
+        oom_adj: adj("oom_adj"),
+        line: no,
         name,
     })
 }
@@ -240,7 +704,7 @@ fn parse_oom_kill(rest: &str) -> Vec<(String, String)> {
         let start = i + k.len();
         let end = positions.get(n + 1).map_or(rest.len(), |(j, _)| *j);
         let key = k.trim_start_matches(',').trim_end_matches('=');
-        let value = rest[start..end].trim();
+        let value = rest[start..end.max(start)].trim();
         // ",global_oom" sits where oom_memcg would.
         let value = value.strip_suffix(",global_oom").unwrap_or(value);
         out.push((key.to_owned(), value.to_owned()));
@@ -255,23 +719,33 @@ fn parse_oom_kill(rest: &str) -> Vec<(String, String)> {
 /// `memory.oom.group` member killed after the report.
 pub fn killed_line(line: &str) -> Option<Killed> {
     let line = body(line);
-    let i = line.find(": Killed process ")?;
-    parse_killed(&line[..i], &line[i + 17..])
+    let i = line.find("Killed process ")?;
+    parse_killed(&line[..i], &line[i + 15..], 0)
 }
 
-fn parse_killed(message: &str, rest: &str) -> Option<Killed> {
-    let sp = rest.find(" (")?;
-    let pid = rest[..sp].trim().parse().ok()?;
-    let after = &rest[sp + 2..];
-    let close = after.rfind(") total-vm:").or_else(|| after.rfind(')'))?;
+/// After `Killed process `: `N (comm) total-vm:…` (3.x+), `N (comm), UID N,
+/// total-vm:…` (RHEL 7), `N, UID N, (comm) total-vm:…` (RHEL 6),
+/// `N (comm) vsz:…` (2.6.32).
+fn parse_killed(message: &str, rest: &str, no: usize) -> Option<Killed> {
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let pid = rest[..digits].parse().ok()?;
+    let after_pid = &rest[digits..];
+    let open = after_pid.find('(')?;
+    let after = &after_pid[open + 1..];
+    let close = [") total-vm:", ") vsz:", "), UID", ") UID"]
+        .iter()
+        .filter_map(|m| after.find(m))
+        .min()
+        .or_else(|| after.rfind(')'))?;
     let tail = &after[close..];
     Some(Killed {
-        message: message.trim().to_owned(),
+        message: message.trim().trim_end_matches(':').trim().to_owned(),
         pid,
         comm: after[..close].to_owned(),
         anon_rss_kb: field(tail, "anon-rss:").and_then(num),
         file_rss_kb: field(tail, "file-rss:").and_then(num),
         shmem_rss_kb: field(tail, "shmem-rss:").and_then(num),
+        line: no,
     })
 }
 
@@ -320,15 +794,50 @@ pub fn model_points(
     replay_with(r, totalpages).map(|(_, points)| points)
 }
 
+/// The kernel version whose rules apply: the release on the kernel line,
+/// or Debian's upstream version after `#` (`6.1.0-56-cloud-amd64 #1 SMP
+/// Debian 6.1.192-2`: the package is 6.1.192).
+pub fn stated_version(r: &Report) -> Option<KernelVersion> {
+    let release: KernelVersion = r.kernel.as_deref()?.parse().ok()?;
+    let debian = r
+        .kernel_build
+        .as_deref()
+        .and_then(|b| b.split_once("Debian "))
+        .and_then(|(_, v)| v.split_whitespace().next())
+        .and_then(|v| v.parse::<KernelVersion>().ok())
+        .filter(|d| d.major == release.major && d.minor == release.minor);
+    Some(debian.unwrap_or(release))
+}
+
+/// The table's rows as the model's processes, in table order.
+pub fn processes(r: &Report) -> Vec<Process> {
+    r.tasks
+        .iter()
+        .map(|t| {
+            let mut p = Process::simple(
+                t.tgid,
+                &t.name,
+                MmCounters {
+                    anon_pages: t.rss_pages,
+                    swap_pages: t.swapents.unwrap_or(0),
+                    pgtables_bytes: t.pgtables_bytes.unwrap_or(0),
+                    nr_ptes: t.nr_ptes,
+                    nr_pmds: t.nr_pmds,
+                    ..MmCounters::default()
+                },
+                t.adj(),
+            );
+            p.threads[0].pid = t.pid;
+            p
+        })
+        .collect()
+}
+
 fn replay_with(
     r: &Report,
     kernel_totalpages: Option<u64>,
 ) -> Result<(Replay, TaskPoints), ReplayError> {
-    let ver: KernelVersion = r
-        .kernel
-        .as_deref()
-        .and_then(|k| k.parse().ok())
-        .ok_or(ReplayError::NoVersion)?;
+    let ver = stated_version(r).ok_or(ReplayError::NoVersion)?;
     if r.tasks.is_empty() {
         return Err(ReplayError::NoTable);
     }
@@ -343,8 +852,9 @@ fn replay_with(
             (Domain::Memcg, (limit / page_kb).max(1), !swap_term)
         }
         (None, Some(ram)) => {
-            let t = ram - r.pages_reserved.unwrap_or(0) + r.total_swap_kb.unwrap_or(0) / page_kb;
-            (Domain::Global, t, false)
+            let t = ram.saturating_sub(r.pages_reserved.unwrap_or(0))
+                + r.total_swap_kb.unwrap_or(0) / page_kb;
+            (Domain::Global, t.max(1), false)
         }
         (None, None) => match kernel_totalpages {
             Some(t) => (Domain::Global, t, true),
@@ -355,25 +865,7 @@ fn replay_with(
         Some(t) => (t, true),
         None => (totalpages, exact),
     };
-    let processes: Vec<Process> = r
-        .tasks
-        .iter()
-        .map(|t| {
-            let mut p = Process::simple(
-                t.tgid,
-                &t.name,
-                MmCounters {
-                    anon_pages: t.rss_pages,
-                    swap_pages: t.swapents,
-                    pgtables_bytes: t.pgtables_bytes,
-                    ..MmCounters::default()
-                },
-                t.oom_score_adj,
-            );
-            p.threads[0].pid = t.pid;
-            p
-        })
-        .collect();
+    let processes = processes(r);
     let sel = select_bad_process(
         &Scan {
             domain,
@@ -429,6 +921,16 @@ mod tests {
             body("[ 5503.494263] [  31407]     0 31407"),
             "[  31407]     0 31407"
         );
+        assert_eq!(body("<4>[  12.5] x invoked"), "x invoked");
+        assert_eq!(body("> > [  12.5] x"), "x");
+        assert_eq!(body("6,1234,5503494000,-;x invoked"), "x invoked");
+        assert_eq!(
+            body("Creating journal (131072 blocks): [   31.251333] mkfs.ext4 invoked"),
+            "mkfs.ext4 invoked"
+        );
+        // A task-table pid, an arm32 frame and a 2.6.32 row keep their brackets.
+        assert_eq!(body("[ 1234]  0 1234"), "[ 1234]  0 1234");
+        assert_eq!(body("[<c0411500>] (show_stack)"), "[<c0411500>] (show_stack)");
     }
 
     /// A report from the lab's own 6.18.44 (dmesg, 6.12+ table layout).
@@ -453,17 +955,20 @@ mod tests {
             (r.gfp_mask, r.order, r.oom_score_adj),
             (Some(0xcc0), Some(0), Some(0))
         );
+        assert_eq!(r.gfp_flags.as_deref(), Some("GFP_KERNEL"));
         assert_eq!(r.kernel.as_deref(), Some("6.18.44-fc-v782"));
+        assert_eq!(r.pid, Some(31409));
         assert_eq!(r.memcg_limit_kb, Some(65_536));
         assert_eq!(r.tasks.len(), 3);
         assert_eq!(r.tasks[1].rss_anon_pages, Some(6_688));
         assert_eq!(r.tasks[2].name, "CPU 11/KVM");
-        let kv: std::collections::HashMap<_, _> = r.oom_kill.iter().cloned().collect();
-        assert_eq!(kv["mems_allowed"], "0,2");
-        assert_eq!(kv["oom_memcg"], "/oomwatch-test-1");
-        assert_eq!(kv["pid"], "31408");
+        assert_eq!(r.oom_kill_field("mems_allowed"), Some("0,2"));
+        assert_eq!(r.oom_kill_field("oom_memcg"), Some("/oomwatch-test-1"));
+        assert_eq!(r.oom_kill_field("pid"), Some("31408"));
         assert_eq!(r.killed[0].pid, 31_408);
         assert_eq!(r.killed[0].anon_rss_kb, Some(26_752));
+        assert_eq!(r.killed[0].message, "Memory cgroup out of memory");
+        assert_eq!((r.first_line, r.last_line), (1, 11));
         let rp = replay(&r).unwrap();
         assert!(rp.totalpages_exact);
         assert_eq!(rp.totalpages, 16_384);
@@ -475,14 +980,119 @@ mod tests {
         let raw = "6,1234,5503494000,-;oomwatch-hog invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n SUBSYSTEM=x\n4,1235,5503494300,-;Memory cgroup out of memory: Killed process 31408 (oomwatch-hog) total-vm:29712kB, anon-rss:26752kB, file-rss:1808kB, shmem-rss:0kB, UID:0 pgtables:104kB oom_score_adj:0\n";
         let r = parse(&kmsg_messages(raw)).unwrap();
         assert_eq!(r.killed[0].pid, 31_408);
+        // The raw records parse the same.
+        let all = parse_all(raw);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].killed[0].pid, 31_408);
     }
 
     #[test]
     fn no_header_no_report() {
         assert_eq!(parse("nothing here\n"), None);
+        assert!(parse_all("nothing here\n\0\u{1}binary").is_empty());
         let r =
             parse("x invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n")
                 .unwrap();
         assert_eq!(replay(&r).unwrap_err(), ReplayError::NoVersion);
+    }
+
+    #[test]
+    fn every_report_and_lone_kills() {
+        let mut text = LAB.to_owned();
+        text.push_str("[ 5510.1] Memory cgroup out of memory: Killed process 4242 (worker) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB\n");
+        text.push_str(&LAB.replace("31408", "31508"));
+        let all = parse_all(&text);
+        assert_eq!(all.len(), 3);
+        assert!(all[0].has_header && !all[1].has_header && all[2].has_header);
+        assert_eq!(all[1].killed[0].pid, 4242);
+        assert_eq!(all[2].killed[0].pid, 31_508);
+        assert_eq!(all[2].first_line, 13);
+    }
+
+    #[test]
+    fn old_forms() {
+        // 3.10 (RHEL 7): no flag names, nr_ptes, the score line, "), UID".
+        let text = "grep invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=600
+[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name
+[22040]     0 22040    51698     1729      57       10             0 su
+[25892]  9730 25892   224814   130523     268        0           600 grep
+Memory cgroup out of memory: Kill process 25892 (grep) score 710 or sacrifice child
+Killed process 25892 (grep), UID 9730, total-vm:899256kB, anon-rss:521228kB, file-rss:864kB, shmem-rss:0kB
+";
+        let r = parse(text).unwrap();
+        assert_eq!(r.gfp_flags, None);
+        assert_eq!(r.tasks[1].nr_ptes, Some(268));
+        assert_eq!(r.tasks[1].pgtables_bytes, None);
+        let s = r.selected.as_ref().unwrap();
+        assert_eq!((s.pid, s.comm.as_str(), s.score), (25_892, "grep", Some(710)));
+        assert_eq!(r.killed[0].comm, "grep");
+        assert_eq!(r.killed[0].rss_kb(), Some(522_092));
+        // 2.6.32 (RHEL 6): oom_adj in the header and table, "N, UID N, (comm)".
+        let text = "Pid: 2425, comm: mysqld Not tainted 2.6.32-431.el6.x86_64 #1
+mysqld invoked oom-killer: gfp_mask=0x201da, order=0, oom_adj=0, oom_score_adj=0
+Pid: 2425, comm: mysqld Not tainted 2.6.32-431.el6.x86_64 #1
+[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name
+[ 2425]    27  2425   600105   259654   1       0             0 mysqld
+[ 2500]     0  2500    10000      100   0     -17         -1000 sshd
+Out of memory: Kill process 2425 (mysqld) score 201 or sacrifice child
+Killed process 2425, UID 27, (mysqld) total-vm:2400420kB, anon-rss:1038616kB, file-rss:64kB
+";
+        let r = parse(text).unwrap();
+        assert_eq!((r.oom_adj, r.oom_score_adj), (Some(0), Some(0)));
+        assert_eq!(r.kernel.as_deref(), Some("2.6.32-431.el6.x86_64"));
+        assert_eq!(r.pid, Some(2425));
+        assert_eq!(r.tasks[1].oom_adj, Some(-17));
+        assert_eq!(r.tasks[1].adj(), -1000);
+        assert_eq!(r.killed[0].pid, 2425);
+        assert_eq!(r.killed[0].comm, "mysqld");
+        assert_eq!(r.arch.as_deref(), Some("x86_64"));
+    }
+
+    #[test]
+    fn wrapped_lines_are_joined() {
+        let text = "Creating journal (131072 blocks): [   31.251333] mkfs.ext4 invoked
+oom-killer: gfp_mask=0x101cc0(GFP_USER|__GFP_WRITE), order=0,
+oom_score_adj=0
+[   31.261172] CPU: 0 PID: 397 Comm: mkfs.ext4 Not tainted
+5.7.0-rc6-next-20200518 #1
+[   31.648691] [  pid  ]   uid  tgid total_vm      rss pgtables_bytes
+swapents oom_score_adj name
+[   31.657367] [    183]     0   183     7370     1082    36864
+0             0 systemd-journal
+[   31.910012] Out of memory: Killed process 183 (systemd-journal)
+total-vm:72804kB, anon-rss:2948kB, file-rss:7568kB, shmem-rss:0kB,
+";
+        let r = parse(text).unwrap();
+        assert_eq!(r.comm.as_deref(), Some("mkfs.ext4"));
+        assert_eq!(r.oom_score_adj, Some(0));
+        assert_eq!(r.kernel.as_deref(), Some("5.7.0-rc6-next-20200518"));
+        assert_eq!(r.tasks.len(), 1);
+        assert_eq!(r.tasks[0].name, "systemd-journal");
+        assert_eq!(r.killed[0].anon_rss_kb, Some(2948));
+    }
+
+    #[test]
+    fn debian_package_version() {
+        let r = parse("x invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\nCPU: 0 PID: 620 Comm: exe Not tainted 6.1.0-56-cloud-amd64 #1  Debian 6.1.192-2\n").unwrap();
+        assert_eq!(r.kernel.as_deref(), Some("6.1.0-56-cloud-amd64"));
+        assert_eq!(stated_version(&r).unwrap().to_string(), "6.1.192");
+    }
+
+    #[test]
+    fn foreign_and_elided_lines() {
+        let text = "[1.0] x invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
+[1.1] ...
+[1.2] [  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name
+[1.3] [    10]     0    10      100       50    4096        0             0 a
+[1.4] systemd-journald[648]: Compressed data object 720 -> 393 using ZSTD
+[1.5] [    11]     0    11      100       60    4096        0             0 b
+[1.6] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=b,pid=11,uid=0
+[1.7] Memory cgroup out of memory: Killed process 11 (b) total-vm:400kB, anon-rss:240kB, file-rss:0kB, shmem-rss:0kB
+";
+        let r = parse(text).unwrap();
+        assert_eq!(r.tasks.len(), 2);
+        assert_eq!(r.foreign_lines, vec![5]);
+        assert_eq!(r.elided_lines, vec![2]);
+        assert!(!r.table_elided);
     }
 }
