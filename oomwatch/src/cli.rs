@@ -122,6 +122,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay kernel OOM reports from a log: find every report (dmesg,
+    /// dmesg -T, journalctl, syslog/kern.log, /dev/kmsg records, mail
+    /// pastes; Linux 2.6.32 to 6.18), re-run the victim selection under the
+    /// rules of the kernel that printed it, and say whether the kernel chose
+    /// as its own rules say, and why.
+    ///
+    /// Without FILE it reads standard input, or, when that is a terminal,
+    /// the running kernel's log (/dev/kmsg; needs CAP_SYSLOG or
+    /// kernel.dmesg_restrict=0).
+    ///
+    /// Exit status: 0 when every report that could be judged agrees with the
+    /// model (also when none could be judged), 1 when at least one disagrees,
+    /// 2 when the input holds no OOM report or cannot be read.
+    Replay {
+        /// The log to read; `-` for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<std::path::PathBuf>,
+        /// Print an array with one object per report (a stable contract: see
+        /// docs/replay.md).
+        #[arg(long)]
+        json: bool,
+        /// Candidates shown per report (the JSON always has all of them).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top: usize,
+    },
     /// Report what this kernel offers oomwatch: BTF, tracefs, the tracepoints
     /// it uses, fentry/fexit, kprobes, the memory cgroup controllers and this
     /// process's privileges. Exits 0 when `oomwatch run` can start, 1 when not.
@@ -250,6 +275,14 @@ pub fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
+            }
+        },
+        Command::Replay { file, json, top } => match crate::replay::cli(file.as_deref(), json, top)
+        {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
             }
         },
         Command::Check { json } => {

@@ -23,6 +23,7 @@ pub mod oomstart;
 pub mod predict;
 pub mod predictor;
 pub mod privilege;
+pub mod replay;
 pub mod report;
 pub mod snapshot;
 pub mod tracefs;

@@ -126,42 +126,7 @@ pub fn report(
     top: Option<usize>,
 ) -> PredictReport {
     {
-        let mut ordered: Vec<&crate::model::select::Candidate> = sel.ranking();
-        // Threads of one process show once (the kernel scores the process).
-        let mut seen = std::collections::HashSet::new();
-        ordered.retain(|c| seen.insert(c.tgid));
-        for c in &sel.candidates {
-            if c.verdict != Verdict::Scored && seen.insert(c.tgid) {
-                ordered.push(c);
-            }
-        }
-        let candidates = ordered
-            .into_iter()
-            .take(top.unwrap_or(usize::MAX))
-            .map(|c| CandidateJson {
-                pid: c.pid,
-                tgid: c.tgid,
-                comm: c.comm.clone(),
-                points: c.badness.points,
-                rss_pages: c.badness.rss_pages,
-                swap_pages: c.badness.swap_pages,
-                pgtables_pages: c.badness.pgtables_pages,
-                oom_score_adj: c.oom_score_adj,
-                eligible: c.verdict == Verdict::Scored && c.badness.points.is_some(),
-                reason: match c.verdict {
-                    Verdict::Scored => crate::model::explain::breakdown(&c.badness),
-                    Verdict::CpusetMismatch => "cpuset/mempolicy does not intersect".into(),
-                    Verdict::ReapedVictim => "earlier victim, memory already reaped".into(),
-                    Verdict::AbortsScan => "pending OOM victim: the kernel waits for it".into(),
-                    Verdict::Origin => "OOM origin: chosen whatever its points".into(),
-                    Verdict::Ineligible => c
-                        .badness
-                        .ineligible
-                        .map_or("ineligible", |i| i.describe())
-                        .to_owned(),
-                },
-            })
-            .collect();
+        let candidates = candidates(sel, top);
         PredictReport {
             kernel: kernel.to_owned(),
             domain: DomainJson {
@@ -178,4 +143,46 @@ pub fn report(
             candidates,
         }
     }
+}
+
+/// The candidates of `sel`, at most `top`: eligible ones by rank (ties in
+/// the order the kernel would break them), then the ineligible ones with
+/// their reason; each process once.
+pub fn candidates(sel: &Selection, top: Option<usize>) -> Vec<CandidateJson> {
+    let mut ordered: Vec<&crate::model::select::Candidate> = sel.ranking();
+    // Threads of one process show once (the kernel scores the process).
+    let mut seen = std::collections::HashSet::new();
+    ordered.retain(|c| seen.insert(c.tgid));
+    for c in &sel.candidates {
+        if c.verdict != Verdict::Scored && seen.insert(c.tgid) {
+            ordered.push(c);
+        }
+    }
+    ordered
+        .into_iter()
+        .take(top.unwrap_or(usize::MAX))
+        .map(|c| CandidateJson {
+            pid: c.pid,
+            tgid: c.tgid,
+            comm: c.comm.clone(),
+            points: c.badness.points,
+            rss_pages: c.badness.rss_pages,
+            swap_pages: c.badness.swap_pages,
+            pgtables_pages: c.badness.pgtables_pages,
+            oom_score_adj: c.oom_score_adj,
+            eligible: c.verdict == Verdict::Scored && c.badness.points.is_some(),
+            reason: match c.verdict {
+                Verdict::Scored => crate::model::explain::breakdown(&c.badness),
+                Verdict::CpusetMismatch => "cpuset/mempolicy does not intersect".into(),
+                Verdict::ReapedVictim => "earlier victim, memory already reaped".into(),
+                Verdict::AbortsScan => "pending OOM victim: the kernel waits for it".into(),
+                Verdict::Origin => "OOM origin: chosen whatever its points".into(),
+                Verdict::Ineligible => c
+                    .badness
+                    .ineligible
+                    .map_or("ineligible", |i| i.describe())
+                    .to_owned(),
+            },
+        })
+        .collect()
 }

@@ -930,7 +930,10 @@ mod tests {
         );
         // A task-table pid, an arm32 frame and a 2.6.32 row keep their brackets.
         assert_eq!(body("[ 1234]  0 1234"), "[ 1234]  0 1234");
-        assert_eq!(body("[<c0411500>] (show_stack)"), "[<c0411500>] (show_stack)");
+        assert_eq!(
+            body("[<c0411500>] (show_stack)"),
+            "[<c0411500>] (show_stack)"
+        );
     }
 
     /// A report from the lab's own 6.18.44 (dmesg, 6.12+ table layout).
@@ -1024,7 +1027,10 @@ Killed process 25892 (grep), UID 9730, total-vm:899256kB, anon-rss:521228kB, fil
         assert_eq!(r.tasks[1].nr_ptes, Some(268));
         assert_eq!(r.tasks[1].pgtables_bytes, None);
         let s = r.selected.as_ref().unwrap();
-        assert_eq!((s.pid, s.comm.as_str(), s.score), (25_892, "grep", Some(710)));
+        assert_eq!(
+            (s.pid, s.comm.as_str(), s.score),
+            (25_892, "grep", Some(710))
+        );
         assert_eq!(r.killed[0].comm, "grep");
         assert_eq!(r.killed[0].rss_kb(), Some(522_092));
         // 2.6.32 (RHEL 6): oom_adj in the header and table, "N, UID N, (comm)".

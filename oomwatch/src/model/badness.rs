@@ -149,6 +149,41 @@ pub fn oom_badness(p: &Process, totalpages: u64, page_size: u64, kb: &KernelBeha
     }
 }
 
+/// `oom_badness()` of 2.6.36 – 3.7, which returned points already on the
+/// 0 … 1000 scale (kernel-oom.md §2.1): `(rss + page tables + swap) × 1000 /
+/// totalpages`, 30 less with CAP_SYS_ADMIN, plus `oom_score_adj`, then 1 if
+/// that is ≤ 0 and at most 1000. The callers replace the choice only on
+/// strictly more points. Used to replay reports of those kernels; the live
+/// model starts at 3.10.
+pub fn oom_badness_normalized(p: &Process, totalpages: u64, page_size: u64) -> Badness {
+    let kb = KernelBehavior::for_version(super::version::v(3, 10, 0));
+    if let Some(why) = ineligibility(p, &kb) {
+        return Badness::ineligible(why);
+    }
+    let Some(mm) = p.mm else {
+        return Badness::ineligible(Ineligible::NoMm);
+    };
+    let rss = mm.rss_pages() as i64;
+    let swap = mm.swap_pages as i64;
+    let pgtables = mm.nr_ptes.unwrap_or(mm.pgtables_bytes / page_size.max(1)) as i64;
+    let mut points = (rss + swap + pgtables) * 1000 / totalpages.max(1) as i64;
+    let bonus = if p.cap_sys_admin { 30 } else { 0 };
+    points -= bonus;
+    let adj_term = i64::from(p.oom_score_adj);
+    points += adj_term;
+    let floored = points <= 0;
+    Badness {
+        points: Some(points.clamp(1, 1000)),
+        ineligible: None,
+        rss_pages: rss,
+        swap_pages: swap,
+        pgtables_pages: pgtables,
+        admin_bonus_pages: bonus,
+        adj_term,
+        floored,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,1189 @@
+//! `oomwatch replay`: every OOM report in a log, re-run with the model of
+//! its kernel version and judged: who the kernel should have chosen under its
+//! own rules, whether it did, and why (kernel-oom.md §9.5).
+//!
+//! The model's rules come from the release the report states (Debian's
+//! package version when the kernel line gives one), else from the report's
+//! format. totalpages is rebuilt from what the report prints, and every
+//! assumption is named in the result; where the report cannot decide
+//! (swap the memcg report does not print, the ≤ 4.16 root bonus, ties in a
+//! table printed in another order than the scan), the disagreement says so
+//! instead of blaming the kernel.
+
+use serde::Serialize;
+
+use crate::{
+    model::{
+        KernelBehavior, KernelVersion, Process,
+        badness::oom_badness_normalized,
+        behavior::TieBreak,
+        select::{Domain, Scan, Selection, select_bad_process},
+        version::v,
+    },
+    predict::CandidateJson,
+    report::{Report, TaskRow, processes, stated_version},
+};
+
+/// A task named by pid and comm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskRef {
+    pub pid: i32,
+    pub comm: String,
+}
+
+/// The model's victim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PredictedVictim {
+    pub pid: i32,
+    pub tgid: i32,
+    pub comm: String,
+    pub points: i64,
+}
+
+/// The task the kernel's scan chose, where the report names it apart from
+/// the kill (the `score … or sacrifice child` line ≤ 5.0, `oom-kill:` 5.0+).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelSelected {
+    pub pid: i32,
+    pub comm: String,
+    /// The printed score (`chosen_points * 1000 / totalpages`).
+    pub score: Option<u64>,
+    /// Which line named it.
+    pub from: &'static str,
+}
+
+/// The allocation that ran out of memory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Trigger {
+    pub comm: Option<String>,
+    pub pid: Option<i32>,
+    pub gfp_mask: Option<String>,
+    pub gfp_flags: Option<String>,
+    pub order: Option<i32>,
+    pub oom_score_adj: Option<i16>,
+    pub in_page_fault: bool,
+}
+
+/// `memory.oom.group`: the tasks killed with the victim.
+#[derive(Debug, Clone, Serialize)]
+pub struct OomGroup {
+    pub cgroup: Option<String>,
+    pub killed: Vec<TaskRef>,
+}
+
+/// Why the model and the kernel differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disagreement {
+    /// Equal points: the table's order is not the order the kernel scanned.
+    TieOrder,
+    /// The kernel's pick wins for another totalpages the report allows.
+    Totalpages,
+    /// The kernel's pick wins if other uid-0 tasks held CAP_SYS_ADMIN (≤ 4.16).
+    AdminBonus,
+    /// Within the drift of the counters between the choice and the table.
+    CounterDrift,
+    /// None of the above: the kernel chose against its own version's rules.
+    Contradiction,
+}
+
+/// One replayed report: the `oomwatch replay --json` contract. The first
+/// nine fields are fixed; fields may be added, never renamed or removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    /// The release as the report prints it; null when it does not.
+    pub kernel: Option<String>,
+    pub arch: Option<String>,
+    pub constraint: Option<String>,
+    /// The totalpages the model scored with; null when unknown.
+    pub totalpages: Option<u64>,
+    /// The first `Killed process` line; null when the report has none.
+    pub kernel_victim: Option<TaskRef>,
+    pub predicted_victim: Option<PredictedVictim>,
+    /// null: the report cannot be judged (see `reason`).
+    pub agrees: Option<bool>,
+    pub reason: String,
+    /// The table's tasks ranked by the model (eligible first, by points).
+    pub candidates: Vec<CandidateJson>,
+    /// First and last input line of the report.
+    pub lines: [usize; 2],
+    /// The version whose rules were applied, and where it came from.
+    pub rules: Option<String>,
+    pub rules_from: Option<String>,
+    pub domain: Option<Domain>,
+    pub oom_memcg: Option<String>,
+    pub trigger: Trigger,
+    pub totalpages_exact: bool,
+    pub totalpages_from: Option<String>,
+    pub page_size: u64,
+    pub kernel_selected: Option<KernelSelected>,
+    pub disagreement: Option<Disagreement>,
+    pub oom_group: Option<OomGroup>,
+    pub tasks: Vec<TaskRow>,
+    /// What the replay had to assume or skip.
+    pub notes: Vec<String>,
+}
+
+/// The rules for a report that does not state its kernel, from its format
+/// (kernel-oom.md §9.1 – §9.4): the version, and what showed it.
+fn infer_rules(r: &Report) -> Option<(KernelVersion, String)> {
+    let has = |c: &str| r.columns.iter().any(|x| x == c);
+    let (ver, why) = if r.columns.is_empty() {
+        return None;
+    } else if has("cpu") && has("oom_score_adj") {
+        (
+            v(2, 6, 36),
+            "a `cpu oom_adj oom_score_adj` table (2.6.36 – 3.1)",
+        )
+    } else if has("cpu") {
+        (v(2, 6, 32), "a `cpu oom_adj` table (before 2.6.36)")
+    } else if has("nr_pmds") {
+        if r.gfp_flags.is_some() {
+            (
+                v(4, 9, 0),
+                "an `nr_ptes nr_pmds` table and flag names in gfp_mask (4.9 – 4.14)",
+            )
+        } else {
+            (
+                v(4, 4, 0),
+                "an `nr_ptes nr_pmds` table without flag names in gfp_mask (4.0 – 4.8)",
+            )
+        }
+    } else if has("nr_ptes") {
+        (
+            v(3, 10, 0),
+            "an `nr_ptes` table without nr_pmds (3.2 – 3.19)",
+        )
+    } else if has("rss_anon") {
+        (
+            v(6, 12, 0),
+            "the rss_anon/rss_file/rss_shmem columns (6.12+)",
+        )
+    } else if !r.tasks_state_line {
+        (
+            v(4, 15, 0),
+            "a pgtables_bytes table without `Tasks state` (4.15 – 4.18)",
+        )
+    } else if r.oom_kill.is_empty() {
+        (
+            v(4, 19, 0),
+            "`Tasks state` without an `oom-kill:` line (4.19)",
+        )
+    } else if r.selected.is_some() {
+        (
+            v(5, 0, 0),
+            "an `oom-kill:` line and a `sacrifice child` line (5.0)",
+        )
+    } else {
+        (
+            v(5, 4, 0),
+            "an `oom-kill:` line without a score line (5.1+; 5.4 rules)",
+        )
+    };
+    Some((ver, format!("inferred from the report's format: {why}")))
+}
+
+/// What the replay knows of totalpages.
+struct Total {
+    value: u64,
+    exact: bool,
+    from: String,
+    /// The range the report allows, for checks of a disagreement.
+    lo: u64,
+    hi: u64,
+    /// false: the report gives nothing; `value` is a stand-in.
+    known: bool,
+}
+
+fn totalpages(r: &Report, page_kb: u64, memcg: bool) -> Total {
+    if let (true, Some(limit)) = (memcg, r.memcg_limit_kb) {
+        let l = (limit / page_kb).max(1);
+        // A limit this large means "unlimited" (PAGE_COUNTER_MAX).
+        let unlimited = |kb: u64| kb >= (1u64 << 50);
+        let (extra, what) = match (r.swap_limit_kb, r.memsw_limit_kb) {
+            (Some(0), _) => (Some(0), "swap.max 0"),
+            (Some(s), _) if !unlimited(s) => (
+                Some(s / page_kb),
+                "+ up to swap.max; total_swap_pages is not printed",
+            ),
+            (Some(_), _) => (None, "+ the host's swap, which the report does not print"),
+            (None, Some(m)) if m <= limit => (Some(0), "memory+swap limit = memory limit"),
+            (None, Some(m)) if !unlimited(m) => (
+                Some((m - limit) / page_kb),
+                "+ up to the memory+swap headroom; total_swap_pages is not printed",
+            ),
+            (None, Some(_)) => (
+                None,
+                "+ the host's swap if swappiness > 0, which the report does not print",
+            ),
+            (None, None) => (Some(0), "no swap line"),
+        };
+        let exact = extra == Some(0);
+        return Total {
+            value: l,
+            exact,
+            from: if exact {
+                format!("memcg limit {limit} kB / {page_kb} kB ({what})")
+            } else {
+                format!("memcg limit {limit} kB / {page_kb} kB, {what}: the swap term is left out")
+            },
+            lo: l,
+            hi: match extra {
+                Some(e) => l + e,
+                None => l.saturating_mul(16),
+            },
+            known: true,
+        };
+    }
+    if let Some(ram) = r.pages_ram {
+        let reserved = r.pages_reserved.unwrap_or(0);
+        let swap = r.total_swap_kb.unwrap_or(0) / page_kb;
+        let t = (ram.saturating_sub(reserved) + swap).max(1);
+        return Total {
+            value: t,
+            exact: false,
+            from: format!(
+                "pages RAM {ram} − pages reserved {reserved} + Total swap {swap} pages (≈ totalram_pages + total_swap_pages)"
+            ),
+            lo: t / 2,
+            hi: t.saturating_mul(2),
+            known: true,
+        };
+    }
+    Total {
+        value: 1_000_000,
+        exact: false,
+        from: "not in the report (no memcg limit, no page counts)".into(),
+        lo: 1_000,
+        hi: 1 << 40,
+        known: false,
+    }
+}
+
+/// The page size: 4 KiB unless the kill line's rss (kB) over the victim's
+/// row (pages) says otherwise.
+fn page_kb(r: &Report) -> (u64, Option<String>) {
+    let k = r.killed.first();
+    let row = k.and_then(|k| r.tasks.iter().find(|t| t.pid == k.pid));
+    if let (Some(k), Some(row)) = (k, row)
+        && let Some(kb) = k.rss_kb()
+        && row.rss_pages > 0
+    {
+        for size in [4u64, 16, 64] {
+            let want = row.rss_pages * size;
+            if kb.abs_diff(want) * 50 <= want {
+                return (
+                    size,
+                    (size != 4).then(|| {
+                        format!(
+                            "{size} KiB pages: the victim's kill line shows {kb} kB for {} pages",
+                            row.rss_pages
+                        )
+                    }),
+                );
+            }
+        }
+    }
+    (4, None)
+}
+
+/// The row the kernel's choice (pid, comm, rss in kB) stands for: the same
+/// pid, the same tgid, else the one whose rss equals the kill line's (a
+/// thread of a process listed under its leader: same mm), else a unique comm.
+fn find_row(
+    rows: &[TaskRow],
+    pid: i32,
+    comm: &str,
+    rss_kb: Option<u64>,
+    page_kb: u64,
+) -> Option<(usize, &'static str)> {
+    if let Some(i) = rows.iter().position(|t| t.pid == pid) {
+        return Some((i, "pid"));
+    }
+    if let Some(i) = rows.iter().position(|t| t.tgid == pid) {
+        return Some((i, "tgid"));
+    }
+    if let Some(kb) = rss_kb {
+        let same: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].rss_pages * page_kb == kb)
+            .collect();
+        if same.len() == 1 {
+            return Some((same[0], "mm"));
+        }
+    }
+    let named: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].name == comm).collect();
+    (named.len() == 1).then(|| (named[0], "comm"))
+}
+
+fn scan(
+    procs: &[Process],
+    domain: Domain,
+    totalpages: u64,
+    page_kb: u64,
+    kb: &KernelBehavior,
+) -> Selection {
+    select_bad_process(
+        &Scan {
+            domain,
+            processes: procs,
+            totalpages,
+            page_size: page_kb * 1024,
+            sysrq: false,
+        },
+        kb,
+    )
+}
+
+/// Row index of the model's choice.
+fn chosen_row(sel: &Selection) -> Option<usize> {
+    sel.chosen().map(|c| c.position)
+}
+
+/// Replays one report.
+pub fn analyze(r: &Report) -> ReplayReport {
+    let memcg = r.is_memcg();
+    let mut out = ReplayReport {
+        kernel: r.kernel.clone(),
+        arch: r.arch.clone(),
+        constraint: r
+            .oom_kill_field("constraint")
+            .map(str::to_owned)
+            .or_else(|| memcg.then(|| "CONSTRAINT_MEMCG".to_owned())),
+        totalpages: None,
+        kernel_victim: r.killed.first().map(|k| TaskRef {
+            pid: k.pid,
+            comm: k.comm.clone(),
+        }),
+        predicted_victim: None,
+        agrees: None,
+        reason: String::new(),
+        candidates: Vec::new(),
+        lines: [r.first_line, r.last_line],
+        rules: None,
+        rules_from: None,
+        domain: r
+            .has_header
+            .then_some(if memcg { Domain::Memcg } else { Domain::Global }),
+        oom_memcg: r
+            .oom_kill_field("oom_memcg")
+            .map(str::to_owned)
+            .or_else(|| r.task_in.as_ref().map(|(_, b)| b.clone())),
+        trigger: Trigger {
+            comm: r.comm.clone(),
+            pid: r.pid,
+            gfp_mask: r.gfp_mask.map(|m| format!("{m:#x}")),
+            gfp_flags: r.gfp_flags.clone(),
+            order: r.order,
+            oom_score_adj: r.oom_score_adj,
+            in_page_fault: r.in_page_fault,
+        },
+        totalpages_exact: false,
+        totalpages_from: None,
+        page_size: 4096,
+        kernel_selected: None,
+        disagreement: None,
+        oom_group: (r.oom_group.is_some() || r.killed.len() > 1).then(|| OomGroup {
+            cgroup: r.oom_group.clone(),
+            killed: r
+                .killed
+                .iter()
+                .skip(1)
+                .map(|k| TaskRef {
+                    pid: k.pid,
+                    comm: k.comm.clone(),
+                })
+                .collect(),
+        }),
+        tasks: r.tasks.clone(),
+        notes: Vec::new(),
+    };
+    if !r.foreign_lines.is_empty() {
+        out.notes.push(format!(
+            "{} line(s) inside the task table are not rows (other output interleaved) and were skipped: line {}",
+            r.foreign_lines.len(),
+            join_nums(&r.foreign_lines)
+        ));
+    }
+    if !r.elided_lines.is_empty() {
+        out.notes.push(format!(
+            "parts were cut from this copy (`...` at line {})",
+            join_nums(&r.elided_lines)
+        ));
+    }
+    if let Some(e) = judge(r, memcg, &mut out) {
+        out.reason = e;
+    }
+    out
+}
+
+fn join_nums(v: &[usize]) -> String {
+    v.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Fills the prediction and verdict; returns the reason.
+fn judge(r: &Report, memcg: bool, out: &mut ReplayReport) -> Option<String> {
+    if !r.has_header {
+        return Some(match r.killed.first() {
+            Some(k) => format!(
+                "only the kill line of {} ({}) is here: the kernel rate-limits its OOM report (10 per 5 s) but never the kill line, or the rest was not copied; nothing to replay",
+                k.comm, k.pid
+            ),
+            None => {
+                "a `Kill process` line without the rest of its report: nothing to replay".into()
+            }
+        });
+    }
+    let (ver, from) = match stated_version(r) {
+        Some(ver) => {
+            let printed = r.kernel.clone().unwrap_or_default();
+            let from = if ver.to_string() != printed
+                && !printed.starts_with(&format!("{ver}-"))
+                && !printed.starts_with(&format!("{ver}+"))
+                && printed != ver.to_string()
+                && r.kernel_build
+                    .as_deref()
+                    .is_some_and(|b| b.contains("Debian "))
+            {
+                format!("Debian's package version on the kernel line ({printed} is {ver})")
+            } else {
+                "stated on the kernel line".to_owned()
+            };
+            (ver, from)
+        }
+        None => match infer_rules(r) {
+            Some(x) => x,
+            None => {
+                return Some(
+                    "the report states no kernel version and its format does not show one (no kernel line, no task table)"
+                        .into(),
+                );
+            }
+        },
+    };
+    out.rules = Some(ver.to_string());
+    out.rules_from = Some(from);
+    if r.tasks.is_empty() {
+        return Some(if r.elided_lines.is_empty() {
+            "the report has no task table (vm.oom_dump_tasks=0, or the lines were cut): the candidates are unknown".into()
+        } else {
+            "the task table was cut from this copy: the candidates are unknown".into()
+        });
+    }
+    if ver < v(2, 6, 36) {
+        return Some(format!(
+            "Linux {ver} chose by the pre-2.6.36 badness(): total_vm plus half of each child's, divided by the roots of CPU and run time, scaled by nice and capabilities; the report prints neither CPU times nor children, so the choice cannot be recomputed"
+        ));
+    }
+    let (page_kb, page_note) = page_kb(r);
+    out.page_size = page_kb * 1024;
+    out.notes.extend(page_note);
+    let mut total = totalpages(r, page_kb, memcg);
+    let kb = KernelBehavior::for_version(ver);
+    let domain = if memcg { Domain::Memcg } else { Domain::Global };
+    let mut procs = processes(r);
+    // ≤ 4.16: uid 0 is taken for CAP_SYS_ADMIN (the table shows no capabilities).
+    let admin_guess = kb.admin_bonus && r.tasks.iter().any(|t| t.uid == 0);
+    if kb.admin_bonus {
+        for (p, t) in procs.iter_mut().zip(&r.tasks) {
+            p.cap_sys_admin = t.uid == 0;
+        }
+        if admin_guess {
+            out.notes.push(
+                "Linux ≤ 4.16 gives CAP_SYS_ADMIN tasks a 3% discount; the table shows no capabilities, so uid 0 was taken to hold it".into(),
+            );
+        }
+    }
+    let legacy = ver < v(3, 8, 0);
+    // The kernel's own choice, before any child was sacrificed.
+    let selected = if let Some(s) = &r.selected {
+        Some(KernelSelected {
+            pid: s.pid,
+            comm: s.comm.clone(),
+            score: s.score,
+            from: "score line",
+        })
+    } else if let (Some(pid), Some(comm)) = (
+        r.oom_kill_field("pid").and_then(|p| p.parse().ok()),
+        r.oom_kill_field("task"),
+    ) {
+        Some(KernelSelected {
+            pid,
+            comm: comm.to_owned(),
+            score: None,
+            from: "oom-kill line",
+        })
+    } else if let Some((pid, comm)) = &r.already_exiting {
+        Some(KernelSelected {
+            pid: *pid,
+            comm: comm.clone(),
+            score: None,
+            from: "already-exiting line",
+        })
+    } else {
+        r.killed.first().map(|k| KernelSelected {
+            pid: k.pid,
+            comm: k.comm.clone(),
+            score: None,
+            from: "kill line",
+        })
+    };
+    let kill_rss = |pid: i32| {
+        r.killed
+            .iter()
+            .find(|k| k.pid == pid)
+            .or(r.killed.first())
+            .and_then(|k| k.rss_kb())
+    };
+    let kernel_row = selected
+        .as_ref()
+        .and_then(|s| find_row(&r.tasks, s.pid, &s.comm, kill_rss(s.pid), page_kb));
+    // ≤ 5.0 prints the score: it pins totalpages down.
+    if let (Some(s), Some((row, _)), false) = (&selected, kernel_row, legacy)
+        && let Some(score) = s.score
+        && !total.exact
+        && let Some(t) = solve_totalpages(&procs[row], score, &kb, page_kb, total.lo, total.hi)
+    {
+        total.value = t;
+        total.from = format!(
+            "{}; solved from the score line ({score} = points × 1000 / totalpages)",
+            total.from
+        );
+    }
+    out.totalpages = total.known.then_some(total.value);
+    out.totalpages_exact = total.exact;
+    out.totalpages_from = Some(total.from.clone());
+    let adj_matters = r.tasks.iter().any(|t| t.adj() != 0 && t.adj() != -1000);
+    if !total.known && adj_matters {
+        out.notes.push("totalpages is unknown and weighs every oom_score_adj: the ranking assumes 1 000 000 pages".into());
+    }
+
+    // The scan.
+    let (sel, model_row) = if legacy {
+        let best = legacy_select(&procs, total.value, page_kb);
+        (None, best)
+    } else {
+        let sel = scan(&procs, domain, total.value, page_kb, &kb);
+        let row = chosen_row(&sel);
+        (Some(sel), row)
+    };
+    if let Some(sel) = &sel {
+        out.candidates = crate::predict::candidates(sel, None);
+    } else {
+        out.candidates = legacy_candidates(&procs, total.value, page_kb);
+    }
+    let points_of = |row: usize| -> Option<i64> { out_points(&out.candidates, &r.tasks[row]) };
+    out.predicted_victim = model_row.map(|i| PredictedVictim {
+        pid: r.tasks[i].pid,
+        tgid: r.tasks[i].tgid,
+        comm: r.tasks[i].name.clone(),
+        points: points_of(i).unwrap_or(0),
+    });
+    out.kernel_selected = selected
+        .clone()
+        .filter(|s| r.killed.first().is_none_or(|k| k.pid != s.pid) || s.score.is_some());
+    let rules = rules_line(&kb, domain, legacy);
+
+    // Kernels that found nobody.
+    if r.no_killable || (selected.is_none() && r.killed.is_empty()) {
+        return Some(match (r.no_killable, model_row) {
+            (true, None) => {
+                out.agrees = Some(true);
+                format!("the kernel found no killable task, and under {rules} neither does the model")
+            }
+            (true, Some(i)) => {
+                out.agrees = Some(false);
+                out.disagreement = Some(Disagreement::Contradiction);
+                format!(
+                    "the kernel found no killable task, but under {rules} {} ({}) is eligible with {} points",
+                    r.tasks[i].name, r.tasks[i].pid, points_of(i).unwrap_or(0)
+                )
+            }
+            (false, _) => "the report has no kill line (cut before it, or the kernel chose a task already exiting without saying so): nothing to compare".into(),
+        });
+    }
+    let sel_ref = selected.as_ref().expect("a kill or a selection");
+    let Some((krow, how)) = kernel_row else {
+        return Some(format!(
+            "the kernel chose {} ({}), which is not in the task table{}: nothing to compare",
+            sel_ref.comm,
+            sel_ref.pid,
+            if r.table_elided {
+                " (rows were cut from this copy)"
+            } else {
+                ""
+            }
+        ));
+    };
+    let mut why = Vec::new();
+    if how == "mm" {
+        why.push(format!(
+            "the kernel named thread {} ({}); its process is listed as {} ({}): the same mm, {} pages",
+            sel_ref.pid, sel_ref.comm, r.tasks[krow].name, r.tasks[krow].pid, r.tasks[krow].rss_pages
+        ));
+    } else if how == "tgid" {
+        why.push(format!(
+            "the kernel named thread {} of process {} ({})",
+            sel_ref.pid, r.tasks[krow].tgid, r.tasks[krow].name
+        ));
+    }
+    // A child sacrificed (≤ 5.0): the kill line names another task.
+    if let Some(k) = r.killed.first()
+        && sel_ref.from == "score line"
+        && k.pid != sel_ref.pid
+        && r.tasks.get(krow).is_none_or(|t| t.tgid != k.pid)
+    {
+        why.push(format!(
+            "then, as Linux ≤ 5.0 does, it killed a child of {} ({}), {} ({}), instead (\"sacrifice child\": a child with its own mm and a non-zero score goes first; the table does not show parentage, so the model names the parent)",
+            sel_ref.comm, sel_ref.pid, k.comm, k.pid
+        ));
+    }
+    if let Some(g) = &out.oom_group
+        && !g.killed.is_empty()
+    {
+        why.push(format!(
+            "memory.oom.group{}: {} more task(s) killed with it ({})",
+            g.cgroup
+                .as_ref()
+                .map_or(String::new(), |c| format!(" of {c}")),
+            g.killed.len(),
+            g.killed
+                .iter()
+                .map(|t| format!("{} {}", t.comm, t.pid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some((pid, _)) = &r.already_exiting {
+        why.push(format!(
+            "the kernel found {pid} already exiting and skipped the kill"
+        ));
+    }
+    let Some(mrow) = model_row else {
+        out.agrees = Some(false);
+        out.disagreement = Some(Disagreement::Contradiction);
+        return Some(join(
+            format!(
+                "the kernel's choice contradicts its own rules: it chose {} ({}), but under {rules} no task in the table is eligible",
+                r.tasks[krow].name, r.tasks[krow].pid
+            ),
+            why,
+        ));
+    };
+    let kp = points_of(krow);
+    let mp = points_of(mrow).unwrap_or(0);
+    let margin = sel.as_ref().and_then(Selection::margin);
+    if mrow == krow {
+        out.agrees = Some(true);
+        let lead = match margin {
+            Some(0) => format!(
+                "tied at {mp} points with another task; {} the tie goes its way",
+                tie_words(&kb, domain, legacy)
+            ),
+            Some(m) => format!("{m} points ahead of the next"),
+            None => "the only eligible task".into(),
+        };
+        return Some(join(
+            format!(
+                "the kernel chose {} ({}) as the model does under {rules}: {mp} points, {lead}",
+                r.tasks[krow].name, r.tasks[krow].pid
+            ),
+            why,
+        ));
+    }
+    out.agrees = Some(false);
+    let kname = format!("{} ({})", r.tasks[krow].name, r.tasks[krow].pid);
+    let mname = format!("{} ({})", r.tasks[mrow].name, r.tasks[mrow].pid);
+    let kp_s = kp.map_or("no points (ineligible)".to_owned(), |p| {
+        format!("{p} points")
+    });
+    // Explanations the report allows, most specific first.
+    let (kind, explain) = if kp == Some(mp) {
+        (
+            Disagreement::TieOrder,
+            format!(
+                "both have {mp} points: {} the model took {mname}, the kernel {kname}; the table is not printed in the order the kernel scanned{}",
+                tie_words(&kb, domain, legacy),
+                if memcg && ver < v(5, 3, 0) {
+                    " (≤ 5.2 prints memcg tables in process-list order but scans by cgroup)"
+                } else {
+                    ""
+                }
+            ),
+        )
+    } else if let Some(t) = (!legacy && !total.exact)
+        .then(|| {
+            grid(total.lo, total.hi)
+                .find(|&t| chosen_row(&scan(&procs, domain, t, page_kb, &kb)) == Some(krow))
+        })
+        .flatten()
+    {
+        (
+            Disagreement::Totalpages,
+            format!(
+                "with totalpages {t} (the report allows {} – {}: {}) the model picks {kname} too",
+                total.lo, total.hi, total.from
+            ),
+        )
+    } else if !legacy && admin_guess && {
+        let mut alt = procs.clone();
+        alt.iter_mut().for_each(|p| p.cap_sys_admin = false);
+        chosen_row(&scan(&alt, domain, total.value, page_kb, &kb)) == Some(krow)
+    } {
+        (
+            Disagreement::AdminBonus,
+            format!(
+                "without the 3% root bonus for the uid-0 tasks the model picks {kname} too: which tasks held CAP_SYS_ADMIN decides, and the report does not show it"
+            ),
+        )
+    } else if let Some(k) = kp
+        && drift_bound(&r.tasks, &kb) >= mp.saturating_sub(k)
+    {
+        (
+            Disagreement::CounterDrift,
+            format!(
+                "{kname} is {} points behind {mname}, within how far the rss counters can move between the kernel's choice and the table it prints after it",
+                mp - k
+            ),
+        )
+    } else {
+        (
+            Disagreement::Contradiction,
+            format!(
+                "the kernel's choice contradicts its own {ver} heuristic: it killed {kname} with {kp_s} (oom_score_adj {}), while {mname} has {mp} points (oom_score_adj {})",
+                r.tasks[krow].adj(),
+                r.tasks[mrow].adj()
+            ),
+        )
+    };
+    out.disagreement = Some(kind);
+    let head = if kind == Disagreement::Contradiction {
+        explain
+    } else {
+        format!(
+            "the model picks {mname} with {mp} points under {rules}, the kernel chose {kname} with {kp_s}: {explain}"
+        )
+    };
+    Some(join(head, why))
+}
+
+fn join(head: String, more: Vec<String>) -> String {
+    if more.is_empty() {
+        head
+    } else {
+        format!("{head}; {}", more.join("; "))
+    }
+}
+
+/// The points the model gave `row`'s task.
+fn out_points(cands: &[CandidateJson], row: &TaskRow) -> Option<i64> {
+    cands
+        .iter()
+        .find(|c| c.pid == row.pid && c.tgid == row.tgid)
+        .and_then(|c| c.points)
+}
+
+/// A geometric grid over [lo, hi].
+fn grid(lo: u64, hi: u64) -> impl Iterator<Item = u64> {
+    let lo = lo.max(1) as f64;
+    let hi = (hi.max(1) as f64).max(lo);
+    (0..=48).map(move |i| (lo * (hi / lo).powf(f64::from(i) / 48.0)) as u64)
+}
+
+/// How far a task's rss can be off between the choice and the table: up to
+/// 64 pages per thread per counter before 6.2 (TASK_RSS_EVENTS_THRESH, the
+/// thread count is not printed: one per task is assumed), a per-CPU batch
+/// per CPU from 6.2 (the CPU count is not printed: 32 pages × 4 assumed).
+fn drift_bound(_rows: &[TaskRow], kb: &KernelBehavior) -> i64 {
+    if kb.approximate_rss {
+        3 * 32 * 4
+    } else {
+        3 * 64
+    }
+}
+
+fn tie_words(kb: &KernelBehavior, domain: Domain, legacy: bool) -> &'static str {
+    let tie = match domain {
+        Domain::Global => kb.global_tie,
+        Domain::Memcg => kb.memcg_tie,
+    };
+    match (legacy, tie) {
+        (true, _) | (false, TieBreak::First) => {
+            "this kernel keeps the first task scanned on equal points;"
+        }
+        (false, TieBreak::KeepLeader) => {
+            "this kernel keeps the first thread-group leader scanned on equal points;"
+        }
+        (false, TieBreak::Last) => "this kernel takes the last task scanned on equal points;",
+    }
+}
+
+/// The rules in a few words, for the reason.
+fn rules_line(kb: &KernelBehavior, domain: Domain, legacy: bool) -> String {
+    if legacy {
+        return format!(
+            "Linux {}'s rules (points = (rss + page tables + swap) × 1000 / totalpages + oom_score_adj, 1 – 1000)",
+            kb.version
+        );
+    }
+    let kind = match domain {
+        Domain::Global => "global",
+        Domain::Memcg => "memcg",
+    };
+    format!("Linux {}'s rules for a {kind} OOM", kb.version)
+}
+
+/// The totalpages for which `p` scores `score` (`points * 1000 /
+/// totalpages`), searched in [lo, hi].
+fn solve_totalpages(
+    p: &Process,
+    score: u64,
+    kb: &KernelBehavior,
+    page_kb: u64,
+    lo: u64,
+    hi: u64,
+) -> Option<u64> {
+    let score_at = |t: u64| {
+        crate::model::oom_badness(p, t, page_kb * 1024, kb)
+            .points
+            .map(|pts| (pts.max(0) as u64).saturating_mul(1000) / t.max(1))
+    };
+    // The score falls as totalpages grows (points grow by adj/1000 per page
+    // at most): bisect for the range that prints `score`.
+    let (mut a, mut b) = (lo.max(1), hi.max(lo.max(1)));
+    if score_at(a)? < score || score_at(b)? > score {
+        return None;
+    }
+    while b - a > 1 {
+        let m = a + (b - a) / 2;
+        if score_at(m)? > score {
+            a = m;
+        } else {
+            b = m;
+        }
+    }
+    (score_at(b)? == score).then_some(b)
+}
+
+/// 2.6.36 – 3.7: the first task with the most normalized points.
+fn legacy_select(procs: &[Process], totalpages: u64, page_kb: u64) -> Option<usize> {
+    let mut best: Option<(usize, i64)> = None;
+    for (i, p) in procs.iter().enumerate() {
+        if let Some(pts) = oom_badness_normalized(p, totalpages, page_kb * 1024).points
+            && best.is_none_or(|(_, b)| pts > b)
+        {
+            best = Some((i, pts));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+fn legacy_candidates(procs: &[Process], totalpages: u64, page_kb: u64) -> Vec<CandidateJson> {
+    let mut c: Vec<(usize, CandidateJson)> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let b = oom_badness_normalized(p, totalpages, page_kb * 1024);
+            (
+                i,
+                CandidateJson {
+                    pid: p.threads.first().map_or(p.tgid, |t| t.pid),
+                    tgid: p.tgid,
+                    comm: p.comm.clone(),
+                    points: b.points,
+                    rss_pages: b.rss_pages,
+                    swap_pages: b.swap_pages,
+                    pgtables_pages: b.pgtables_pages,
+                    oom_score_adj: p.oom_score_adj,
+                    eligible: b.points.is_some(),
+                    reason: match b.points {
+                        Some(pts) => format!(
+                            "points {pts} = (rss {} + swap {} + page tables {}) × 1000 / totalpages{} + oom_score_adj {}{}",
+                            b.rss_pages,
+                            b.swap_pages,
+                            b.pgtables_pages,
+                            if b.admin_bonus_pages > 0 { " − 30 (root)" } else { "" },
+                            b.adj_term,
+                            if b.floored { ", raised to 1" } else { "" }
+                        ),
+                        None => crate::model::explain::breakdown(&b),
+                    },
+                },
+            )
+        })
+        .collect();
+    c.sort_by(|(ia, a), (ib, b)| b.points.cmp(&a.points).then(ia.cmp(ib)));
+    c.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Exit status: at least one report disagrees.
+pub const EXIT_DISAGREE: u8 = 1;
+/// Exit status: no OOM report in the input, or the input cannot be read.
+pub const EXIT_NO_REPORT: u8 = 2;
+
+/// Reads the input of `oomwatch replay`: FILE, `-` (stdin), or with neither
+/// the terminal's stdin replaced by the kernel's own log.
+fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<(String, Vec<u8>)> {
+    use std::io::{IsTerminal as _, Read as _};
+
+    use anyhow::Context as _;
+    match file {
+        Some(p) if p.as_os_str() != "-" => {
+            let bytes = std::fs::read(p).with_context(|| {
+                format!(
+                    "read {}: give a readable log file, or `-` for standard input",
+                    p.display()
+                )
+            })?;
+            Ok((p.display().to_string(), bytes))
+        }
+        Some(_) => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("read standard input")?;
+            Ok(("standard input".into(), bytes))
+        }
+        None if !std::io::stdin().is_terminal() => read_input(Some(std::path::Path::new("-"))),
+        None => Ok(("the kernel log (/dev/kmsg)".into(), read_kmsg()?)),
+    }
+}
+
+/// Every record `/dev/kmsg` still holds, without waiting for new ones.
+fn read_kmsg() -> anyhow::Result<Vec<u8>> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+
+    use anyhow::Context as _;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .context(
+            "open /dev/kmsg (reading the kernel log needs CAP_SYSLOG, or kernel.dmesg_restrict=0): \
+             run as root, or pass a saved log: `dmesg > oom.log; oomwatch replay oom.log`",
+        )?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // A record overwritten while we read: go on with the next.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e).context("read /dev/kmsg"),
+        }
+    }
+    Ok(out)
+}
+
+/// Finds and replays every report of `text`.
+pub fn replay_all(text: &str) -> Vec<ReplayReport> {
+    crate::report::parse_all(text).iter().map(analyze).collect()
+}
+
+/// Why an input holds no report, for the error.
+fn no_report_error(name: &str, bytes: &[u8], text: &str) -> anyhow::Error {
+    let nul = bytes.iter().filter(|&&b| b == 0).count();
+    let bad = text
+        .chars()
+        .filter(|&c| c == char::REPLACEMENT_CHARACTER)
+        .count();
+    let kind = if bytes.is_empty() {
+        "it is empty".to_owned()
+    } else if nul * 100 > bytes.len() || bad * 20 > text.chars().count().max(1) {
+        format!(
+            "it looks binary ({nul} NUL bytes, {bad} invalid UTF-8 sequences in {} bytes)",
+            bytes.len()
+        )
+    } else {
+        format!(
+            "{} lines, none of them an OOM report's",
+            text.lines().count()
+        )
+    };
+    anyhow::anyhow!(
+        "{name}: no kernel OOM report found ({kind}). oomwatch looks for the kernel's \
+         `… invoked oom-killer: gfp_mask=…` and `Killed process N (comm)` lines: pass a text \
+         log such as `dmesg`, `journalctl -k`, /var/log/kern.log or /var/log/messages"
+    )
+}
+
+/// `oomwatch replay`.
+pub fn cli(
+    file: Option<&std::path::Path>,
+    json: bool,
+    top: usize,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (name, bytes) = read_input(file)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let reports = replay_all(&text);
+    if reports.is_empty() {
+        return Err(no_report_error(&name, &bytes, &text));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", render(&reports, top));
+    }
+    let disagree = reports.iter().any(|r| r.agrees == Some(false));
+    Ok(if disagree {
+        std::process::ExitCode::from(EXIT_DISAGREE)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// The human form of the replays.
+pub fn render(reports: &[ReplayReport], top: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let n = reports.len();
+    for (i, r) in reports.iter().enumerate() {
+        let what = match (r.domain, &r.oom_memcg) {
+            (Some(Domain::Memcg), Some(c)) => format!("memcg OOM in {c}"),
+            (Some(Domain::Memcg), None) => "memcg OOM".to_owned(),
+            (Some(Domain::Global), _) => "global OOM".to_owned(),
+            (None, _) => "kill line only".to_owned(),
+        };
+        let kernel = match (&r.kernel, &r.arch) {
+            (Some(k), Some(a)) => format!(", Linux {k} ({a})"),
+            (Some(k), None) => format!(", Linux {k}"),
+            (None, Some(a)) => format!(", kernel not stated ({a})"),
+            (None, None) => ", kernel not stated".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "report {} of {n} (lines {}-{}): {what}{kernel}",
+            i + 1,
+            r.lines[0],
+            r.lines[1]
+        );
+        if let (Some(rules), Some(from)) = (&r.rules, &r.rules_from) {
+            let _ = writeln!(s, "  rules:       Linux {rules}, {from}");
+        }
+        let t = &r.trigger;
+        if let Some(comm) = &t.comm {
+            let _ = writeln!(
+                s,
+                "  trigger:     {comm}{} gfp_mask={}{} order={} oom_score_adj={}{}",
+                t.pid.map_or(String::new(), |p| format!(" ({p})")),
+                t.gfp_mask.as_deref().unwrap_or("?"),
+                t.gfp_flags
+                    .as_ref()
+                    .map_or(String::new(), |f| format!("({f})")),
+                t.order.map_or("?".into(), |o| o.to_string()),
+                t.oom_score_adj.map_or("?".into(), |a| a.to_string()),
+                if t.in_page_fault {
+                    ", in a page fault"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(c) = &r.constraint {
+            let _ = writeln!(s, "  constraint:  {c}");
+        }
+        if let Some(from) = &r.totalpages_from {
+            let _ = writeln!(
+                s,
+                "  totalpages:  {} ({}): {from}",
+                r.totalpages.map_or("unknown".into(), |t| t.to_string()),
+                if r.totalpages_exact {
+                    "exact"
+                } else {
+                    "approximate"
+                }
+            );
+        }
+        if r.domain.is_some() {
+            let _ = writeln!(s, "  tasks:       {} in the table", r.tasks.len());
+        }
+        if !r.candidates.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:>4} {:>8} {:>8} {:<16} {:>12} {:>10} {:>8} {:>7} {:>6}",
+                "RANK", "PID", "TGID", "COMM", "POINTS", "RSS", "SWAP", "PGTBL", "ADJ"
+            );
+            for (rank, c) in r.candidates.iter().take(top).enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  {:>4} {:>8} {:>8} {:<16} {:>12} {:>10} {:>8} {:>7} {:>6}",
+                    if c.eligible {
+                        (rank + 1).to_string()
+                    } else {
+                        "-".into()
+                    },
+                    c.pid,
+                    c.tgid,
+                    c.comm,
+                    c.points.map_or("-".into(), |p| p.to_string()),
+                    c.rss_pages,
+                    c.swap_pages,
+                    c.pgtables_pages,
+                    c.oom_score_adj
+                );
+            }
+            if r.candidates.len() > top {
+                let _ = writeln!(
+                    s,
+                    "       … {} more (--top N, or --json for all)",
+                    r.candidates.len() - top
+                );
+            }
+        }
+        if let Some(p) = &r.predicted_victim {
+            let _ = writeln!(
+                s,
+                "  predicted:   {} ({}) with {} points",
+                p.comm, p.pid, p.points
+            );
+        }
+        if let Some(k) = &r.kernel_selected {
+            let _ = writeln!(
+                s,
+                "  selected:    {} ({}){} ({})",
+                k.comm,
+                k.pid,
+                k.score.map_or(String::new(), |sc| format!(" score {sc}")),
+                k.from
+            );
+        }
+        if let Some(k) = &r.kernel_victim {
+            let _ = writeln!(s, "  killed:      {} ({})", k.comm, k.pid);
+        }
+        let verdict = match (r.agrees, r.disagreement) {
+            (Some(true), _) => "AGREE".to_owned(),
+            (Some(false), Some(Disagreement::Contradiction)) => {
+                "DISAGREE: the kernel contradicts its own rules".to_owned()
+            }
+            (Some(false), Some(d)) => format!(
+                "DISAGREE ({}, explained below)",
+                serde_json::to_value(d)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+            (Some(false), None) => "DISAGREE".to_owned(),
+            (None, _) => "NOT JUDGED".to_owned(),
+        };
+        let _ = writeln!(s, "  verdict:     {verdict}");
+        let _ = writeln!(s, "  why:         {}", r.reason);
+        for note in &r.notes {
+            let _ = writeln!(s, "  note:        {note}");
+        }
+        s.push('\n');
+    }
+    let judged = reports.iter().filter(|r| r.agrees.is_some()).count();
+    let agree = reports.iter().filter(|r| r.agrees == Some(true)).count();
+    let _ = writeln!(
+        s,
+        "{n} report(s): {agree} agree, {} disagree, {} not judged",
+        judged - agree,
+        n - judged
+    );
+    s
+}
