@@ -1187,3 +1187,170 @@ pub fn render(reports: &[ReplayReport], top: usize) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> ReplayReport {
+        let mut all = replay_all(text);
+        assert_eq!(all.len(), 1, "{text}");
+        all.remove(0)
+    }
+
+    /// A 4.19-format memcg report (its lines as 4.19 prints them).
+    fn v419(rows: &str, tail: &str) -> String {
+        format!(
+            "a invoked oom-killer: gfp_mask=0x6000c0(GFP_KERNEL), nodemask=(null), order=0, oom_score_adj=0
+CPU: 0 PID: 10 Comm: a Not tainted 4.19.78 #1
+Task in /job killed as a result of limit of /job
+memory: usage 40960kB, limit 40960kB, failcnt 1
+memory+swap: usage 40960kB, limit 40960kB, failcnt 0
+Tasks state (memory values in pages):
+[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name
+{rows}{tail}"
+        )
+    }
+
+    #[test]
+    fn sacrifice_child_is_explained() {
+        let rows = "[     10]  1000    10     9000     8000    81920        0             0 parent
+[     11]  1000    11     3000     2000    40960        0             0 child
+";
+        let tail =
+            "Memory cgroup out of memory: Kill process 10 (parent) score 781 or sacrifice child
+Killed process 11 (child) total-vm:12000kB, anon-rss:8000kB, file-rss:0kB, shmem-rss:0kB
+";
+        let r = one(&v419(rows, tail));
+        assert_eq!(r.rules.as_deref(), Some("4.19.78"));
+        assert_eq!(r.agrees, Some(true), "{}", r.reason);
+        assert_eq!(r.predicted_victim.as_ref().unwrap().pid, 10);
+        assert_eq!(r.kernel_victim.as_ref().unwrap().pid, 11);
+        assert_eq!(r.kernel_selected.as_ref().unwrap().pid, 10);
+        assert!(r.reason.contains("sacrifice child"), "{}", r.reason);
+        assert!(r.totalpages_exact);
+        assert_eq!(r.totalpages, Some(10_240));
+    }
+
+    #[test]
+    fn a_thread_in_the_kill_line_is_its_process() {
+        // 5.x: the kill names thread 12 of process 10 (a zombie leader's
+        // live thread, say); the table lists the process under pid 10.
+        let text = "w invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
+CPU: 1 PID: 12 Comm: worker Not tainted 5.15.0 #1
+memory: usage 40960kB, limit 40960kB, failcnt 1
+swap: usage 0kB, limit 0kB, failcnt 0
+Tasks state (memory values in pages):
+[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name
+[     10]  1000    10     9000     8000    81920        0             0 server
+[     20]  1000    20     3000     2000    40960        0             0 helper
+oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/job,task_memcg=/job,task=worker,pid=12,uid=1000
+Memory cgroup out of memory: Killed process 12 (worker) total-vm:36000kB, anon-rss:31000kB, file-rss:1000kB, shmem-rss:0kB, UID:1000 pgtables:80kB oom_score_adj:0
+";
+        let r = one(text);
+        assert_eq!(r.agrees, Some(true), "{}", r.reason);
+        assert!(r.reason.contains("thread 12"), "{}", r.reason);
+        assert_eq!(r.predicted_victim.as_ref().unwrap().pid, 10);
+    }
+
+    #[test]
+    fn ties_follow_the_version() {
+        let rows = "[     10]  1000    10     9000     8000    81920        0             0 first
+[     11]  1000    11     9000     8000    81920        0             0 second
+";
+        // 4.19 keeps the first leader on equal points.
+        let r = one(&v419(
+            rows,
+            "Memory cgroup out of memory: Kill process 10 (first) score 781 or sacrifice child\nKilled process 10 (first) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB\n",
+        ));
+        assert_eq!(r.agrees, Some(true), "{}", r.reason);
+        assert!(r.reason.contains("tied"), "{}", r.reason);
+        // The kernel taking the second is a tie the table order can explain,
+        // not a contradiction.
+        let r = one(&v419(
+            rows,
+            "Memory cgroup out of memory: Kill process 11 (second) score 781 or sacrifice child\nKilled process 11 (second) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB\n",
+        ));
+        assert_eq!(r.agrees, Some(false));
+        assert_eq!(r.disagreement, Some(Disagreement::TieOrder));
+    }
+
+    #[test]
+    fn oom_group_kills_are_listed() {
+        let text = "b invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
+CPU: 1 PID: 10 Comm: b Not tainted 6.1.0 #1
+memory: usage 40960kB, limit 40960kB, failcnt 1
+swap: usage 0kB, limit 0kB, failcnt 0
+Tasks state (memory values in pages):
+[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name
+[     10]     0    10     9000     8000    81920        0             0 big
+[     11]     0    11     3000     2000    40960        0             0 small
+oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/g,task_memcg=/g,task=big,pid=10,uid=0
+Memory cgroup out of memory: Killed process 10 (big) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:80kB oom_score_adj:0
+Tasks in /g are going to be killed due to memory.oom.group set
+Memory cgroup out of memory: Killed process 10 (big) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:80kB oom_score_adj:0
+Memory cgroup out of memory: Killed process 11 (small) total-vm:12000kB, anon-rss:8000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:40kB oom_score_adj:0
+Memory cgroup out of memory: Killed process 99 (late) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0
+";
+        let r = one(text);
+        assert_eq!(r.agrees, Some(true));
+        let g = r.oom_group.unwrap();
+        assert_eq!(g.cgroup.as_deref(), Some("/g"));
+        let pids: Vec<i32> = g.killed.iter().map(|t| t.pid).collect();
+        assert_eq!(pids, vec![11, 99]);
+    }
+
+    #[test]
+    fn nothing_killable() {
+        let text = "c invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=-1000
+CPU: 1 PID: 10 Comm: c Not tainted 6.12.0 #1
+memory: usage 40960kB, limit 40960kB, failcnt 1
+swap: usage 0kB, limit 0kB, failcnt 0
+Tasks state (memory values in pages):
+[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name
+[     10]     0    10     9000     8000     8000        0         0    81920        0         -1000 c
+Out of memory and no killable processes...
+";
+        let r = one(text);
+        assert_eq!(r.agrees, Some(true), "{}", r.reason);
+        assert!(r.predicted_victim.is_none());
+    }
+
+    #[test]
+    fn a_kill_line_alone_is_a_report_not_judged() {
+        let r = one(
+            "[ 1.0] Out of memory: Killed process 42 (x) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB\n",
+        );
+        assert_eq!(r.agrees, None);
+        assert_eq!(r.kernel_victim.as_ref().unwrap().pid, 42);
+        assert!(r.reason.contains("rate-limits"), "{}", r.reason);
+    }
+
+    #[test]
+    fn legacy_normalized_points() {
+        // RHEL 6 (2.6.32 with the 2.6.36 rewrite): points on 0..1000, and the
+        // score line prints them.
+        let text =
+            "mysqld invoked oom-killer: gfp_mask=0x201da, order=0, oom_adj=0, oom_score_adj=0
+Pid: 2425, comm: mysqld Not tainted 2.6.32-431.el6.x86_64 #1
+1048576 pages RAM
+0 pages reserved
+Total swap = 0kB
+[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name
+[ 2425]    27  2425   600105   259654   1       0             0 mysqld
+[ 2500]    27  2500    10000      100   0       0           100 batch
+Out of memory: Kill process 2425 (mysqld) score 247 or sacrifice child
+Killed process 2425, UID 27, (mysqld) total-vm:2400420kB, anon-rss:1038616kB, file-rss:0kB
+";
+        let r = one(text);
+        // 2.6.32-431 states 2.6.32, older than 2.6.36: not recomputable...
+        assert_eq!(r.agrees, None, "{}", r.reason);
+        assert!(r.reason.contains("pre-2.6.36"), "{}", r.reason);
+        // ...but the same table from a kernel that says 3.2 is.
+        let r = one(&text.replace("2.6.32-431.el6.x86_64", "3.2.0"));
+        assert_eq!(r.agrees, Some(true), "{}", r.reason);
+        // 259654 × 1000 / 1048576 = 247, the printed score; batch: 0 + 100.
+        assert_eq!(r.predicted_victim.as_ref().unwrap().points, 247);
+        assert_eq!(r.candidates[1].points, Some(100));
+    }
+}

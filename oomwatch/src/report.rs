@@ -289,15 +289,19 @@ pub fn messages(text: &str) -> Vec<(usize, String)> {
     let nonempty = raw.iter().filter(|l| !l.trim().is_empty()).count().max(1);
     let stripped: Vec<(bool, &str)> = raw.iter().map(|l| strip_prefix(l)).collect();
     let prefixed = stripped.iter().filter(|(p, _)| *p).count();
-    let kmsg = raw
+    let records = raw
         .iter()
         .filter(|l| l.split_once(';').is_some_and(|(h, _)| is_kmsg_head(h)))
         .count();
-    // Most lines carry a prefix: one that does not continues the last line.
+    let kmsg = records * 2 > raw.iter().filter(|l| !l.starts_with(' ')).count();
+    // Most lines carry a prefix: one that does not continues the line
+    // before it, if that one had a prefix (a mail client wraps a long line
+    // into two or three).
     let unwrap = prefixed * 10 >= nonempty * 3;
     let mut out: Vec<(usize, String)> = Vec::with_capacity(raw.len());
+    let (mut last_prefixed, mut chain) = (false, 0);
     for (i, (&line, &(has_prefix, body))) in raw.iter().zip(&stripped).enumerate() {
-        if kmsg * 2 > nonempty && line.starts_with(' ') {
+        if kmsg && line.starts_with(' ') {
             continue;
         }
         if body.is_empty() {
@@ -305,6 +309,8 @@ pub fn messages(text: &str) -> Vec<(usize, String)> {
         }
         let continues = unwrap
             && !has_prefix
+            && last_prefixed
+            && chain < 3
             && !body.starts_with("-- ")
             && !body.starts_with('#')
             && !body.contains(" invoked oom-killer:");
@@ -312,8 +318,13 @@ pub fn messages(text: &str) -> Vec<(usize, String)> {
             Some((_, prev)) if continues => {
                 prev.push(' ');
                 prev.push_str(body);
+                chain += 1;
             }
-            _ => out.push((i + 1, body.to_owned())),
+            _ => {
+                out.push((i + 1, body.to_owned()));
+                last_prefixed = has_prefix;
+                chain = 0;
+            }
         }
     }
     out
