@@ -930,6 +930,10 @@ fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<(String, Vec<u8>
 
     use anyhow::Context as _;
     match file {
+        // A plain read of /dev/kmsg would wait for the next record forever.
+        Some(p) if p == std::path::Path::new("/dev/kmsg") => {
+            Ok(("the kernel log (/dev/kmsg)".into(), read_kmsg()?))
+        }
         Some(p) if p.as_os_str() != "-" => {
             let bytes = std::fs::read(p).with_context(|| {
                 format!(

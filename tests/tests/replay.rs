@@ -1,0 +1,202 @@
+//! `oomwatch replay` against the kernel: real memcg OOM kills on this host,
+//! the kernel's own report of each read from `/dev/kmsg`, replayed by the
+//! binary, which must name the task the kernel killed. Each report is also
+//! written to `target/host-reports/` in the fixture form
+//! (`<arch>-<release>-<scenario>.log`), ready to be committed under
+//! `oomwatch/tests/fixtures/host-reports`.
+
+use std::{
+    io::Read as _,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use oomwatch::report;
+use oomwatch_tests::{Hog, MemcgGuard, killed_by_sigkill, require_root};
+
+/// `/dev/kmsg` from its current end, non-blocking.
+fn kmsg_from_now() -> std::fs::File {
+    let kmsg = std::fs::File::open("/dev/kmsg").expect("open /dev/kmsg");
+    nix::unistd::lseek(&kmsg, 0, nix::unistd::Whence::SeekEnd).unwrap();
+    let flags = nix::fcntl::fcntl(&kmsg, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    nix::fcntl::fcntl(
+        &kmsg,
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )
+    .unwrap();
+    kmsg
+}
+
+/// The messages logged since `kmsg_from_now`, until the kill of `victim`
+/// has been logged (10 s at most).
+fn messages_until_kill(kmsg: &mut std::fs::File, victim: u32) -> String {
+    let mut records = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 8192];
+    while Instant::now() < deadline {
+        match kmsg.read(&mut buf) {
+            Ok(n) if n > 0 => records.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            _ => {
+                if records.contains(&format!("Killed process {victim} ")) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    report::kmsg_messages(&records)
+}
+
+fn replay_json(path: &str) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["replay", "--json", path])
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "replay {path}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}
+
+fn release() -> String {
+    nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// One scenario: `setup` starts the hogs (the last one pushes the cgroup
+/// over its 64 MiB limit) and returns them with the index of the one the
+/// kernel must kill. The kernel's report is replayed from a file and from
+/// the live log.
+fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usize)) {
+    require_root();
+    let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let mut kmsg = kmsg_from_now();
+    let (mut hogs, expect) = setup(bin, &memcg);
+    let victim = hogs[expect].pid();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = hogs[expect].try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the expected victim {victim} lived 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(killed_by_sigkill(&status), "{name}: {status:?}");
+    let text = messages_until_kill(&mut kmsg, victim);
+    drop(hogs);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kmsg.log");
+    std::fs::write(&file, &text).unwrap();
+    let (code, v) = replay_json(file.to_str().unwrap());
+    let reports = v.as_array().unwrap();
+    let r = reports
+        .iter()
+        .find(|r| r["kernel_victim"]["pid"] == victim)
+        .unwrap_or_else(|| panic!("{name}: no report of the kill of {victim}: {v:#}"));
+    eprintln!(
+        "{name}: kernel {} rules {} arch {}: predicted {}, killed {}: {}",
+        r["kernel"], r["rules"], r["arch"], r["predicted_victim"], r["kernel_victim"], r["reason"]
+    );
+    assert_eq!(r["agrees"], true, "{name}: {r:#}");
+    assert_eq!(r["predicted_victim"]["pid"], victim, "{name}: {r:#}");
+    assert_eq!(r["kernel"], release().as_str(), "{name}");
+    assert_eq!(r["arch"], std::env::consts::ARCH, "{name}");
+    assert_eq!(r["constraint"], "CONSTRAINT_MEMCG", "{name}");
+    assert_eq!(r["oom_memcg"], memcg.path.as_str(), "{name}");
+    assert_eq!(r["totalpages"], 16_384, "{name}");
+    assert_eq!(r["totalpages_exact"], true, "{name}");
+    if reports.iter().all(|r| r["agrees"] != false) {
+        assert_eq!(code, Some(0), "{name}");
+    }
+
+    // The live kernel log holds the same report.
+    let (_, live) = replay_json("/dev/kmsg");
+    let l = live
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kernel_victim"]["pid"] == victim)
+        .unwrap_or_else(|| panic!("{name}: /dev/kmsg has no report of {victim}"));
+    assert_eq!(l["agrees"], true, "{name}: {l:#}");
+    assert_eq!(l["predicted_victim"], r["predicted_victim"], "{name}");
+
+    // Keep the report as a fixture candidate.
+    let lines: Vec<&str> = text.lines().collect();
+    let (a, b) = (
+        r["lines"][0].as_u64().unwrap() as usize,
+        r["lines"][1].as_u64().unwrap() as usize,
+    );
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/host-reports");
+    std::fs::create_dir_all(&out).unwrap();
+    let arch = std::env::consts::ARCH;
+    let rel = release();
+    let body = lines[a - 1..b].join("\n");
+    std::fs::write(
+        out.join(format!("{arch}-{rel}-{name}.log")),
+        format!(
+            "# Kernel OOM report captured by the privileged test `replay::{name}` (tests/tests/replay.rs):\n\
+             # {arch} host, Linux {rel}, a 64 MiB cgroup v1 memcg; the kernel killed the scenario's victim.\n{body}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// 12, 16 and 48 MiB hogs: the last one runs into the limit at about 30 MiB
+/// and is the largest: the kernel kills the task that is allocating.
+#[test]
+fn replay_three_hogs() {
+    scenario("three-hogs", |bin, memcg| {
+        let mut hogs = Vec::new();
+        for mib in [12, 16, 48] {
+            let mut h = Hog::start(bin, memcg, mib).unwrap();
+            h.wait_ready();
+            hogs.push(h);
+        }
+        (hogs, 2)
+    });
+}
+
+/// oom_score_adj 1000 adds 16 000 points (1000 × 16384 / 1000): an 8 MiB
+/// hog with it outweighs 20 MiB and the ~30 MiB pusher.
+#[test]
+fn replay_adj_1000() {
+    scenario("adj+1000", |bin, memcg| {
+        let mut small = Hog::start(bin, memcg, 8).unwrap();
+        assert!(small.wait_ready());
+        std::fs::write(format!("/proc/{}/oom_score_adj", small.pid()), "1000").unwrap();
+        let mut large = Hog::start(bin, memcg, 20).unwrap();
+        assert!(large.wait_ready());
+        let mut pusher = Hog::start(bin, memcg, 48).unwrap();
+        pusher.wait_ready();
+        (vec![small, large, pusher], 0)
+    });
+}
+
+/// A 36 MiB hog of 4 threads beside a pusher that reaches about 26 MiB:
+/// the table lists the process once, under its leader, and the kernel
+/// kills it.
+#[test]
+fn replay_threaded_process() {
+    scenario("threads", |bin, memcg| {
+        let mut threaded = Hog::start_mode(bin, memcg, 36, &["threads", "4"]).unwrap();
+        assert!(threaded.wait_ready());
+        let mut pusher = Hog::start(bin, memcg, 48).unwrap();
+        pusher.wait_ready();
+        (vec![threaded, pusher], 0)
+    });
+}
