@@ -195,7 +195,18 @@ struct Total {
     known: bool,
 }
 
+/// No machine has this many pages; larger numbers in a report are noise.
+const MAX_PAGES: u64 = 1 << 50;
+
 fn totalpages(r: &Report, page_kb: u64, memcg: bool) -> Total {
+    let mut t = totalpages_unclamped(r, page_kb, memcg);
+    t.value = t.value.min(MAX_PAGES);
+    t.lo = t.lo.min(MAX_PAGES);
+    t.hi = t.hi.min(MAX_PAGES);
+    t
+}
+
+fn totalpages_unclamped(r: &Report, page_kb: u64, memcg: bool) -> Total {
     if let (true, Some(limit)) = (memcg, r.memcg_limit_kb) {
         let l = (limit / page_kb).max(1);
         // A limit this large means "unlimited" (PAGE_COUNTER_MAX).
@@ -229,7 +240,7 @@ fn totalpages(r: &Report, page_kb: u64, memcg: bool) -> Total {
             },
             lo: l,
             hi: match extra {
-                Some(e) => l + e,
+                Some(e) => l.saturating_add(e),
                 None => l.saturating_mul(16),
             },
             known: true,
@@ -238,7 +249,7 @@ fn totalpages(r: &Report, page_kb: u64, memcg: bool) -> Total {
     if let Some(ram) = r.pages_ram {
         let reserved = r.pages_reserved.unwrap_or(0);
         let swap = r.total_swap_kb.unwrap_or(0) / page_kb;
-        let t = (ram.saturating_sub(reserved) + swap).max(1);
+        let t = ram.saturating_sub(reserved).saturating_add(swap).max(1);
         return Total {
             value: t,
             exact: false,
@@ -270,8 +281,8 @@ fn page_kb(r: &Report) -> (u64, Option<String>) {
         && row.rss_pages > 0
     {
         for size in [4u64, 16, 64] {
-            let want = row.rss_pages * size;
-            if kb.abs_diff(want) * 50 <= want {
+            let want = row.rss_pages.saturating_mul(size);
+            if kb.abs_diff(want).saturating_mul(50) <= want {
                 return (
                     size,
                     (size != 4).then(|| {
@@ -305,7 +316,7 @@ fn find_row(
     }
     if let Some(kb) = rss_kb {
         let same: Vec<usize> = (0..rows.len())
-            .filter(|&i| rows[i].rss_pages * page_kb == kb)
+            .filter(|&i| rows[i].rss_pages.saturating_mul(page_kb) == kb)
             .collect();
         if same.len() == 1 {
             return Some((same[0], "mm"));

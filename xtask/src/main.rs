@@ -49,6 +49,16 @@ enum Task {
         #[arg(long = "arch", value_name = "ARCH")]
         arches: Vec<String>,
     },
+    /// Fuzz the kernel-report parser and replay (`oomwatch replay`) with
+    /// cargo-fuzz (libFuzzer) for a bounded time, seeded with the committed
+    /// report fixtures and ../shared/oom-reports. Installs cargo-fuzz when
+    /// absent. A crash fails with the input saved under
+    /// oomwatch/fuzz/artifacts/replay/.
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
     Run {
         /// Arguments for `oomwatch run`, e.g. `--listen 127.0.0.1:7707`.
@@ -64,6 +74,7 @@ const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
 /// Needed only by the test suite: a real Prometheus server and promtool.
 const TEST_PACKAGES: &[&str] = &["prometheus"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test(),
         Task::VmTest { kernels, arches } => vm::vm_test(vm::Options { kernels, arches }),
         Task::Run { args } => run(&args),
+        Task::Fuzz { seconds } => fuzz(seconds),
     }
 }
 
@@ -285,6 +297,10 @@ fn test() -> anyhow::Result<()> {
         status(c).with_context(|| format!("step `{name}`"))?;
         times.push((name, start.elapsed()));
     }
+    println!("\n==> [fuzz] cargo xtask fuzz --seconds {FUZZ_SECONDS_IN_TEST}");
+    let start = Instant::now();
+    fuzz(FUZZ_SECONDS_IN_TEST).context("step `fuzz`")?;
+    times.push(("fuzz the report parser", start.elapsed()));
     println!("\n==> [guest kernels] cargo xtask vm-test");
     let start = Instant::now();
     vm::vm_test(vm::Options {
@@ -293,11 +309,82 @@ fn test() -> anyhow::Result<()> {
     })
     .context("step `guest kernels`")?;
     times.push(("guest kernels (cargo xtask vm-test)", start.elapsed()));
-    println!("\nall {} steps passed:", total + 1);
+    println!("\nall {} steps passed:", times.len());
     for (name, t) in times {
         println!("  {:>7.1} s  {name}", t.as_secs_f64());
     }
     Ok(())
+}
+
+/// How long `cargo xtask test` fuzzes the report parser.
+const FUZZ_SECONDS_IN_TEST: u64 = 60;
+
+/// `cargo xtask fuzz`: libFuzzer on `oomwatch replay`'s parser and model.
+/// Stable Rust is enough: RUSTC_BOOTSTRAP=1 admits cargo-fuzz's `-Z`
+/// sanitizer flags and rustup's stable ships the sanitizer runtimes.
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    let have = cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        println!("fuzz: cargo install cargo-fuzz {CARGO_FUZZ_VERSION}");
+        let mut c = cargo();
+        c.args([
+            "install",
+            &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+            "--locked",
+        ]);
+        status(c)?;
+    }
+    let root = workspace_root();
+    let fuzz_dir = root.join("oomwatch/fuzz");
+    // The corpus grows across local runs; seeds are added every time.
+    let corpus = root.join("target/fuzz/corpus/replay");
+    std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
+    let mut seeds = 0;
+    let fixtures = root.join("oomwatch/tests/fixtures");
+    let shared = root.join("../shared/oom-reports");
+    let mut dirs = vec![shared];
+    if let Ok(rd) = std::fs::read_dir(&fixtures) {
+        dirs.extend(rd.flatten().map(|e| e.path()));
+    }
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for f in rd.flatten().map(|e| e.path()) {
+            if f.extension().is_some_and(|x| x == "log") {
+                let to = corpus.join(format!(
+                    "seed-{}",
+                    f.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                std::fs::copy(&f, &to).with_context(|| format!("copy {}", f.display()))?;
+                seeds += 1;
+            }
+        }
+    }
+    println!("fuzz: {seeds} seed reports, {seconds} s");
+    let mut c = cargo();
+    c.current_dir(&fuzz_dir)
+        .args(["fuzz", "run", "--target-dir"])
+        .arg(root.join("target/fuzz/build"))
+        .arg("replay")
+        .arg(&corpus)
+        .args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-dict=replay.dict",
+            "-max_len=16384",
+            "-timeout=10",
+            "-print_final_stats=1",
+        ])
+        // No eBPF object: the parser does not need it, and aya-build must
+        // not see the sanitizer flags.
+        .env("AYA_BUILD_SKIP", "1")
+        .env("RUSTC_BOOTSTRAP", "1");
+    status(c)
+        .context("the fuzzer found a crash: the input is under oomwatch/fuzz/artifacts/replay/")
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
