@@ -352,6 +352,12 @@ fn chosen_row(sel: &Selection) -> Option<usize> {
 
 /// Replays one report.
 pub fn analyze(r: &Report) -> ReplayReport {
+    analyze_with(r, None)
+}
+
+/// Replays one report; with the kernel's own totalpages when it is known
+/// (read from `struct oom_control` by the daemon's hooks).
+pub fn analyze_with(r: &Report, kernel_totalpages: Option<u64>) -> ReplayReport {
     let memcg = r.is_memcg();
     let mut out = ReplayReport {
         kernel: r.kernel.clone(),
@@ -421,7 +427,7 @@ pub fn analyze(r: &Report) -> ReplayReport {
             join_nums(&r.elided_lines)
         ));
     }
-    if let Some(e) = judge(r, memcg, &mut out) {
+    if let Some(e) = judge(r, memcg, kernel_totalpages, &mut out) {
         out.reason = e;
     }
     out
@@ -435,7 +441,12 @@ fn join_nums(v: &[usize]) -> String {
 }
 
 /// Fills the prediction and verdict; returns the reason.
-fn judge(r: &Report, memcg: bool, out: &mut ReplayReport) -> Option<String> {
+fn judge(
+    r: &Report,
+    memcg: bool,
+    kernel_totalpages: Option<u64>,
+    out: &mut ReplayReport,
+) -> Option<String> {
     if !r.has_header {
         return Some(match r.killed.first() {
             Some(k) => format!(
@@ -491,7 +502,17 @@ fn judge(r: &Report, memcg: bool, out: &mut ReplayReport) -> Option<String> {
     let (page_kb, page_note) = page_kb(r);
     out.page_size = page_kb * 1024;
     out.notes.extend(page_note);
-    let mut total = totalpages(r, page_kb, memcg);
+    let mut total = match kernel_totalpages {
+        Some(t) => Total {
+            value: t,
+            exact: true,
+            from: "the kernel's own, from struct oom_control at oom_kill_process()".into(),
+            lo: t,
+            hi: t,
+            known: true,
+        },
+        None => totalpages(r, page_kb, memcg),
+    };
     let kb = KernelBehavior::for_version(ver);
     let domain = if memcg { Domain::Memcg } else { Domain::Global };
     let mut procs = processes(r);

@@ -19,10 +19,7 @@
 
 use serde::Serialize;
 
-use crate::model::{
-    KernelBehavior, KernelVersion, MmCounters, Process,
-    select::{Domain, Scan, select_bad_process},
-};
+use crate::model::{KernelVersion, MmCounters, Process, select::Domain};
 
 /// One row of the task table. Columns a kernel does not print are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -805,9 +802,31 @@ pub enum ReplayError {
     NoTotalpages,
 }
 
-/// Replays the report's victim selection with the model (4 KiB pages).
+/// Replays the report's victim selection with the model: the summary of
+/// [`crate::replay::analyze`] the daemon keeps in each episode.
 pub fn replay(r: &Report) -> Result<Replay, ReplayError> {
-    replay_with(r, None).map(|(rp, _)| rp)
+    summarize(&crate::replay::analyze(r))
+}
+
+fn summarize(a: &crate::replay::ReplayReport) -> Result<Replay, ReplayError> {
+    let kernel = a
+        .rules
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .ok_or(ReplayError::NoVersion)?;
+    if a.tasks.is_empty() {
+        return Err(ReplayError::NoTable);
+    }
+    let totalpages = a.totalpages.ok_or(ReplayError::NoTotalpages)?;
+    Ok(Replay {
+        kernel,
+        domain: a.domain.unwrap_or(Domain::Global),
+        totalpages,
+        totalpages_exact: a.totalpages_exact,
+        model_pid: a.predicted_victim.as_ref().map(|p| p.pid),
+        kernel_pid: a.kernel_victim.as_ref().map(|k| k.pid),
+        agree: a.agrees == Some(true),
+    })
 }
 
 /// (pid, points) per task; None: ineligible.
@@ -816,11 +835,10 @@ pub type TaskPoints = Vec<(i32, Option<i64>)>;
 /// The model's points for every row of the report's table, with the
 /// kernel's own `totalpages` when it is known (from `oom_kill_process`):
 /// (pid, points; None where the model finds the task ineligible).
-pub fn model_points(
-    r: &Report,
-    totalpages: Option<u64>,
-) -> Result<Vec<(i32, Option<i64>)>, ReplayError> {
-    replay_with(r, totalpages).map(|(_, points)| points)
+pub fn model_points(r: &Report, totalpages: Option<u64>) -> Result<TaskPoints, ReplayError> {
+    let a = crate::replay::analyze_with(r, totalpages);
+    summarize(&a)?;
+    Ok(a.candidates.iter().map(|c| (c.pid, c.points)).collect())
 }
 
 /// The kernel version whose rules apply: the release on the kernel line,
@@ -860,69 +878,6 @@ pub fn processes(r: &Report) -> Vec<Process> {
             p
         })
         .collect()
-}
-
-fn replay_with(
-    r: &Report,
-    kernel_totalpages: Option<u64>,
-) -> Result<(Replay, TaskPoints), ReplayError> {
-    let ver = stated_version(r).ok_or(ReplayError::NoVersion)?;
-    if r.tasks.is_empty() {
-        return Err(ReplayError::NoTable);
-    }
-    let kb = KernelBehavior::for_version(ver);
-    let page_kb = 4;
-    let (domain, totalpages, exact) = match (r.memcg_limit_kb, r.pages_ram) {
-        (Some(limit), _) => {
-            // Swap can add to a memcg's totalpages, by an amount the report
-            // does not print (total_swap_pages): exact only without it.
-            let swap_term = r.swap_limit_kb.is_some_and(|s| s > 0)
-                || r.memsw_limit_kb.is_some_and(|m| m > limit);
-            (Domain::Memcg, (limit / page_kb).max(1), !swap_term)
-        }
-        (None, Some(ram)) => {
-            let t = ram
-                .saturating_sub(r.pages_reserved.unwrap_or(0))
-                .saturating_add(r.total_swap_kb.unwrap_or(0) / page_kb);
-            (Domain::Global, t.max(1), false)
-        }
-        (None, None) => match kernel_totalpages {
-            Some(t) => (Domain::Global, t, true),
-            None => return Err(ReplayError::NoTotalpages),
-        },
-    };
-    let (totalpages, exact) = match kernel_totalpages {
-        Some(t) => (t, true),
-        None => (totalpages, exact),
-    };
-    let processes = processes(r);
-    let sel = select_bad_process(
-        &Scan {
-            domain,
-            processes: &processes,
-            totalpages,
-            page_size: page_kb * 1024,
-            sysrq: false,
-        },
-        &kb,
-    );
-    let model_pid = sel.chosen().map(|c| c.pid);
-    let kernel_pid = r.killed.first().map(|k| k.pid);
-    let points = sel
-        .candidates
-        .iter()
-        .map(|c| (c.pid, c.badness.points))
-        .collect();
-    let replay = Replay {
-        kernel: ver,
-        domain,
-        totalpages,
-        totalpages_exact: exact,
-        model_pid,
-        kernel_pid,
-        agree: model_pid.is_some() && model_pid == kernel_pid,
-    };
-    Ok((replay, points))
 }
 
 #[cfg(test)]
