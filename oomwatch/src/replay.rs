@@ -485,6 +485,18 @@ fn judge(
             }
         },
     };
+    // Vendor kernels that say 2.6.32 but carry the 2.6.36 rewrite (RHEL 6):
+    // their tables print oom_score_adj, which only the rewrite has.
+    let (ver, from) = if ver < v(2, 6, 36) && r.columns.iter().any(|c| c == "oom_score_adj") {
+        (
+            v(2, 6, 36),
+            format!(
+                "{from}, but its table's oom_score_adj column belongs to the 2.6.36 OOM rewrite (a vendor backport, as in RHEL 6): 2.6.36 rules"
+            ),
+        )
+    } else {
+        (ver, from)
+    };
     out.rules = Some(ver.to_string());
     out.rules_from = Some(from);
     if r.tasks.is_empty() {
@@ -529,6 +541,11 @@ fn judge(
         }
     }
     let legacy = ver < v(3, 8, 0);
+    if legacy && r.columns.iter().all(|c| c != "swapents") {
+        out.notes.push(
+            "the table has no swapents or nr_ptes columns (2.6.36 – 3.1): points from rss alone, so they can be a little low".into(),
+        );
+    }
     // The kernel's own choice, before any child was sacrificed.
     let selected = if let Some(s) = &r.selected {
         Some(KernelSelected {
@@ -1379,14 +1396,21 @@ Out of memory: Kill process 2425 (mysqld) score 247 or sacrifice child
 Killed process 2425, UID 27, (mysqld) total-vm:2400420kB, anon-rss:1038616kB, file-rss:0kB
 ";
         let r = one(text);
-        // 2.6.32-431 states 2.6.32, older than 2.6.36: not recomputable...
-        assert_eq!(r.agrees, None, "{}", r.reason);
-        assert!(r.reason.contains("pre-2.6.36"), "{}", r.reason);
-        // ...but the same table from a kernel that says 3.2 is.
-        let r = one(&text.replace("2.6.32-431.el6.x86_64", "3.2.0"));
+        // 2.6.32-431 says 2.6.32, but its oom_score_adj column is the rewrite's.
+        assert_eq!(r.rules.as_deref(), Some("2.6.36"));
+        assert!(r.rules_from.as_deref().unwrap().contains("RHEL 6"));
         assert_eq!(r.agrees, Some(true), "{}", r.reason);
         // 259654 × 1000 / 1048576 = 247, the printed score; batch: 0 + 100.
         assert_eq!(r.predicted_victim.as_ref().unwrap().points, 247);
         assert_eq!(r.candidates[1].points, Some(100));
+        // Vanilla 2.6.32 (oom_adj only): the old badness() is not recomputable.
+        let vanilla = text
+            .replace("cpu oom_adj oom_score_adj name", "cpu oom_adj name")
+            .replace("   1       0             0 mysqld", "   1       0 mysqld")
+            .replace("   0       0           100 batch", "   0       0 batch");
+        let r = one(&vanilla);
+        assert_eq!(r.tasks.len(), 2);
+        assert_eq!(r.agrees, None, "{}", r.reason);
+        assert!(r.reason.contains("pre-2.6.36"), "{}", r.reason);
     }
 }
