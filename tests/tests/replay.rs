@@ -79,6 +79,11 @@ fn release() -> String {
 /// the live log.
 fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usize)) {
     require_root();
+    // The kernel prints at most 10 OOM reports per 5 s (oom_kill.c's
+    // ratelimit; the kill line is never limited), and the tests before this
+    // one made several: start in a fresh window, or the report may be only
+    // its kill line (seen in the full suite).
+    std::thread::sleep(Duration::from_millis(5_500));
     let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     let mut kmsg = kmsg_from_now();
