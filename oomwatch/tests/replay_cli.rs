@@ -4,18 +4,12 @@
 
 use std::{
     io::Write as _,
-    path::PathBuf,
     process::{Command, Output, Stdio},
 };
 
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("OOMWATCH_REPORTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/oom-reports")
-        });
-    dir.is_dir().then_some(dir)
-}
+use common::{corpus, log_files};
+
+mod common;
 
 fn oomwatch(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
@@ -69,13 +63,7 @@ fn agreement_and_contradiction_set_the_exit_status() {
 fn json_contract_over_the_whole_corpus() {
     let Some(dir) = corpus() else { return };
     let mut all = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
+    let files = log_files(&dir);
     for f in &files {
         all.extend(std::fs::read(f).unwrap());
         all.push(b'\n');

@@ -6,16 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use common::{corpus, log_files};
 use oomwatch::replay::{Disagreement, ReplayReport, replay_all};
 
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("OOMWATCH_REPORTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/oom-reports")
-        });
-    dir.is_dir().then_some(dir)
-}
+mod common;
 
 /// Reports whose victim the model is known not to reproduce, and why.
 const EXPLAINED: &[(&str, &str)] = &[(
@@ -23,18 +17,6 @@ const EXPLAINED: &[(&str, &str)] = &[(
     "linux-next 20200710 carried the unmerged 'make the calculation of oom badness more accurate' \
      patch under review (the thread reports it killed dbus-daemon instead of the largest task)",
 )];
-
-/// The `*.log` files of `dir`, sorted.
-fn log_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
-    files
-}
 
 fn read(f: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned()

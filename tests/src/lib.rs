@@ -475,3 +475,57 @@ impl Drop for LoopFs {
         let _ = std::fs::remove_file(&self.image);
     }
 }
+
+/// The kernel's log from now on: `/dev/kmsg` opened at its end,
+/// non-blocking, so a read returns what was logged since.
+pub struct KmsgTail {
+    file: std::fs::File,
+}
+
+impl KmsgTail {
+    pub fn from_now() -> Self {
+        let file = std::fs::File::open("/dev/kmsg").expect("open /dev/kmsg");
+        nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekEnd).unwrap();
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        nix::fcntl::fcntl(
+            &file,
+            nix::fcntl::FcntlArg::F_SETFL(
+                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+            ),
+        )
+        .unwrap();
+        KmsgTail { file }
+    }
+
+    /// The messages (one per line, record prefixes removed) logged since
+    /// `from_now`, once the kill of `victim` is among them (10 s at most).
+    pub fn messages_until_kill(&mut self, victim: u32) -> String {
+        use std::io::Read as _;
+        let mut records = String::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // /dev/kmsg returns one record per read.
+        let mut buf = vec![0u8; 8192];
+        while Instant::now() < deadline {
+            match self.file.read(&mut buf) {
+                Ok(n) if n > 0 => records.push_str(&String::from_utf8_lossy(&buf[..n])),
+                // Records overwritten before we read them.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                _ => {
+                    if records.contains(&format!("Killed process {victim} ")) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        oomwatch::report::kmsg_messages(&records)
+    }
+}
+
+/// Waits until the kernel will print a full OOM report again: it prints at
+/// most 10 per 5 s (`oom_kill.c`'s ratelimit; the kill line itself is never
+/// limited), and earlier tests may have used them up. Tests that read the
+/// report call this before they trigger their OOM.
+pub fn wait_for_a_fresh_report_window() {
+    std::thread::sleep(Duration::from_millis(5_500));
+}

@@ -6,50 +6,14 @@
 //! `oomwatch/tests/fixtures/host-reports`.
 
 use std::{
-    io::Read as _,
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
-use oomwatch::report;
-use oomwatch_tests::{Hog, MemcgGuard, killed_by_sigkill, require_root};
-
-/// `/dev/kmsg` from its current end, non-blocking.
-fn kmsg_from_now() -> std::fs::File {
-    let kmsg = std::fs::File::open("/dev/kmsg").expect("open /dev/kmsg");
-    nix::unistd::lseek(&kmsg, 0, nix::unistd::Whence::SeekEnd).unwrap();
-    let flags = nix::fcntl::fcntl(&kmsg, nix::fcntl::FcntlArg::F_GETFL).unwrap();
-    nix::fcntl::fcntl(
-        &kmsg,
-        nix::fcntl::FcntlArg::F_SETFL(
-            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
-        ),
-    )
-    .unwrap();
-    kmsg
-}
-
-/// The messages logged since `kmsg_from_now`, until the kill of `victim`
-/// has been logged (10 s at most).
-fn messages_until_kill(kmsg: &mut std::fs::File, victim: u32) -> String {
-    let mut records = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = vec![0u8; 8192];
-    while Instant::now() < deadline {
-        match kmsg.read(&mut buf) {
-            Ok(n) if n > 0 => records.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            _ => {
-                if records.contains(&format!("Killed process {victim} ")) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    report::kmsg_messages(&records)
-}
+use oomwatch_tests::{
+    Hog, KmsgTail, MemcgGuard, killed_by_sigkill, require_root, wait_for_a_fresh_report_window,
+};
 
 fn replay_json(path: &str) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
@@ -79,14 +43,11 @@ fn release() -> String {
 /// the live log.
 fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usize)) {
     require_root();
-    // The kernel prints at most 10 OOM reports per 5 s (oom_kill.c's
-    // ratelimit; the kill line is never limited), and the tests before this
-    // one made several: start in a fresh window, or the report may be only
-    // its kill line (seen in the full suite).
-    std::thread::sleep(Duration::from_millis(5_500));
+    // Else the report may be only its kill line (seen in the full suite).
+    wait_for_a_fresh_report_window();
     let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
-    let mut kmsg = kmsg_from_now();
+    let mut kmsg = KmsgTail::from_now();
     let (mut hogs, expect) = setup(bin, &memcg);
     let victim = hogs[expect].pid();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -101,7 +62,7 @@ fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usiz
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(killed_by_sigkill(&status), "{name}: {status:?}");
-    let text = messages_until_kill(&mut kmsg, victim);
+    let text = kmsg.messages_until_kill(victim);
     drop(hogs);
 
     let dir = tempfile::tempdir().unwrap();
