@@ -460,18 +460,19 @@ fn judge(
     }
     let (ver, from) = match stated_version(r) {
         Some(ver) => {
-            let printed = r.kernel.clone().unwrap_or_default();
-            let from = if ver.to_string() != printed
-                && !printed.starts_with(&format!("{ver}-"))
-                && !printed.starts_with(&format!("{ver}+"))
-                && printed != ver.to_string()
-                && r.kernel_build
-                    .as_deref()
-                    .is_some_and(|b| b.contains("Debian "))
-            {
-                format!("Debian's package version on the kernel line ({printed} is {ver})")
-            } else {
+            // stated_version differs from the release only where Debian's
+            // package version was taken.
+            let release = r
+                .kernel
+                .as_deref()
+                .and_then(|k| k.parse::<KernelVersion>().ok());
+            let from = if release == Some(ver) {
                 "stated on the kernel line".to_owned()
+            } else {
+                format!(
+                    "Debian's package version on the kernel line ({} is {ver})",
+                    r.kernel.as_deref().unwrap_or("?")
+                )
             };
             (ver, from)
         }
@@ -788,7 +789,7 @@ fn judge(
             ),
         )
     } else if let Some(k) = kp
-        && drift_bound(&r.tasks, &kb) >= mp.saturating_sub(k)
+        && drift_bound(&kb) >= mp.saturating_sub(k)
     {
         (
             Disagreement::CounterDrift,
@@ -845,7 +846,7 @@ fn grid(lo: u64, hi: u64) -> impl Iterator<Item = u64> {
 /// 64 pages per thread per counter before 6.2 (TASK_RSS_EVENTS_THRESH, the
 /// thread count is not printed: one per task is assumed), a per-CPU batch
 /// per CPU from 6.2 (the CPU count is not printed: 32 pages × 4 assumed).
-fn drift_bound(_rows: &[TaskRow], kb: &KernelBehavior) -> i64 {
+fn drift_bound(kb: &KernelBehavior) -> i64 {
     if kb.approximate_rss {
         3 * 32 * 4
     } else {
