@@ -219,6 +219,33 @@ fn is_bracket_prefix(inner: &str) -> bool {
     ts || date || caller
 }
 
+/// Whether `s` starts with a syslog time (`Dec  1 19:50:01`) or an ISO
+/// 8601 one (`2026-12-01T19:50:01`).
+fn starts_with_log_time(s: &str) -> bool {
+    const MONTHS: [&str; 12] = [
+        "Jan ", "Feb ", "Mar ", "Apr ", "May ", "Jun ", "Jul ", "Aug ", "Sep ", "Oct ", "Nov ",
+        "Dec ",
+    ];
+    let b = s.as_bytes();
+    let clock = |t: &[u8]| {
+        t.len() >= 8
+            && t[2] == b':'
+            && t[5] == b':'
+            && [0, 1, 3, 4, 6, 7].iter().all(|&i| t[i].is_ascii_digit())
+    };
+    if MONTHS.iter().any(|m| s.starts_with(m)) {
+        let rest = s[4..].trim_start();
+        let day = rest.bytes().take_while(u8::is_ascii_digit).count();
+        return (1..=2).contains(&day) && clock(rest[day..].trim_start().as_bytes());
+    }
+    b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b' ')
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && clock(&b[11..])
+}
+
 /// The line without its prefixes, and whether it had one of the prefixes
 /// a log tool adds (syslog/journal, kmsg, timestamp).
 fn strip_prefix(line: &str) -> (bool, &str) {
@@ -227,7 +254,9 @@ fn strip_prefix(line: &str) -> (bool, &str) {
     while let Some(r) = s.strip_prefix('>') {
         s = r.trim_start();
     }
-    let mut prefixed = false;
+    // A syslog or journal line, from the kernel or not: "Dec  1 19:50:01
+    // host …" or "2026-12-01T19:50:01.123+00:00 host …".
+    let mut prefixed = starts_with_log_time(s);
     if let Some((head, msg)) = s.split_once(';')
         && is_kmsg_head(head)
     {
@@ -1037,6 +1066,29 @@ Killed process 2425, UID 27, (mysqld) total-vm:2400420kB, anon-rss:1038616kB, fi
         assert_eq!(r.killed[0].pid, 2425);
         assert_eq!(r.killed[0].comm, "mysqld");
         assert_eq!(r.arch.as_deref(), Some("x86_64"));
+    }
+
+    /// Other programs' syslog lines are lines of their own, never the
+    /// continuation of a kernel line.
+    #[test]
+    fn foreign_syslog_lines_are_not_continuations() {
+        assert!(starts_with_log_time("Dec  1 19:50:01 host systemd[1]: x"));
+        assert!(starts_with_log_time(
+            "2026-02-08T00:40:07.136582+00:00 web2 systemd[1]: x"
+        ));
+        assert!(!starts_with_log_time("Decided 1 thing"));
+        assert!(!starts_with_log_time("[  12.5] x"));
+        let text = "Dec  1 19:50:01 h kernel: x invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
+Dec  1 19:50:01 h kernel: [  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name
+Dec  1 19:50:01 h kernel: [     10]     0    10      100       50    4096        0             0 a
+Dec  1 19:50:01 h systemd[1]: Started something.
+Dec  1 19:50:01 h kernel: [     11]     0    11      100       60    4096        0             0 b
+Dec  1 19:50:01 h kernel: Out of memory: Killed process 11 (b) total-vm:400kB, anon-rss:240kB, file-rss:0kB, shmem-rss:0kB
+";
+        let r = parse(text).unwrap();
+        assert_eq!(r.tasks[0].name, "a");
+        assert_eq!(r.tasks.len(), 2);
+        assert_eq!(r.foreign_lines, vec![4]);
     }
 
     #[test]
