@@ -761,6 +761,9 @@ struct Scenario {
     report: Vec<String>,
     /// For a `memory.oom.group` scenario: kills oomwatch saw in it.
     group_killed: Option<i64>,
+    /// `oomwatch replay` run in the guest on the scenario's kernel log: its
+    /// exit status, the first report's killed pid and verdict, its summary.
+    replay: Option<(i64, Option<i64>, String, String)>,
 }
 
 impl Scenario {
@@ -792,6 +795,11 @@ impl Scenario {
             && self
                 .group_killed
                 .is_none_or(|n| n == self.hogs.len() as i64)
+            // `oomwatch replay` in the guest: no report disagrees, and the
+            // first one names the kernel's victim and agrees.
+            && self.replay.as_ref().is_some_and(|(exit, killed, verdict, _)| {
+                *exit == 0 && *killed == self.kernel && verdict == "AGREE"
+            })
     }
 }
 
@@ -808,6 +816,12 @@ impl std::fmt::Display for Scenario {
         )?;
         if let Some(n) = self.group_killed {
             write!(f, "; oom.group kills seen {n} of {}", self.hogs.len())?;
+        }
+        match &self.replay {
+            Some((exit, _, verdict, summary)) => {
+                write!(f, "; replay {verdict} (exit {exit}: {summary})")?
+            }
+            None => write!(f, "; replay did not run")?,
         }
         if let Some(e) = &self.predict_error {
             write!(f, "; predict: {e}")?;
@@ -881,7 +895,7 @@ fn parse(log: &str) -> Results {
                     ..Default::default()
                 });
             }
-            "HOG" | "PRED" | "KILL" | "REPORT" | "GROUP" => {
+            "HOG" | "PRED" | "KILL" | "REPORT" | "GROUP" | "REPLAY" => {
                 let (scn, rest) = rest.split_once(' ').unwrap_or((rest, ""));
                 let Some(s) = by_name.get(scn).map(|&i| &mut r.scenarios[i]) else {
                     continue;
@@ -897,6 +911,26 @@ fn parse(log: &str) -> Results {
                     }
                     "REPORT" => s.report.push(rest.to_owned()),
                     "GROUP" => s.group_killed = pid_field(rest, "killed="),
+                    "REPLAY" => {
+                        let word = |k: &str| {
+                            rest.split_whitespace()
+                                .find_map(|w| w.strip_prefix(k))
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let summary = rest
+                            .split_once(" report(s): ")
+                            .map(|(n, s)| {
+                                format!("{} report(s): {s}", n.rsplit(' ').next().unwrap_or(n))
+                            })
+                            .unwrap_or_default();
+                        s.replay = Some((
+                            pid_field(rest, "exit=").unwrap_or(-1),
+                            pid_field(rest, "killed="),
+                            word("verdict="),
+                            summary,
+                        ));
+                    }
                     "PRED" => match serde_json::from_str::<serde_json::Value>(rest) {
                         Ok(j) => s.predicted = j["victim"]["tgid"].as_i64(),
                         Err(_) => s.predict_error = Some(rest.chars().take(200).collect()),
@@ -927,6 +961,7 @@ mod tests {
 @@ HOG s1 B 102 adj=0 mib=14\n\
 @@ PRED s1 {\"victim\": {\"pid\": 102, \"tgid\": 102, \"comm\": \"oomwatch-hog\", \"points\": 3700}}\n\
 @@ KILL s1 kernel=102 ebpf=102\n\
+@@ REPLAY s1 exit=0 killed=102 verdict=AGREE 2 report(s): 1 agree, 0 disagree, 1 not judged\n\
 @@ SCN s2 expect=B x\n\
 @@ HOG s2 B 202 adj=0 mib=14\n\
 @@ PRED s2 error: something\n\
@@ -942,5 +977,15 @@ mod tests {
         assert_eq!(s2.ebpf, None);
         assert!(s2.predict_error.is_some());
         assert!(s2.to_string().contains("predicted none"), "{s2}");
+        assert!(s2.to_string().contains("replay did not run"), "{s2}");
+        assert_eq!(
+            r.scenarios[0].replay,
+            Some((
+                0,
+                Some(102),
+                "AGREE".into(),
+                "2 report(s): 1 agree, 0 disagree, 1 not judged".into()
+            ))
+        );
     }
 }

@@ -60,6 +60,13 @@ finish() {
   say "KILL $SCN kernel=${KPID:-none} ebpf=${EPID:-none}"
   grep 'oom kill: ' /tmp/daemon.log | sed -n "$((K0+1))p" | sed "s/^/@@ KILLLINE $SCN /" >> /tmp/results
   dmesg | tail -n +$((D0+1)) | sed -n '/invoked oom-killer/,/Killed process/p' | sed "s/^/@@ REPORT $SCN /" >> /tmp/results
+  # `oomwatch replay` on this kernel's own log of the scenario: the first
+  # report's kill and verdict, and the exit status over all of them.
+  dmesg | tail -n +$((D0+1)) > /tmp/scn.log
+  /bin/oomwatch replay --top 0 /tmp/scn.log > /tmp/replay.txt 2>&1; RC=$?
+  RK=$(grep -m1 '^  killed:' /tmp/replay.txt | grep -o '([0-9]*)' | tr -d '()')
+  RV=$(grep -m1 '^  verdict:' /tmp/replay.txt | awk '{print $2}')
+  say "REPLAY $SCN exit=$RC killed=${RK:-none} verdict=${RV:-none} $(tail -n 1 /tmp/replay.txt)"
 }
 predict() { # predict [--cgroup PATH]
   say "PRED $SCN $(/bin/oomwatch predict "$@" --json 2>&1 | tr -d '\n')"
