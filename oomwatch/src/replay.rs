@@ -62,6 +62,10 @@ pub struct Trigger {
     pub order: Option<i32>,
     pub oom_score_adj: Option<i16>,
     pub in_page_fault: bool,
+    /// The mask in flag names by the model's table for the rules' version,
+    /// when the header prints none (before 4.9); older layouts name only
+    /// the flags that gate the OOM path, the rest stays hex.
+    pub gfp_decoded: Option<String>,
 }
 
 /// `memory.oom.group`: the tasks killed with the victim.
@@ -393,6 +397,7 @@ pub fn analyze_with(r: &Report, kernel_totalpages: Option<u64>) -> ReplayReport 
             order: r.order,
             oom_score_adj: r.oom_score_adj,
             in_page_fault: r.in_page_fault,
+            gfp_decoded: None,
         },
         totalpages_exact: false,
         totalpages_from: None,
@@ -500,6 +505,10 @@ fn judge(
     };
     out.rules = Some(ver.to_string());
     out.rules_from = Some(from);
+    if let (None, Some(mask)) = (&r.gfp_flags, r.gfp_mask) {
+        let table = crate::model::gfp::GfpTable::builtin(&KernelBehavior::for_version(ver));
+        out.trigger.gfp_decoded = Some(table.format(mask));
+    }
     if r.tasks.is_empty() {
         return Some(if r.elided_lines.is_empty() {
             "the report has no task table (vm.oom_dump_tasks=0, or the lines were cut): the candidates are unknown".into()
@@ -1126,9 +1135,11 @@ pub fn render(reports: &[ReplayReport], top: usize) -> String {
                 "  trigger:     {comm}{} gfp_mask={}{} order={} oom_score_adj={}{}",
                 t.pid.map_or(String::new(), |p| format!(" ({p})")),
                 t.gfp_mask.as_deref().unwrap_or("?"),
-                t.gfp_flags
-                    .as_ref()
-                    .map_or(String::new(), |f| format!("({f})")),
+                match (&t.gfp_flags, &t.gfp_decoded) {
+                    (Some(f), _) => format!("({f})"),
+                    (None, Some(d)) => format!(" (decoded: {d})"),
+                    (None, None) => String::new(),
+                },
                 t.order.map_or("?".into(), |o| o.to_string()),
                 t.oom_score_adj.map_or("?".into(), |a| a.to_string()),
                 if t.in_page_fault {
@@ -1277,6 +1288,8 @@ Killed process 11 (child) total-vm:12000kB, anon-rss:8000kB, file-rss:0kB, shmem
 ";
         let r = one(&v419(rows, tail));
         assert_eq!(r.rules.as_deref(), Some("4.19.78"));
+        assert_eq!(r.trigger.gfp_flags.as_deref(), Some("GFP_KERNEL"));
+        assert_eq!(r.trigger.gfp_decoded, None);
         assert_eq!(r.agrees, Some(true), "{}", r.reason);
         assert_eq!(r.predicted_victim.as_ref().unwrap().pid, 10);
         assert_eq!(r.kernel_victim.as_ref().unwrap().pid, 11);
@@ -1400,6 +1413,9 @@ Killed process 2425, UID 27, (mysqld) total-vm:2400420kB, anon-rss:1038616kB, fi
         // 2.6.32-431 says 2.6.32, but its oom_score_adj column is the rewrite's.
         assert_eq!(r.rules.as_deref(), Some("2.6.36"));
         assert!(r.rules_from.as_deref().unwrap().contains("RHEL 6"));
+        // 0x201da in the ≤ 4.3 layout: __GFP_WAIT (0x10) and __GFP_FS (0x80) among others.
+        let d = r.trigger.gfp_decoded.as_deref().unwrap();
+        assert!(d.contains("__GFP_FS") && d.contains("__GFP_WAIT"), "{d}");
         assert_eq!(r.agrees, Some(true), "{}", r.reason);
         // 259654 × 1000 / 1048576 = 247, the printed score; batch: 0 + 100.
         assert_eq!(r.predicted_victim.as_ref().unwrap().points, 247);
