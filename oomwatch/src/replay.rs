@@ -640,6 +640,28 @@ fn judge(
         comm: r.tasks[i].name.clone(),
         points: points_of(i).unwrap_or(0),
     });
+    // The printed score against the model's points for the same task.
+    if let (Some(s), Some((row, _))) = (&selected, kernel_row)
+        && let (Some(score), Some(p)) = (s.score, points_of(row))
+    {
+        let model = if legacy {
+            p
+        } else {
+            p.max(0).saturating_mul(1000) / total.value.max(1) as i64
+        };
+        if u64::try_from(model).ok() != Some(score) {
+            out.notes.push(format!(
+                "the score line says {score}; the model's points for {} ({}) give {model}{}",
+                s.comm,
+                s.pid,
+                if total.exact {
+                    ""
+                } else {
+                    " at the rebuilt totalpages"
+                }
+            ));
+        }
+    }
     out.kernel_selected = selected
         .clone()
         .filter(|s| r.killed.first().is_none_or(|k| k.pid != s.pid) || s.score.is_some());
@@ -1283,7 +1305,7 @@ Tasks state (memory values in pages):
 [     11]  1000    11     3000     2000    40960        0             0 child
 ";
         let tail =
-            "Memory cgroup out of memory: Kill process 10 (parent) score 781 or sacrifice child
+            "Memory cgroup out of memory: Kill process 10 (parent) score 783 or sacrifice child
 Killed process 11 (child) total-vm:12000kB, anon-rss:8000kB, file-rss:0kB, shmem-rss:0kB
 ";
         let r = one(&v419(rows, tail));
@@ -1295,7 +1317,20 @@ Killed process 11 (child) total-vm:12000kB, anon-rss:8000kB, file-rss:0kB, shmem
         assert_eq!(r.kernel_victim.as_ref().unwrap().pid, 11);
         assert_eq!(r.kernel_selected.as_ref().unwrap().pid, 10);
         assert!(r.reason.contains("sacrifice child"), "{}", r.reason);
+        // 8000 + 20 page-table pages over 10 240: the printed 783.
+        assert!(
+            r.notes.iter().all(|n| !n.contains("score line says")),
+            "{:?}",
+            r.notes
+        );
         assert!(r.totalpages_exact);
+        let off = one(&v419(rows, &tail.replace("score 783", "score 700")));
+        assert!(
+            off.notes.iter().any(|n| n
+                .contains("the score line says 700; the model's points for parent (10) give 783")),
+            "{:?}",
+            off.notes
+        );
         assert_eq!(r.totalpages, Some(10_240));
     }
 
@@ -1328,7 +1363,7 @@ Memory cgroup out of memory: Killed process 12 (worker) total-vm:36000kB, anon-r
         // 4.19 keeps the first leader on equal points.
         let r = one(&v419(
             rows,
-            "Memory cgroup out of memory: Kill process 10 (first) score 781 or sacrifice child\nKilled process 10 (first) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB\n",
+            "Memory cgroup out of memory: Kill process 10 (first) score 783 or sacrifice child\nKilled process 10 (first) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB\n",
         ));
         assert_eq!(r.agrees, Some(true), "{}", r.reason);
         assert!(r.reason.contains("tied"), "{}", r.reason);
@@ -1336,7 +1371,7 @@ Memory cgroup out of memory: Killed process 12 (worker) total-vm:36000kB, anon-r
         // not a contradiction.
         let r = one(&v419(
             rows,
-            "Memory cgroup out of memory: Kill process 11 (second) score 781 or sacrifice child\nKilled process 11 (second) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB\n",
+            "Memory cgroup out of memory: Kill process 11 (second) score 783 or sacrifice child\nKilled process 11 (second) total-vm:36000kB, anon-rss:32000kB, file-rss:0kB, shmem-rss:0kB\n",
         ));
         assert_eq!(r.agrees, Some(false));
         assert_eq!(r.disagreement, Some(Disagreement::TieOrder));
