@@ -146,6 +146,16 @@ enum Command {
         /// Candidates shown per report (the JSON always has all of them).
         #[arg(long, value_name = "N", default_value_t = 10)]
         top: usize,
+        /// The kernel release, for reports that do not state theirs (e.g. a
+        /// paste without its `CPU: … Comm: …` line): 3.10.0-1160.el7.
+        /// A release the report states wins.
+        #[arg(long, value_name = "RELEASE")]
+        kernel: Option<crate::model::KernelVersion>,
+        /// totalpages, when you know it (RAM + swap in pages for a global
+        /// OOM, the memcg limit plus its swap for a memcg OOM): replaces the
+        /// rebuilt value for every report of the input.
+        #[arg(long, value_name = "PAGES", value_parser = clap::value_parser!(u64).range(1..))]
+        totalpages: Option<u64>,
     },
     /// Report what this kernel offers oomwatch: BTF, tracefs, the tracepoints
     /// it uses, fentry/fexit, kprobes, the memory cgroup controllers and this
@@ -277,8 +287,18 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Replay { file, json, top } => match crate::replay::cli(file.as_deref(), json, top)
-        {
+        Command::Replay {
+            file,
+            json,
+            top,
+            kernel,
+            totalpages,
+        } => match crate::replay::cli(
+            file.as_deref(),
+            json,
+            top,
+            crate::replay::Given { totalpages, kernel },
+        ) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -354,14 +354,35 @@ fn chosen_row(sel: &Selection) -> Option<usize> {
     sel.chosen().map(|c| c.position)
 }
 
+/// What the replay is told besides the report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Given {
+    /// totalpages, known from elsewhere: the kernel's own (`struct
+    /// oom_control`, read by the daemon's hooks) or the user's.
+    pub totalpages: Option<u64>,
+    /// The kernel the report came from, for reports that do not say.
+    pub kernel: Option<KernelVersion>,
+}
+
 /// Replays one report.
 pub fn analyze(r: &Report) -> ReplayReport {
-    analyze_with(r, None)
+    analyze_given(r, Given::default())
 }
 
 /// Replays one report; with the kernel's own totalpages when it is known
 /// (read from `struct oom_control` by the daemon's hooks).
 pub fn analyze_with(r: &Report, kernel_totalpages: Option<u64>) -> ReplayReport {
+    analyze_given(
+        r,
+        Given {
+            totalpages: kernel_totalpages,
+            kernel: None,
+        },
+    )
+}
+
+/// Replays one report with what is known besides it.
+pub fn analyze_given(r: &Report, given: Given) -> ReplayReport {
     let memcg = r.is_memcg();
     let mut out = ReplayReport {
         kernel: r.kernel.clone(),
@@ -432,7 +453,7 @@ pub fn analyze_with(r: &Report, kernel_totalpages: Option<u64>) -> ReplayReport 
             join_nums(&r.elided_lines)
         ));
     }
-    if let Some(e) = judge(r, memcg, kernel_totalpages, &mut out) {
+    if let Some(e) = judge(r, memcg, given, &mut out) {
         out.reason = e;
     }
     out
@@ -446,12 +467,7 @@ fn join_nums(v: &[usize]) -> String {
 }
 
 /// Fills the prediction and verdict; returns the reason.
-fn judge(
-    r: &Report,
-    memcg: bool,
-    kernel_totalpages: Option<u64>,
-    out: &mut ReplayReport,
-) -> Option<String> {
+fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Option<String> {
     if !r.has_header {
         return Some(match r.killed.first() {
             Some(k) => format!(
@@ -463,8 +479,9 @@ fn judge(
             }
         });
     }
-    let (ver, from) = match stated_version(r) {
-        Some(ver) => {
+    let (ver, from) = match (stated_version(r), given.kernel) {
+        (None, Some(ver)) => (ver, "given with --kernel".to_owned()),
+        (Some(ver), _) => {
             // stated_version differs from the release only where Debian's
             // package version was taken.
             let release = r
@@ -481,7 +498,7 @@ fn judge(
             };
             (ver, from)
         }
-        None => match infer_rules(r) {
+        (None, None) => match infer_rules(r) {
             Some(x) => x,
             None => {
                 return Some(
@@ -524,11 +541,11 @@ fn judge(
     let (page_kb, page_note) = page_kb(r);
     out.page_size = page_kb * 1024;
     out.notes.extend(page_note);
-    let mut total = match kernel_totalpages {
+    let mut total = match given.totalpages {
         Some(t) => Total {
-            value: t,
+            value: t.clamp(1, MAX_PAGES),
             exact: true,
-            from: "the kernel's own, from struct oom_control at oom_kill_process()".into(),
+            from: "given: the kernel's own (struct oom_control), or --totalpages".into(),
             lo: t,
             hi: t,
             known: true,
@@ -1067,7 +1084,15 @@ fn read_kmsg() -> anyhow::Result<Vec<u8>> {
 
 /// Finds and replays every report of `text`.
 pub fn replay_all(text: &str) -> Vec<ReplayReport> {
-    crate::report::parse_all(text).iter().map(analyze).collect()
+    replay_all_given(text, Given::default())
+}
+
+/// As [`replay_all`], with what is known besides the reports.
+pub fn replay_all_given(text: &str, given: Given) -> Vec<ReplayReport> {
+    crate::report::parse_all(text)
+        .iter()
+        .map(|r| analyze_given(r, given))
+        .collect()
 }
 
 /// Why an input holds no report, for the error.
@@ -1102,10 +1127,11 @@ pub fn cli(
     file: Option<&std::path::Path>,
     json: bool,
     top: usize,
+    given: Given,
 ) -> anyhow::Result<std::process::ExitCode> {
     let (name, bytes) = read_input(file)?;
     let text = String::from_utf8_lossy(&bytes);
-    let reports = replay_all(&text);
+    let reports = replay_all_given(&text, given);
     if reports.is_empty() {
         return Err(no_report_error(&name, &bytes, &text));
     }

@@ -168,3 +168,41 @@ fn help_documents_the_exit_status() {
         assert!(help.contains(want), "{want}: {help}");
     }
 }
+
+/// What the user knows and the report does not say: `--kernel` for a paste
+/// without its kernel line, `--totalpages` for the swap the report does not
+/// print. The printed score then checks the given totalpages.
+#[test]
+fn kernel_and_totalpages_from_the_user() {
+    let Some(dir) = corpus() else { return };
+    let f = dir.join("012-memcg-v1-apiscp-site-adj600.log");
+    let f = f.to_str().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = oomwatch(args, None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+    };
+    let r = json(&["replay", "--json", f]);
+    assert_eq!(r["kernel"], serde_json::Value::Null);
+    assert!(
+        r["rules_from"].as_str().unwrap().starts_with("inferred"),
+        "{r}"
+    );
+    let r = json(&["replay", "--json", "--kernel", "3.10.0-1160.el7.x86_64", f]);
+    assert_eq!(r["rules"], "3.10.0");
+    assert_eq!(r["rules_from"], "given with --kernel");
+    assert_eq!(r["agrees"], true);
+    // Without swap, grep's 209 391 points over 131 072 pages print 1597, not
+    // the 710 the kernel printed: the kernel had swap, and the replay says so.
+    let r = json(&["replay", "--json", "--totalpages", "131072", f]);
+    assert_eq!(r["totalpages"], 131_072);
+    assert_eq!(r["totalpages_exact"], true);
+    let notes = r["notes"].to_string();
+    assert!(
+        notes.contains("the score line says 710; the model's points for grep (25892) give 1597"),
+        "{notes}"
+    );
+    let out = oomwatch(&["replay", "--kernel", "linux", f], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`linux` is not a kernel release"));
+}
