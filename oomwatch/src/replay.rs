@@ -1454,6 +1454,100 @@ Out of memory and no killable processes...
         assert!(r.reason.contains("rate-limits"), "{}", r.reason);
     }
 
+    /// A report without a kernel line gets the rules of the family its
+    /// format belongs to (kernel-oom.md §9.1 – §9.4), one form per family.
+    #[test]
+    fn rules_inferred_from_the_format() {
+        let row = |cols: &str| -> String {
+            let n = cols.split_whitespace().count() - 2; // numbers after uid, before name
+            let mut v = vec!["0".to_owned(); n];
+            v[0] = "10".into(); // tgid
+            v[1] = "1000".into(); // total_vm
+            v[2] = "500".into(); // rss
+            format!("[   10]     0 {} big\n", v.join(" "))
+        };
+        let cases: [(&str, &str, &str, &str, &str); 9] = [
+            (
+                "gfp_mask=0x201da, order=0, oom_adj=0, oom_score_adj=0",
+                "[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name",
+                "",
+                "Kill process 10 (big) score 1 or sacrifice child",
+                "2.6.36",
+            ),
+            (
+                "gfp_mask=0xd0, order=0, oom_score_adj=0",
+                "[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name",
+                "",
+                "Kill process 10 (big) score 1 or sacrifice child",
+                "3.10.0",
+            ),
+            (
+                "gfp_mask=0xd0, order=0, oom_score_adj=0",
+                "[ pid ]   uid  tgid total_vm      rss nr_ptes nr_pmds swapents oom_score_adj name",
+                "",
+                "Kill process 10 (big) score 1 or sacrifice child",
+                "4.4.0",
+            ),
+            (
+                "gfp_mask=0x14000c0(GFP_KERNEL), nodemask=(null),  order=0, oom_score_adj=0",
+                "[ pid ]   uid  tgid total_vm      rss nr_ptes nr_pmds swapents oom_score_adj name",
+                "",
+                "Kill process 10 (big) score 1 or sacrifice child",
+                "4.9.0",
+            ),
+            (
+                "gfp_mask=0x14000c0(GFP_KERNEL), nodemask=(null), order=0, oom_score_adj=0",
+                "[ pid ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+                "",
+                "Kill process 10 (big) score 1 or sacrifice child",
+                "4.15.0",
+            ),
+            (
+                "gfp_mask=0x6000c0(GFP_KERNEL), nodemask=(null), order=0, oom_score_adj=0",
+                "Tasks state (memory values in pages):\n[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+                "",
+                "Kill process 10 (big) score 1 or sacrifice child",
+                "4.19.0",
+            ),
+            (
+                "gfp_mask=0x6000c0(GFP_KERNEL), order=0, oom_score_adj=0",
+                "Tasks state (memory values in pages):\n[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+                "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=big,pid=10,uid=0\n",
+                "Out of memory: Kill process 10 (big) score 1 or sacrifice child",
+                "5.0.0",
+            ),
+            (
+                "gfp_mask=0x100cca(GFP_HIGHUSER_MOVABLE), order=0, oom_score_adj=0",
+                "Tasks state (memory values in pages):\n[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+                "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=big,pid=10,uid=0\n",
+                "",
+                "5.4.0",
+            ),
+            (
+                "gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0, oom_score_adj=0",
+                "Tasks state (memory values in pages):\n[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name",
+                "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=big,pid=10,uid=0\n",
+                "",
+                "6.12.0",
+            ),
+        ];
+        for (header, table, oom_kill, select, want) in cases {
+            let cols = table.lines().last().unwrap().split(']').nth(1).unwrap();
+            let text = format!(
+                "big invoked oom-killer: {header}\n1000 pages RAM\n0 pages reserved\n{table}\n{}{oom_kill}{select}\nOut of memory: Killed process 10 (big) total-vm:4000kB, anon-rss:2000kB, file-rss:0kB, shmem-rss:0kB\n",
+                row(cols)
+            );
+            let r = one(&text);
+            assert_eq!(r.tasks.len(), 1, "{want}: {text}");
+            assert_eq!(r.rules.as_deref(), Some(want), "{text}");
+            assert!(
+                r.rules_from.as_deref().unwrap().starts_with("inferred"),
+                "{want}"
+            );
+            assert_eq!(r.agrees, Some(true), "{want}: {}", r.reason);
+        }
+    }
+
     #[test]
     fn legacy_normalized_points() {
         // RHEL 6 (2.6.32 with the 2.6.36 rewrite): points on 0..1000, and the
