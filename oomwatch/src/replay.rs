@@ -716,15 +716,22 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
         ));
     };
     let mut why = Vec::new();
+    let row = &r.tasks[krow];
+    let kill_pid = r.killed.first().map(|k| k.pid);
     if how == "mm" {
         why.push(format!(
             "the kernel named thread {} ({}); its process is listed as {} ({}): the same mm, {} pages",
-            sel_ref.pid, sel_ref.comm, r.tasks[krow].name, r.tasks[krow].pid, r.tasks[krow].rss_pages
+            sel_ref.pid, sel_ref.comm, row.name, row.pid, row.rss_pages
+        ));
+    } else if row.pid != row.tgid && (kill_pid == Some(row.pid) || sel_ref.pid == row.pid) {
+        why.push(format!(
+            "the kernel named thread {} of process {}: the thread it found the mm in (the leader has exited, or holds no mm), as the table lists it",
+            row.pid, row.tgid
         ));
     } else if how == "tgid" {
         why.push(format!(
-            "the kernel named thread {} of process {} ({})",
-            sel_ref.pid, r.tasks[krow].tgid, r.tasks[krow].name
+            "the {} names process {} ({}), which the table lists under its thread {}",
+            sel_ref.from, sel_ref.pid, row.name, row.pid
         ));
     }
     // A child sacrificed (≤ 5.0): the kill line names another task.

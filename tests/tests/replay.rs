@@ -39,17 +39,18 @@ fn release() -> String {
 
 /// One scenario: `setup` starts the hogs (the last one pushes the cgroup
 /// over its 64 MiB limit) and returns them with the index of the one the
-/// kernel must kill. The kernel's report is replayed from a file and from
-/// the live log.
-fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usize)) {
+/// kernel must kill and the pid its kill line will name (the hog's own, or
+/// one of its threads). The kernel's report is replayed from a file and
+/// from the live log.
+fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usize, u32)) {
     require_root();
     // Else the report may be only its kill line (seen in the full suite).
     wait_for_a_fresh_report_window();
     let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     let mut kmsg = KmsgTail::from_now();
-    let (mut hogs, expect) = setup(bin, &memcg);
-    let victim = hogs[expect].pid();
+    let (mut hogs, expect, victim) = setup(bin, &memcg);
+    let tgid = hogs[expect].pid();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = hogs[expect].try_wait() {
@@ -57,7 +58,7 @@ fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usiz
         }
         assert!(
             Instant::now() < deadline,
-            "{name}: the expected victim {victim} lived 30 s"
+            "{name}: the expected victim {tgid} lived 30 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -80,6 +81,14 @@ fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usiz
     );
     assert_eq!(r["agrees"], true, "{name}: {r:#}");
     assert_eq!(r["predicted_victim"]["pid"], victim, "{name}: {r:#}");
+    assert_eq!(r["predicted_victim"]["tgid"], tgid, "{name}: {r:#}");
+    if victim != tgid {
+        let why = r["reason"].as_str().unwrap();
+        assert!(
+            why.contains(&format!("thread {victim} of process {tgid}")),
+            "{name}: {why}"
+        );
+    }
     assert_eq!(r["kernel"], release().as_str(), "{name}");
     assert_eq!(r["arch"], std::env::consts::ARCH, "{name}");
     assert_eq!(r["constraint"], "CONSTRAINT_MEMCG", "{name}");
@@ -133,7 +142,8 @@ fn replay_three_hogs() {
             h.wait_ready();
             hogs.push(h);
         }
-        (hogs, 2)
+        let pid = hogs[2].pid();
+        (hogs, 2, pid)
     });
 }
 
@@ -149,7 +159,8 @@ fn replay_adj_1000() {
         assert!(large.wait_ready());
         let mut pusher = Hog::start(bin, memcg, 48).unwrap();
         pusher.wait_ready();
-        (vec![small, large, pusher], 0)
+        let pid = small.pid();
+        (vec![small, large, pusher], 0, pid)
     });
 }
 
@@ -163,6 +174,48 @@ fn replay_threaded_process() {
         assert!(threaded.wait_ready());
         let mut pusher = Hog::start(bin, memcg, 48).unwrap();
         pusher.wait_ready();
-        (vec![threaded, pusher], 0)
+        let pid = threaded.pid();
+        (vec![threaded, pusher], 0, pid)
+    });
+}
+
+/// A process whose leader thread has exited (`exit(2)`) while its
+/// worker lives on with all the memory: the kernel finds the mm in the
+/// worker, lists the process under the worker's pid and names the worker in
+/// its kill line; the replay must see the same process.
+#[test]
+fn replay_exited_leader() {
+    scenario("leader-exited", |bin, memcg| {
+        let mut orphan = Hog::start_mode(bin, memcg, 36, &["leaderexit"]).unwrap();
+        assert!(orphan.wait_ready());
+        let leader = orphan.pid();
+        // The worker is the one thread left besides the zombie leader.
+        let worker = (0..100)
+            .find_map(|_| {
+                let tids: Vec<u32> = std::fs::read_dir(format!("/proc/{leader}/task"))
+                    .ok()?
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .filter(|&t| t != leader)
+                    .collect();
+                let state = std::fs::read_to_string(format!("/proc/{leader}/stat")).ok()?;
+                if tids.len() == 1 && state.contains(") Z ") {
+                    return Some(tids[0]);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                None
+            })
+            .expect("the leader exits and one worker remains");
+        // The live model sees the process as the kernel does: its mm is
+        // read from the worker, so it is the predicted victim.
+        let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+            .args(["predict", "--json", "--cgroup", &memcg.path])
+            .output()
+            .unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(p["victim"]["tgid"], leader, "predict: {p:#}");
+        let mut pusher = Hog::start(bin, memcg, 48).unwrap();
+        pusher.wait_ready();
+        (vec![orphan, pusher], 0, worker)
     });
 }

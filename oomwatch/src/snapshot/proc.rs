@@ -127,30 +127,59 @@ fn read_one(p: &procfs::process::Process) -> Result<ProcEntry, ProcError> {
     let kernel_oom_score = p.oom_score().ok().map(u64::from);
     let kernel_thread = stat.flags & PF_KTHREAD != 0;
     // Kernel threads and zombies have no Vm* lines: no mm.
-    let mm = status.vmrss.is_some().then(|| {
-        let kb = |v: Option<u64>| v.unwrap_or(0) * 1024 / procfs::page_size();
-        MmCounters {
-            anon_pages: kb(status.rssanon),
-            file_pages: kb(status.rssfile),
-            shmem_pages: kb(status.rssshmem),
-            swap_pages: kb(status.vmswap),
-            pgtables_bytes: status.vmpte.unwrap_or(0) * 1024,
-            nr_ptes: None,
-            nr_pmds: None,
-        }
-    });
+    let counters = |status: &procfs::process::Status| {
+        status.vmrss.is_some().then(|| {
+            let kb = |v: Option<u64>| v.unwrap_or(0) * 1024 / procfs::page_size();
+            MmCounters {
+                anon_pages: kb(status.rssanon),
+                file_pages: kb(status.rssfile),
+                shmem_pages: kb(status.rssshmem),
+                swap_pages: kb(status.vmswap),
+                pgtables_bytes: status.vmpte.unwrap_or(0) * 1024,
+                nr_ptes: None,
+                nr_pmds: None,
+            }
+        })
+    };
+    let mut mm = counters(&status);
+    let leader_has_mm = mm.is_some();
+    // Where an exited leader's process lives: its live threads' memcg (the
+    // leader itself has left for the root css_set).
+    let mut thread_memcg = None;
     let threads = match p.tasks() {
         Ok(tasks) => tasks
             .flatten()
-            .map(|t| Thread {
-                pid: t.tid,
-                has_mm: mm.is_some(),
-                ..Thread::default()
+            .map(|t| {
+                // A leader that has exited on its own (a zombie with live
+                // threads) has no mm, but its threads share one, and the
+                // OOM killer scores the process through the first of them
+                // (find_lock_task_mm): read the counters there.
+                let has_mm = if leader_has_mm {
+                    // Every thread shares the leader's mm.
+                    true
+                } else if t.tid == p.pid || kernel_thread {
+                    false
+                } else {
+                    let own = t.status().ok().as_ref().and_then(counters);
+                    if mm.is_none() && own.is_some() {
+                        mm = own;
+                        thread_memcg = t
+                            .read::<procfs::ProcessCGroups>("cgroup")
+                            .ok()
+                            .and_then(|c| memcg_path(&c.0));
+                    }
+                    own.is_some()
+                };
+                Thread {
+                    pid: t.tid,
+                    has_mm,
+                    ..Thread::default()
+                }
             })
             .collect(),
         Err(_) => vec![Thread {
             pid: p.pid,
-            has_mm: mm.is_some(),
+            has_mm: leader_has_mm,
             ..Thread::default()
         }],
     };
@@ -175,7 +204,7 @@ fn read_one(p: &procfs::process::Process) -> Result<ProcEntry, ProcError> {
             in_vfork: false,
             cap_sys_admin: status.capeff & CAP_SYS_ADMIN != 0,
             cpuset_eligible: true,
-            memcg: read_memcg_path(p),
+            memcg: thread_memcg.or_else(|| read_memcg_path(p)),
             parent_tgid: Some(stat.ppid),
         },
         kernel_oom_score,

@@ -12,6 +12,10 @@
 //!   test outside the cgroup so its page cache is charged there), mapped and
 //!   read (counted as RssFile);
 //! - `threads N`: N threads, each touching MIB / N MiB of anonymous memory;
+//! - `leaderexit`: a thread named `hog-worker` touches the memory, then the
+//!   main thread (the thread-group leader) exits on its own (the raw
+//!   `exit(2)`): the process lives on in its worker, and the kernel finds
+//!   its mm there (`find_lock_task_mm`), not in the leader;
 //! - `stuckwrite PATH`: anonymous memory, then a thread that appends a byte
 //!   to PATH every 50 ms. When the test freezes PATH's filesystem
 //!   (`fsfreeze`), that thread sleeps uninterruptibly in `write()`: killed,
@@ -53,7 +57,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
         eprintln!(
-            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|stuckwrite PATH]"
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH]"
         );
         std::process::exit(2);
     };
@@ -120,6 +124,31 @@ fn main() {
             for _ in 0..n.max(1) {
                 let _ = all_done.recv();
             }
+        }
+        "leaderexit" => {
+            let (done, touched) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("hog-worker".into())
+                .spawn(move || {
+                    touch(map(len, private, -1), len, PAGE);
+                    let _ = done.send(());
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
+                })
+                .expect("spawn the worker");
+            let _ = touched.recv();
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            // The raw exit(2) ends only this thread, with no unwinding
+            // (pthread_exit would force-unwind through Rust frames, which
+            // aborts). The process goes on in its worker.
+            // SAFETY: nothing on this thread's stack is used by the worker,
+            // which owns all it touches.
+            unsafe {
+                libc::syscall(libc::SYS_exit, 0);
+            }
+            unreachable!("exit(2) returned")
         }
         "stuckwrite" => {
             touch(map(len, private, -1), len, PAGE);
