@@ -114,8 +114,6 @@ pub struct Report {
     pub gfp_mask: Option<u64>,
     /// The flag names the header prints after the mask (4.9+).
     pub gfp_flags: Option<String>,
-    /// `nodemask=` in the header (4.9 – 4.19).
-    pub header_nodemask: Option<String>,
     pub order: Option<i32>,
     pub oom_score_adj: Option<i16>,
     /// 2.6.32 headers print `oom_adj=`.
@@ -124,14 +122,11 @@ pub struct Report {
     pub kernel: Option<String>,
     /// What follows `#` on the kernel line (`1 SMP Debian 6.1.192-2`).
     pub kernel_build: Option<String>,
-    /// `Hardware name:`.
-    pub hardware: Option<String>,
     /// `x86_64`, `aarch64`, `arm`, … as the report's own lines show it.
     pub arch: Option<String>,
     /// memcg OOM ≤ 4.19: `Task in A killed as a result of limit of B`.
     pub task_in: Option<(String, String)>,
     /// memcg OOM: `memory: usage …, limit …`.
-    pub memcg_usage_kb: Option<u64>,
     pub memcg_limit_kb: Option<u64>,
     /// v1 `memory+swap:` limit.
     pub memsw_limit_kb: Option<u64>,
@@ -150,8 +145,6 @@ pub struct Report {
     pub tasks: Vec<TaskRow>,
     /// The `Kill process … or sacrifice child` line (≤ 5.0).
     pub selected: Option<Selected>,
-    /// 3.10: `Kill process X (comm) sharing same memory`.
-    pub sharing: Vec<(i32, String)>,
     /// Every `Killed process` line, in order (several with memory.oom.group).
     pub killed: Vec<Killed>,
     /// `Tasks in <path> are going to be killed due to memory.oom.group set`.
@@ -402,10 +395,6 @@ fn parse_header(r: &mut Report, line: &str, i: usize) {
             r.gfp_flags = Some(after[open + 1..close].to_owned());
         }
     }
-    r.header_nodemask = field(rest, "nodemask=").map(str::to_owned);
-    if rest.contains("nodemask=(null)") {
-        r.header_nodemask = Some("(null)".into());
-    }
     r.order = field(rest, "order=").and_then(num);
     r.oom_score_adj = field(rest, "oom_score_adj=").and_then(num);
     r.oom_adj = field(rest, " oom_adj=").and_then(num);
@@ -567,9 +556,8 @@ fn feed(
     if parse_kernel_line(r, line) {
         return true;
     }
-    if let Some(h) = line.strip_prefix("Hardware name: ") {
-        r.hardware = Some(h.trim().to_owned());
-        sniff_arch(&mut r.arch, h);
+    // Its architecture hints were read above, with every line's.
+    if line.starts_with("Hardware name: ") {
         return true;
     }
     let trimmed = line.trim();
@@ -581,9 +569,9 @@ fn feed(
         return true;
     }
     if let Some((pid, comm, score, sharing)) = select {
-        if sharing {
-            r.sharing.push((pid, comm));
-        } else if r.selected.is_none() {
+        // 3.10's `… sharing same memory` kills belong to the report; only
+        // the selection line is kept.
+        if !sharing && r.selected.is_none() {
             r.selected = Some(Selected {
                 pid,
                 comm,
@@ -643,7 +631,6 @@ fn feed(
         return true;
     }
     if let Some(rest) = line.strip_prefix("memory: usage ") {
-        r.memcg_usage_kb = num(rest.split(',').next().unwrap_or(""));
         r.memcg_limit_kb = field(rest, "limit ").and_then(num);
         return true;
     }
