@@ -398,3 +398,74 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let err = Command::new(&bin).arg("run").args(args).exec();
     Err(err).with_context(|| format!("exec {}", bin.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::workspace_root;
+
+    /// The package names of the workspace, read from each member's manifest.
+    fn packages() -> Vec<String> {
+        let root = workspace_root();
+        [
+            "oomwatch",
+            "oomwatch-common",
+            "oomwatch-ebpf",
+            "xtask",
+            "tests",
+        ]
+        .iter()
+        .filter_map(|m| std::fs::read_to_string(root.join(m).join("Cargo.toml")).ok())
+        .filter_map(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("name = ")
+                    .map(|n| n.trim_matches('"').to_owned())
+            })
+        })
+        .collect()
+    }
+
+    /// The arm64 workflow cannot run on these machines; what it names must
+    /// still exist here, or it breaks silently the day it first runs.
+    #[test]
+    fn the_arm64_workflow_names_only_what_exists() {
+        let root = workspace_root();
+        let wf = std::fs::read_to_string(root.join(".github/workflows/arm64.yml"))
+            .expect("the arm64 workflow");
+        assert!(
+            wf.contains("runs-on: ubuntu-24.04-arm"),
+            "not an arm64 runner"
+        );
+        let packages = packages();
+        assert!(
+            packages.iter().any(|p| p == "oomwatch-tests"),
+            "{packages:?}"
+        );
+        let words: Vec<&str> = wf.split_whitespace().collect();
+        let mut tests = 0;
+        for pair in words.windows(2) {
+            let value = pair[1].trim_end_matches('\\');
+            match pair[0] {
+                "--package" | "--exclude" => assert!(
+                    packages.iter().any(|p| p == value),
+                    "the workflow names package {value}, which the workspace does not have"
+                ),
+                "--test" => {
+                    tests += 1;
+                    assert!(
+                        root.join("tests/tests")
+                            .join(format!("{value}.rs"))
+                            .is_file(),
+                        "the workflow runs --test {value}, which tests/tests/ does not have"
+                    );
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            tests >= 5,
+            "the workflow runs only {tests} privileged test file(s)"
+        );
+        // The binary the workflow asks for `check` must be the one cargo builds.
+        assert!(wf.contains("./target/debug/oomwatch check"));
+    }
+}
