@@ -467,10 +467,143 @@ const _: () = assert!(core::mem::size_of::<OomExitEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<ReaperEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<PageAllocLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<AllocFailEvent>() == 56);
+/// Offsets the task iterator (`iter/task`, program `oomwatch_tasks`) follows,
+/// resolved by the agent from the running kernel's BTF. Every offset is in
+/// bytes from the start of the struct named in its doc; [`FIELD_ABSENT`]
+/// where this kernel does not have the member.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskIterLayout {
+    /// The memory-cgroup chain: `task_struct.cgroups` → css → cgroup → kn → id.
+    pub cgroup: TaskLayout,
+    /// `task_struct.flags` (PF_*).
+    pub task_flags: u32,
+    /// `task_struct.comm`.
+    pub task_comm: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `task_struct.signal`.
+    pub task_signal: u32,
+    /// `task_struct.real_parent`.
+    pub task_real_parent: u32,
+    /// `task_struct.vfork_done`.
+    pub task_vfork_done: u32,
+    /// `task_struct.start_time` (ns, monotonic).
+    pub task_start_time: u32,
+    /// `task_struct.cred`.
+    pub task_cred: u32,
+    /// `cred.cap_effective` (64 bits in every layout).
+    pub cred_cap_effective: u32,
+    /// `signal_struct.oom_score_adj` (a short).
+    pub signal_oom_score_adj: u32,
+    /// `signal_struct.oom_mm`: set once the process is an OOM victim.
+    pub signal_oom_mm: u32,
+    /// `signal_struct.oom_flag_origin` (a bool).
+    pub signal_oom_flag_origin: u32,
+    /// `mm_struct.flags`: its first word (MMF_* bits).
+    pub mm_flags: u32,
+    /// Where counter `i` (`MM_FILEPAGES` …) lives: `mm_struct.rss_stat` +
+    /// `i * rss_stride` + `rss_count`. 6.2+: an array of `percpu_counter`
+    /// whose global `count` is what `get_mm_counter()` reads; before: the
+    /// `atomic_long_t count[]` of `struct mm_rss_stat`.
+    pub mm_rss_stat: u32,
+    pub rss_stride: u32,
+    pub rss_count: u32,
+    /// Index of each counter in `rss_stat` (`MM_FILEPAGES`, `MM_ANONPAGES`,
+    /// `MM_SWAPENTS`, `MM_SHMEMPAGES`; the last absent before 4.5).
+    pub counter_index: [u32; 4],
+    /// `mm_struct.pgtables_bytes` (4.15+).
+    pub mm_pgtables_bytes: u32,
+    /// Non-zero once the agent filled this in.
+    pub valid: u32,
+}
+
+impl TaskIterLayout {
+    pub const INVALID: Self = Self {
+        cgroup: TaskLayout::INVALID,
+        task_flags: 0,
+        task_comm: 0,
+        task_mm: 0,
+        task_signal: 0,
+        task_real_parent: 0,
+        task_vfork_done: 0,
+        task_start_time: 0,
+        task_cred: 0,
+        cred_cap_effective: 0,
+        signal_oom_score_adj: 0,
+        signal_oom_mm: 0,
+        signal_oom_flag_origin: 0,
+        mm_flags: 0,
+        mm_rss_stat: 0,
+        rss_stride: 0,
+        rss_count: 0,
+        counter_index: [0; 4],
+        mm_pgtables_bytes: 0,
+        valid: 0,
+    };
+}
+
+/// Bits of [`TaskRecord::state`].
+pub mod task_state {
+    /// `task->mm` is set.
+    pub const HAS_MM: u32 = 1 << 0;
+    /// `signal->oom_mm` is set: the process is already an OOM victim.
+    pub const OOM_VICTIM: u32 = 1 << 1;
+    /// `in_vfork()`: `vfork_done` set and the real parent's mm is this mm.
+    pub const IN_VFORK: u32 = 1 << 2;
+    /// `signal->oom_flag_origin` (`oom_task_origin()`).
+    pub const OOM_ORIGIN: u32 = 1 << 3;
+    /// The cgroup chain could be followed (`memcg_id` is meaningful).
+    pub const HAS_MEMCG: u32 = 1 << 4;
+    /// At least one read of this task's structures failed (its field is 0).
+    pub const READ_FAILED: u32 = 1 << 5;
+}
+
+/// One task (thread) as the task iterator saw it: what `oom_badness()` and
+/// `dump_task()` read, read the way they read it. Written to the iterator's
+/// seq_file, one after another.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub pid: i32,
+    pub tgid: i32,
+    /// `task->flags`.
+    pub flags: u32,
+    /// [`task_state`] bits.
+    pub state: u32,
+    pub comm: [u8; 16],
+    /// `task->start_time` (ns since boot, monotonic).
+    pub start_time: u64,
+    /// The mm's address: its identity (0 without an mm).
+    pub mm: u64,
+    /// The real parent's tgid.
+    pub parent_tgid: i32,
+    /// `signal->oom_score_adj`.
+    pub oom_score_adj: i16,
+    pub _pad: u16,
+    /// `get_mm_counter()` of MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS,
+    /// MM_SHMEMPAGES, raw (the kernel clamps negative values to 0).
+    pub counters: [i64; 4],
+    /// `mm_pgtables_bytes()`, or -1 where the kernel has none.
+    pub pgtables_bytes: i64,
+    /// The first word of `mm->flags`.
+    pub mm_flags: u64,
+    /// `cred->cap_effective`.
+    pub cap_effective: u64,
+    /// The memory cgroup's id (its directory's inode number).
+    pub memcg_id: u64,
+}
+
+/// MMF_OOM_SKIP: the bit in `mm->flags` (4.9 … 6.18, include/linux/mm_types.h,
+/// before 6.x in include/linux/sched/coredump.h).
+pub const MMF_OOM_SKIP: u32 = 21;
+
 const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<ReclaimExhaustedEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
+const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 120);
+const _: () = assert!(core::mem::size_of::<TaskRecord>() == 120);
 const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
 const _: () = assert!(core::mem::size_of::<VictimEvent>() == 96);
 const _: () = assert!(core::mem::align_of::<VictimEvent>() == 8);
@@ -481,6 +614,8 @@ mod user {
     // with explicit padding, so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::MarkVictimLayout {}
     unsafe impl aya::Pod for super::TaskLayout {}
+    unsafe impl aya::Pod for super::TaskIterLayout {}
+    unsafe impl aya::Pod for super::TaskRecord {}
     unsafe impl aya::Pod for super::VictimTask {}
     unsafe impl aya::Pod for super::VictimEvent {}
     unsafe impl aya::Pod for super::ReclaimRetryLayout {}

@@ -29,6 +29,10 @@
 //!   per victim, on the ring buffer.
 //! * The `oompath` module: the kernel's OOM functions themselves, through
 //!   fentry/fexit or kprobes.
+//! * `oomwatch_tasks` (`iter/task`): a BPF task iterator that writes one
+//!   `TaskRecord` per task to its seq_file — the counters `oom_badness()`
+//!   reads, read as `get_mm_counter()` reads them — at offsets the agent took
+//!   from BTF. The agent's `--source bpf` snapshot.
 //! * `probe_fentry` / `probe_fexit`: empty programs that `oomwatch check` loads
 //!   to learn whether this kernel accepts fentry/fexit at all.
 //!
@@ -54,8 +58,9 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use oomwatch_common::{
     AllocFailEvent, EventKind, FIELD_ABSENT, MAX_RECLAIM_RETRIES, MarkVictimLayout,
-    PageAllocLayout, ReaperEvent, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout,
-    VictimEvent, VictimTask, fault, page_alloc as pa, present, reclaim, retry,
+    PageAllocLayout, ReaperEvent, ReclaimExhaustedEvent, ReclaimRetryLayout, TaskIterLayout,
+    TaskLayout, TaskRecord, VictimEvent, VictimTask, fault, page_alloc as pa, present, reclaim,
+    retry, task_state,
 };
 
 /// Offsets inside the `oom:mark_victim` record; written by the agent before load.
@@ -66,6 +71,11 @@ static MARK_VICTIM_LAYOUT: aya_ebpf::Global<MarkVictimLayout> =
 /// Offsets inside `task_struct` and the cgroup structures; written by the agent.
 #[unsafe(no_mangle)]
 static TASK_LAYOUT: aya_ebpf::Global<TaskLayout> = aya_ebpf::Global::new(TaskLayout::INVALID);
+
+/// Offsets the task iterator follows; written by the agent before load.
+#[unsafe(no_mangle)]
+static TASK_ITER_LAYOUT: aya_ebpf::Global<TaskIterLayout> =
+    aya_ebpf::Global::new(TaskIterLayout::INVALID);
 
 /// Offsets inside the `oom:reclaim_retry_zone` record; written by the agent.
 #[unsafe(no_mangle)]
@@ -210,22 +220,165 @@ fn try_oom_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i32> {
     // SAFETY (all reads below): probe reads of kernel memory, see read_at.
     let pid: i32 = unsafe { read_at(task, l.task_pid)? };
     let tgid: i32 = unsafe { read_at(task, l.task_tgid)? };
-    let mut memcg_id = 0u64;
-    let cgroups: *const u8 = unsafe { read_at(task, l.task_cgroups)? };
-    if !cgroups.is_null() {
-        let css: *const u8 = unsafe { read_at(cgroups, l.css_set_memory_subsys)? };
-        if !css.is_null() {
-            let cgroup: *const u8 = unsafe { read_at(css, l.css_cgroup)? };
-            let kn: *const u8 = unsafe { read_at(cgroup, l.cgroup_kn)? };
-            memcg_id = unsafe { read_at(kn, l.kernfs_node_id)? };
-        }
-    }
+    let memcg_id = memcg_id_of(task, &l)?;
     let value = VictimTask {
         tgid: tgid as u32,
         _pad: 0,
         memcg_id,
     };
     VICTIM_TASKS.insert(pid as u32, value, 0)
+}
+
+/// The task iterator: called once per task with `struct bpf_iter__task`
+/// (`meta`, `task`), and once more at the end with a NULL task.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub fn oomwatch_tasks(ctx: *mut core::ffi::c_void) -> i32 {
+    let _ = try_oomwatch_tasks(ctx);
+    0
+}
+
+/// Follows `css_set → memory css → cgroup → kernfs node` to the memory
+/// cgroup's id (0 where the chain ends early).
+#[inline(always)]
+fn memcg_id_of(task: *const u8, l: &TaskLayout) -> Result<u64, i32> {
+    // SAFETY (all reads): probe reads of kernel memory, see read_at.
+    let cgroups: *const u8 = unsafe { read_at(task, l.task_cgroups)? };
+    if cgroups.is_null() {
+        return Ok(0);
+    }
+    let css: *const u8 = unsafe { read_at(cgroups, l.css_set_memory_subsys)? };
+    if css.is_null() {
+        return Ok(0);
+    }
+    let cgroup: *const u8 = unsafe { read_at(css, l.css_cgroup)? };
+    let kn: *const u8 = unsafe { read_at(cgroup, l.cgroup_kn)? };
+    unsafe { read_at(kn, l.kernfs_node_id) }
+}
+
+/// `read_at`, or zero with `failed` counting the failure.
+#[inline(always)]
+unsafe fn get<T: Default>(base: *const u8, offset: u32, failed: &mut u32) -> T {
+    // SAFETY: see read_at.
+    match unsafe { read_at(base, offset) } {
+        Ok(v) => v,
+        Err(_) => {
+            *failed += 1;
+            T::default()
+        }
+    }
+}
+
+fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
+    let l = TASK_ITER_LAYOUT.load();
+    if l.valid == 0 {
+        return Ok(());
+    }
+    // SAFETY: ctx is `struct bpf_iter__task *`; both members are pointers the
+    // verifier types from BTF (meta, and task, which may be NULL). These two
+    // loads must stay direct loads: `seq` goes to bpf_seq_write as a typed
+    // pointer.
+    let (meta, task) = unsafe {
+        let args = ctx as *const *const u8;
+        (*args, *args.add(1))
+    };
+    if task.is_null() || meta.is_null() {
+        return Ok(());
+    }
+    // SAFETY: `struct bpf_iter_meta` starts with `struct seq_file *seq`.
+    let seq = unsafe { *(meta as *const *mut aya_ebpf::bindings::seq_file) };
+    let mut rec = TaskRecord {
+        pid: 0,
+        tgid: 0,
+        flags: 0,
+        state: 0,
+        comm: [0; 16],
+        start_time: 0,
+        mm: 0,
+        parent_tgid: 0,
+        oom_score_adj: 0,
+        _pad: 0,
+        counters: [0; 4],
+        pgtables_bytes: -1,
+        mm_flags: 0,
+        cap_effective: 0,
+        memcg_id: 0,
+    };
+    // A read that fails leaves its field zero and marks the record, so a
+    // task is never silently missing from the snapshot.
+    let mut failed = 0u32;
+    // SAFETY (all reads below): probe reads of kernel memory, see read_at.
+    unsafe {
+        rec.pid = get(task, l.cgroup.task_pid, &mut failed);
+        rec.tgid = get(task, l.cgroup.task_tgid, &mut failed);
+        rec.flags = get(task, l.task_flags, &mut failed);
+        rec.comm = get(task, l.task_comm, &mut failed);
+        rec.start_time = get(task, l.task_start_time, &mut failed);
+        let mm: u64 = get(task, l.task_mm, &mut failed);
+        rec.mm = mm;
+        let parent: u64 = get(task, l.task_real_parent, &mut failed);
+        let mut parent_mm = 0u64;
+        if parent != 0 {
+            rec.parent_tgid = get(parent as *const u8, l.cgroup.task_tgid, &mut failed);
+            parent_mm = get(parent as *const u8, l.task_mm, &mut failed);
+        }
+        let vfork_done: u64 = get(task, l.task_vfork_done, &mut failed);
+        if vfork_done != 0 && mm != 0 && parent_mm == mm {
+            rec.state |= task_state::IN_VFORK;
+        }
+        let signal: u64 = get(task, l.task_signal, &mut failed);
+        if signal != 0 {
+            let signal = signal as *const u8;
+            rec.oom_score_adj = get(signal, l.signal_oom_score_adj, &mut failed);
+            let oom_mm: u64 = get(signal, l.signal_oom_mm, &mut failed);
+            if oom_mm != 0 {
+                rec.state |= task_state::OOM_VICTIM;
+            }
+            if l.signal_oom_flag_origin != FIELD_ABSENT {
+                let origin: u8 = get(signal, l.signal_oom_flag_origin, &mut failed);
+                if origin != 0 {
+                    rec.state |= task_state::OOM_ORIGIN;
+                }
+            }
+        }
+        let cred: u64 = get(task, l.task_cred, &mut failed);
+        if cred != 0 {
+            rec.cap_effective = get(cred as *const u8, l.cred_cap_effective, &mut failed);
+        }
+        if let Ok(id) = memcg_id_of(task, &l.cgroup) {
+            if id != 0 {
+                rec.memcg_id = id;
+                rec.state |= task_state::HAS_MEMCG;
+            }
+        }
+        if mm != 0 {
+            let mm = mm as *const u8;
+            rec.state |= task_state::HAS_MM;
+            let rss = mm.add(l.mm_rss_stat as usize);
+            for i in 0..4 {
+                let idx = l.counter_index[i];
+                if idx != FIELD_ABSENT {
+                    rec.counters[i] = get(rss, idx * l.rss_stride + l.rss_count, &mut failed);
+                }
+            }
+            if l.mm_pgtables_bytes != FIELD_ABSENT {
+                rec.pgtables_bytes = get(mm, l.mm_pgtables_bytes, &mut failed);
+            }
+            rec.mm_flags = get(mm, l.mm_flags, &mut failed);
+        }
+    }
+    if failed != 0 {
+        rec.state |= task_state::READ_FAILED;
+    }
+    // SAFETY: `seq` is the iterator's seq_file; `rec` is plain data.
+    let ret = unsafe {
+        aya_ebpf::helpers::bpf_seq_write(
+            seq,
+            &rec as *const TaskRecord as *const core::ffi::c_void,
+            core::mem::size_of::<TaskRecord>() as u32,
+        )
+    };
+    if ret < 0 { Err(ret as i32) } else { Ok(()) }
 }
 
 #[tracepoint(category = "oom", name = "reclaim_retry_zone")]

@@ -53,6 +53,15 @@ pub enum BtfError {
     NoSuchEnumValue { ty: String, name: String },
 }
 
+/// See [`Btf::member_layout`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberLayout {
+    pub offset: u32,
+    pub type_name: String,
+    pub elem_size: u32,
+    pub count: u32,
+}
+
 #[derive(Debug, Clone)]
 struct Member {
     name: u32,
@@ -67,11 +76,21 @@ enum Type {
     /// Struct or union (`is_union` matters only for Debug output).
     Composite {
         name: u32,
+        /// sizeof, in bytes.
+        size: u32,
         members: Vec<Member>,
     },
     Enum {
         name: u32,
+        size: u32,
         values: Vec<(u32, i64)>,
+    },
+    Int {
+        size: u32,
+    },
+    Array {
+        elem: u32,
+        nelems: u32,
     },
     /// PTR, TYPEDEF, CONST, VOLATILE, RESTRICT, TYPE_TAG: name + the type it refers to.
     Ref {
@@ -151,7 +170,7 @@ impl Btf {
             let ty = match kind {
                 KIND_INT => {
                     off += 4;
-                    Type::Other
+                    Type::Int { size: size_or_type }
                 }
                 KIND_PTR | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
                 | KIND_TYPE_TAG => Type::Ref {
@@ -160,8 +179,10 @@ impl Btf {
                     to: size_or_type,
                 },
                 KIND_ARRAY => {
+                    let elem = u32_at(types_raw, off)?;
+                    let nelems = u32_at(types_raw, off + 8)?;
                     off += 12;
-                    Type::Other
+                    Type::Array { elem, nelems }
                 }
                 KIND_STRUCT | KIND_UNION => {
                     let mut members = Vec::with_capacity(vlen);
@@ -181,7 +202,11 @@ impl Btf {
                         });
                     }
                     off += vlen * 12;
-                    Type::Composite { name, members }
+                    Type::Composite {
+                        name,
+                        size: size_or_type,
+                        members,
+                    }
                 }
                 KIND_ENUM => {
                     let mut values = Vec::with_capacity(vlen);
@@ -196,7 +221,11 @@ impl Btf {
                         values.push((u32_at(types_raw, m)?, v));
                     }
                     off += vlen * 8;
-                    Type::Enum { name, values }
+                    Type::Enum {
+                        name,
+                        size: size_or_type,
+                        values,
+                    }
                 }
                 KIND_ENUM64 => {
                     let mut values = Vec::with_capacity(vlen);
@@ -207,7 +236,11 @@ impl Btf {
                         values.push((u32_at(types_raw, m)?, ((hi << 32) | lo) as i64));
                     }
                     off += vlen * 12;
-                    Type::Enum { name, values }
+                    Type::Enum {
+                        name,
+                        size: size_or_type,
+                        values,
+                    }
                 }
                 KIND_FUNC_PROTO => {
                     let mut params = Vec::with_capacity(vlen);
@@ -307,6 +340,98 @@ impl Btf {
     /// Whether struct `ty` exists and has `member`.
     pub fn has_member(&self, ty: &str, member: &str) -> bool {
         self.member_offset(ty, member).is_ok()
+    }
+
+    /// Where `member` of struct `ty` is and what it holds: its byte offset,
+    /// its type's name (an array's element type's, through typedefs to the
+    /// first named struct, union or typedef), the size of one element, and
+    /// the number of elements (1 for a plain member).
+    pub fn member_layout(&self, ty: &str, member: &str) -> Result<MemberLayout, BtfError> {
+        let offset = self.member_offset(ty, member)?;
+        let id = self.composite(ty)?;
+        let ty_id = self
+            .find_member_type(id, member)
+            .ok_or_else(|| BtfError::NoSuchMember {
+                ty: ty.to_owned(),
+                member: member.to_owned(),
+            })?;
+        let stripped = self.strip_modifiers(ty_id);
+        let (elem, count) = match self.types.get(stripped as usize) {
+            Some(Type::Array { elem, nelems }) => (*elem, *nelems),
+            _ => (ty_id, 1),
+        };
+        Ok(MemberLayout {
+            offset,
+            type_name: self.type_name(elem),
+            elem_size: self.type_size(elem).unwrap_or(0),
+            count,
+        })
+    }
+
+    fn find_member_type(&self, id: u32, member: &str) -> Option<u32> {
+        let Type::Composite { members, .. } = &self.types[id as usize] else {
+            return None;
+        };
+        for m in members {
+            if m.name == 0 {
+                if let Some(t) = self.find_member_type(self.strip_modifiers(m.ty), member) {
+                    return Some(t);
+                }
+            } else if self.str_at(m.name) == member {
+                return Some(m.ty);
+            }
+        }
+        None
+    }
+
+    /// The first name met following `id` through modifiers and typedefs.
+    fn type_name(&self, mut id: u32) -> String {
+        for _ in 0..32 {
+            match self.types.get(id as usize) {
+                Some(Type::Composite { name, .. } | Type::Enum { name, .. }) if *name != 0 => {
+                    return self.str_at(*name).to_owned();
+                }
+                Some(Type::Ref { kind, name, .. }) if *kind == KIND_TYPEDEF && *name != 0 => {
+                    return self.str_at(*name).to_owned();
+                }
+                Some(Type::Ref { kind, to, .. }) if *kind != KIND_PTR => id = *to,
+                _ => break,
+            }
+        }
+        String::new()
+    }
+
+    /// sizeof the type `id`, where BTF says it.
+    fn type_size(&self, id: u32) -> Option<u32> {
+        match self.types.get(self.strip_modifiers(id) as usize)? {
+            Type::Composite { size, .. } | Type::Enum { size, .. } | Type::Int { size } => {
+                Some(*size)
+            }
+            Type::Ref { kind, .. } if *kind == KIND_PTR => Some(8),
+            Type::Array { elem, nelems } => Some(self.type_size(*elem)? * nelems),
+            _ => None,
+        }
+    }
+
+    /// sizeof struct or union `name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
+        let id = self.composite(name)?;
+        match &self.types[id as usize] {
+            Type::Composite { size, .. } => Ok(*size),
+            _ => unreachable!("composite() returns a struct or union"),
+        }
+    }
+
+    /// The value of enumerator `name` in whichever enum defines it (for the
+    /// kernel's anonymous enums, such as `MM_FILEPAGES`).
+    pub fn enum_constant(&self, name: &str) -> Option<i64> {
+        self.types.iter().find_map(|t| match t {
+            Type::Enum { values, .. } => values
+                .iter()
+                .find(|(n, _)| self.str_at(*n) == name)
+                .map(|&(_, v)| v),
+            _ => None,
+        })
     }
 
     fn find_member(&self, id: u32, member: &str, base_bits: u32) -> Option<(u32, u32)> {

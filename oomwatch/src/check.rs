@@ -57,6 +57,10 @@ pub struct Report {
     pub fentry: Item,
     pub fexit: Item,
     pub kprobes: Item,
+    /// The BPF task iterator (`--source bpf`): loaded and run once.
+    pub task_iterator: Item,
+    /// What `--source auto` reads processes from here: "bpf" or "proc".
+    pub snapshot_source: &'static str,
     /// How `oomwatch run` hooks each kernel OOM function here (found by
     /// loading and attaching the real probe set); empty when not tested.
     pub kernel_hooks: Vec<ebpf::KernelHook>,
@@ -244,6 +248,21 @@ pub fn run() -> Report {
         Item::no("no kprobe PMU (/sys/bus/event_source/devices/kprobe; CONFIG_KPROBES off)")
     };
 
+    // The iterator, loaded and run once: what `--source auto` will use.
+    let (task_iterator, snapshot_source) = match crate::snapshot::bpf::TaskIter::load() {
+        Ok(mut it) => match it.records() {
+            Ok(r) => (
+                Item::yes(format!(
+                    "loads and runs: {} tasks in one read, counters as oom_badness reads them",
+                    r.len()
+                )),
+                "bpf",
+            ),
+            Err(e) => (Item::no(format!("loads but does not run: {e}")), "proc"),
+        },
+        Err(e) => (Item::no(e.0), "proc"),
+    };
+
     let cgroup_hierarchies = cgroup::hierarchies();
     let memory_controller = match cgroup::memory_hierarchy() {
         Some(h) => Item::yes(format!(
@@ -282,6 +301,8 @@ pub fn run() -> Report {
         fentry,
         fexit,
         kprobes,
+        task_iterator,
+        snapshot_source,
         kernel_hooks,
         degraded,
         cgroup_hierarchies,
@@ -374,6 +395,16 @@ impl Report {
         line(&mut s, "fentry", &self.fentry);
         line(&mut s, "fexit", &self.fexit);
         line(&mut s, "kprobes", &self.kprobes);
+        line(&mut s, "task iterator", &self.task_iterator);
+        let _ = writeln!(
+            s,
+            "{:<w$}{}",
+            "snapshot source",
+            match self.snapshot_source {
+                "bpf" => "bpf (the task iterator; --source auto picks it)",
+                _ => "proc (/proc files; --source auto falls back to them)",
+            }
+        );
         for h in &self.kernel_hooks {
             let _ = writeln!(
                 s,

@@ -6,7 +6,7 @@ use std::{io::IsTerminal as _, net::SocketAddr, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::{check, daemon};
+use crate::{check, daemon, snapshot::Source};
 
 /// Live OOM observer for Linux: watches the kernel's OOM killer through eBPF
 /// and exports what it sees to Prometheus.
@@ -44,6 +44,11 @@ enum Command {
         /// events; flags given here win over it.
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
     },
     /// Follow a running daemon's OOM episodes live: each kill with its
     /// trigger and constraint, the prediction made just before it (match,
@@ -73,6 +78,11 @@ enum Command {
         /// Print the explanation as JSON.
         #[arg(long)]
         json: bool,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
     },
     /// Predict the victim of an OOM now: the ranked candidates of the host
     /// (default) or of the memory cgroup PATH, each with its points term by
@@ -88,6 +98,11 @@ enum Command {
         /// Print the prediction as JSON (a stable contract: see the README).
         #[arg(long)]
         json: bool,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
     },
     /// A live view of every OOM domain (the host and each memory cgroup with
     /// a limit): headroom to the limit, the next victims and the margin
@@ -102,6 +117,11 @@ enum Command {
         /// Print one refresh and exit (for scripts and logs).
         #[arg(long)]
         once: bool,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
     },
     /// Simulate one allocation now: would it end in an OOM kill, through
     /// which branch of the allocator (or memcg charge) path, and who would
@@ -211,6 +231,7 @@ pub fn main() -> ExitCode {
             interval,
             events,
             config,
+            source,
         } => {
             let settings = config
                 .as_deref()
@@ -241,6 +262,7 @@ pub fn main() -> ExitCode {
                 listen: settings.listen,
                 interval: std::time::Duration::from_secs_f64(settings.interval),
                 events: settings.events,
+                source,
             };
             match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -250,14 +272,24 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Explain { pid, cgroup, json } => match explain(pid, cgroup.as_deref(), json) {
+        Command::Explain {
+            pid,
+            cgroup,
+            json,
+            source,
+        } => match explain(pid, cgroup.as_deref(), json, source) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Command::Predict { cgroup, top, json } => match predict(cgroup.as_deref(), top, json) {
+        Command::Predict {
+            cgroup,
+            top,
+            json,
+            source,
+        } => match predict(cgroup.as_deref(), top, json, source) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -268,7 +300,8 @@ pub fn main() -> ExitCode {
             interval,
             top,
             once,
-        } => match top_view(interval, top, once) {
+            source,
+        } => match top_view(interval, top, once, source) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -328,14 +361,14 @@ pub fn main() -> ExitCode {
 }
 
 /// `oomwatch explain`.
-fn explain(pid: i32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
+fn explain(pid: i32, cgroup: Option<&str>, json: bool, source: Source) -> anyhow::Result<()> {
     use crate::model::explain::explain_task;
     let crate::predict::Prediction {
         snap,
         domain: dom,
         selection: sel,
         ..
-    } = crate::predict::prepare(cgroup)?;
+    } = crate::predict::prepare(cgroup, source)?;
     if !snap
         .processes
         .iter()
@@ -590,8 +623,13 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
 }
 
 /// `oomwatch predict`.
-fn predict(cgroup: Option<&str>, top: Option<usize>, json: bool) -> anyhow::Result<()> {
-    let p = crate::predict::prepare(cgroup)?;
+fn predict(
+    cgroup: Option<&str>,
+    top: Option<usize>,
+    json: bool,
+    source: Source,
+) -> anyhow::Result<()> {
+    let p = crate::predict::prepare(cgroup, source)?;
     let r = p.report(top);
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -651,11 +689,13 @@ fn human_bytes(b: u64) -> String {
 }
 
 /// `oomwatch top`.
-fn top_view(interval: f64, top: usize, once: bool) -> anyhow::Result<()> {
+fn top_view(interval: f64, top: usize, once: bool, source: Source) -> anyhow::Result<()> {
     use std::io::{IsTerminal as _, Write as _};
     let tty = std::io::stdout().is_terminal() && !once;
+    let mut snapper = crate::snapshot::Snapshotter::open(source)?;
     loop {
-        let (domains, check) = crate::predictor::refresh(std::path::Path::new("/proc"), top)?;
+        let (domains, check) =
+            crate::predictor::refresh(&mut snapper, std::path::Path::new("/proc"), top)?;
         let mut out = String::new();
         if tty {
             out.push_str("\x1b[2J\x1b[H");

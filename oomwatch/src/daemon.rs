@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Where each episode is also written as one JSON line (`-`: stdout).
     pub events: Option<std::path::PathBuf>,
+    /// Where prediction passes read the processes.
+    pub source: crate::snapshot::Source,
 }
 
 /// The event log: episodes as JSON lines, to a file or stdout, flushed per
@@ -104,7 +106,9 @@ fn spawn_predictor(
     mut starts: UnboundedReceiver<OomStart>,
     at_start: AtStart,
     recent: Recent,
+    snapper: crate::snapshot::Snapshotter,
 ) -> tokio::task::JoinHandle<()> {
+    let snapper = Arc::new(std::sync::Mutex::new(snapper));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,8 +125,10 @@ fn spawn_predictor(
                     started.push(s);
                 }
             }
-            let pass = tokio::task::spawn_blocking(|| {
-                crate::predictor::refresh(std::path::Path::new("/proc"), 3)
+            let snapper = Arc::clone(&snapper);
+            let pass = tokio::task::spawn_blocking(move || {
+                let mut snapper = snapper.lock().unwrap_or_else(|e| e.into_inner());
+                crate::predictor::refresh(&mut snapper, std::path::Path::new("/proc"), 3)
             })
             .await;
             // The snapshot is not atomic: it is only known to precede a kill
@@ -275,6 +281,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
         None => None,
     };
+    let snapper = crate::snapshot::Snapshotter::open(opts.source)
+        .map_err(|e| anyhow::anyhow!("--source bpf: {e}; use --source auto or proc"))?;
+    match &snapper.in_use().fallback {
+        Some(why) => tracing::warn!(
+            "process snapshots from /proc: the BPF task iterator is unavailable: {why}"
+        ),
+        None => tracing::info!("process snapshots from {}", snapper.in_use()),
+    }
+    metrics.set_snapshot_source(snapper.in_use().source);
     let at_start: AtStart = Arc::default();
     let recent: Recent = Arc::default();
     let predictor = spawn_predictor(
@@ -285,6 +300,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         start_rx,
         Arc::clone(&at_start),
         Arc::clone(&recent),
+        snapper,
     );
     let logger = probes.spawn_logger();
     let mut victims = probes.victims()?;

@@ -10,8 +10,8 @@ use aya::{
 };
 use oomwatch_common::{
     AllocFailEvent, EventKind, FIELD_ABSENT, MarkVictimLayout, OomScanLayout, PageAllocLayout,
-    ReclaimExhaustedEvent, ReclaimRetryLayout, TaskLayout, VictimEvent, VictimTask, fault,
-    page_alloc, present, reclaim, retry,
+    ReclaimExhaustedEvent, ReclaimRetryLayout, TaskIterLayout, TaskLayout, VictimEvent, VictimTask,
+    fault, page_alloc, present, reclaim, retry,
 };
 
 /// How to load the probes.
@@ -282,6 +282,90 @@ pub fn task_layout(btf: &Btf) -> Result<TaskLayout, BtfError> {
         kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
         valid: 1,
     })
+}
+
+/// Resolves the offsets the task iterator follows, from the kernel's BTF.
+pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
+    let off = |ty: &str, m: &str| btf.member_offset(ty, m);
+    let opt = |ty: &str, m: &str| btf.member_offset(ty, m).unwrap_or(FIELD_ABSENT);
+    // mm->rss_stat: `struct percpu_counter rss_stat[NR_MM_COUNTERS]` (6.2+;
+    // get_mm_counter() reads the global `count`) or `struct mm_rss_stat
+    // { atomic_long_t count[NR_MM_COUNTERS]; }` before.
+    let rss = btf.member_layout("mm_struct", "rss_stat")?;
+    let (mm_rss_stat, rss_stride, rss_count) = if rss.type_name == "percpu_counter" {
+        (
+            rss.offset,
+            rss.elem_size,
+            btf.member_offset("percpu_counter", "count")?,
+        )
+    } else {
+        let inner = btf.member_layout(&rss.type_name, "count")?;
+        (rss.offset + inner.offset, inner.elem_size, 0)
+    };
+    let index = |name: &str| {
+        btf.enum_constant(name)
+            .map_or(FIELD_ABSENT, |v| u32::try_from(v).unwrap_or(FIELD_ABSENT))
+    };
+    Ok(TaskIterLayout {
+        cgroup: task_layout(btf)?,
+        task_flags: off("task_struct", "flags")?,
+        task_comm: off("task_struct", "comm")?,
+        task_mm: off("task_struct", "mm")?,
+        task_signal: off("task_struct", "signal")?,
+        task_real_parent: off("task_struct", "real_parent")?,
+        task_vfork_done: off("task_struct", "vfork_done")?,
+        task_start_time: off("task_struct", "start_time")?,
+        task_cred: off("task_struct", "cred")?,
+        cred_cap_effective: off("cred", "cap_effective")?,
+        signal_oom_score_adj: off("signal_struct", "oom_score_adj")?,
+        signal_oom_mm: off("signal_struct", "oom_mm")?,
+        signal_oom_flag_origin: opt("signal_struct", "oom_flag_origin"),
+        mm_flags: off("mm_struct", "flags")?,
+        mm_rss_stat,
+        rss_stride,
+        rss_count,
+        counter_index: [
+            index("MM_FILEPAGES"),
+            index("MM_ANONPAGES"),
+            index("MM_SWAPENTS"),
+            index("MM_SHMEMPAGES"),
+        ],
+        mm_pgtables_bytes: opt("mm_struct", "pgtables_bytes"),
+        valid: 1,
+    })
+}
+
+/// The task iterator, loaded (not attached): `oomwatch_tasks` from the
+/// object, with `layout` written in. Every `attach()` of it is one pass over
+/// every task. The object's other programs stay unloaded; its ring buffer
+/// is shrunk to a page, as nothing writes to it here.
+pub fn load_task_iterator(layout: &TaskIterLayout) -> Result<Ebpf, LoadError> {
+    if !object_embedded() {
+        return Err(LoadError::NoObject);
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", 4096)
+        .override_global("TASK_ITER_LAYOUT", layout, true)
+        .load(EBPF_OBJECT)
+        .map_err(LoadError::Object)?;
+    let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Program {
+        what: "the kernel's BTF for the task iterator".into(),
+        source: aya::programs::ProgramError::Btf(e),
+    })?;
+    let prog: &mut aya::programs::Iter = ebpf
+        .program_mut("oomwatch_tasks")
+        .ok_or(LoadError::MissingProgram("oomwatch_tasks"))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            what: "program oomwatch_tasks".into(),
+            source,
+        })?;
+    prog.load("task", &btf)
+        .map_err(|source| LoadError::Program {
+            what: "load the task iterator (iter/task)".into(),
+            source,
+        })?;
+    Ok(ebpf)
 }
 
 /// The task program's layout from the BTF at `btf_path`, or one sentence on

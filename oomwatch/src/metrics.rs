@@ -40,6 +40,7 @@ pub mod names {
     pub const RETRY_DECISIONS: &str = "oomwatch_slowpath_retry_decisions_total";
     pub const REAPER_EVENTS: &str = "oomwatch_oom_reaper_events_total";
     pub const KERNEL_HOOKS: &str = "oomwatch_kernel_hook_info";
+    pub const SNAPSHOT_SOURCE: &str = "oomwatch_snapshot_source_info";
     pub const PREDICTIONS: &str = "oomwatch_predictions_total";
     pub const DOMAIN_CONTAINER: &str = "oomwatch_domain_container_info";
     /// Every name above.
@@ -69,6 +70,7 @@ pub mod names {
         RETRY_DECISIONS,
         REAPER_EVENTS,
         KERNEL_HOOKS,
+        SNAPSHOT_SOURCE,
         PREDICTIONS,
         DOMAIN_CONTAINER,
     ];
@@ -116,6 +118,8 @@ pub struct Metrics {
     retry_decisions: SlotCounter,
     pub reaper_events: IntCounterVec,
     pub kernel_hooks: IntGaugeVec,
+    /// Where the prediction passes read the processes.
+    pub snapshot_source: IntGaugeVec,
     /// Kills against the prediction made just before them.
     pub predictions: IntCounterVec,
     /// Kubernetes identity of memcg domains that are pods or containers.
@@ -386,6 +390,14 @@ impl Metrics {
             &["function", "path"],
         )?;
         registry.register(Box::new(kernel_hooks.clone()))?;
+        let snapshot_source = IntGaugeVec::new(
+            Opts::new(
+                names::SNAPSHOT_SOURCE,
+                "Always 1: where the prediction passes read every task (source bpf, the BPF task iterator with the kernel's own counters; or proc, /proc files).",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(snapshot_source.clone()))?;
         let predictions = IntCounterVec::new(
             Opts::new(
                 names::PREDICTIONS,
@@ -434,6 +446,7 @@ impl Metrics {
             retry_decisions,
             reaper_events,
             kernel_hooks,
+            snapshot_source,
             predictions,
             domain_container,
         })
@@ -448,6 +461,11 @@ impl Metrics {
     /// Kernel retry decision counts (`Probes::retry_decisions`).
     pub fn update_retry_decisions(&self, counts: Option<Vec<u64>>) {
         self.retry_decisions.update(counts.as_deref());
+    }
+
+    /// The snapshot source series ("bpf" or "proc").
+    pub fn set_snapshot_source(&self, source: &str) {
+        self.snapshot_source.with_label_values(&[source]).set(1);
     }
 
     /// One series per hooked kernel function.

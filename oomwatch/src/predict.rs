@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     domain::{self, OomDomain},
     model::{KernelBehavior, Scan, Selection, select::Domain, select::Verdict, select_bad_process},
-    snapshot::proc::{self, ProcSnapshot},
+    snapshot::{Snapshotter, Source, SourceInUse, proc::ProcSnapshot},
 };
 
 /// A snapshot, one of its domains, and the model's selection in it.
@@ -18,6 +18,8 @@ pub struct Prediction {
     pub domain: OomDomain,
     pub kb: KernelBehavior,
     pub selection: Selection,
+    /// Where the snapshot came from.
+    pub source: SourceInUse,
 }
 
 /// `vm.swappiness` under `proc_root` (60 if unreadable, the kernel default).
@@ -28,16 +30,21 @@ pub fn swappiness(proc_root: &Path) -> u32 {
         .unwrap_or(60)
 }
 
-/// Reads `/proc`, builds the domain (the host, or memcg `cgroup`) and runs
-/// the victim scan.
-pub fn prepare(cgroup: Option<&str>) -> anyhow::Result<Prediction> {
+/// Takes a snapshot from `source`, builds the domain (the host, or memcg
+/// `cgroup`) and runs the victim scan.
+pub fn prepare(cgroup: Option<&str>, source: Source) -> anyhow::Result<Prediction> {
     let root = Path::new("/proc");
-    let snap = proc::read(root).context("read /proc")?;
+    let mut snapper = Snapshotter::open(source).context("--source bpf")?;
+    let snap = snapper
+        .read(root)
+        .with_context(|| format!("read the processes ({})", snapper.in_use()))?;
     let dom = match cgroup {
         Some(path) => domain::memcg(&snap, path, swappiness(root))?,
         None => domain::global(&snap),
     };
-    Ok(predict_in(snap, dom))
+    let mut p = predict_in(snap, dom);
+    p.source = snapper.in_use().clone();
+    Ok(p)
 }
 
 /// Runs the model's scan over an already built domain.
@@ -49,6 +56,10 @@ pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
         domain,
         kb,
         selection,
+        source: SourceInUse {
+            source: "proc",
+            fallback: None,
+        },
     }
 }
 
@@ -105,6 +116,8 @@ pub struct CandidateJson {
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictReport {
     pub kernel: String,
+    /// Where the processes were read: "bpf" (the task iterator) or "proc".
+    pub source: &'static str,
     pub domain: DomainJson,
     pub victim: Option<VictimJson>,
     pub candidates: Vec<CandidateJson>,
@@ -113,7 +126,9 @@ pub struct PredictReport {
 impl Prediction {
     /// The report, with at most `top` candidates.
     pub fn report(&self, top: Option<usize>) -> PredictReport {
-        report(&self.snap.kernel, &self.domain, &self.selection, top)
+        let mut r = report(&self.snap.kernel, &self.domain, &self.selection, top);
+        r.source = self.source.source;
+        r
     }
 }
 
@@ -129,6 +144,7 @@ pub fn report(
         let candidates = candidates(sel, top);
         PredictReport {
             kernel: kernel.to_owned(),
+            source: "proc",
             domain: DomainJson {
                 kind: domain.kind,
                 cgroup: domain.cgroup.clone(),

@@ -14,8 +14,13 @@ use crate::{
         select::Domain,
     },
     predict::{self, CandidateJson, VictimJson},
-    snapshot::{memcg, proc},
+    snapshot::{Snapshotter, memcg, proc},
 };
+
+/// With the task iterator, each pass checks the model against
+/// `/proc/PID/oom_score` for this many processes (rotating through all of
+/// them), so the check does not cost what the iterator saves.
+pub const SELF_CHECK_SAMPLE: usize = 256;
 
 /// One domain's state after a pass.
 #[derive(Debug, Clone, Serialize)]
@@ -44,9 +49,16 @@ pub struct SelfCheck {
     pub mismatches: Vec<String>,
 }
 
-/// One pass over `/proc` and cgroupfs.
-pub fn refresh(proc_root: &Path, top: usize) -> anyhow::Result<(Vec<DomainSummary>, SelfCheck)> {
-    let snap = proc::read(proc_root)?;
+/// One pass: a snapshot from `snapper`, then every domain from cgroupfs.
+pub fn refresh(
+    snapper: &mut Snapshotter,
+    proc_root: &Path,
+    top: usize,
+) -> anyhow::Result<(Vec<DomainSummary>, SelfCheck)> {
+    let mut snap = snapper.read(proc_root)?;
+    if snapper.in_use().source == "bpf" {
+        sample_kernel_scores(&mut snap, proc_root, SELF_CHECK_SAMPLE);
+    }
     let swappiness = predict::swappiness(proc_root);
     let check = self_check(proc_root, &snap);
     let available = procfs_mem_available(proc_root);
@@ -85,7 +97,27 @@ fn procfs_mem_available(proc_root: &Path) -> Option<u64> {
         .mem_available
 }
 
-/// Model vs kernel `/proc/PID/oom_score` for every task of the snapshot.
+/// Reads `/proc/PID/oom_score` for `n` of the snapshot's processes, the
+/// next `n` after those of the previous call.
+fn sample_kernel_scores(snap: &mut proc::ProcSnapshot, proc_root: &Path, n: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let len = snap.processes.len();
+    if len == 0 {
+        return;
+    }
+    let start = NEXT.fetch_add(n, Ordering::Relaxed) % len;
+    for i in 0..n.min(len) {
+        let e = &mut snap.processes[(start + i) % len];
+        e.kernel_oom_score =
+            std::fs::read_to_string(proc_root.join(e.process.tgid.to_string()).join("oom_score"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+    }
+}
+
+/// Model vs kernel `/proc/PID/oom_score` for every task of the snapshot
+/// that has one.
 ///
 /// A task's counters and its `oom_score` are two reads; a task still
 /// allocating (or one that stopped between them) can differ for that reason

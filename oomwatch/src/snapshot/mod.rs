@@ -1,6 +1,86 @@
 //! Reading the running system into the model's inputs. Every reader takes the
 //! root it reads from, so tests can point it at a captured tree.
 
+pub mod bpf;
 pub mod memcg;
 pub mod proc;
 pub mod zoneinfo;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// Where process snapshots come from (`--source`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The BPF task iterator where the kernel accepts it, `/proc` otherwise.
+    #[default]
+    Auto,
+    /// The BPF task iterator only (an error where it cannot load).
+    Bpf,
+    /// `/proc` only.
+    Proc,
+}
+
+/// Which source a [`Snapshotter`] reads, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceInUse {
+    /// "bpf" or "proc".
+    pub source: &'static str,
+    /// Why `auto` fell back to `/proc` (None when it did not).
+    pub fallback: Option<String>,
+}
+
+impl std::fmt::Display for SourceInUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.source, &self.fallback) {
+            ("bpf", _) => write!(
+                f,
+                "BPF task iterator (the kernel's own counters, read as oom_badness reads them)"
+            ),
+            (_, Some(why)) => write!(f, "/proc (the BPF task iterator is unavailable: {why})"),
+            _ => write!(f, "/proc"),
+        }
+    }
+}
+
+/// Takes process snapshots from the chosen source; keeps the iterator
+/// loaded between snapshots.
+pub struct Snapshotter {
+    iter: Option<bpf::TaskIter>,
+    in_use: SourceInUse,
+}
+
+impl Snapshotter {
+    /// `Bpf` fails with the reason the iterator cannot load; `Auto` falls
+    /// back to `/proc` and keeps the reason.
+    pub fn open(source: Source) -> Result<Self, bpf::Unavailable> {
+        let (iter, fallback) = match source {
+            Source::Proc => (None, None),
+            Source::Bpf => (Some(bpf::TaskIter::load()?), None),
+            Source::Auto => match bpf::TaskIter::load() {
+                Ok(it) => (Some(it), None),
+                Err(e) => (None, Some(e.0)),
+            },
+        };
+        let source = if iter.is_some() { "bpf" } else { "proc" };
+        Ok(Snapshotter {
+            iter,
+            in_use: SourceInUse { source, fallback },
+        })
+    }
+
+    pub fn in_use(&self) -> &SourceInUse {
+        &self.in_use
+    }
+
+    /// One snapshot. The iterator sees the live kernel, so a `proc_root`
+    /// other than `/proc` (a captured tree) is always read as files.
+    pub fn read(&mut self, proc_root: &Path) -> Result<proc::ProcSnapshot, proc::SnapshotError> {
+        match &mut self.iter {
+            Some(it) if proc_root == Path::new("/proc") => it.read(proc_root),
+            _ => proc::read(proc_root),
+        }
+    }
+}

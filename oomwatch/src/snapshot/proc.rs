@@ -64,6 +64,32 @@ fn read_err(path: &Path) -> impl FnOnce(ProcError) -> SnapshotError + '_ {
 
 /// Reads every process under `proc_root` (normally `/proc`).
 pub fn read(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
+    let mut snap = read_header(proc_root)?;
+    let mut processes = Vec::new();
+    let all = procfs::process::all_processes_with_root(proc_root).map_err(read_err(proc_root))?;
+    for p in all {
+        let Ok(p) = p else { continue };
+        match read_one(&p) {
+            Ok(entry) => processes.push(entry),
+            // Gone mid-read, or not ours to read: leave it out.
+            Err(ProcError::NotFound(_) | ProcError::PermissionDenied(_)) => {}
+            Err(ProcError::Incomplete(_)) => {}
+            Err(e) => {
+                return Err(SnapshotError::Read {
+                    path: proc_root.join(p.pid.to_string()),
+                    source: e,
+                });
+            }
+        }
+    }
+    processes.sort_by_key(|e| (e.start_ticks, e.process.tgid));
+    snap.processes = processes;
+    Ok(snap)
+}
+
+/// A snapshot without processes: the release, page size, memory and CPUs,
+/// from `proc_root`. Every snapshot source starts from this.
+pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     let release_path = proc_root.join("sys/kernel/osrelease");
     let kernel = std::fs::read_to_string(&release_path)
         .map_err(|e| SnapshotError::Read {
@@ -84,32 +110,13 @@ pub fn read(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
         total_swap_pages: meminfo.swap_total / page_size,
     };
     let nr_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-
-    let mut processes = Vec::new();
-    let all = procfs::process::all_processes_with_root(proc_root).map_err(read_err(proc_root))?;
-    for p in all {
-        let Ok(p) = p else { continue };
-        match read_one(&p) {
-            Ok(entry) => processes.push(entry),
-            // Gone mid-read, or not ours to read: leave it out.
-            Err(ProcError::NotFound(_) | ProcError::PermissionDenied(_)) => {}
-            Err(ProcError::Incomplete(_)) => {}
-            Err(e) => {
-                return Err(SnapshotError::Read {
-                    path: proc_root.join(p.pid.to_string()),
-                    source: e,
-                });
-            }
-        }
-    }
-    processes.sort_by_key(|e| (e.start_ticks, e.process.tgid));
     Ok(ProcSnapshot {
         kernel,
         version,
         page_size,
         memory,
         nr_cpus,
-        processes,
+        processes: Vec::new(),
     })
 }
 
