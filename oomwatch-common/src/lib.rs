@@ -490,10 +490,6 @@ pub struct TaskIterLayout {
     pub task_vfork_done: u32,
     /// `task_struct.start_time` (ns, monotonic).
     pub task_start_time: u32,
-    /// `task_struct.cred`.
-    pub task_cred: u32,
-    /// `cred.cap_effective` (64 bits in every layout).
-    pub cred_cap_effective: u32,
     /// `signal_struct.oom_score_adj` (a short).
     pub signal_oom_score_adj: u32,
     /// `signal_struct.oom_mm`: set once the process is an OOM victim.
@@ -528,8 +524,6 @@ impl TaskIterLayout {
         task_real_parent: 0,
         task_vfork_done: 0,
         task_start_time: 0,
-        task_cred: 0,
-        cred_cap_effective: 0,
         signal_oom_score_adj: 0,
         signal_oom_mm: 0,
         signal_oom_flag_origin: 0,
@@ -576,7 +570,9 @@ pub struct TaskRecord {
     pub start_time: u64,
     /// The mm's address: its identity (0 without an mm).
     pub mm: u64,
-    /// The real parent's tgid.
+    /// The real parent's tgid, read only for a task in `vfork()` (0
+    /// otherwise): the parent matters to the OOM killer only up to 5.0
+    /// ("sacrifice child"), and task iterators exist from 5.8.
     pub parent_tgid: i32,
     /// `signal->oom_score_adj`.
     pub oom_score_adj: i16,
@@ -588,8 +584,6 @@ pub struct TaskRecord {
     pub pgtables_bytes: i64,
     /// The first word of `mm->flags`.
     pub mm_flags: u64,
-    /// `cred->cap_effective`.
-    pub cap_effective: u64,
     /// The memory cgroup's id (its directory's inode number).
     pub memcg_id: u64,
 }
@@ -602,8 +596,8 @@ const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<ReclaimExhaustedEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 120);
-const _: () = assert!(core::mem::size_of::<TaskRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 112);
+const _: () = assert!(core::mem::size_of::<TaskRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
 const _: () = assert!(core::mem::size_of::<VictimEvent>() == 96);
 const _: () = assert!(core::mem::align_of::<VictimEvent>() == 8);

@@ -301,7 +301,6 @@ fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
         counters: [0; 4],
         pgtables_bytes: -1,
         mm_flags: 0,
-        cap_effective: 0,
         memcg_id: 0,
     };
     // A read that fails leaves its field zero and marks the record, so a
@@ -316,15 +315,17 @@ fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
         rec.start_time = get(task, l.task_start_time, &mut failed);
         let mm: u64 = get(task, l.task_mm, &mut failed);
         rec.mm = mm;
-        let parent: u64 = get(task, l.task_real_parent, &mut failed);
-        let mut parent_mm = 0u64;
-        if parent != 0 {
-            rec.parent_tgid = get(parent as *const u8, l.cgroup.task_tgid, &mut failed);
-            parent_mm = get(parent as *const u8, l.task_mm, &mut failed);
-        }
+        // in_vfork(): vfork_done set and the real parent's mm is this mm.
         let vfork_done: u64 = get(task, l.task_vfork_done, &mut failed);
-        if vfork_done != 0 && mm != 0 && parent_mm == mm {
-            rec.state |= task_state::IN_VFORK;
+        if vfork_done != 0 && mm != 0 {
+            let parent: u64 = get(task, l.task_real_parent, &mut failed);
+            if parent != 0 {
+                rec.parent_tgid = get(parent as *const u8, l.cgroup.task_tgid, &mut failed);
+                let parent_mm: u64 = get(parent as *const u8, l.task_mm, &mut failed);
+                if parent_mm == mm {
+                    rec.state |= task_state::IN_VFORK;
+                }
+            }
         }
         let signal: u64 = get(task, l.task_signal, &mut failed);
         if signal != 0 {
@@ -340,10 +341,6 @@ fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
                     rec.state |= task_state::OOM_ORIGIN;
                 }
             }
-        }
-        let cred: u64 = get(task, l.task_cred, &mut failed);
-        if cred != 0 {
-            rec.cap_effective = get(cred as *const u8, l.cred_cap_effective, &mut failed);
         }
         if let Ok(id) = memcg_id_of(task, &l.cgroup) {
             if id != 0 {

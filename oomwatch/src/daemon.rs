@@ -230,6 +230,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let kernel = kernel_release();
     let metrics = Arc::new(Metrics::new(&kernel).context("register metrics")?);
+    // Before /metrics answers: loading the iterator takes a moment, and the
+    // first scrape must already see every series.
+    let snapper = crate::snapshot::Snapshotter::open(opts.source)
+        .map_err(|e| anyhow::anyhow!("--source bpf: {e}; use --source auto or proc"))?;
+    match &snapper.in_use().fallback {
+        Some(why) => tracing::warn!(
+            "process snapshots from /proc: the BPF task iterator is unavailable: {why}"
+        ),
+        None => tracing::info!("process snapshots from {}", snapper.in_use()),
+    }
+    metrics.set_snapshot_source(snapper.in_use().source);
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -281,15 +292,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
         None => None,
     };
-    let snapper = crate::snapshot::Snapshotter::open(opts.source)
-        .map_err(|e| anyhow::anyhow!("--source bpf: {e}; use --source auto or proc"))?;
-    match &snapper.in_use().fallback {
-        Some(why) => tracing::warn!(
-            "process snapshots from /proc: the BPF task iterator is unavailable: {why}"
-        ),
-        None => tracing::info!("process snapshots from {}", snapper.in_use()),
-    }
-    metrics.set_snapshot_source(snapper.in_use().source);
     let at_start: AtStart = Arc::default();
     let recent: Recent = Arc::default();
     let predictor = spawn_predictor(

@@ -315,8 +315,6 @@ pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
         task_real_parent: off("task_struct", "real_parent")?,
         task_vfork_done: off("task_struct", "vfork_done")?,
         task_start_time: off("task_struct", "start_time")?,
-        task_cred: off("task_struct", "cred")?,
-        cred_cap_effective: off("cred", "cap_effective")?,
         signal_oom_score_adj: off("signal_struct", "oom_score_adj")?,
         signal_oom_mm: off("signal_struct", "oom_mm")?,
         signal_oom_flag_origin: opt("signal_struct", "oom_flag_origin"),

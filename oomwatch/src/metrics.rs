@@ -810,9 +810,11 @@ mod tests {
         m.update_faults(Some(vec![4, 2, 0, 0, 1]));
         m.update_faults(Some(vec![5, 2, 0, 0, 1]));
         m.update_retry_decisions(Some(vec![0, 3, 1, 0]));
+        m.set_snapshot_source("bpf");
         let text = m.render();
         for want in [
             "oomwatch_kernel_hook_info{function=\"oom_badness\",path=\"off\"} 1\n",
+            "oomwatch_snapshot_source_info{source=\"bpf\"} 1\n",
             "oomwatch_user_page_faults_total{access=\"read\"} 5\n",
             "oomwatch_user_page_faults_total{access=\"instruction\"} 0\n",
             "oomwatch_page_fault_ooms_total{source=\"pagefault_out_of_memory\"} 1\n",

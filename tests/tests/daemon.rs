@@ -486,6 +486,12 @@ fn run_exports_predictions_per_domain() {
         Some(0.0),
         "{body}"
     );
+    // `--source auto` takes the task iterator on this kernel.
+    assert_eq!(
+        labelled(&body, "oomwatch_snapshot_source_info", "source=\"bpf\""),
+        Some(1.0),
+        "{body}"
+    );
     assert!(
         labelled(
             &body,

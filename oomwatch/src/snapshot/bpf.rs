@@ -31,8 +31,6 @@ use crate::{
 const PF_EXITING: u32 = 0x0000_0004;
 /// PF_KTHREAD.
 const PF_KTHREAD: u32 = 0x0020_0000;
-/// CAP_SYS_ADMIN's bit in `cap_effective`.
-const CAP_SYS_ADMIN: u64 = 1 << 21;
 /// USER_HZ: `/proc/PID/stat` start times are in these ticks.
 const NS_PER_TICK: u64 = 10_000_000;
 
@@ -52,6 +50,25 @@ pub struct TaskIter {
     /// did not show (started after it ran, or hidden from it by the
     /// kernel), read from `/proc` instead: (tgid, comm).
     pub filled_from_proc: Vec<(i32, String)>,
+    /// Tgids the last listing of /proc had and the iterator did not.
+    hidden: Vec<i32>,
+    /// Snapshots taken.
+    reads: u64,
+}
+
+/// How often (in snapshots) /proc is listed to find processes the iterator
+/// does not show.
+const LIST_EVERY: u64 = 16;
+
+/// Every numeric entry of `proc_root`.
+fn list_tgids(proc_root: &Path) -> Vec<i32> {
+    std::fs::read_dir(proc_root)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl TaskIter {
@@ -88,6 +105,8 @@ impl TaskIter {
             hierarchy,
             memcg_paths: HashMap::new(),
             filled_from_proc: Vec::new(),
+            hidden: Vec::new(),
+            reads: 0,
         })
     }
 
@@ -125,27 +144,32 @@ impl TaskIter {
             self.memcg_paths = self.hierarchy.as_ref().map(memcg_paths).unwrap_or_default();
         }
         snap.processes = group(&records, &self.memcg_paths);
-        // A process the iterator did not show is still a candidate: one
-        // directory listing finds it, /proc reads it.
+        // A process the iterator did not show is still a candidate. Which
+        // ones the kernel hides is learnt from a listing of /proc, on the
+        // first snapshot and every LIST_EVERY-th after it (a listing of
+        // 10 000 processes costs about a quarter of the iterator pass); in
+        // between, only those are read. (A process started after the pass
+        // is in the next snapshot, as with /proc.)
         let seen: std::collections::HashSet<i32> = records.iter().map(|r| r.tgid).collect();
+        if self.reads % LIST_EVERY == 0 {
+            self.hidden = list_tgids(proc_root)
+                .into_iter()
+                .filter(|t| !seen.contains(t))
+                .collect();
+        }
+        self.reads += 1;
         self.filled_from_proc.clear();
-        if let Ok(dir) = std::fs::read_dir(proc_root) {
-            for e in dir.flatten() {
-                let Some(tgid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                    continue;
-                };
-                if seen.contains(&tgid) {
-                    continue;
-                }
-                if let Some(entry) = super::proc::read_pid(proc_root, tgid) {
-                    self.filled_from_proc
-                        .push((tgid, entry.process.comm.clone()));
-                    snap.processes.push(entry);
-                }
+        for &tgid in &self.hidden {
+            if seen.contains(&tgid) {
+                continue;
+            }
+            if let Some(entry) = super::proc::read_pid(proc_root, tgid) {
+                self.filled_from_proc
+                    .push((tgid, entry.process.comm.clone()));
+                snap.processes.push(entry);
             }
         }
         if !self.filled_from_proc.is_empty() {
-            self.filled_from_proc.sort_unstable();
             // Back into for_each_process order, by start time in ticks.
             snap.processes
                 .sort_by_key(|e| (e.start_ticks, e.process.tgid));
@@ -195,13 +219,12 @@ fn comm(raw: &[u8; 16]) -> String {
 /// `find_lock_task_mm()` picks it. In `for_each_process` order (start time,
 /// then tgid).
 pub fn group(records: &[TaskRecord], memcg_paths: &HashMap<u64, String>) -> Vec<ProcEntry> {
-    let mut by_tgid: HashMap<i32, Vec<&TaskRecord>> = HashMap::new();
-    for r in records {
-        by_tgid.entry(r.tgid).or_default().push(r);
-    }
-    let mut out: Vec<(u64, ProcEntry)> = Vec::with_capacity(by_tgid.len());
-    for (tgid, mut threads) in by_tgid {
-        threads.sort_by_key(|t| (t.pid != tgid, t.pid));
+    // By process, the leader first, then by pid: one sort, no map.
+    let mut order: Vec<&TaskRecord> = records.iter().collect();
+    order.sort_unstable_by_key(|t| (t.tgid, t.pid != t.tgid, t.pid));
+    let mut out: Vec<(u64, ProcEntry)> = Vec::with_capacity(order.len());
+    for threads in order.chunk_by(|a, b| a.tgid == b.tgid) {
+        let tgid = threads[0].tgid;
         let leader = threads[0];
         let with_mm = threads.iter().find(|t| t.state & task_state::HAS_MM != 0);
         let kernel_thread = leader.flags & PF_KTHREAD != 0;
@@ -248,10 +271,13 @@ pub fn group(records: &[TaskRecord], memcg_paths: &HashMap<u64, String>) -> Vec<
                 .iter()
                 .any(|t| t.state & task_state::OOM_ORIGIN != 0),
             in_vfork: with_mm.is_some_and(|t| t.state & task_state::IN_VFORK != 0),
-            cap_sys_admin: at.cap_effective & CAP_SYS_ADMIN != 0,
+            // Only kernels before 4.17 give CAP_SYS_ADMIN a bonus, and task
+            // iterators exist from 5.8: not read.
+            cap_sys_admin: false,
             cpuset_eligible: true,
             memcg,
-            parent_tgid: Some(leader.parent_tgid),
+            // Only up to 5.0 ("sacrifice child"); not read (see TaskRecord).
+            parent_tgid: None,
         };
         out.push((
             leader.start_time,
@@ -285,7 +311,6 @@ mod tests {
             counters: [10, 200, 5, 1],
             pgtables_bytes: 8192,
             mm_flags: 0,
-            cap_effective: 0,
             memcg_id: 0,
         }
     }
@@ -323,7 +348,6 @@ mod tests {
         t1.state |= task_state::HAS_MEMCG | task_state::IN_VFORK;
         t1.memcg_id = 42;
         t1.mm_flags = 1 << MMF_OOM_SKIP;
-        t1.cap_effective = CAP_SYS_ADMIN;
         let mut t2 = rec(301, 300);
         t2.flags = PF_EXITING;
         let mut kthread = rec(2, 2);
@@ -370,17 +394,16 @@ mod tests {
     }
 
     #[test]
-    fn the_mm_thread_decides_skip_vfork_memcg_and_capability() {
+    fn the_mm_thread_decides_skip_vfork_and_memcg() {
         let mut leader = rec(500, 500);
         leader.state = 0;
         let mut t = rec(501, 500);
         t.state |= task_state::HAS_MEMCG | task_state::IN_VFORK;
         t.memcg_id = 42;
         t.mm_flags = 1 << MMF_OOM_SKIP;
-        t.cap_effective = CAP_SYS_ADMIN;
         let paths: HashMap<u64, String> = [(42, "/batch/job".to_owned())].into();
         let p = &group(&[leader, t], &paths)[0].process;
-        assert!(p.mm_oom_skip && p.in_vfork && p.cap_sys_admin);
+        assert!(p.mm_oom_skip && p.in_vfork);
         assert_eq!(p.memcg.as_deref(), Some("/batch/job"));
     }
 }

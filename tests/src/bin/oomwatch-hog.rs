@@ -20,7 +20,10 @@
 //!   to PATH every 50 ms. When the test freezes PATH's filesystem
 //!   (`fsfreeze`), that thread sleeps uninterruptibly in `write()`: killed,
 //!   the process cannot finish exiting, and its memory stays until the OOM
-//!   reaper frees it.
+//!   reaper frees it;
+//! - `spawn N`: MIB MiB of anonymous memory, then N child processes that
+//!   sleep until killed (a host with many live tasks, for benchmarks). The
+//!   hog is in its memory cgroup before it forks, so every child is too.
 use std::io::{BufRead as _, Write as _};
 
 const PAGE: usize = 4096;
@@ -57,7 +60,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
         eprintln!(
-            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH]"
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|spawn N]"
         );
         std::process::exit(2);
     };
@@ -164,6 +167,24 @@ fn main() {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             });
+        }
+        "spawn" => {
+            touch(map(len.max(PAGE), private, -1), len, PAGE);
+            for i in 0..n {
+                // SAFETY: this process has one thread; the child only
+                // calls pause(2) and never returns into Rust code.
+                match unsafe { libc::fork() } {
+                    0 => loop {
+                        // SAFETY: async-signal-safe.
+                        unsafe { libc::pause() };
+                    },
+                    -1 => {
+                        eprintln!("fork child {i} of {n}: {}", std::io::Error::last_os_error());
+                        std::process::exit(5);
+                    }
+                    _ => {}
+                }
+            }
         }
         other => {
             eprintln!("unknown mode {other}");

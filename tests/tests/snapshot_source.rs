@@ -1,0 +1,289 @@
+//! The BPF task iterator as the snapshot source, against the real kernel:
+//! the same processes as `/proc`, the counters the kernel's own OOM report
+//! prints, and the points `/proc/PID/oom_score` gives.
+//!
+//! Fidelity: in a real memcg OOM, the per-task numbers of the kernel's
+//! report, of the iterator and of `/proc` are printed side by side; for
+//! every task whose counters were not changing (the idle hogs, read before
+//! and after the kill), the iterator must equal the report.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use oomwatch::{
+    model::{KernelBehavior, MmCounters, oom_badness, score::proc_oom_score},
+    snapshot::{
+        Snapshotter, Source,
+        bpf::TaskIter,
+        proc::{self, ProcSnapshot},
+    },
+};
+use oomwatch_tests::{
+    Hog, KmsgTail, MemcgGuard, killed_by_sigkill, require_root, wait_for_a_fresh_report_window,
+};
+
+fn by_tgid(s: &ProcSnapshot) -> HashMap<i32, &proc::ProcEntry> {
+    s.processes.iter().map(|e| (e.process.tgid, e)).collect()
+}
+
+fn set_adj(pid: u32, adj: i16) {
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()).unwrap();
+}
+
+/// The iterator and `/proc` see the same processes with the same state;
+/// their counters differ at most by the per-CPU slack (from 6.16 `/proc`
+/// sums the per-CPU parts, the kernel's OOM code does not); the model's
+/// `oom_score` from the iterator's counters equals the kernel's for every
+/// idle hog.
+#[test]
+fn the_iterator_sees_what_proc_sees() {
+    require_root();
+    let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let memcg = MemcgGuard::create(512 << 20).expect("create a 512 MiB memory cgroup");
+    let mut hogs = vec![
+        Hog::start(bin, &memcg, 24).unwrap(),
+        Hog::start_mode(bin, &memcg, 16, &["threads", "3"]).unwrap(),
+        Hog::start_mode(bin, &memcg, 8, &["shmem"]).unwrap(),
+    ];
+    for h in &mut hogs {
+        assert!(h.wait_ready(), "hog {} never got ready", h.pid());
+    }
+    set_adj(hogs[0].pid(), 500);
+
+    let mut it = TaskIter::load().expect("the task iterator loads on this kernel");
+    let bpf = it.read(Path::new("/proc")).unwrap();
+    let procs = proc::read(Path::new("/proc")).unwrap();
+    let (b, p) = (by_tgid(&bpf), by_tgid(&procs));
+    let slack = oomwatch::model::score::approximate_counter_slack(bpf.nr_cpus) as u64;
+    let kb = KernelBehavior::for_version(bpf.version);
+    let t = bpf.memory.totalpages();
+    eprintln!(
+        "{} processes from the iterator ({} filled from /proc: {:?}), {} from /proc",
+        bpf.processes.len(),
+        it.filled_from_proc.len(),
+        it.filled_from_proc,
+        procs.processes.len()
+    );
+    for h in &hogs {
+        let tgid = h.pid() as i32;
+        let (x, y) = (&b[&tgid].process, &p[&tgid].process);
+        assert_eq!(x.comm, y.comm);
+        assert_eq!(x.oom_score_adj, y.oom_score_adj, "{tgid}");
+        assert_eq!(x.memcg, y.memcg, "{tgid}: memcg path");
+        assert_eq!(x.memcg.as_deref(), Some(memcg.path.as_str()), "{tgid}");
+        assert_eq!(x.kernel_thread, y.kernel_thread);
+        assert_eq!(
+            x.threads.iter().map(|t| t.pid).collect::<Vec<_>>(),
+            y.threads.iter().map(|t| t.pid).collect::<Vec<_>>(),
+            "{tgid}: threads, leader first"
+        );
+        assert!(!x.oom_victim && !x.mm_oom_skip && !x.in_vfork);
+        let (mx, my) = (x.mm.unwrap(), y.mm.unwrap());
+        assert_eq!(mx.pgtables_bytes, my.pgtables_bytes, "{tgid}: page tables");
+        assert_eq!(mx.swap_pages, my.swap_pages, "{tgid}: swap");
+        for (what, a, c) in [
+            ("anon", mx.anon_pages, my.anon_pages),
+            ("file", mx.file_pages, my.file_pages),
+            ("shmem", mx.shmem_pages, my.shmem_pages),
+        ] {
+            assert!(
+                a.abs_diff(c) <= slack,
+                "{tgid} {what}: iterator {a}, /proc {c}, more apart than the per-CPU slack {slack}"
+            );
+        }
+        // The kernel's oom_score reads the same approximate counters.
+        let kernel: u64 = std::fs::read_to_string(format!("/proc/{tgid}/oom_score"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let model = proc_oom_score(&oom_badness(x, t, bpf.page_size, &kb), t, &kb);
+        assert_eq!(
+            model, kernel,
+            "{tgid}: oom_score from the iterator's counters"
+        );
+    }
+    let threaded = &b[&(hogs[1].pid() as i32)].process;
+    assert_eq!(threaded.threads.len(), 4, "leader and 3 threads");
+    assert!(b[&(hogs[0].pid() as i32)].process.oom_score_adj == 500);
+    let shmem = b[&(hogs[2].pid() as i32)].process.mm.unwrap();
+    assert!(
+        shmem.shmem_pages >= (8 << 20) / bpf.page_size - slack,
+        "the shmem hog's pages are MM_SHMEMPAGES: {shmem:?}"
+    );
+    // Every process /proc lists (and that lived through both reads) is in
+    // the iterator's snapshot too.
+    let missing: Vec<i32> = p
+        .keys()
+        .filter(|t| !b.contains_key(t) && Path::new(&format!("/proc/{t}")).exists())
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in the iterator's snapshot: {missing:?}"
+    );
+    // Kernel threads have no mm there either.
+    assert!(b[&2].process.kernel_thread && b[&2].process.mm.is_none());
+}
+
+/// `--source bpf` on the command line, and `auto` picking it here.
+#[test]
+fn predict_names_its_source() {
+    require_root();
+    for (flag, want) in [("bpf", "bpf"), ("proc", "proc"), ("auto", "bpf")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+            .args(["predict", "--json", "--top", "3", "--source", flag])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["source"], want, "--source {flag}");
+        assert!(v["victim"]["pid"].as_i64().is_some(), "{v:#}");
+    }
+    let s = Snapshotter::open(Source::Auto).unwrap();
+    assert_eq!(s.in_use().source, "bpf", "{}", s.in_use());
+}
+
+/// One row of the side-by-side table: (rss anon, file, shmem, swap,
+/// page-table bytes).
+type Numbers = (u64, u64, u64, u64, u64);
+
+fn numbers(mm: &MmCounters) -> Numbers {
+    (
+        mm.anon_pages,
+        mm.file_pages,
+        mm.shmem_pages,
+        mm.swap_pages,
+        mm.pgtables_bytes,
+    )
+}
+
+/// A real memcg OOM: two idle hogs, then a third that runs into the limit
+/// and is killed. The kernel's report prints every task's counters as its
+/// OOM code read them; the idle hogs' rows must equal what the iterator read
+/// before the OOM and after it.
+#[test]
+fn the_iterator_equals_the_kernels_own_report() {
+    require_root();
+    wait_for_a_fresh_report_window();
+    let bin = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let mut idle = vec![
+        Hog::start(bin, &memcg, 12).unwrap(),
+        Hog::start_mode(bin, &memcg, 10, &["threads", "2"]).unwrap(),
+    ];
+    for h in &mut idle {
+        assert!(h.wait_ready(), "hog {} never got ready", h.pid());
+    }
+    // Let the allocating threads' last per-CPU deltas settle.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut it = TaskIter::load().expect("the task iterator loads on this kernel");
+    let before = it.read(Path::new("/proc")).unwrap();
+    let procs = proc::read(Path::new("/proc")).unwrap();
+
+    let mut kmsg = KmsgTail::from_now();
+    let mut trigger = Hog::start(bin, &memcg, 48).unwrap();
+    let victim = trigger.pid();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = trigger.try_wait() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trigger hog {victim} lived 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(killed_by_sigkill(&status), "{status:?}");
+    let after = it.read(Path::new("/proc")).unwrap();
+    let text = kmsg.messages_until_kill(victim);
+    let report = oomwatch::report::parse_all(&text)
+        .into_iter()
+        .find(|r| r.killed.iter().any(|k| k.pid == victim as i32))
+        .unwrap_or_else(|| panic!("no report of the kill of {victim}:\n{text}"));
+    assert!(
+        !report.tasks.is_empty(),
+        "the report has no task table:\n{text}"
+    );
+    let page_kb = before.page_size / 1024;
+
+    eprintln!(
+        "{:>8} {:<14} {:>26} {:>26} {:>26} {:>26}",
+        "pid", "who", "report a/f/s/swap/pt", "iterator before", "iterator after", "/proc"
+    );
+    let fmt = |n: Option<Numbers>| {
+        n.map_or("-".into(), |(a, f, s, w, p)| {
+            format!("{a}/{f}/{s}/{w}/{}", p / 1024)
+        })
+    };
+    let mut compared = 0;
+    for row in &report.tasks {
+        let from_report = match (row.rss_anon_pages, row.rss_file_pages, row.rss_shmem_pages) {
+            (Some(a), Some(f), Some(s)) => Some((
+                a,
+                f,
+                s,
+                row.swapents.unwrap_or(0),
+                row.pgtables_bytes.unwrap_or(0),
+            )),
+            _ => None,
+        };
+        let look = |s: &ProcSnapshot| {
+            by_tgid(s)
+                .get(&row.tgid)
+                .and_then(|e| e.process.mm)
+                .map(|m| numbers(&m))
+        };
+        let is_idle = idle.iter().any(|h| h.pid() as i32 == row.tgid);
+        let who = if row.tgid == victim as i32 {
+            "trigger (victim)"
+        } else if is_idle {
+            "idle hog"
+        } else {
+            "other"
+        };
+        eprintln!(
+            "{:>8} {:<14} {:>26} {:>26} {:>26} {:>26}",
+            row.pid,
+            who,
+            fmt(from_report),
+            fmt(look(&before)),
+            fmt(look(&after)),
+            fmt(look(&procs)),
+        );
+        if is_idle {
+            let r = from_report.expect("6.12+ tables split rss into anon/file/shmem");
+            assert_eq!(
+                look(&before),
+                Some(r),
+                "pid {}: the iterator (before the OOM) differs from the kernel's report \
+                 (anon/file/shmem/swap pages, page-table bytes)",
+                row.pid
+            );
+            assert_eq!(
+                look(&after),
+                Some(r),
+                "pid {}: the iterator (after the OOM) differs from the kernel's report",
+                row.pid
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, idle.len(), "both idle hogs are in the report");
+    // The victim's kill line names the same counters (kB) it had when
+    // marked; the iterator never saw it at that moment, so only print it.
+    if let Some(k) = report.killed.iter().find(|k| k.pid == victim as i32) {
+        eprintln!(
+            "victim {victim}: Killed line anon {:?} file {:?} shmem {:?} kB (pages of {page_kb} kB)",
+            k.anon_rss_kb, k.file_rss_kb, k.shmem_rss_kb
+        );
+    }
+}
