@@ -151,7 +151,7 @@ impl TaskIter {
         // between, only those are read. (A process started after the pass
         // is in the next snapshot, as with /proc.)
         let seen: std::collections::HashSet<i32> = records.iter().map(|r| r.tgid).collect();
-        if self.reads % LIST_EVERY == 0 {
+        if self.reads.is_multiple_of(LIST_EVERY) {
             self.hidden = list_tgids(proc_root)
                 .into_iter()
                 .filter(|t| !seen.contains(t))

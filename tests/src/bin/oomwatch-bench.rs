@@ -216,10 +216,10 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut table = String::new();
-    table.push_str(&format!(
+    table.push_str(
         "| live processes | scan and ranking | processes seen | median | ratio to baseline |\n\
-         |---:|---|---:|---:|---:|\n"
-    ));
+         |---:|---|---:|---:|---:|\n",
+    );
     for r in &rows {
         table.push_str(&format!(
             "| {} | {} | {} | {:.2} ms | {:.3}× |\n",
