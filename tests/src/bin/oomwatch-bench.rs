@@ -4,9 +4,10 @@
 //! `/proc/PID/oom_score` — with 1 000 and 10 000 real processes alive.
 //!
 //! The processes are children of an `oomwatch-hog spawn N` inside an
-//! `oomwatch` memory cgroup with a limit. Each round times the three ways
-//! in a rotating order; the table gives medians and each median as a ratio
-//! of the baseline's median measured in the same run.
+//! `oomwatch` memory cgroup with a limit. Each round times the baseline,
+//! both sources, and the iterator pass alone (where `--source bpf`'s time
+//! goes), in a rotating order; the table gives medians and each median as a
+//! ratio of the baseline's median measured in the same run.
 //!
 //! `oomwatch-bench [--tasks N]... [--rounds R] [--markdown FILE]`
 
@@ -233,7 +234,7 @@ fn main() -> anyhow::Result<()> {
     println!("\n{table}");
     if let Some(path) = markdown {
         let text = format!(
-            "Measured by `cargo xtask bench` on {}; {rounds} rounds per size, the three \
+            "Measured by `cargo xtask bench` on {}; {rounds} rounds per size, the four \
              ways in rotating order each round; medians, each as a ratio of the baseline's \
              median from the same run. Loading the task iterator (once per daemon): {:.1} ms.\n\n{table}",
             describe_machine(),
