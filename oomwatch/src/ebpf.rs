@@ -333,6 +333,20 @@ pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
     })
 }
 
+/// Program `name` of the object as its own type, or which one is missing.
+fn typed_program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            what: format!("program {name}"),
+            source,
+        })
+}
+
 /// The task iterator, loaded (not attached): `oomwatch_tasks` from the
 /// object, with `layout` written in. Every `attach()` of it is one pass over
 /// every task. The object's other programs stay unloaded; its ring buffer
@@ -341,23 +355,19 @@ pub fn load_task_iterator(layout: &TaskIterLayout) -> Result<Ebpf, LoadError> {
     if !object_embedded() {
         return Err(LoadError::NoObject);
     }
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries("EVENTS", 4096)
-        .override_global("TASK_ITER_LAYOUT", layout, true)
-        .load(EBPF_OBJECT)
-        .map_err(LoadError::Object)?;
+    // One parse of the kernel's BTF (about 25 MiB while it lives) serves the
+    // loader and the program's attach point.
     let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Program {
         what: "the kernel's BTF for the task iterator".into(),
         source: aya::programs::ProgramError::Btf(e),
     })?;
-    let prog: &mut aya::programs::Iter = ebpf
-        .program_mut("oomwatch_tasks")
-        .ok_or(LoadError::MissingProgram("oomwatch_tasks"))?
-        .try_into()
-        .map_err(|source| LoadError::Program {
-            what: "program oomwatch_tasks".into(),
-            source,
-        })?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .map_max_entries("EVENTS", 4096)
+        .override_global("TASK_ITER_LAYOUT", layout, true)
+        .load(EBPF_OBJECT)
+        .map_err(LoadError::Object)?;
+    let prog: &mut aya::programs::Iter = typed_program(&mut ebpf, "oomwatch_tasks")?;
     prog.load("task", &btf)
         .map_err(|source| LoadError::Program {
             what: "load the task iterator (iter/task)".into(),
@@ -492,15 +502,7 @@ impl Probes {
                 }),
             }
         }
-        let tp: &mut TracePoint = probes
-            .ebpf
-            .program_mut("oom_mark_victim")
-            .ok_or(LoadError::MissingProgram("oom_mark_victim"))?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                what: "program oom_mark_victim".into(),
-                source,
-            })?;
+        let tp: &mut TracePoint = typed_program(&mut probes.ebpf, "oom_mark_victim")?;
         tp.load().map_err(|source| LoadError::Program {
             what: "load tracepoint/oom/mark_victim".into(),
             source,

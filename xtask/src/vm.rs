@@ -441,6 +441,31 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
     if let Some(st) = &results.starts {
         println!("   info: OOM starts the daemon saw: {st}");
     }
+    // The task iterator on this guest kernel: the daemon takes it at start
+    // (`--source auto`, memory to spare), so the self-check above compared
+    // the kernel's oom_score with the model fed by the iterator; predictions
+    // take it unless memory is short (below 128 MiB available).
+    let daemon_bpf = results
+        .metrics
+        .contains_key("oomwatch_snapshot_source_info{source=\"bpf\"}");
+    let via = results
+        .scenarios
+        .iter()
+        .filter(|s| s.source.as_deref() == Some("bpf"))
+        .count();
+    if daemon_bpf {
+        println!(
+            "   PASS task iterator: the daemon's snapshots came through it; {via} of {} predictions too",
+            results.scenarios.len()
+        );
+        passed += 1;
+    } else {
+        println!(
+            "   FAIL task iterator: the daemon read /proc (its log says why); {via} of {} predictions used it",
+            results.scenarios.len()
+        );
+        failed += 1;
+    }
     for r in &results.scenarios {
         let ok = r.passed();
         println!("   {} {r}", if ok { "PASS" } else { "FAIL" });
@@ -754,6 +779,8 @@ struct Scenario {
     /// Hog name → pid.
     hogs: Vec<(String, i64)>,
     predicted: Option<i64>,
+    /// Where `oomwatch predict` read the processes ("bpf" or "proc").
+    source: Option<String>,
     predict_error: Option<String>,
     kernel: Option<i64>,
     ebpf: Option<i64>,
@@ -809,7 +836,13 @@ impl std::fmt::Display for Scenario {
             f,
             "{:<15} predicted {:<6} kernel killed {:<6} eBPF saw {:<6} (scenario expects {})",
             self.name,
-            self.name_of(self.predicted),
+            format!(
+                "{}{}",
+                self.name_of(self.predicted),
+                self.source
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(" ({s})"))
+            ),
             self.name_of(self.kernel),
             self.name_of(self.ebpf),
             self.expect
@@ -932,7 +965,10 @@ fn parse(log: &str) -> Results {
                         ));
                     }
                     "PRED" => match serde_json::from_str::<serde_json::Value>(rest) {
-                        Ok(j) => s.predicted = j["victim"]["tgid"].as_i64(),
+                        Ok(j) => {
+                            s.predicted = j["victim"]["tgid"].as_i64();
+                            s.source = j["source"].as_str().map(str::to_owned);
+                        }
                         Err(_) => s.predict_error = Some(rest.chars().take(200).collect()),
                     },
                     _ => {
@@ -959,7 +995,7 @@ mod tests {
 @@ SCN s1 expect=B adj -1000 on the largest\n\
 @@ HOG s1 A 101 adj=-1000 mib=36\n\
 @@ HOG s1 B 102 adj=0 mib=14\n\
-@@ PRED s1 {\"victim\": {\"pid\": 102, \"tgid\": 102, \"comm\": \"oomwatch-hog\", \"points\": 3700}}\n\
+@@ PRED s1 {\"source\": \"bpf\", \"victim\": {\"pid\": 102, \"tgid\": 102, \"comm\": \"oomwatch-hog\", \"points\": 3700}}\n\
 @@ KILL s1 kernel=102 ebpf=102\n\
 @@ REPLAY s1 exit=0 killed=102 verdict=AGREE 2 report(s): 1 agree, 0 disagree, 1 not judged\n\
 @@ SCN s2 expect=B x\n\
@@ -977,6 +1013,12 @@ mod tests {
         assert_eq!(s2.ebpf, None);
         assert!(s2.predict_error.is_some());
         assert!(s2.to_string().contains("predicted none"), "{s2}");
+        assert_eq!(r.scenarios[0].source.as_deref(), Some("bpf"));
+        assert!(
+            r.scenarios[0].to_string().contains("predicted B (bpf)"),
+            "{}",
+            r.scenarios[0]
+        );
         assert!(s2.to_string().contains("replay did not run"), "{s2}");
         assert_eq!(
             r.scenarios[0].replay,

@@ -94,7 +94,17 @@ impl TaskIter {
                 "the kernel's structures are not laid out as the task iterator expects ({e})"
             ))
         })?;
-        Self::load_with(&layout)
+        // Its memory is reused by the loader's own parse.
+        drop(btf);
+        let it = Self::load_with(&layout);
+        // The parses are gone; give their memory back to the system rather
+        // than keep it in the heap for the life of the process.
+        // SAFETY: glibc's malloc_trim only releases free memory.
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        it
     }
 
     fn load_with(layout: &TaskIterLayout) -> Result<Self, Unavailable> {

@@ -45,6 +45,27 @@ impl std::fmt::Display for SourceInUse {
     }
 }
 
+/// Below this much MemAvailable, `auto` does not load the task iterator:
+/// loading it parses the kernel's BTF, about 40 MiB at its peak, which on a
+/// host this close to an OOM could be the allocation that triggers it.
+pub const AUTO_MIN_AVAILABLE_BYTES: u64 = 128 << 20;
+
+/// Why `auto` should not load the iterator now (None: it may).
+fn low_memory() -> Option<String> {
+    use procfs::FromRead as _;
+    let avail = procfs::Meminfo::from_file("/proc/meminfo")
+        .ok()?
+        .mem_available?;
+    (avail < AUTO_MIN_AVAILABLE_BYTES).then(|| {
+        format!(
+            "only {} MiB of memory is available, and loading the iterator takes about 40 MiB \
+             for a moment (below {} MiB, auto reads /proc; --source bpf loads it anyway)",
+            avail >> 20,
+            AUTO_MIN_AVAILABLE_BYTES >> 20
+        )
+    })
+}
+
 /// Takes process snapshots from the chosen source; keeps the iterator
 /// loaded between snapshots.
 pub struct Snapshotter {
@@ -59,9 +80,12 @@ impl Snapshotter {
         let (iter, fallback) = match source {
             Source::Proc => (None, None),
             Source::Bpf => (Some(bpf::TaskIter::load()?), None),
-            Source::Auto => match bpf::TaskIter::load() {
-                Ok(it) => (Some(it), None),
-                Err(e) => (None, Some(e.0)),
+            Source::Auto => match low_memory() {
+                Some(why) => (None, Some(why)),
+                None => match bpf::TaskIter::load() {
+                    Ok(it) => (Some(it), None),
+                    Err(e) => (None, Some(e.0)),
+                },
             },
         };
         let source = if iter.is_some() { "bpf" } else { "proc" };

@@ -162,7 +162,7 @@ hog T $G 0 200
 finish; cleanup $G
 
 grep -E 'oom (start|kill)|oom reaper|kernel hook|reclaim exhausted|differs|differ from|explained|WARN|ERROR' /tmp/daemon.log | tail -120 | sed 's/^/@@ DAEMONLOG /' >> /tmp/results
-say "METRICS $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_(reclaim_stall_seconds_(count|sum)|oom_kills_total|oom_starts_total|badness_mismatches_total|page_alloc_failures_total|oom_kills_by_constraint_total|report_replays_total|kernel_points_checks_total|kernel_hook_info|page_fault_ooms_total|oom_reaper_events_total|slowpath_retry_decisions_total|user_page_faults_total)' | tr ' ' '=' | tr '\n' ' ')"
+say "METRICS $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_(reclaim_stall_seconds_(count|sum)|snapshot_source_info|oom_kills_total|oom_starts_total|badness_mismatches_total|page_alloc_failures_total|oom_kills_by_constraint_total|report_replays_total|kernel_points_checks_total|kernel_hook_info|page_fault_ooms_total|oom_reaper_events_total|slowpath_retry_decisions_total|user_page_faults_total)' | tr ' ' '=' | tr '\n' ' ')"
 say "ALLOCFAIL $(grep -c 'allocation failure' /tmp/daemon.log) $(grep -m3 'allocation failure' /tmp/daemon.log | sed 's/.*allocation failure: //' | tr '\n' ';')"
 say "STARTS host=$(grep -c 'oom start: the host' /tmp/daemon.log) reclaim_exhausted=$(grep -c 'reclaim exhausted' /tmp/daemon.log) memcg=$(grep -c 'oom start: memcg' /tmp/daemon.log)"
 say "SELFCHECK mismatches=$(grep -c 'differs from the kernel' /tmp/daemon.log) explained=$(grep -c 'difference explained' /tmp/daemon.log)"
