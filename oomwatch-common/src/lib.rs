@@ -549,8 +549,6 @@ pub mod task_state {
     pub const OOM_ORIGIN: u32 = 1 << 3;
     /// The cgroup chain could be followed (`memcg_id` is meaningful).
     pub const HAS_MEMCG: u32 = 1 << 4;
-    /// At least one read of this task's structures failed (its field is 0).
-    pub const READ_FAILED: u32 = 1 << 5;
 }
 
 /// One task (thread) as the task iterator saw it: what `oom_badness()` and

@@ -52,7 +52,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     },
     macros::{btf_tracepoint, fentry, fexit, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
@@ -71,6 +71,10 @@ static MARK_VICTIM_LAYOUT: aya_ebpf::Global<MarkVictimLayout> =
 /// Offsets inside `task_struct` and the cgroup structures; written by the agent.
 #[unsafe(no_mangle)]
 static TASK_LAYOUT: aya_ebpf::Global<TaskLayout> = aya_ebpf::Global::new(TaskLayout::INVALID);
+
+/// The task iterator's record under construction, one per CPU.
+#[map]
+static TASK_RECORD: PerCpuArray<TaskRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Offsets the task iterator follows; written by the agent before load.
 #[unsafe(no_mangle)]
@@ -256,17 +260,69 @@ fn memcg_id_of(task: *const u8, l: &TaskLayout) -> Result<u64, i32> {
     unsafe { read_at(kn, l.kernfs_node_id) }
 }
 
-/// `read_at`, or zero with `failed` counting the failure.
+/// The task iterator's memory css → (memcg id, pass), so that the tasks of
+/// one cgroup follow the chain once per pass, not once each.
+#[map]
+static MEMCG_IDS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(4096, 0);
+
+/// Slot 0: the number of the current iterator pass, set by the agent before
+/// each pass. A cached id from another pass is not trusted: the css it was
+/// read from may have been freed and its memory reused since.
+#[map]
+static ITER_PASS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The memory cgroup's id of a task the iterator gave (0 where the chain
+/// ends early): `css_set → memory css → cgroup → kernfs node`, followed
+/// once per css and pass (`MEMCG_IDS`), in direct loads (see
+/// `try_oomwatch_tasks`).
+///
+/// # Safety
+/// `task` is the iterator's BTF-typed task pointer.
 #[inline(always)]
-unsafe fn get<T: Default>(base: *const u8, offset: u32, failed: &mut u32) -> T {
-    // SAFETY: see read_at.
-    match unsafe { read_at(base, offset) } {
-        Ok(v) => v,
-        Err(_) => {
-            *failed += 1;
-            T::default()
+unsafe fn memcg_id_cached(task: *const u8, l: &TaskLayout) -> u64 {
+    // SAFETY (every `direct`): see there.
+    unsafe {
+        let cgroups: *const u8 = direct(task, l.task_cgroups);
+        if cgroups.is_null() {
+            return 0;
         }
+        let css: *const u8 = direct(cgroups, l.css_set_memory_subsys);
+        if css.is_null() {
+            return 0;
+        }
+        let pass = ITER_PASS.get(0).copied().unwrap_or(0);
+        let key = css as u64;
+        if let Some(v) = MEMCG_IDS.get(key) {
+            if v[1] == pass {
+                return v[0];
+            }
+        }
+        let cgroup: *const u8 = direct(css, l.css_cgroup);
+        if cgroup.is_null() {
+            return 0;
+        }
+        let kn: *const u8 = direct(cgroup, l.cgroup_kn);
+        if kn.is_null() {
+            return 0;
+        }
+        let id: u64 = direct(kn, l.kernfs_node_id);
+        let _ = MEMCG_IDS.insert(key, [id, pass], 0);
+        id
     }
+}
+
+/// `*(base + offset)` as a direct load.
+///
+/// # Safety
+/// `base` must be a pointer the verifier types from BTF (the iterator's
+/// task, or a pointer loaded from one), and `offset` a .rodata constant
+/// naming a member of exactly `T`'s size: the verifier rejects anything
+/// else at load time, and a NULL or stale `base` reads as 0 (the JIT's
+/// exception table), never faults.
+#[inline(always)]
+unsafe fn direct<T>(base: *const u8, offset: u32) -> T {
+    // SAFETY: see above.
+    unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) }
 }
 
 fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
@@ -287,91 +343,96 @@ fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
     }
     // SAFETY: `struct bpf_iter_meta` starts with `struct seq_file *seq`.
     let seq = unsafe { *(meta as *const *mut aya_ebpf::bindings::seq_file) };
-    let mut rec = TaskRecord {
-        pid: 0,
-        tgid: 0,
-        flags: 0,
-        state: 0,
-        comm: [0; 16],
-        start_time: 0,
-        mm: 0,
-        parent_tgid: 0,
-        oom_score_adj: 0,
-        _pad: 0,
-        counters: [0; 4],
-        pgtables_bytes: -1,
-        mm_flags: 0,
-        memcg_id: 0,
+    // The record is built in a per-CPU slot, not on the 512-byte stack,
+    // which the batched reads' buffers need.
+    let Some(slot) = TASK_RECORD.get_ptr_mut(0) else {
+        return Ok(());
     };
-    // A read that fails leaves its field zero and marks the record, so a
-    // task is never silently missing from the snapshot.
-    let mut failed = 0u32;
-    // SAFETY (all reads below): probe reads of kernel memory, see read_at.
+    // SAFETY: this CPU's slot; nothing else runs on it meanwhile.
+    let rec = unsafe { &mut *slot };
+    rec.pid = 0;
+    rec.tgid = 0;
+    rec.flags = 0;
+    rec.state = 0;
+    rec.comm = [0; 16];
+    rec.start_time = 0;
+    rec.mm = 0;
+    rec.parent_tgid = 0;
+    rec.oom_score_adj = 0;
+    rec._pad = 0;
+    rec.counters = [0; 4];
+    rec.pgtables_bytes = -1;
+    rec.mm_flags = 0;
+    rec.memcg_id = 0;
+    // Direct loads, not bpf_probe_read_kernel: `task` is a BTF-typed pointer
+    // and every offset is a constant of the frozen .rodata, so the verifier
+    // checks each load against the kernel's BTF (a field of that size at
+    // that offset, or the program does not load) and the JIT emits one
+    // faulting-safe load per field instead of a helper call.
+    // SAFETY (every `direct`): see there.
     unsafe {
-        rec.pid = get(task, l.cgroup.task_pid, &mut failed);
-        rec.tgid = get(task, l.cgroup.task_tgid, &mut failed);
-        rec.flags = get(task, l.task_flags, &mut failed);
-        rec.comm = get(task, l.task_comm, &mut failed);
-        rec.start_time = get(task, l.task_start_time, &mut failed);
-        let mm: u64 = get(task, l.task_mm, &mut failed);
-        rec.mm = mm;
+        rec.pid = direct(task, l.cgroup.task_pid);
+        rec.tgid = direct(task, l.cgroup.task_tgid);
+        rec.flags = direct(task, l.task_flags);
+        // comm as two 8-byte loads inside the char[16].
+        let lo: u64 = direct(task, l.task_comm);
+        let hi: u64 = direct(task, l.task_comm + 8);
+        rec.comm[..8].copy_from_slice(&lo.to_ne_bytes());
+        rec.comm[8..].copy_from_slice(&hi.to_ne_bytes());
+        rec.start_time = direct(task, l.task_start_time);
+        let mm: *const u8 = direct(task, l.task_mm);
+        rec.mm = mm as u64;
         // in_vfork(): vfork_done set and the real parent's mm is this mm.
-        let vfork_done: u64 = get(task, l.task_vfork_done, &mut failed);
-        if vfork_done != 0 && mm != 0 {
-            let parent: u64 = get(task, l.task_real_parent, &mut failed);
-            if parent != 0 {
-                rec.parent_tgid = get(parent as *const u8, l.cgroup.task_tgid, &mut failed);
-                let parent_mm: u64 = get(parent as *const u8, l.task_mm, &mut failed);
+        let vfork_done: *const u8 = direct(task, l.task_vfork_done);
+        if !vfork_done.is_null() && !mm.is_null() {
+            let parent: *const u8 = direct(task, l.task_real_parent);
+            if !parent.is_null() {
+                rec.parent_tgid = direct(parent, l.cgroup.task_tgid);
+                let parent_mm: *const u8 = direct(parent, l.task_mm);
                 if parent_mm == mm {
                     rec.state |= task_state::IN_VFORK;
                 }
             }
         }
-        let signal: u64 = get(task, l.task_signal, &mut failed);
-        if signal != 0 {
-            let signal = signal as *const u8;
-            rec.oom_score_adj = get(signal, l.signal_oom_score_adj, &mut failed);
-            let oom_mm: u64 = get(signal, l.signal_oom_mm, &mut failed);
-            if oom_mm != 0 {
+        let signal: *const u8 = direct(task, l.task_signal);
+        if !signal.is_null() {
+            rec.oom_score_adj = direct(signal, l.signal_oom_score_adj);
+            let oom_mm: *const u8 = direct(signal, l.signal_oom_mm);
+            if !oom_mm.is_null() {
                 rec.state |= task_state::OOM_VICTIM;
             }
             if l.signal_oom_flag_origin != FIELD_ABSENT {
-                let origin: u8 = get(signal, l.signal_oom_flag_origin, &mut failed);
+                let origin: u8 = direct(signal, l.signal_oom_flag_origin);
                 if origin != 0 {
                     rec.state |= task_state::OOM_ORIGIN;
                 }
             }
         }
-        if let Ok(id) = memcg_id_of(task, &l.cgroup) {
-            if id != 0 {
-                rec.memcg_id = id;
-                rec.state |= task_state::HAS_MEMCG;
-            }
+        let id = memcg_id_cached(task, &l.cgroup);
+        if id != 0 {
+            rec.memcg_id = id;
+            rec.state |= task_state::HAS_MEMCG;
         }
-        if mm != 0 {
-            let mm = mm as *const u8;
+        if !mm.is_null() {
             rec.state |= task_state::HAS_MM;
             let rss = mm.add(l.mm_rss_stat as usize);
             for i in 0..4 {
                 let idx = l.counter_index[i];
                 if idx != FIELD_ABSENT {
-                    rec.counters[i] = get(rss, idx * l.rss_stride + l.rss_count, &mut failed);
+                    rec.counters[i] = direct(rss, idx * l.rss_stride + l.rss_count);
                 }
             }
             if l.mm_pgtables_bytes != FIELD_ABSENT {
-                rec.pgtables_bytes = get(mm, l.mm_pgtables_bytes, &mut failed);
+                rec.pgtables_bytes = direct(mm, l.mm_pgtables_bytes);
             }
-            rec.mm_flags = get(mm, l.mm_flags, &mut failed);
+            rec.mm_flags = direct(mm, l.mm_flags);
         }
-    }
-    if failed != 0 {
-        rec.state |= task_state::READ_FAILED;
     }
     // SAFETY: `seq` is the iterator's seq_file; `rec` is plain data.
     let ret = unsafe {
         aya_ebpf::helpers::bpf_seq_write(
             seq,
-            &rec as *const TaskRecord as *const core::ffi::c_void,
+            slot as *const TaskRecord as *const core::ffi::c_void,
             core::mem::size_of::<TaskRecord>() as u32,
         )
     };

@@ -306,8 +306,18 @@ pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
         btf.enum_constant(name)
             .map_or(FIELD_ABSENT, |v| u32::try_from(v).unwrap_or(FIELD_ABSENT))
     };
+    let cgroup = task_layout(btf)?;
+    let counter_index = [
+        index("MM_FILEPAGES"),
+        index("MM_ANONPAGES"),
+        index("MM_SWAPENTS"),
+        index("MM_SHMEMPAGES"),
+    ];
+    let signal_oom_flag_origin = opt("signal_struct", "oom_flag_origin");
+    let signal_oom_score_adj = off("signal_struct", "oom_score_adj")?;
+    let signal_oom_mm = off("signal_struct", "oom_mm")?;
     Ok(TaskIterLayout {
-        cgroup: task_layout(btf)?,
+        cgroup,
         task_flags: off("task_struct", "flags")?,
         task_comm: off("task_struct", "comm")?,
         task_mm: off("task_struct", "mm")?,
@@ -315,19 +325,14 @@ pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
         task_real_parent: off("task_struct", "real_parent")?,
         task_vfork_done: off("task_struct", "vfork_done")?,
         task_start_time: off("task_struct", "start_time")?,
-        signal_oom_score_adj: off("signal_struct", "oom_score_adj")?,
-        signal_oom_mm: off("signal_struct", "oom_mm")?,
-        signal_oom_flag_origin: opt("signal_struct", "oom_flag_origin"),
+        signal_oom_score_adj,
+        signal_oom_mm,
+        signal_oom_flag_origin,
         mm_flags: off("mm_struct", "flags")?,
         mm_rss_stat,
         rss_stride,
         rss_count,
-        counter_index: [
-            index("MM_FILEPAGES"),
-            index("MM_ANONPAGES"),
-            index("MM_SWAPENTS"),
-            index("MM_SHMEMPAGES"),
-        ],
+        counter_index,
         mm_pgtables_bytes: opt("mm_struct", "pgtables_bytes"),
         valid: 1,
     })

@@ -442,13 +442,13 @@ fn bench(rounds: u32, tasks: &[u32]) -> anyhow::Result<()> {
              `oom_score`, `cgroup` and threads; `--source bpf` reads every task in one pass \
              of the BPF task iterator, plus one listing of `/proc` to catch processes the \
              iterator did not show. Both then run the model's victim scan.\n\n{body}\n\
-             What bounds `--source bpf`: the iterator pass itself (the last row), about \
-             1.5 µs per task, most of it some twenty `bpf_probe_read_kernel` calls per task: \
-             aya's Rust programs have no CO-RE, so every field is read through the helper at \
-             an offset taken from BTF instead of by a direct, verifier-checked load; reading \
-             the four rss counters in one call overflows the 512-byte BPF stack. The rest is \
-             the model's ranking of every process (also in the `/proc` row) and turning \
-             records into processes.\n"
+             Where `--source bpf`'s time goes: the iterator pass (the last row), about half \
+             of it the kernel walking its tasks and half the program, which reads each field \
+             with a direct load the verifier checks against the kernel's BTF (offsets from \
+             the frozen .rodata; one `bpf_probe_read_kernel` call per field cost twice as \
+             much), and follows each memory cgroup's chain once per pass; the rest is the \
+             model's ranking of every process (also in the `/proc` row) and turning records \
+             into processes.\n"
         ),
     )?;
     println!("==> wrote {}", out.display());

@@ -54,6 +54,8 @@ pub struct TaskIter {
     hidden: Vec<i32>,
     /// Snapshots taken.
     reads: u64,
+    /// Iterator passes run (the kernel side's cache generation).
+    passes: u64,
 }
 
 /// How often (in snapshots) /proc is listed to find processes the iterator
@@ -117,11 +119,21 @@ impl TaskIter {
             filled_from_proc: Vec::new(),
             hidden: Vec::new(),
             reads: 0,
+            passes: 0,
         })
     }
 
     /// One pass of the iterator: every task's record, in pid order.
     pub fn records(&mut self) -> std::io::Result<Vec<TaskRecord>> {
+        // A new pass number: memcg ids cached in the kernel by an earlier
+        // pass are followed again (their css may be gone and reused).
+        self.passes += 1;
+        let mut pass: aya::maps::Array<_, u64> = self
+            .ebpf
+            .map_mut("ITER_PASS")
+            .and_then(|m| aya::maps::Array::try_from(m).ok())
+            .ok_or_else(|| std::io::Error::other("map ITER_PASS is missing"))?;
+        pass.set(0, self.passes, 0).map_err(std::io::Error::other)?;
         let prog: &mut Iter = self
             .ebpf
             .program_mut("oomwatch_tasks")
