@@ -505,6 +505,11 @@ pub struct TaskIterLayout {
     pub mm_rss_stat: u32,
     pub rss_stride: u32,
     pub rss_count: u32,
+    /// Non-zero where the counters may be read with direct loads: the 6.2+
+    /// `percpu_counter` array. Before 6.2 the verifier cannot walk an array
+    /// of `atomic_long_t` (a typedef'd struct; 6.1: "Type 'atomic_long_t'
+    /// is not a struct"), so those are read with `bpf_probe_read_kernel`.
+    pub rss_direct: u32,
     /// Index of each counter in `rss_stat` (`MM_FILEPAGES`, `MM_ANONPAGES`,
     /// `MM_SWAPENTS`, `MM_SHMEMPAGES`; the last absent before 4.5).
     pub counter_index: [u32; 4],
@@ -531,6 +536,7 @@ impl TaskIterLayout {
         mm_rss_stat: 0,
         rss_stride: 0,
         rss_count: 0,
+        rss_direct: 0,
         counter_index: [0; 4],
         mm_pgtables_bytes: 0,
         valid: 0,
@@ -594,7 +600,7 @@ const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<ReclaimExhaustedEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 112);
+const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 116);
 const _: () = assert!(core::mem::size_of::<TaskRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
 const _: () = assert!(core::mem::size_of::<VictimEvent>() == 96);

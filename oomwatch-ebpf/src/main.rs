@@ -418,9 +418,15 @@ fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
             let rss = mm.add(l.mm_rss_stat as usize);
             for i in 0..4 {
                 let idx = l.counter_index[i];
-                if idx != FIELD_ABSENT {
-                    rec.counters[i] = direct(rss, idx * l.rss_stride + l.rss_count);
+                if idx == FIELD_ABSENT {
+                    continue;
                 }
+                let off = idx * l.rss_stride + l.rss_count;
+                rec.counters[i] = if l.rss_direct != 0 {
+                    direct(rss, off)
+                } else {
+                    read_at(rss, off).unwrap_or(0)
+                };
             }
             if l.mm_pgtables_bytes != FIELD_ABSENT {
                 rec.pgtables_bytes = direct(mm, l.mm_pgtables_bytes);

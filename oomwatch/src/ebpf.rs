@@ -332,6 +332,7 @@ pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
         mm_rss_stat,
         rss_stride,
         rss_count,
+        rss_direct: u32::from(rss.type_name == "percpu_counter"),
         counter_index,
         mm_pgtables_bytes: opt("mm_struct", "pgtables_bytes"),
         valid: 1,
