@@ -5,11 +5,7 @@
 //! (`<arch>-<release>-<scenario>.log`), ready to be committed under
 //! `oomwatch/tests/fixtures/host-reports`.
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use oomwatch_tests::{
     Hog, KmsgTail, MemcgGuard, killed_by_sigkill, require_root, wait_for_a_fresh_report_window,
@@ -51,17 +47,9 @@ fn scenario(name: &str, setup: impl FnOnce(&str, &MemcgGuard) -> (Vec<Hog>, usiz
     let mut kmsg = KmsgTail::from_now();
     let (mut hogs, expect, victim) = setup(bin, &memcg);
     let tgid = hogs[expect].pid();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = hogs[expect].try_wait() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: the expected victim {tgid} lived 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = hogs[expect]
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("{name}: the expected victim {tgid} lived 30 s"));
     assert!(killed_by_sigkill(&status), "{name}: {status:?}");
     let text = kmsg.messages_until_kill(victim);
     drop(hogs);

@@ -3,7 +3,7 @@
 //! kills happens, the kernel side must count every event it could not queue,
 //! and what was queued plus what was dropped must be every kill.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oomwatch::ebpf::{LoadOptions, Probes};
 use oomwatch_tests::{Hog, MemcgGuard, killed_by_sigkill, require_root};
@@ -30,17 +30,9 @@ fn stalled_consumer_losses_are_counted() {
     let mut ours = Vec::new();
     for _ in 0..KILLS {
         let mut hog = Hog::start(bin, &memcg, 16).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = hog.try_wait() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "a 16 MiB hog survived an 8 MiB limit"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let status = hog
+            .wait_exit(Duration::from_secs(20))
+            .expect("a 16 MiB hog survived an 8 MiB limit");
         assert!(killed_by_sigkill(&status), "{status:?}");
         ours.push(hog.pid());
     }

@@ -7,11 +7,7 @@
 //! every task whose counters were not changing (the idle hogs, read before
 //! and after the kill), the iterator must equal the report.
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use oomwatch::{
     model::{KernelBehavior, MmCounters, oom_badness, score::proc_oom_score},
@@ -199,17 +195,9 @@ fn the_iterator_equals_the_kernels_own_report() {
     let mut kmsg = KmsgTail::from_now();
     let mut trigger = Hog::start(bin, &memcg, 48).unwrap();
     let victim = trigger.pid();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = trigger.try_wait() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the trigger hog {victim} lived 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = trigger
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the trigger hog {victim} lived 30 s"));
     assert!(killed_by_sigkill(&status), "{status:?}");
     let after = it.read(Path::new("/proc")).unwrap();
     let text = kmsg.messages_until_kill(victim);
