@@ -61,16 +61,23 @@ enum Task {
     },
     /// Benchmarks, each printed as a ratio against a baseline measured in the
     /// same run, and written to docs/benchmarks.md with the machine
-    /// described. Scan: a full scan and ranking of every task with 1 000 and
-    /// 10 000 live processes, through the BPF task iterator and through
-    /// /proc, against reading every /proc/PID/oom_score. Root.
+    /// described (root): P1 each hot eBPF program's run time per event and
+    /// P2 a page-fault storm with and without the probes; P3 a full scan and
+    /// ranking of every task with 1 000 and 10 000 live processes against
+    /// reading every /proc/PID/oom_score; P4 mark_victim to /metrics latency
+    /// over repeated memcg OOMs; P5 the daemon's RSS and CPU with 1 000 tasks.
     Bench {
         /// Timed rounds per size.
         #[arg(long, value_name = "N", default_value_t = 9)]
         rounds: u32,
-        /// Live process counts to measure at; repeatable. Default: 1000 and 10000.
+        /// Live process counts the scan is measured at; repeatable.
+        /// Default: 1000 and 10000.
         #[arg(long = "tasks", value_name = "N")]
         tasks: Vec<u32>,
+        /// Only these sections (comma-separated: scan, probes, latency,
+        /// daemon); the result then goes to target/benchmarks.md.
+        #[arg(long, value_name = "LIST")]
+        only: Option<String>,
     },
     /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
     Run {
@@ -97,7 +104,11 @@ fn main() -> anyhow::Result<()> {
         Task::VmTest { kernels, arches } => vm::vm_test(vm::Options { kernels, arches }),
         Task::Run { args } => run(&args),
         Task::Fuzz { seconds } => fuzz(seconds),
-        Task::Bench { rounds, tasks } => bench(rounds, &tasks),
+        Task::Bench {
+            rounds,
+            tasks,
+            only,
+        } => bench(rounds, &tasks, only.as_deref()),
     }
 }
 
@@ -401,7 +412,7 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
         .context("the fuzzer found a crash: the input is under oomwatch/fuzz/artifacts/replay/")
 }
 
-fn bench(rounds: u32, tasks: &[u32]) -> anyhow::Result<()> {
+fn bench(rounds: u32, tasks: &[u32], only: Option<&str>) -> anyhow::Result<()> {
     if !is_root() {
         bail!(
             "the benchmarks load eBPF and create memory cgroups: run `cargo xtask bench` as root"
@@ -418,39 +429,26 @@ fn bench(rounds: u32, tasks: &[u32]) -> anyhow::Result<()> {
         "oomwatch-bench",
         "--bin",
         "oomwatch-hog",
+        "--bin",
+        "oomwatch",
     ]);
     status(c)?;
     let root = workspace_root();
-    let out = root.join("docs/benchmarks.md");
-    let scan = root.join("target/bench-scan.md");
+    // A partial run (--only) leaves docs/benchmarks.md alone.
+    let out = match only {
+        None => root.join("docs/benchmarks.md"),
+        Some(_) => root.join("target/benchmarks.md"),
+    };
     let mut b = Command::new(root.join("target/release/oomwatch-bench"));
     b.args(["--rounds", &rounds.to_string(), "--markdown"])
-        .arg(&scan);
+        .arg(&out);
     for t in tasks {
         b.args(["--tasks", &t.to_string()]);
     }
-    status(b).context("the scan benchmark")?;
-    let body = std::fs::read_to_string(&scan)?;
-    std::fs::write(
-        &out,
-        format!(
-            "# Benchmarks\n\nWritten by `cargo xtask bench` (root); every number is a ratio \
-             against a baseline measured in the same run, as absolute timings on these \
-             machines are noisy.\n\n## Scan: every task scanned and ranked\n\nThe baseline \
-             is what htop, dstat and earlyoom do: read every `/proc/PID/oom_score` (and sort). \
-             `--source proc` reads each process's `stat`, `status`, `oom_score_adj`, \
-             `oom_score`, `cgroup` and threads; `--source bpf` reads every task in one pass \
-             of the BPF task iterator, plus one listing of `/proc` to catch processes the \
-             iterator did not show. Both then run the model's victim scan.\n\n{body}\n\
-             Where `--source bpf`'s time goes: the iterator pass (the last row), about half \
-             of it the kernel walking its tasks and half the program, which reads each field \
-             with a direct load the verifier checks against the kernel's BTF (offsets from \
-             the frozen .rodata; one `bpf_probe_read_kernel` call per field cost twice as \
-             much), and follows each memory cgroup's chain once per pass; the rest is the \
-             model's ranking of every process (also in the `/proc` row) and turning records \
-             into processes.\n"
-        ),
-    )?;
+    if let Some(o) = only {
+        b.args(["--only", o]);
+    }
+    status(b).context("the benchmarks")?;
     println!("==> wrote {}", out.display());
     Ok(())
 }

@@ -21,6 +21,9 @@
 //!   (`fsfreeze`), that thread sleeps uninterruptibly in `write()`: killed,
 //!   the process cannot finish exiting, and its memory stays until the OOM
 //!   reaper frees it;
+//! - `storm N`: a page-fault storm: N times, map MIB MiB of anonymous
+//!   memory (small pages: `MADV_NOHUGEPAGE`), touch every page, unmap it;
+//!   `ready` once done (benchmarks time it from `go`);
 //! - `spawn N`: MIB MiB of anonymous memory, then N child processes that
 //!   sleep until killed (a host with many live tasks, for benchmarks). The
 //!   hog is in its memory cgroup before it forks, so every child is too.
@@ -60,7 +63,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
         eprintln!(
-            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|spawn N]"
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|spawn N]"
         );
         std::process::exit(2);
     };
@@ -167,6 +170,16 @@ fn main() {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             });
+        }
+        "storm" => {
+            for _ in 0..n {
+                let p = map(len, private, -1);
+                // SAFETY: advice on the mapping just made.
+                unsafe { libc::madvise(p.cast(), len, libc::MADV_NOHUGEPAGE) };
+                touch(p, len, PAGE);
+                // SAFETY: unmapping what map() returned, not used after.
+                unsafe { libc::munmap(p.cast(), len) };
+            }
         }
         "spawn" => {
             touch(map(len.max(PAGE), private, -1), len, PAGE);
