@@ -549,6 +549,28 @@ fn try_page_alloc(ctx: &TracePointContext) -> Result<(), ()> {
     } else {
         false
     };
+    count_page_alloc(&l, order, gfp, mt, failed);
+    Ok(())
+}
+
+/// `kmem:mm_page_alloc` as a BTF tracepoint: the arguments straight from
+/// the call, `(struct page *page, unsigned int order, gfp_t gfp_flags, int
+/// migratetype)`, without the record a classic tracepoint builds for every
+/// allocation (most of its cost). The agent prefers it where BTF has it.
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn page_alloc_btf(ctx: BtfTracePointContext) -> i32 {
+    let l = PAGE_ALLOC_LAYOUT.load();
+    let page: u64 = ctx.arg(0);
+    let order: u32 = ctx.arg(1);
+    let gfp: u32 = ctx.arg(2);
+    let mt: i32 = ctx.arg(3);
+    count_page_alloc(&l, order, u64::from(gfp), mt, page == 0);
+    0
+}
+
+/// Counts one page allocation (and reports a failed one, rate-limited).
+#[inline(always)]
+fn count_page_alloc(l: &PageAllocLayout, order: u32, gfp: u64, mt: i32, failed: bool) {
     let g = gfp as u32;
     let class = if l.direct_reclaim != 0 && g & l.direct_reclaim == 0 {
         pa::CLASS_ATOMIC
@@ -572,13 +594,13 @@ fn try_page_alloc(ctx: &TracePointContext) -> Result<(), ()> {
         (class * pa::MIGRATETYPES + m) * pa::ORDERS + o,
     );
     if !failed {
-        return Ok(());
+        return;
     }
     bump(&PAGE_ALLOC_FAILS, o);
     // SAFETY: plain helper call, no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if !this_cpu_may_report(&LAST_ALLOC_FAIL, now, ALLOC_FAIL_EVERY_NS) {
-        return Ok(());
+        return;
     }
     let id = bpf_get_current_pid_tgid();
     let ev = AllocFailEvent {
@@ -594,7 +616,6 @@ fn try_page_alloc(ctx: &TracePointContext) -> Result<(), ()> {
     };
     // A full ring is already counted in DROPPED.
     let _ = emit(ev);
-    Ok(())
 }
 
 /// (kind << 32 | pid) -> when that task entered reclaim (boot ns).
@@ -728,6 +749,23 @@ pub fn user_fault(ctx: TracePointContext) -> u32 {
     let Ok(code) = (unsafe { ctx.read_at::<u64>(off as usize) }) else {
         return 0;
     };
+    count_fault(code);
+    0
+}
+
+/// `exceptions:page_fault_user` as a BTF tracepoint: `(unsigned long
+/// address, struct pt_regs *regs, unsigned long error_code)`, without the
+/// record (see `page_alloc_btf`).
+#[btf_tracepoint(function = "page_fault_user")]
+pub fn user_fault_btf(ctx: BtfTracePointContext) -> i32 {
+    let code: u64 = ctx.arg(2);
+    count_fault(code);
+    0
+}
+
+/// Counts one user page fault by access.
+#[inline(always)]
+fn count_fault(code: u64) {
     let slot = if code & X86_PF_INSTR != 0 {
         fault::INSTRUCTION
     } else if code & X86_PF_WRITE != 0 {
@@ -736,7 +774,6 @@ pub fn user_fault(ctx: TracePointContext) -> u32 {
         fault::READ
     };
     bump(&FAULTS, slot);
-    0
 }
 
 /// Offset of `int pid` in the `oom:*reap*` records; written by the agent.

@@ -533,12 +533,18 @@ impl Probes {
                 reason,
             });
         }
+        // Parsed once here: the BTF tracepoints below and the kernel hooks.
+        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
         let alloc = match alloc_layout {
             None => {
                 Err("kmem:mm_page_alloc is missing or has no order/gfp_flags fields".to_owned())
             }
             Some(_) => probes
-                .attach_tracepoint("page_alloc", "kmem", "mm_page_alloc")
+                .attach_fast_or_tracepoint(
+                    btf.as_ref().ok(),
+                    "page_alloc_btf",
+                    ("page_alloc", "kmem", "mm_page_alloc"),
+                )
                 .map_err(|e| format!("{e:#}")),
         };
         match alloc {
@@ -575,7 +581,11 @@ impl Probes {
         }
         probes.retries = probes.program_attached("oom_reclaim_retry")
             || probes.program_attached("oom_compact_retry");
-        let user_faults = probes.attach_tracepoint("user_fault", "exceptions", "page_fault_user");
+        let user_faults = probes.attach_fast_or_tracepoint(
+            btf.as_ref().ok(),
+            "user_fault_btf",
+            ("user_fault", "exceptions", "page_fault_user"),
+        );
         probes.faults = user_faults.is_ok();
         match user_faults {
             Ok(()) => {}
@@ -584,14 +594,15 @@ impl Probes {
                 reason: format!("{e:#}"),
             }),
         }
-        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
         let layout = scan_layout.as_ref().map(|_| ()).map_err(Clone::clone);
         for spec in HOOKS {
             let hook = probes.attach_hook(spec, btf.as_ref(), &layout);
             probes.faults |= hook.path.is_some() && spec.function == "pagefault_out_of_memory";
             probes.kernel_hooks.push(hook);
         }
-        if !probes.program_attached("user_fault") || fault_code == FIELD_ABSENT {
+        if !(probes.program_attached("user_fault_btf")
+            || probes.program_attached("user_fault") && fault_code != FIELD_ABSENT)
+        {
             let hook = probes.attach_hook(&FAULT_HOOK, btf.as_ref(), &Ok(()));
             probes.faults |= hook.path.is_some();
             probes.kernel_hooks.push(hook);
@@ -706,6 +717,34 @@ impl Probes {
         (0..n)
             .map(|i| map.get(&i, 0).ok().map(|v| v.iter().sum()))
             .collect()
+    }
+
+    /// A hot event: its BTF tracepoint (`tp_btf`: the arguments of the call,
+    /// no record built per event) where the kernel has BTF for it, else the
+    /// classic tracepoint program.
+    fn attach_fast_or_tracepoint(
+        &mut self,
+        btf: Option<&aya::Btf>,
+        fast: &str,
+        (prog, category, event): TracepointProgram,
+    ) -> anyhow::Result<()> {
+        if let Some(btf) = btf {
+            let attached = (|| -> anyhow::Result<()> {
+                let p: &mut BtfTracePoint = self
+                    .ebpf
+                    .program_mut(fast)
+                    .ok_or_else(|| anyhow::anyhow!("program {fast} missing from the object"))?
+                    .try_into()?;
+                p.load(event, btf)?;
+                p.attach()?;
+                Ok(())
+            })();
+            match attached {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!("{fast} (tp_btf/{event}): {e:#}; the tracepoint instead"),
+            }
+        }
+        self.attach_tracepoint(prog, category, event)
     }
 
     fn attach_tracepoint(&mut self, prog: &str, category: &str, event: &str) -> anyhow::Result<()> {

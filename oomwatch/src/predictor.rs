@@ -20,7 +20,7 @@ use crate::{
 /// With the task iterator, each pass checks the model against
 /// `/proc/PID/oom_score` for this many processes (rotating through all of
 /// them), so the check does not cost what the iterator saves.
-pub const SELF_CHECK_SAMPLE: usize = 256;
+pub const SELF_CHECK_SAMPLE: usize = 64;
 
 /// One domain's state after a pass.
 #[derive(Debug, Clone, Serialize)]

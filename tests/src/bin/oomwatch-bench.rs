@@ -412,7 +412,10 @@ fn probes(o: &Options) -> anyhow::Result<String> {
          program\n\nThe kernel's own statistics (BPF_ENABLE_STATS: run time and run count per \
          program) over the attached storms, as ns per event, and as a share of the storm's \
          time per fault without oomwatch ({per_fault_ns:.0} ns, the baseline). \
-         `kmem:mm_page_alloc` (`page_alloc`) runs on every page allocation. Target ≤ 40 ns \
+         `kmem:mm_page_alloc` runs on every page allocation: `page_alloc_btf`, its BTF \
+         tracepoint (the call's arguments, no record built per event), where the kernel has \
+         BTF for it, else the classic tracepoint `page_alloc`; `user_fault_btf` / \
+         `user_fault` likewise on every user page fault (x86). Target ≤ 40 ns \
          per event. The statistics themselves add two clock reads per run.\n\n{p1}",
         o.rounds
     ))
