@@ -44,6 +44,14 @@ enum Command {
         /// events; flags given here win over it.
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
+        /// Turn on the kernel's run-time statistics for BPF programs
+        /// (BPF_ENABLE_STATS) while the daemon runs, for the
+        /// oomwatch_program_runs_total and oomwatch_program_run_seconds_total
+        /// metrics. Off by default: the kernel then times every run of every
+        /// BPF program on the host, not only oomwatch's (measured here: +9 %
+        /// on a page-fault storm, docs/benchmarks.md).
+        #[arg(long)]
+        program_stats: bool,
         /// Where to read the processes: `bpf`, the kernel's own counters in
         /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
         /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
@@ -232,6 +240,7 @@ pub fn main() -> ExitCode {
             events,
             config,
             source,
+            program_stats,
         } => {
             let settings = config
                 .as_deref()
@@ -263,6 +272,7 @@ pub fn main() -> ExitCode {
                 interval: std::time::Duration::from_secs_f64(settings.interval),
                 events: settings.events,
                 source,
+                program_stats,
             };
             match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

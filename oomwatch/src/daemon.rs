@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub events: Option<std::path::PathBuf>,
     /// Where prediction passes read the processes.
     pub source: crate::snapshot::Source,
+    /// Turn on the kernel's run-time statistics for BPF programs (for the
+    /// `oomwatch_program_run*` metrics).
+    pub program_stats: bool,
 }
 
 /// The event log: episodes as JSON lines, to a file or stdout, flushed per
@@ -227,7 +230,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // after /metrics answers, must stop the daemon cleanly, not kill it.
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut probes = Probes::load()?;
+    let mut probes = Probes::load_with(&crate::ebpf::LoadOptions {
+        no_run_stats: !opts.program_stats,
+        ..Default::default()
+    })?;
     for d in &probes.degraded {
         tracing::warn!(part = d.part, reason = %d.reason, "running without an optional probe");
     }

@@ -20,6 +20,10 @@ pub struct LoadOptions {
     /// Size of the `EVENTS` ring buffer in bytes (a power of two, at least a
     /// page); None keeps the object's 256 KiB.
     pub ring_bytes: Option<u32>,
+    /// Leave the kernel's per-program run-time statistics off
+    /// (BPF_ENABLE_STATS costs two clock reads per program run); the
+    /// program metrics then stay at zero. Benchmarks measure both ways.
+    pub no_run_stats: bool,
 }
 
 /// The reclaim stall programs: (degraded part, [(program, vmscan event)]).
@@ -478,14 +482,18 @@ impl Probes {
             .map_err(LoadError::Object)?;
         // Run counts and run time per program (kernel.bpf_stats_enabled,
         // scoped to this fd): costs a clock read per program run.
-        let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                degraded.push(Degraded {
-                    part: "program run statistics (BPF_ENABLE_STATS)",
-                    reason: e.to_string(),
-                });
-                None
+        let stats = if opts.no_run_stats {
+            None
+        } else {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    degraded.push(Degraded {
+                        part: "program run statistics (BPF_ENABLE_STATS)",
+                        reason: e.to_string(),
+                    });
+                    None
+                }
             }
         };
         let mut probes = Probes {

@@ -174,7 +174,7 @@ impl Drop for Daemon {
 #[test]
 fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     require_root();
-    let (mut daemon, first) = Daemon::start();
+    let (mut daemon, first) = Daemon::start_with(&["--program-stats"]);
     assert_eq!(
         sample(&first, "oomwatch_oom_kills_total"),
         Some(0.0),

@@ -19,6 +19,7 @@ fn stalled_consumer_losses_are_counted() {
     let _enter = rt.enter();
     let mut probes = Probes::load_with(&LoadOptions {
         ring_bytes: Some(4096),
+        ..LoadOptions::default()
     })
     .expect("load the probes with a one-page ring buffer");
     let mut stream = probes.victims().expect("open the ring buffer");
