@@ -395,7 +395,7 @@ fn probes(o: &Options) -> anyhow::Result<String> {
     let mut p2 =
         String::from("| page-fault storm | median | ratio to without |\n|---|---:|---:|\n");
     p2.push_str(&format!(
-        "| without oomwatch (baseline) | {:.1} ms | 1.000× |\n| with oomwatch's probes attached, run-time statistics on (as `oomwatch run`) | {:.1} ms | {ratio:.3}× |\n| with the probes attached, statistics off | {:.1} ms | {ratio_bare:.3}× |\n",
+        "| without oomwatch (baseline) | {:.1} ms | 1.000× |\n| with oomwatch's probes attached and run-time statistics on (`--program-stats`) | {:.1} ms | {ratio:.3}× |\n| with the probes attached, statistics off (as `oomwatch run` runs by default) | {:.1} ms | {ratio_bare:.3}× |\n",
         m_off.as_secs_f64() * 1e3,
         m_on.as_secs_f64() * 1e3,
         m_bare.as_secs_f64() * 1e3
@@ -416,9 +416,9 @@ fn probes(o: &Options) -> anyhow::Result<String> {
          storm`: {LOOPS} times, map {MIB} MiB of anonymous memory in small pages, touch every \
          page, unmap ({faults} faults and page allocations a run), inside a limited memory \
          cgroup. {} rounds; each round runs it without oomwatch, with oomwatch's probe set \
-         loaded and attached as `oomwatch run` attaches it (with BPF_ENABLE_STATS on for its \
-         program metrics), and with the same probes but the statistics off, in an order that \
-         rotates from round to round; medians. Target < 1.02×.\n\n{p2}\n## P1 run time per event of each hot eBPF \
+         loaded and attached as `oomwatch run` attaches it with `--program-stats` \
+         (BPF_ENABLE_STATS on), and with the same probes and the statistics off (the \
+         default), in an order that rotates from round to round; medians. Target < 1.02×.\n\n{p2}\n## P1 run time per event of each hot eBPF \
          program\n\nThe kernel's own statistics (BPF_ENABLE_STATS: run time and run count per \
          program) over the attached storms, as ns per event, and as a share of the storm's \
          time per fault without oomwatch ({per_fault_ns:.0} ns, the baseline). \
