@@ -2,8 +2,8 @@
 //! real memcg OOM happens, then stopped with a signal.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    io::{BufRead as _, BufReader, Write as _},
+    net::TcpListener,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     thread::JoinHandle,
@@ -12,31 +12,9 @@ use std::{
 
 use nix::sys::signal::Signal;
 use oomwatch_tests::{
-    Hog, LoopFs, MemcgGuard, THREE_HOGS_MIB, killed_by_sigkill, require_root,
-    run_hogs_until_one_dies,
+    Hog, LoopFs, MemcgGuard, THREE_HOGS_MIB, http_get, killed_by_sigkill, require_root,
+    run_hogs_until_one_dies, sample,
 };
-
-/// GET `path` from `addr`; the body, or None when nothing listens yet.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-/// The value of an unlabelled sample in Prometheus text, e.g. `name 3`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 /// `oomwatch run` on a free loopback port, its stderr collected. Killed and
 /// reaped if the test fails before stopping it.

@@ -34,7 +34,7 @@ use oomwatch::{
     predict,
     snapshot::{bpf::TaskIter, proc},
 };
-use oomwatch_tests::{Hog, MemcgGuard};
+use oomwatch_tests::{Hog, MemcgGuard, http_get, sample};
 
 /// One way to scan: its name and what one scan returns (tasks seen, the
 /// top-ranked tgid).
@@ -429,28 +429,6 @@ fn probes(o: &Options) -> anyhow::Result<String> {
          per event. The statistics themselves add two clock reads per run.\n\n{p1}",
         rounds
     ))
-}
-
-/// GET `path` from `addr`: the body, or None.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::Read as _;
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let (head, body) = resp.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// `oomwatch run` on a free loopback port, killed when dropped.
