@@ -343,8 +343,8 @@ fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
     }
     // SAFETY: `struct bpf_iter_meta` starts with `struct seq_file *seq`.
     let seq = unsafe { *(meta as *const *mut aya_ebpf::bindings::seq_file) };
-    // The record is built in a per-CPU slot, not on the 512-byte stack,
-    // which the batched reads' buffers need.
+    // The record is built in a per-CPU slot and written to the seq_file
+    // from there.
     let Some(slot) = TASK_RECORD.get_ptr_mut(0) else {
         return Ok(());
     };

@@ -48,8 +48,9 @@ enum Command {
         /// (BPF_ENABLE_STATS) while the daemon runs, for the
         /// oomwatch_program_runs_total and oomwatch_program_run_seconds_total
         /// metrics. Off by default: the kernel then times every run of every
-        /// BPF program on the host, not only oomwatch's (measured here: +9 %
-        /// on a page-fault storm, docs/benchmarks.md).
+        /// BPF program on the host, not only oomwatch's (measured here: a
+        /// page-fault storm 11 – 13 % slower with them, 1 – 6 % without;
+        /// docs/benchmarks.md).
         #[arg(long)]
         program_stats: bool,
         /// Where to read the processes: `bpf`, the kernel's own counters in
