@@ -33,6 +33,8 @@
 //!   `TaskRecord` per task to its seq_file — the counters `oom_badness()`
 //!   reads, read as `get_mm_counter()` reads them — at offsets the agent took
 //!   from BTF. The agent's `--source bpf` snapshot.
+//! * `floor_alloc` / `floor_fault`: empty programs on the hot events, for the
+//!   benchmark's floor.
 //! * `probe_fentry` / `probe_fexit`: empty programs that `oomwatch check` loads
 //!   to learn whether this kernel accepts fentry/fexit at all.
 //!
@@ -820,6 +822,21 @@ pub fn reaper_finish(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "oom", name = "skip_task_reaping")]
 pub fn reaper_skip(ctx: TracePointContext) -> u32 {
     reaper(&ctx, oomwatch_common::reaper::SKIP)
+}
+
+/// Empty BTF tracepoint programs on the two hot events, attached only by the
+/// benchmark (`cargo xtask bench`, P1): their run time per event under the
+/// kernel's run-time statistics is the measurement's floor (the dispatch
+/// and the statistics' own clock reads), measured over the same events.
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn floor_alloc(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// See `floor_alloc`.
+#[btf_tracepoint(function = "page_fault_user")]
+pub fn floor_fault(_ctx: BtfTracePointContext) -> i32 {
+    0
 }
 
 /// Loaded (never attached) by `oomwatch check`: does this kernel take fentry?

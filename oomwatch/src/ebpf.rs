@@ -259,7 +259,53 @@ pub struct Probes {
     faults: bool,
     retries: bool,
     /// Keeps BPF_ENABLE_STATS(run time) on while oomwatch runs.
-    _stats: Option<std::os::fd::OwnedFd>,
+    stats: Option<std::os::fd::OwnedFd>,
+    /// The programs on the hot events (one run per page allocation or user
+    /// fault), which can be detached and attached again.
+    hot: Vec<Switchable>,
+    /// The benchmark's empty programs on the same events.
+    floor: Vec<Switchable>,
+}
+
+/// A program on a hot event that can be detached and attached again.
+struct Switchable {
+    program: &'static str,
+    /// None: a BTF tracepoint; Some((category, event)): a classic one.
+    tracepoint: Option<(&'static str, &'static str)>,
+    link: Option<SwitchableLink>,
+}
+
+enum SwitchableLink {
+    Btf(aya::programs::tp_btf::BtfTracePointLinkId),
+    Tracepoint(aya::programs::trace_point::TracePointLinkId),
+}
+
+impl Switchable {
+    fn set(&mut self, ebpf: &mut Ebpf, on: bool) -> anyhow::Result<()> {
+        let prog = ebpf
+            .program_mut(self.program)
+            .ok_or_else(|| anyhow::anyhow!("program {} missing from the object", self.program))?;
+        match (on, self.link.take(), self.tracepoint) {
+            (true, None, None) => {
+                let p: &mut BtfTracePoint = prog.try_into()?;
+                self.link = Some(SwitchableLink::Btf(p.attach()?));
+            }
+            (true, None, Some((category, event))) => {
+                let p: &mut TracePoint = prog.try_into()?;
+                self.link = Some(SwitchableLink::Tracepoint(p.attach(category, event)?));
+            }
+            (false, Some(SwitchableLink::Btf(id)), _) => {
+                let p: &mut BtfTracePoint = prog.try_into()?;
+                p.detach(id)?;
+            }
+            (false, Some(SwitchableLink::Tracepoint(id)), _) => {
+                let p: &mut TracePoint = prog.try_into()?;
+                p.detach(id)?;
+            }
+            (_, link, _) => self.link = link,
+        }
+        Ok(())
+    }
 }
 
 /// One attached program's kernel-side statistics.
@@ -388,10 +434,20 @@ pub fn load_task_iterator(layout: &TaskIterLayout) -> Result<Ebpf, LoadError> {
 
 /// The task program's layout from the BTF at `btf_path`, or one sentence on
 /// why that program cannot run on this kernel.
+#[cfg(test)]
 fn task_program_plan(btf_path: &std::path::Path) -> Result<TaskLayout, String> {
-    let btf = Btf::from_file(btf_path).map_err(|e| {
+    task_program_plan_in(&read_btf(btf_path)?)
+}
+
+/// The kernel's BTF at `btf_path`, or why it cannot be read.
+fn read_btf(btf_path: &std::path::Path) -> Result<Btf, String> {
+    Btf::from_file(btf_path).map_err(|e| {
         format!("the kernel has no readable BTF ({e}; it needs CONFIG_DEBUG_INFO_BTF=y)")
-    })?;
+    })
+}
+
+/// [`task_program_plan`] on parsed BTF.
+fn task_program_plan_in(btf: &Btf) -> Result<TaskLayout, String> {
     match btf.tracepoint_arg_is_pointer("mark_victim", 0) {
         Some(true) => {}
         Some(false) => {
@@ -403,7 +459,7 @@ fn task_program_plan(btf_path: &std::path::Path) -> Result<TaskLayout, String> {
         }
         None => return Err("BTF has no btf_trace_mark_victim prototype".into()),
     }
-    task_layout(&btf).map_err(|e| e.to_string())
+    task_layout(btf).map_err(|e| e.to_string())
 }
 
 impl Probes {
@@ -427,10 +483,13 @@ impl Probes {
         let mut degraded = Vec::new();
         let reclaim_layout = tracefs::read_reclaim_retry_layout(&tracefs);
         let alloc_layout = tracefs::read_page_alloc_layout(&tracefs);
-        let task = task_program_plan(std::path::Path::new(VMLINUX_BTF));
-        let scan_layout = Btf::from_file(std::path::Path::new(VMLINUX_BTF))
-            .map_err(|e| format!("the kernel has no readable BTF for struct offsets ({e})"))
-            .and_then(|btf| oom_scan_layout(&btf).map(|l| (l, btf)));
+        // Offsets from the kernel's BTF, parsed once and dropped before aya
+        // parses it again to load (the parse is most of the agent's peak
+        // memory).
+        let (task, scan_layout) = match read_btf(std::path::Path::new(VMLINUX_BTF)) {
+            Ok(btf) => (task_program_plan_in(&btf), oom_scan_layout(&btf)),
+            Err(e) => (Err(e.clone()), Err(e)),
+        };
         let field = |c: &str, e: &str, n: &str, size: u32| {
             tracefs::read_field_offset(&tracefs, c, e, n, size).unwrap_or(FIELD_ABSENT)
         };
@@ -450,6 +509,10 @@ impl Probes {
         // aya-log's levels use the same numbers as log::LevelFilter (off = 0 ..
         // trace = 5): statements below the agent's filter cost nothing.
         let log_level = log::max_level() as u8;
+        let alloc_global = alloc_layout.unwrap_or(PageAllocLayout::ABSENT);
+        let reclaim_global = reclaim_layout.unwrap_or(ReclaimRetryLayout::ABSENT);
+        let scan_global = scan_layout.as_ref().map_or(OomScanLayout::INVALID, |l| *l);
+        // The loader (and the BTF it parses) is dropped once loaded.
         let mut loader = EbpfLoader::new();
         if let Some(bytes) = opts.ring_bytes {
             loader.map_max_entries("EVENTS", bytes);
@@ -457,29 +520,16 @@ impl Probes {
         let ebpf = loader
             .override_global("MARK_VICTIM_LAYOUT", &layout, true)
             .override_global("TASK_LAYOUT", &task_layout, true)
-            .override_global(
-                "PAGE_ALLOC_LAYOUT",
-                &alloc_layout.unwrap_or(PageAllocLayout::ABSENT),
-                true,
-            )
-            .override_global(
-                "RECLAIM_RETRY_LAYOUT",
-                &reclaim_layout.unwrap_or(ReclaimRetryLayout::ABSENT),
-                true,
-            )
-            .override_global(
-                "OOM_SCAN_LAYOUT",
-                &scan_layout
-                    .as_ref()
-                    .map_or(OomScanLayout::INVALID, |(l, _)| *l),
-                true,
-            )
+            .override_global("PAGE_ALLOC_LAYOUT", &alloc_global, true)
+            .override_global("RECLAIM_RETRY_LAYOUT", &reclaim_global, true)
+            .override_global("OOM_SCAN_LAYOUT", &scan_global, true)
             .override_global("COMPACT_RETRY_RET", &compact_ret, true)
             .override_global("FAULT_ERROR_CODE", &fault_code, true)
             .override_global("REAPER_PID", &reaper_pid, true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .load(EBPF_OBJECT)
             .map_err(LoadError::Object)?;
+        drop(loader);
         // Run counts and run time per program (kernel.bpf_stats_enabled,
         // scoped to this fd): costs a clock read per program run.
         let stats = if opts.no_run_stats {
@@ -505,10 +555,20 @@ impl Probes {
             kernel_hooks: Vec::new(),
             faults: false,
             retries: false,
-            _stats: stats,
+            stats,
+            hot: Vec::new(),
+            floor: Vec::new(),
         };
+        // Parsed once here: the BTF tracepoints and the kernel hooks.
+        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
         if task.is_ok() {
-            match probes.attach_task_program() {
+            let attached = match &btf {
+                Ok(btf) => probes
+                    .attach_btf_tracepoint("oom_mark_victim_task", "mark_victim", btf)
+                    .map(drop),
+                Err(e) => Err(anyhow::anyhow!("no kernel BTF ({e})")),
+            };
+            match attached {
                 Ok(()) => probes.task_program = true,
                 Err(e) => probes.degraded.push(Degraded {
                     part: "victim memory cgroup (tp_btf/mark_victim)",
@@ -533,6 +593,7 @@ impl Probes {
             }
             Some(_) => probes
                 .attach_tracepoint("oom_reclaim_retry", "oom", "reclaim_retry_zone")
+                .map(drop)
                 .map_err(|e| format!("{e:#}")),
         };
         if let Err(reason) = reclaim {
@@ -541,8 +602,6 @@ impl Probes {
                 reason,
             });
         }
-        // Parsed once here: the BTF tracepoints below and the kernel hooks.
-        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
         let alloc = match alloc_layout {
             None => {
                 Err("kmem:mm_page_alloc is missing or has no order/gfp_flags fields".to_owned())
@@ -729,40 +788,135 @@ impl Probes {
 
     /// A hot event: its BTF tracepoint (`tp_btf`: the arguments of the call,
     /// no record built per event) where the kernel has BTF for it, else the
-    /// classic tracepoint program.
+    /// classic tracepoint program. Either can be switched off and on again
+    /// ([`Probes::set_hot_attached`]).
     fn attach_fast_or_tracepoint(
         &mut self,
         btf: Option<&aya::Btf>,
-        fast: &str,
+        fast: &'static str,
         (prog, category, event): TracepointProgram,
     ) -> anyhow::Result<()> {
         if let Some(btf) = btf {
-            let attached = (|| -> anyhow::Result<()> {
-                let p: &mut BtfTracePoint = self
-                    .ebpf
-                    .program_mut(fast)
-                    .ok_or_else(|| anyhow::anyhow!("program {fast} missing from the object"))?
-                    .try_into()?;
-                p.load(event, btf)?;
-                p.attach()?;
-                Ok(())
-            })();
-            match attached {
-                Ok(()) => return Ok(()),
+            match self.attach_btf_tracepoint(fast, event, btf) {
+                Ok(link) => {
+                    self.hot.push(Switchable {
+                        program: fast,
+                        tracepoint: None,
+                        link: Some(SwitchableLink::Btf(link)),
+                    });
+                    return Ok(());
+                }
                 Err(e) => tracing::debug!("{fast} (tp_btf/{event}): {e:#}; the tracepoint instead"),
             }
         }
-        self.attach_tracepoint(prog, category, event)
+        let link = self.attach_tracepoint(prog, category, event)?;
+        self.hot.push(Switchable {
+            program: prog,
+            tracepoint: Some((category, event)),
+            link: Some(SwitchableLink::Tracepoint(link)),
+        });
+        Ok(())
     }
 
-    fn attach_tracepoint(&mut self, prog: &str, category: &str, event: &str) -> anyhow::Result<()> {
+    fn attach_btf_tracepoint(
+        &mut self,
+        prog: &str,
+        event: &str,
+        btf: &aya::Btf,
+    ) -> anyhow::Result<aya::programs::tp_btf::BtfTracePointLinkId> {
+        let p: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow::anyhow!("program {prog} missing from the object"))?
+            .try_into()?;
+        p.load(event, btf)?;
+        Ok(p.attach()?)
+    }
+
+    fn attach_tracepoint(
+        &mut self,
+        prog: &str,
+        category: &str,
+        event: &str,
+    ) -> anyhow::Result<aya::programs::trace_point::TracePointLinkId> {
         let tp: &mut TracePoint = self
             .ebpf
             .program_mut(prog)
             .ok_or_else(|| anyhow::anyhow!("program {prog} missing from the object"))?
             .try_into()?;
         tp.load()?;
-        tp.attach(category, event)?;
+        Ok(tp.attach(category, event)?)
+    }
+
+    /// Detaches (`false`) or attaches again (`true`) the programs on the hot
+    /// events, `kmem:mm_page_alloc` and `exceptions:page_fault_user`; they
+    /// stay loaded, and their counts keep what they counted. Benchmarks
+    /// compare the two states within one run.
+    pub fn set_hot_attached(&mut self, on: bool) -> anyhow::Result<()> {
+        for s in &mut self.hot {
+            s.set(&mut self.ebpf, on)?;
+        }
+        Ok(())
+    }
+
+    /// The programs on the hot events (attached or not).
+    pub fn hot_programs(&self) -> Vec<&'static str> {
+        self.hot.iter().map(|s| s.program).collect()
+    }
+
+    /// Loads the empty programs `floor_alloc` and `floor_fault` for the two
+    /// hot events, detached, for benchmarks ([`Probes::set_floor_attached`]):
+    /// beside the real programs, their run time per event under the
+    /// run-time statistics is what the dispatch and the statistics cost by
+    /// themselves; alone, what the kernel's dispatch of any program on those
+    /// events costs. Returns the programs loaded (an event without BTF is
+    /// skipped).
+    pub fn load_floor(&mut self) -> Vec<&'static str> {
+        let Ok(btf) = aya::Btf::from_sys_fs() else {
+            return Vec::new();
+        };
+        for (prog, event) in [
+            ("floor_alloc", "mm_page_alloc"),
+            ("floor_fault", "page_fault_user"),
+        ] {
+            match self.attach_btf_tracepoint(prog, event, &btf) {
+                Ok(link) => {
+                    let mut s = Switchable {
+                        program: prog,
+                        tracepoint: None,
+                        link: Some(SwitchableLink::Btf(link)),
+                    };
+                    match s.set(&mut self.ebpf, false) {
+                        Ok(()) => self.floor.push(s),
+                        Err(e) => tracing::debug!("{prog}: detach: {e:#}"),
+                    }
+                }
+                Err(e) => tracing::debug!("{prog} (tp_btf/{event}): {e:#}"),
+            }
+        }
+        self.floor.iter().map(|s| s.program).collect()
+    }
+
+    /// Attaches or detaches the programs [`Probes::load_floor`] loaded.
+    pub fn set_floor_attached(&mut self, on: bool) -> anyhow::Result<()> {
+        for s in &mut self.floor {
+            s.set(&mut self.ebpf, on)?;
+        }
+        Ok(())
+    }
+
+    /// Turns the kernel's run-time statistics (BPF_ENABLE_STATS) on or off
+    /// while loaded; `--program-stats` keeps them on.
+    pub fn set_run_stats(&mut self, on: bool) -> Result<(), String> {
+        match (on, self.stats.is_some()) {
+            (true, false) => {
+                self.stats = Some(
+                    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| e.to_string())?,
+                )
+            }
+            (false, true) => self.stats = None,
+            _ => {}
+        }
         Ok(())
     }
 
@@ -795,18 +949,6 @@ impl Probes {
             }
         }
         Some(out)
-    }
-
-    fn attach_task_program(&mut self) -> anyhow::Result<()> {
-        let btf = aya::Btf::from_sys_fs()?;
-        let prog: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut("oom_mark_victim_task")
-            .ok_or_else(|| anyhow::anyhow!("program oom_mark_victim_task missing from the object"))?
-            .try_into()?;
-        prog.load("mark_victim", &btf)?;
-        prog.attach()?;
-        Ok(())
     }
 
     /// Run count, run time and verifier size of every loaded program.

@@ -264,6 +264,22 @@ impl Hog {
     /// Waits until the hog has touched all its memory (true), or died or got
     /// stuck for 30 s, e.g. in a frozen OOM (false).
     pub fn wait_ready(&mut self) -> bool {
+        self.next_line().as_deref() == Some("ready")
+    }
+
+    /// Sends one line to the hog (`chunks` mode: one step) and returns the
+    /// line it answers, trimmed; None if it has died or said nothing in 30 s.
+    pub fn ask(&mut self, line: &str) -> Option<String> {
+        let stdin = self.child.stdin.as_mut()?;
+        stdin.write_all(line.as_bytes()).ok()?;
+        stdin.write_all(b"\n").ok()?;
+        stdin.flush().ok()?;
+        self.next_line()
+    }
+
+    /// The hog's next line on stdout, trimmed; None at its end or after 30 s
+    /// of silence.
+    fn next_line(&mut self) -> Option<String> {
         use std::os::fd::AsFd as _;
         if self.stdout.buffer().is_empty() {
             let mut fds = [nix::poll::PollFd::new(
@@ -272,11 +288,14 @@ impl Hog {
             )];
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16)) {
                 Ok(n) if n > 0 => {}
-                _ => return false,
+                _ => return None,
             }
         }
         let mut line = String::new();
-        matches!(self.stdout.read_line(&mut line), Ok(n) if n > 0 && line.trim() == "ready")
+        match self.stdout.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line.trim().to_owned()),
+            _ => None,
+        }
     }
 
     /// The exit status, if the hog has exited.

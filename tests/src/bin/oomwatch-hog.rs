@@ -24,6 +24,11 @@
 //! - `storm N`: a page-fault storm: N times, map MIB MiB of anonymous
 //!   memory (small pages: `MADV_NOHUGEPAGE`), touch every page, unmap it;
 //!   `ready` once done (benchmarks time it from `go`);
+//! - `chunks`: a page-fault storm one step at a time: for each line read
+//!   after `go`, map MIB MiB of anonymous memory in small pages, touch every
+//!   page, unmap it, and print the nanoseconds this thread spent on CPU for
+//!   it (`CLOCK_THREAD_CPUTIME_ID`); exits at the end of input. Benchmarks
+//!   change what is attached between steps;
 //! - `spawn N`: MIB MiB of anonymous memory, then N child processes that
 //!   sleep until killed (a host with many live tasks, for benchmarks). The
 //!   hog is in its memory cgroup before it forks, so every child is too.
@@ -63,7 +68,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
         eprintln!(
-            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|spawn N]"
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|chunks|spawn N]"
         );
         std::process::exit(2);
     };
@@ -180,6 +185,34 @@ fn main() {
                 // SAFETY: unmapping what map() returned, not used after.
                 unsafe { libc::munmap(p.cast(), len) };
             }
+        }
+        "chunks" => {
+            let cpu_ns = || {
+                let mut t = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: clock_gettime writes the timespec it is given.
+                unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+                t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+            };
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            let mut stdin = std::io::stdin().lock();
+            let mut line = String::new();
+            while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+                line.clear();
+                let start = cpu_ns();
+                let p = map(len, private, -1);
+                // SAFETY: advice on the mapping just made.
+                unsafe { libc::madvise(p.cast(), len, libc::MADV_NOHUGEPAGE) };
+                touch(p, len, PAGE);
+                // SAFETY: unmapping what map() returned, not used after.
+                unsafe { libc::munmap(p.cast(), len) };
+                println!("{}", cpu_ns() - start);
+                let _ = std::io::stdout().flush();
+            }
+            std::process::exit(0);
         }
         "spawn" => {
             touch(map(len.max(PAGE), private, -1), len, PAGE);
