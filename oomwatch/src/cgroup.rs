@@ -70,8 +70,27 @@ fn v2_has_memory(mount_point: &Path) -> bool {
 }
 
 /// The hierarchy the memory controller is on (v1 wins in a hybrid layout,
-/// since the kernel binds a controller to one hierarchy only).
+/// since the kernel binds a controller to one hierarchy only). Read from
+/// this process's mountinfo at most every [`HIERARCHY_TTL`]: the daemon asks
+/// on every pass, and mounts of cgroupfs hardly ever change.
 pub fn memory_hierarchy() -> Option<Hierarchy> {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Option<Hierarchy>)>> =
+        std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, h)) = cache.as_ref()
+        && at.elapsed() < HIERARCHY_TTL
+    {
+        return h.clone();
+    }
+    let h = read_memory_hierarchy();
+    *cache = Some((std::time::Instant::now(), h.clone()));
+    h
+}
+
+/// How long [`memory_hierarchy`] trusts what it read.
+pub const HIERARCHY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn read_memory_hierarchy() -> Option<Hierarchy> {
     let all = hierarchies();
     all.iter()
         .find(|h| h.memory && h.version == CgroupVersion::V1)

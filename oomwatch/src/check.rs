@@ -61,6 +61,9 @@ pub struct Report {
     pub task_iterator: Item,
     /// What `--source auto` reads processes from here: "bpf" or "proc".
     pub snapshot_source: &'static str,
+    /// `/proc/pressure/memory`, one of the signs `--hot-probes pressure`
+    /// follows (the other: reclaim and compaction tracepoints).
+    pub memory_pressure: Item,
     /// How `oomwatch run` hooks each kernel OOM function here (found by
     /// loading and attaching the real probe set); empty when not tested.
     pub kernel_hooks: Vec<ebpf::KernelHook>,
@@ -263,6 +266,20 @@ pub fn run() -> Report {
         Err(e) => (Item::no(e.0), "proc"),
     };
 
+    let memory_pressure = match std::fs::read_to_string("/proc/pressure/memory") {
+        Ok(t) => match crate::hot::Signals::parse_psi(&t) {
+            Some(us) => Item::yes(format!(
+                "/proc/pressure/memory: tasks stalled {:.1} s on memory since boot; \
+                 --hot-probes pressure attaches the hot programs when it grows",
+                us as f64 / 1e6
+            )),
+            None => Item::no("/proc/pressure/memory has no `some ... total=` line"),
+        },
+        Err(e) => Item::no(format!(
+            "/proc/pressure/memory: {e} (CONFIG_PSI off, or psi=0 on the kernel command \
+             line); --hot-probes pressure follows the reclaim and compaction tracepoints only"
+        )),
+    };
     let cgroup_hierarchies = cgroup::hierarchies();
     let memory_controller = match cgroup::memory_hierarchy() {
         Some(h) => Item::yes(format!(
@@ -298,6 +315,7 @@ pub fn run() -> Report {
         tracefs: tracefs_item,
         tracepoints,
         tp_btf_mark_victim,
+        memory_pressure,
         fentry,
         fexit,
         kprobes,
@@ -405,6 +423,7 @@ impl Report {
                 _ => "proc (/proc files; --source auto falls back to them)",
             }
         );
+        line(&mut s, "memory pressure", &self.memory_pressure);
         for h in &self.kernel_hooks {
             let _ = writeln!(
                 s,

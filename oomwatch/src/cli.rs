@@ -48,11 +48,28 @@ enum Command {
         /// (BPF_ENABLE_STATS) while the daemon runs, for the
         /// oomwatch_program_runs_total and oomwatch_program_run_seconds_total
         /// metrics. Off by default: the kernel then times every run of every
-        /// BPF program on the host, not only oomwatch's (measured here: a
-        /// page-fault storm 11 – 13 % slower with them, 1 – 6 % without;
-        /// docs/benchmarks.md).
+        /// BPF program on the host, not only oomwatch's (measured here, with
+        /// the hot programs attached: a page-fault storm about a third
+        /// slower; docs/benchmarks.md).
         #[arg(long)]
         program_stats: bool,
+        /// When the programs on the two hot events run (kmem:mm_page_alloc,
+        /// exceptions:page_fault_user: every page allocation and user page
+        /// fault, for oomwatch_page_allocs_total,
+        /// oomwatch_page_alloc_failures_total and
+        /// oomwatch_user_page_faults_total). `pressure`: only while the host
+        /// shows memory pressure (PSI's memory stall time grew, or the kernel
+        /// reclaimed, compacted or retried an allocation) and for
+        /// --hot-probes-hold after; `always`; `off`. The kernel's cost of
+        /// calling any program there is about 8 % of a page-fault storm on a
+        /// machine with retpolines (docs/benchmarks.md); the OOM, reclaim and
+        /// victim probes are always attached and cost nothing outside them.
+        #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::hot::HotProbes::Pressure)]
+        hot_probes: crate::hot::HotProbes,
+        /// Seconds the hot programs stay attached after the last sign of
+        /// memory pressure (`--hot-probes pressure`).
+        #[arg(long, value_name = "SECS", default_value_t = crate::hot::DEFAULT_HOLD.as_secs())]
+        hot_probes_hold: u64,
         /// Where to read the processes: `bpf`, the kernel's own counters in
         /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
         /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
@@ -242,6 +259,8 @@ pub fn main() -> ExitCode {
             config,
             source,
             program_stats,
+            hot_probes,
+            hot_probes_hold,
         } => {
             let settings = config
                 .as_deref()
@@ -274,6 +293,8 @@ pub fn main() -> ExitCode {
                 events: settings.events,
                 source,
                 program_stats,
+                hot_probes,
+                hot_hold: std::time::Duration::from_secs(hot_probes_hold),
             };
             match rt.block_on(daemon::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,10 @@ pub struct RunOptions {
     /// Turn on the kernel's run-time statistics for BPF programs (for the
     /// `oomwatch_program_run*` metrics).
     pub program_stats: bool,
+    /// When the programs on the hot events run (`crate::hot`).
+    pub hot_probes: crate::hot::HotProbes,
+    /// How long they stay after the last sign of memory pressure.
+    pub hot_hold: Duration,
 }
 
 /// The event log: episodes as JSON lines, to a file or stdout, flushed per
@@ -239,6 +243,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let kernel = kernel_release();
     let metrics = Arc::new(Metrics::new(&kernel).context("register metrics")?);
+    let mut gate = crate::hot::Gate::new(opts.hot_probes, opts.hot_hold);
+    let hot_programs = probes.hot_programs().join(", ");
+    if !gate.attached() {
+        probes
+            .set_hot_attached(false)
+            .context("detach the programs on the hot events")?;
+    }
+    match gate.mode() {
+        crate::hot::HotProbes::Pressure => tracing::info!(
+            "hot probes ({hot_programs}): attached while the host shows memory pressure, and for {} s after",
+            opts.hot_hold.as_secs()
+        ),
+        mode => tracing::info!("hot probes ({hot_programs}): {mode}"),
+    }
+    metrics.set_hot_attached(gate.attached());
+    let mut hot_since = std::time::Instant::now();
+    let mut programs_due = hot_since;
     // Before /metrics answers: loading the iterator takes a moment, and the
     // first scrape must already see every series.
     let snapper = crate::snapshot::Snapshotter::open(opts.source)
@@ -337,7 +358,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             ),
         }
     }
-    update_kernel_counters(&metrics, &probes);
+    update_kernel_counters(&metrics, &probes, true, true);
     // The kernel's own GFP flag list (tracefs) names the failures' masks;
     // the version only picks the fallback table.
     let version = kernel
@@ -504,7 +525,34 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
-        update_kernel_counters(&metrics, &probes);
+        let now = std::time::Instant::now();
+        // Without --program-stats the kernel counts no runs (unless someone
+        // turned the statistics on host-wide): a look every 30 s is enough.
+        let programs = opts.program_stats || now >= programs_due;
+        if programs {
+            programs_due = now + Duration::from_secs(30);
+        }
+        // The hot programs' counts only move while they are attached.
+        let pressure_events = update_kernel_counters(&metrics, &probes, programs, gate.attached());
+        if gate.attached() {
+            metrics.add_hot_attached(now - hot_since);
+        }
+        hot_since = now;
+        if let Some(switch) = gate.observe(now, crate::hot::Signals::read(pressure_events)) {
+            match probes.set_hot_attached(switch.attach) {
+                Ok(()) => tracing::info!(
+                    "hot probes {}: {}",
+                    if switch.attach {
+                        "attached"
+                    } else {
+                        "detached"
+                    },
+                    switch.why
+                ),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot switch the hot probes"),
+            }
+            metrics.set_hot_attached(gate.attached());
+        }
         for ep in joiner.expired(&gfp) {
             emit(ep, &scans, &mut outcomes);
         }
@@ -528,12 +576,41 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the kernel-side counters (program stats, histograms, per-CPU
-/// counts) into the metrics.
-fn update_kernel_counters(metrics: &Metrics, probes: &Probes) {
-    metrics.update_programs(&probes.program_stats());
-    metrics.update_reclaim(probes.reclaim_histogram());
-    metrics.update_page_allocs(probes.page_alloc_counts());
+/// Reads the kernel-side counters (histograms, per-CPU counts; with
+/// `programs` the program statistics, with `hot` the hot programs' counts)
+/// into the metrics. Returns the reclaim stalls, compaction runs and retry
+/// decisions counted so far (a sign of memory pressure), None when nothing
+/// counts them.
+fn update_kernel_counters(
+    metrics: &Metrics,
+    probes: &Probes,
+    programs: bool,
+    hot: bool,
+) -> Option<u64> {
+    if programs {
+        metrics.update_programs(&probes.program_stats());
+    }
+    let reclaim = probes.reclaim_histogram();
+    let retries = probes.retry_decisions();
+    let stalls = reclaim.as_ref().map(|kinds| {
+        kinds
+            .iter()
+            .map(|k| {
+                k[..oomwatch_common::reclaim::BUCKETS as usize]
+                    .iter()
+                    .sum::<u64>()
+            })
+            .sum::<u64>()
+    });
+    let events = match (stalls, retries.as_ref()) {
+        (None, None) => None,
+        (s, r) => Some(s.unwrap_or(0) + r.map_or(0, |r| r.iter().sum())),
+    };
+    metrics.update_reclaim(reclaim);
+    if hot {
+        metrics.update_page_allocs(probes.page_alloc_counts());
+    }
     metrics.update_faults(probes.fault_counts());
-    metrics.update_retry_decisions(probes.retry_decisions());
+    metrics.update_retry_decisions(retries);
+    events
 }

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod domain;
 pub mod ebpf;
 pub mod episode;
+pub mod hot;
 pub mod kpath;
 pub mod metrics;
 pub mod model;

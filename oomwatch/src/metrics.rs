@@ -43,6 +43,8 @@ pub mod names {
     pub const SNAPSHOT_SOURCE: &str = "oomwatch_snapshot_source_info";
     pub const PREDICTIONS: &str = "oomwatch_predictions_total";
     pub const DOMAIN_CONTAINER: &str = "oomwatch_domain_container_info";
+    pub const HOT_PROBES_ATTACHED: &str = "oomwatch_hot_probes_attached";
+    pub const HOT_PROBES_ATTACHED_SECONDS: &str = "oomwatch_hot_probes_attached_seconds_total";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -73,6 +75,8 @@ pub mod names {
         SNAPSHOT_SOURCE,
         PREDICTIONS,
         DOMAIN_CONTAINER,
+        HOT_PROBES_ATTACHED,
+        HOT_PROBES_ATTACHED_SECONDS,
     ];
 }
 
@@ -124,6 +128,9 @@ pub struct Metrics {
     pub predictions: IntCounterVec,
     /// Kubernetes identity of memcg domains that are pods or containers.
     pub domain_container: IntGaugeVec,
+    /// Whether the programs on the hot events are attached (`--hot-probes`).
+    hot_attached: prometheus::IntGauge,
+    hot_attached_seconds: prometheus::Counter,
 }
 
 /// A counter vector that follows per-slot cumulative kernel counts: each
@@ -417,6 +424,16 @@ impl Metrics {
             &["domain", "cgroup", "qos", "pod_uid", "container_id"],
         )?;
         registry.register(Box::new(domain_container.clone()))?;
+        let hot_attached = prometheus::IntGauge::with_opts(Opts::new(
+            names::HOT_PROBES_ATTACHED,
+            "1 while the programs on the hot events (kmem:mm_page_alloc, exceptions:page_fault_user) are attached, else 0. With --hot-probes pressure (the default) they are attached only while the host shows memory pressure, and for the hold time after; oomwatch_page_allocs_total, oomwatch_page_alloc_failures_total and oomwatch_user_page_faults_total count only while this is 1.",
+        ))?;
+        registry.register(Box::new(hot_attached.clone()))?;
+        let hot_attached_seconds = prometheus::Counter::with_opts(Opts::new(
+            names::HOT_PROBES_ATTACHED_SECONDS,
+            "Seconds the programs on the hot events have been attached: the window the allocation and fault counters cover.",
+        ))?;
+        registry.register(Box::new(hot_attached_seconds.clone()))?;
         Ok(Self {
             registry,
             oom_kills,
@@ -449,6 +466,8 @@ impl Metrics {
             snapshot_source,
             predictions,
             domain_container,
+            hot_attached,
+            hot_attached_seconds,
         })
     }
 
@@ -461,6 +480,16 @@ impl Metrics {
     /// Kernel retry decision counts (`Probes::retry_decisions`).
     pub fn update_retry_decisions(&self, counts: Option<Vec<u64>>) {
         self.retry_decisions.update(counts.as_deref());
+    }
+
+    /// Whether the hot programs are attached.
+    pub fn set_hot_attached(&self, attached: bool) {
+        self.hot_attached.set(i64::from(attached));
+    }
+
+    /// Adds time the hot programs were attached.
+    pub fn add_hot_attached(&self, d: std::time::Duration) {
+        self.hot_attached_seconds.inc_by(d.as_secs_f64());
     }
 
     /// The snapshot source series ("bpf" or "proc").

@@ -152,7 +152,9 @@ impl Drop for Daemon {
 #[test]
 fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     require_root();
-    let (mut daemon, first) = Daemon::start_with(&["--program-stats"]);
+    // Every allocation counted (the counters are checked below), and the
+    // programs timed.
+    let (mut daemon, first) = Daemon::start_with(&["--program-stats", "--hot-probes", "always"]);
     assert_eq!(
         sample(&first, "oomwatch_oom_kills_total"),
         Some(0.0),
@@ -1159,5 +1161,91 @@ fn run_takes_its_settings_from_a_config_file() {
     assert!(
         err.contains("known keys: listen, interval, events"),
         "{err}"
+    );
+}
+
+/// `--hot-probes pressure` (the default): on a calm host the programs on
+/// the hot events are detached and count nothing; a memcg driven into
+/// reclaim and an OOM kill attaches them, they count while attached, and
+/// they detach again once the hold time passes without pressure.
+#[test]
+fn hot_probes_follow_memory_pressure() {
+    require_root();
+    const HOLD: u64 = 4;
+    let hold = HOLD.to_string();
+    let (daemon, _) = Daemon::start_with(&["--hot-probes-hold", &hold]);
+    let gauge = |b: &str| sample(b, "oomwatch_hot_probes_attached");
+    let user_pages = |b: &str| -> f64 {
+        b.lines()
+            .filter(|l| l.starts_with("oomwatch_page_allocs_total{gfp_class=\"user\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // An earlier test's OOM may still count as pressure: wait out the hold.
+    let calm = daemon.scrape_until(HOLD + 20, |b| gauge(b) == Some(0.0));
+    assert_eq!(
+        gauge(&calm),
+        Some(0.0),
+        "the hot probes stayed attached on a host without memory pressure:\n{}",
+        daemon.log()
+    );
+    let hog = env!("CARGO_BIN_EXE_oomwatch-hog");
+    let roomy = MemcgGuard::create(256 << 20).expect("create a 256 MiB memory cgroup");
+    let touch = |mib| {
+        let mut h = Hog::start(hog, &roomy, mib).unwrap();
+        assert!(
+            h.wait_ready(),
+            "a {mib} MiB hog could not fill a 256 MiB cgroup"
+        );
+    };
+    // 16 MiB in a 256 MiB cgroup: no pressure, nothing counted.
+    let before = user_pages(&calm);
+    touch(16);
+    std::thread::sleep(Duration::from_millis(2500));
+    let quiet = http_get(&daemon.addr, "/metrics").expect("scrape");
+    assert_eq!(gauge(&quiet), Some(0.0), "{}", daemon.log());
+    assert!(
+        user_pages(&quiet) - before < 1024.0,
+        "detached, yet {} user pages counted",
+        user_pages(&quiet) - before
+    );
+
+    // Reclaim and an OOM kill in a 32 MiB cgroup attach them.
+    let tight = MemcgGuard::create(32 << 20).expect("create a 32 MiB memory cgroup");
+    let mut big = Hog::start(hog, &tight, 48).unwrap();
+    assert!(
+        big.wait_exit(Duration::from_secs(20)).is_some(),
+        "a 48 MiB hog survived a 32 MiB limit"
+    );
+    let armed = daemon.scrape_until(10, |b| gauge(b) == Some(1.0));
+    assert_eq!(gauge(&armed), Some(1.0), "{}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .contains("hot probes attached: memory pressure"),
+        "{}",
+        daemon.log()
+    );
+    // While attached, 16 MiB of faults are counted (4096 pages).
+    let before = user_pages(&armed);
+    touch(16);
+    let counted = daemon.scrape_until(5, |b| user_pages(b) - before >= 4096.0);
+    assert!(
+        user_pages(&counted) - before >= 4096.0,
+        "attached, yet only {} user pages counted:\n{counted}",
+        user_pages(&counted) - before
+    );
+    // Then calm again: detached after the hold.
+    let detached = daemon.scrape_until(HOLD + 15, |b| gauge(b) == Some(0.0));
+    assert_eq!(gauge(&detached), Some(0.0), "{}", daemon.log());
+    let seconds = sample(&detached, "oomwatch_hot_probes_attached_seconds_total").unwrap();
+    assert!(
+        seconds >= HOLD as f64 - 1.0,
+        "attached for {seconds} s, less than the {HOLD} s hold"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("hot probes detached: no memory pressure for 4 s")
     );
 }

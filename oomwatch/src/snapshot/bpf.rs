@@ -56,6 +56,8 @@ pub struct TaskIter {
     reads: u64,
     /// Iterator passes run (the kernel side's cache generation).
     passes: u64,
+    /// The last pass's bytes, kept for the next pass to read into.
+    buf: Vec<u8>,
 }
 
 /// How often (in snapshots) /proc is listed to find processes the iterator
@@ -118,6 +120,7 @@ impl TaskIter {
             memcg_paths: HashMap::new(),
             filled_from_proc: Vec::new(),
             hidden: Vec::new(),
+            buf: Vec::new(),
             reads: 0,
             passes: 0,
         })
@@ -142,9 +145,9 @@ impl TaskIter {
         let link = prog.attach().map_err(std::io::Error::other)?;
         let link = prog.take_link(link).map_err(std::io::Error::other)?;
         let mut file = link.into_file().map_err(std::io::Error::other)?;
-        let mut buf = Vec::with_capacity(1 << 20);
-        file.read_to_end(&mut buf)?;
-        Ok(decode(&buf))
+        self.buf.clear();
+        file.read_to_end(&mut self.buf)?;
+        Ok(decode(&self.buf))
     }
 
     /// A snapshot of every process, the header (release, memory, page size)

@@ -109,7 +109,11 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
         totalram_pages: meminfo.mem_total / page_size,
         total_swap_pages: meminfo.swap_total / page_size,
     };
-    let nr_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    // The kernel's online CPUs (its per-CPU counter batch follows them),
+    // not the CPUs this process may use (affinity, a cgroup quota).
+    // SAFETY: sysconf with a constant name.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let nr_cpus = u64::try_from(online).ok().filter(|&n| n > 0).unwrap_or(1);
     Ok(ProcSnapshot {
         kernel,
         version,

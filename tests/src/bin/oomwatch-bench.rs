@@ -511,9 +511,56 @@ fn probes(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
             );
         }
     }
-    probes.set_hot_attached(false)?;
-    probes.set_floor_attached(false)?;
+    let med = |v: &[f64]| percentile(v, 0.5);
+    drop(probes);
+    // The whole probe set, loaded as `oomwatch run` loads it by default on a
+    // host without memory pressure (`--hot-probes pressure`: the hot
+    // programs detached), against nothing loaded at all.
+    let load_rounds = o.rounds.max(9) * 3;
+    const STEPS: usize = 16;
+    // Untimed steps after each load or unload: loading parses the kernel's
+    // BTF (tens of MB allocated and freed), which leaves caches and the
+    // page allocator's free lists unlike a steady state.
+    const SETTLE: usize = 4;
+    println!("probes: {load_rounds} rounds of oomwatch loaded and not loaded, {STEPS} steps each");
+    let mut loaded_ratios = Vec::new();
+    for r in 0..load_rounds {
+        let mut medians = [0.0; 2];
+        for k in 0..2 {
+            let with = (r + k) % 2 == 1;
+            let probes = if with {
+                let mut p = oomwatch::ebpf::Probes::load_with(&oomwatch::ebpf::LoadOptions {
+                    no_run_stats: true,
+                    ..Default::default()
+                })
+                .context("load oomwatch's probes")?;
+                p.set_hot_attached(false)?;
+                Some(p)
+            } else {
+                None
+            };
+            for _ in 0..SETTLE {
+                step(&mut storm)?;
+            }
+            let mut steps = (0..STEPS)
+                .map(|_| step(&mut storm))
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            steps.sort_by(f64::total_cmp);
+            medians[usize::from(with)] = percentile(&steps, 0.5);
+            drop(probes);
+        }
+        loaded_ratios.push(medians[1] / medians[0]);
+    }
+    loaded_ratios.sort_by(f64::total_cmp);
     drop(storm);
+    let loaded = med(&loaded_ratios);
+    let loaded_table = format!(
+        "| oomwatch | ratio to not loaded (median of {load_rounds} rounds) | middle half |\n|---|---:|---:|\n\
+         | loaded as `oomwatch run` runs by default without memory pressure (hot programs detached) | {loaded:.3}× | {:.3}× – {:.3}× |\n",
+        percentile(&loaded_ratios, 0.25),
+        percentile(&loaded_ratios, 0.75)
+    );
+    println!("\n{loaded_table}");
     for v in ns
         .iter_mut()
         .chain(ratios.iter_mut())
@@ -521,7 +568,6 @@ fn probes(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
     {
         v.sort_by(f64::total_cmp);
     }
-    let med = |v: &[f64]| percentile(v, 0.5);
     let per_fault_ns = med(&ns[0]) / faults as f64;
     let mut p2 = String::from(
         "| what is attached to the two hot events | median step (time on CPU) | ratio to the round's baseline step (median) | middle half of those ratios | added per fault (median) |\n|---|---:|---:|---:|---:|\n",
@@ -529,7 +575,7 @@ fn probes(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
     for (c, name) in [
         "nothing (baseline)",
         "nothing, again (A/A: how far the baseline differs from itself)",
-        "oomwatch's programs, as `oomwatch run` attaches them",
+        "oomwatch's programs (as `oomwatch run` attaches them under memory pressure, or with `--hot-probes always`)",
         "only an empty program on each (the kernel's dispatch alone)",
         "oomwatch's programs, the empty programs and run-time statistics (`--program-stats`)",
     ]
@@ -616,9 +662,15 @@ fn probes(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
         },
         Verdict {
             id: "P2",
-            target: "< 1.02× on a page-fault storm".into(),
+            target: "< 1.02× on a page-fault storm, `oomwatch run` as it runs by default (no memory pressure: hot programs detached)".into(),
+            measured: format!("{loaded:.3}× against nothing loaded"),
+            met: if loaded < 1.02 { Met::Yes } else { Met::No },
+        },
+        Verdict {
+            id: "P2",
+            target: "< 1.02× on a page-fault storm, hot programs attached (under memory pressure, or `--hot-probes always`)".into(),
             measured: format!(
-                "{hot_ratio:.3}× ({:+.0} ns per fault); the kernel's dispatch of an empty program on the same events alone {floor_ratio:.3}×; the baseline against itself: middle half {aa_lo:.3}× – {aa_hi:.3}×",
+                "{hot_ratio:.3}× ({:+.0} ns per fault); an empty program on the same two events alone {floor_ratio:.3}×; the baseline against itself: middle half {aa_lo:.3}× – {aa_hi:.3}×",
                 med(&diffs[2])
             ),
             met: if hot_ratio < 1.02 {
@@ -626,7 +678,8 @@ fn probes(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
             } else if floor_ratio >= 1.02 {
                 Met::Bounded(format!(
                     "bounded by the kernel: calling any BPF program on these two events, one \
-                     that does nothing, costs {floor_ratio:.3}× here"
+                     that does nothing, costs {floor_ratio:.3}× here; hence `--hot-probes \
+                     pressure`, the default"
                 ))
             } else {
                 Met::No
@@ -647,7 +700,14 @@ fn probes(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
          fire on OOMs, reclaim and compaction, which a storm below its limit does not \
          cause). {rounds} rounds of five steps, one per row below, in an order that rotates \
          from round to round; each step is divided by the baseline step of its own round, \
-         and the ratio is the median of those. Target < 1.02×.\n\n{p2}\n## P1 run time per \
+         and the ratio is the median of those. Target < 1.02×.\n\n{p2}\nThe hot programs are \
+         attached only under memory pressure by default (`--hot-probes pressure`), so on a \
+         host without it `oomwatch run` costs what its other programs cost, which do not run \
+         during a storm. Measured whole: {load_rounds} rounds of {STEPS} steps with \
+         oomwatch's probes loaded that way and {STEPS} without any, the load and the unload \
+         between them, each followed by {SETTLE} untimed steps, in alternating order; the \
+         ratio of each round's median steps, median over the rounds.\n\n\
+         {loaded_table}\n## P1 run time per \
          event of each hot eBPF program\n\nThe kernel's own statistics (BPF_ENABLE_STATS: run \
          time and run count per program) over the statistics steps above, as ns per event. \
          `kmem:mm_page_alloc` runs on every page allocation: `page_alloc_btf`, its BTF \

@@ -18,8 +18,11 @@ echo "+memory" > /sys/fs/cgroup/cgroup.subtree_control
 say() { echo "@@ $*" >> /tmp/results; }
 say "UNAME $(uname -r) $(uname -m) $(grep MemTotal /proc/meminfo | tr -s ' ')"
 
-# The daemon: our own eBPF sees every kill. Never a victim itself.
-(echo -1000 > /proc/self/oom_score_adj; RUST_LOG=info,oomwatch::daemon=debug exec /bin/oomwatch run --listen 127.0.0.1:7707) > /tmp/daemon.log 2>&1 &
+# The daemon: our own eBPF sees every kill. Never a victim itself. The
+# checks below count every page allocation and fault of the scenarios, so
+# the hot probes stay attached (`pressure`, the default, is tested on the
+# host: tests/tests/daemon.rs).
+(echo -1000 > /proc/self/oom_score_adj; RUST_LOG=info,oomwatch::daemon=debug exec /bin/oomwatch run --listen 127.0.0.1:7707 --hot-probes always) > /tmp/daemon.log 2>&1 &
 for i in $(seq 1 300); do grep -q 'oomwatch running' /tmp/daemon.log && break; sleep 0.1; done
 grep -q 'oomwatch running' /tmp/daemon.log && say "DAEMON up" || { say "DAEMON failed"; cat /tmp/daemon.log; }
 /bin/oomwatch check --json > /tmp/check.json 2>&1; say "CHECK $(tr -d '\n' < /tmp/check.json)"
