@@ -552,6 +552,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
         path.ending,
         Ending::OutOfMemory | Ending::MemcgOom | Ending::MemcgOomWaits
     );
+    let processes = dom.processes(&snap);
     let decision = oom.then(|| {
         let memcg_oom = cgroup.is_some();
         let call = OomCall {
@@ -573,7 +574,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
             },
             scan: Scan {
                 domain: dom.kind,
-                processes: &dom.processes,
+                processes: &processes,
                 totalpages: dom.totalpages,
                 page_size: snap.page_size,
                 sysrq: false,

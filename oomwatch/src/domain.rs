@@ -27,10 +27,22 @@ pub struct OomDomain {
     pub limits: Option<MemcgLimits>,
     /// Scan order: `for_each_process` for the host (start time); the memcg
     /// and its descendants in pre-order (siblings by cgroup id, i.e.
-    /// creation order) for a memcg, each memcg's processes by start time.
-    pub processes: Vec<Process>,
+    /// creation order) for a memcg, each memcg's processes by start time:
+    /// indices into the snapshot's processes (see [`OomDomain::processes`]).
+    pub members: Vec<usize>,
     /// memcgs in the domain with `memory.oom.group = 1` (v2).
     pub oom_groups: Vec<String>,
+}
+
+impl OomDomain {
+    /// The domain's processes in scan order, from the snapshot it was built
+    /// from.
+    pub fn processes<'s>(&self, snap: &'s ProcSnapshot) -> Vec<&'s Process> {
+        self.members
+            .iter()
+            .map(|&i| &snap.processes[i].process)
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +72,7 @@ pub fn global(snap: &ProcSnapshot) -> OomDomain {
         requested: None,
         totalpages: snap.memory.totalpages(),
         limits: None,
-        processes: snap.processes.iter().map(|e| e.process.clone()).collect(),
+        members: (0..snap.processes.len()).collect(),
         oom_groups: Vec::new(),
     }
 }
@@ -106,8 +118,11 @@ pub fn memcg(
     let kb = crate::model::KernelBehavior::for_version(snap.version);
     let totalpages =
         crate::model::totalpages::memcg_totalpages(&limits, snap.memory.total_swap_pages, &kb);
-    let processes = scan_order(&h, &domain, snap);
-    let mut groups: Vec<String> = processes.iter().filter_map(|p| p.memcg.clone()).collect();
+    let members = scan_order(&h, &domain, snap);
+    let mut groups: Vec<String> = members
+        .iter()
+        .filter_map(|&i| snap.processes[i].process.memcg.clone())
+        .collect();
     groups.sort();
     groups.dedup();
     let mut oom_groups = Vec::new();
@@ -129,7 +144,7 @@ pub fn memcg(
         cgroup: Some(domain),
         totalpages,
         limits: Some(limits),
-        processes,
+        members,
         oom_groups,
     })
 }
@@ -192,12 +207,12 @@ pub fn all(snap: &ProcSnapshot, global_swappiness: u32) -> Vec<OomDomain> {
 }
 
 /// `mem_cgroup_scan_tasks()` order, as far as cgroupfs tells it.
-fn scan_order(h: &Hierarchy, domain: &str, snap: &ProcSnapshot) -> Vec<Process> {
-    let mut by_memcg: BTreeMap<String, Vec<&Process>> = BTreeMap::new();
-    for e in &snap.processes {
+fn scan_order(h: &Hierarchy, domain: &str, snap: &ProcSnapshot) -> Vec<usize> {
+    let mut by_memcg: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, e) in snap.processes.iter().enumerate() {
         if let Some(m) = e.process.memcg.as_deref() {
             if memcg_within(m, domain) {
-                by_memcg.entry(m.to_owned()).or_default().push(&e.process);
+                by_memcg.entry(m).or_default().push(i);
             }
         }
     }
@@ -221,17 +236,11 @@ fn scan_order(h: &Hierarchy, domain: &str, snap: &ProcSnapshot) -> Vec<Process> 
         }
         k
     };
-    let mut memcgs: Vec<(Vec<u64>, String)> =
-        by_memcg.keys().map(|m| (key(m), m.clone())).collect();
+    let mut memcgs: Vec<(Vec<u64>, &str)> = by_memcg.keys().map(|m| (key(m), *m)).collect();
     memcgs.sort();
     memcgs
         .into_iter()
-        .flat_map(|(_, m)| {
-            by_memcg[&m]
-                .iter()
-                .map(|p| (*p).clone())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|(_, m)| by_memcg[m].iter().copied())
         .collect()
 }
 

@@ -65,10 +65,11 @@ pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
 
 /// The model's victim scan of `domain`.
 pub fn select_in(snap: &ProcSnapshot, domain: &OomDomain, kb: &KernelBehavior) -> Selection {
+    let processes = domain.processes(snap);
     select_bad_process(
         &Scan {
             domain: domain.kind,
-            processes: &domain.processes,
+            processes: &processes,
             totalpages: domain.totalpages,
             page_size: snap.page_size,
             sysrq: false,

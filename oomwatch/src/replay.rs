@@ -337,10 +337,11 @@ fn scan(
     page_kb: u64,
     kb: &KernelBehavior,
 ) -> Selection {
+    let procs: Vec<&Process> = procs.iter().collect();
     select_bad_process(
         &Scan {
             domain,
-            processes: procs,
+            processes: &procs,
             totalpages,
             page_size: page_kb * 1024,
             sysrq: false,

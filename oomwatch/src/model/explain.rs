@@ -256,10 +256,11 @@ mod tests {
 
     fn sel(procs: &[Process]) -> Selection {
         let kb = KernelBehavior::for_version(v(6, 18, 44));
+        let procs: Vec<&Process> = procs.iter().collect();
         select_bad_process(
             &Scan {
                 domain: Domain::Memcg,
-                processes: procs,
+                processes: &procs,
                 totalpages: 16_384,
                 page_size: 4096,
                 sysrq: false,

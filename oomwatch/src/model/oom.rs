@@ -332,7 +332,9 @@ mod tests {
                 } else {
                     Domain::Global
                 },
-                processes: procs,
+                // A test's processes live as long as the test; the scan
+                // wants references to them.
+                processes: Box::leak(procs.iter().collect::<Vec<_>>().into_boxed_slice()),
                 totalpages: 100_000,
                 page_size: 4096,
                 sysrq: false,

@@ -64,10 +64,11 @@ fn arb_processes() -> impl Strategy<Value = Vec<Process>> {
 }
 
 fn run(procs: &[Process], ver: KernelVersion, domain: Domain, t: u64) -> super::Selection {
+    let procs: Vec<&Process> = procs.iter().collect();
     select_bad_process(
         &Scan {
             domain,
-            processes: procs,
+            processes: &procs,
             totalpages: t,
             page_size: 4096,
             sysrq: false,

@@ -26,7 +26,7 @@ pub struct Scan<'a> {
     /// The processes the kernel iterates, in its order: `for_each_process`
     /// (creation order) for a global OOM; the memcg and its descendants in
     /// pre-order, each in css_set order, for a memcg OOM.
-    pub processes: &'a [Process],
+    pub processes: &'a [&'a Process],
     pub totalpages: u64,
     pub page_size: u64,
     /// sysrq-f (`order == -1`): no abort for pending victims.
@@ -269,10 +269,11 @@ mod tests {
 
     fn scan(procs: &[Process], domain: Domain, ver: KernelVersion) -> Selection {
         let kb = KernelBehavior::for_version(ver);
+        let procs: Vec<&Process> = procs.iter().collect();
         select_bad_process(
             &Scan {
                 domain,
-                processes: procs,
+                processes: &procs,
                 totalpages: 16_384,
                 page_size: 4096,
                 sysrq: false,

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use procfs::{FromRead as _, ProcError};
+use procfs::ProcError;
 use serde::Serialize;
 
 use crate::model::{KernelVersion, MmCounters, Process, Thread, totalpages::GlobalMemory};
@@ -50,6 +50,9 @@ pub struct ProcSnapshot {
     pub memory: GlobalMemory,
     /// Number of possible CPUs (bounds the per-CPU counter error).
     pub nr_cpus: u64,
+    /// `MemAvailable` in bytes, read with the rest (None on kernels before
+    /// 3.14, which do not have it).
+    pub mem_available: Option<u64>,
     /// In `for_each_process` order as far as `/proc` can tell: start time,
     /// then pid.
     pub processes: Vec<ProcEntry>,
@@ -91,23 +94,47 @@ pub fn read(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
 /// from `proc_root`. Every snapshot source starts from this.
 pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     let release_path = proc_root.join("sys/kernel/osrelease");
-    let kernel = std::fs::read_to_string(&release_path)
-        .map_err(|e| SnapshotError::Read {
-            path: release_path.clone(),
-            source: ProcError::Io(e, Some(release_path.clone())),
-        })?
-        .trim()
-        .to_owned();
+    // The release does not change while the system runs: read once per
+    // proc root (the daemon takes a header every pass).
+    static RELEASE: std::sync::Mutex<Option<(PathBuf, String)>> = std::sync::Mutex::new(None);
+    let cached = RELEASE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(root, _)| root == proc_root)
+        .map(|(_, k)| k.clone());
+    let kernel = match cached {
+        Some(k) => k,
+        None => {
+            let k = std::fs::read_to_string(&release_path)
+                .map_err(|e| SnapshotError::Read {
+                    path: release_path.clone(),
+                    source: ProcError::Io(e, Some(release_path.clone())),
+                })?
+                .trim()
+                .to_owned();
+            *RELEASE.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((proc_root.to_path_buf(), k.clone()));
+            k
+        }
+    };
     let version: KernelVersion = kernel.parse().map_err(|e| SnapshotError::Parse {
         path: release_path.clone(),
         message: format!("{e}"),
     })?;
     let meminfo_path = proc_root.join("meminfo");
-    let meminfo = procfs::Meminfo::from_file(&meminfo_path).map_err(read_err(&meminfo_path))?;
+    let meminfo = std::fs::read_to_string(&meminfo_path)
+        .map_err(|e| ProcError::Io(e, Some(meminfo_path.clone())))
+        .map_err(read_err(&meminfo_path))?;
+    let kb = |key: &str| meminfo_bytes(&meminfo, key);
+    let mem_total = kb("MemTotal:").ok_or_else(|| SnapshotError::Parse {
+        path: meminfo_path.clone(),
+        message: "no MemTotal line".into(),
+    })?;
     let page_size = procfs::page_size();
     let memory = GlobalMemory {
-        totalram_pages: meminfo.mem_total / page_size,
-        total_swap_pages: meminfo.swap_total / page_size,
+        totalram_pages: mem_total / page_size,
+        total_swap_pages: kb("SwapTotal:").unwrap_or(0) / page_size,
     };
     // The kernel's online CPUs (its per-CPU counter batch follows them),
     // not the CPUs this process may use (affinity, a cgroup quota).
@@ -120,7 +147,19 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
         page_size,
         memory,
         nr_cpus,
+        mem_available: kb("MemAvailable:"),
         processes: Vec::new(),
+    })
+}
+
+/// A `/proc/meminfo` value (`Key:   N kB`) in bytes.
+fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
+    let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
+    let mut f = rest.split_whitespace();
+    let n: u64 = f.next()?.parse().ok()?;
+    Some(match f.next() {
+        Some("kB") => n * 1024,
+        _ => n,
     })
 }
 
@@ -245,6 +284,23 @@ pub fn memcg_path(lines: &[procfs::ProcessCGroup]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_values_in_bytes() {
+        let text = "MemTotal:       24641756 kB\nMemFree:        20000000 kB\n\
+                    MemAvailable:   22000000 kB\nSwapTotal:             0 kB\n\
+                    HugePages_Total:       0\n";
+        assert_eq!(meminfo_bytes(text, "MemTotal:"), Some(24_641_756 * 1024));
+        assert_eq!(
+            meminfo_bytes(text, "MemAvailable:"),
+            Some(22_000_000 * 1024)
+        );
+        assert_eq!(meminfo_bytes(text, "SwapTotal:"), Some(0));
+        assert_eq!(meminfo_bytes(text, "HugePages_Total:"), Some(0));
+        // A prefix of another key is not that key.
+        assert_eq!(meminfo_bytes(text, "Mem:"), None);
+        assert_eq!(meminfo_bytes("MemTotal: lots kB\n", "MemTotal:"), None);
+    }
 
     /// The running system, unprivileged: this test process must be there,
     /// with an mm and a plausible score.

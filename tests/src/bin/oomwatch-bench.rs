@@ -972,7 +972,7 @@ fn daemon_cost(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
         b1.hwm_kb as f64 / 1024.0
     ));
     t.push_str(&format!(
-        "| `oomwatch run` (1 s prediction passes, probes attached) | {dc:.3} % | {:.1} MB | {:.1} MB | {:.2}× | {:.2}× |\n",
+        "| `oomwatch run` (1 s prediction passes, probes loaded as by default: no memory pressure, hot programs detached) | {dc:.3} % | {:.1} MB | {:.1} MB | {:.2}× | {:.2}× |\n",
         d1.rss_kb as f64 / 1024.0,
         d1.hwm_kb as f64 / 1024.0,
         dc / bc,
