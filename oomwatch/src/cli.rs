@@ -61,7 +61,7 @@ enum Command {
         /// shows memory pressure (PSI's memory stall time grew, or the kernel
         /// reclaimed, compacted or retried an allocation) and for
         /// --hot-probes-hold after; `always`; `off`. The kernel's cost of
-        /// calling any program there is about 8 % of a page-fault storm on a
+        /// calling any program there is 8 – 11 % of a page-fault storm on a
         /// machine with retpolines (docs/benchmarks.md); the OOM, reclaim and
         /// victim probes are always attached and cost nothing outside them.
         #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::hot::HotProbes::Pressure)]

@@ -2,10 +2,10 @@
 //!
 //! `kmem:mm_page_alloc` fires on every page allocation and
 //! `exceptions:page_fault_user` on every user page fault. What oomwatch's
-//! programs do there is cheap (a counter bump, about 15 – 25 ns); what the
+//! programs do there is cheap (a counter bump, about 12 – 22 ns); what the
 //! kernel spends calling *any* BPF program on those events is not, on
 //! machines with retpolines and return-thunk mitigations: about 90 ns per
-//! event each on the benchmark machine, 8 % of a page-fault storm
+//! event each on the benchmark machine, 8 – 11 % of a page-fault storm
 //! (docs/benchmarks.md). Nothing else oomwatch attaches runs outside OOMs,
 //! reclaim and compaction.
 //!
