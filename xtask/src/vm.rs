@@ -441,6 +441,23 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
     if let Some(st) = &results.starts {
         println!("   info: OOM starts the daemon saw: {st}");
     }
+    // `--hot-probes pressure` on this kernel: the scenarios' reclaim attached
+    // the hot programs (by PSI or the reclaim tracepoints, whichever this
+    // kernel has), and the hour's hold kept them to the end.
+    let hot = results.hot_probes.as_deref().unwrap_or("");
+    let attached_now = results.metrics.get("oomwatch_hot_probes_attached") == Some(&1.0);
+    if hot.starts_with("attached=1 detached=0 first: memory pressure") && attached_now {
+        println!(
+            "   PASS hot probes attached by memory pressure: {}",
+            hot.split_once("first: ").map_or(hot, |(_, w)| w)
+        );
+        passed += 1;
+    } else {
+        println!(
+            "   FAIL hot probes attached by memory pressure: {hot:?}, attached at the end: {attached_now}"
+        );
+        failed += 1;
+    }
     // The task iterator on this guest kernel: the daemon takes it at start
     // (`--source auto`, memory to spare), so the self-check above compared
     // the kernel's oom_score with the model fed by the iterator; predictions
@@ -873,6 +890,8 @@ struct Results {
     starts: Option<String>,
     /// The daemon's logged allocation-failure samples: count, then the first few.
     alloc_fail: Option<String>,
+    /// The daemon's hot-probe switches: `attached=N detached=N first: WHY`.
+    hot_probes: Option<String>,
     /// Samples scraped from the daemon's /metrics at the end, `name{labels}` → value.
     metrics: HashMap<String, f64>,
     scenarios: Vec<Scenario>,
@@ -899,6 +918,7 @@ fn parse(log: &str) -> Results {
             "END" => r.ended = true,
             "STARTS" => r.starts = Some(rest.to_owned()),
             "ALLOCFAIL" => r.alloc_fail = Some(rest.to_owned()),
+            "HOTPROBES" => r.hot_probes = Some(rest.to_owned()),
             // `name{labels}=value` pairs (spaces made `=` by the guest).
             "METRICS" => {
                 for w in rest.split_whitespace() {
@@ -1002,9 +1022,16 @@ mod tests {
 @@ HOG s2 B 202 adj=0 mib=14\n\
 @@ PRED s2 error: something\n\
 @@ KILL s2 kernel=202 ebpf=none\n\
+@@ HOTPROBES attached=1 detached=0 first: memory pressure: 3 reclaim, compaction or allocator retry event(s)\n\
 @@ END\n";
         let r = parse(log);
         assert!(r.ended);
+        assert_eq!(
+            r.hot_probes.as_deref(),
+            Some(
+                "attached=1 detached=0 first: memory pressure: 3 reclaim, compaction or allocator retry event(s)"
+            )
+        );
         assert!(r.uname.starts_with("6.12.117"));
         assert_eq!(r.scenarios.len(), 2);
         assert!(r.scenarios[0].passed(), "{}", r.scenarios[0]);

@@ -18,11 +18,12 @@ echo "+memory" > /sys/fs/cgroup/cgroup.subtree_control
 say() { echo "@@ $*" >> /tmp/results; }
 say "UNAME $(uname -r) $(uname -m) $(grep MemTotal /proc/meminfo | tr -s ' ')"
 
-# The daemon: our own eBPF sees every kill. Never a victim itself. The
-# checks below count every page allocation and fault of the scenarios, so
-# the hot probes stay attached (`pressure`, the default, is tested on the
-# host: tests/tests/daemon.rs).
-(echo -1000 > /proc/self/oom_score_adj; RUST_LOG=info,oomwatch::daemon=debug exec /bin/oomwatch run --listen 127.0.0.1:7707 --hot-probes always) > /tmp/daemon.log 2>&1 &
+# The daemon: our own eBPF sees every kill. Never a victim itself. Its hot
+# probes follow memory pressure (the default) with a long hold: the first
+# scenario's memcg reclaim attaches them, on this kernel's own signals (PSI
+# where it is on, else the reclaim tracepoints), and they stay for the
+# later scenarios, whose page allocation failures are counted.
+(echo -1000 > /proc/self/oom_score_adj; RUST_LOG=info,oomwatch::daemon=debug exec /bin/oomwatch run --listen 127.0.0.1:7707 --hot-probes pressure --hot-probes-hold 3600) > /tmp/daemon.log 2>&1 &
 for i in $(seq 1 300); do grep -q 'oomwatch running' /tmp/daemon.log && break; sleep 0.1; done
 grep -q 'oomwatch running' /tmp/daemon.log && say "DAEMON up" || { say "DAEMON failed"; cat /tmp/daemon.log; }
 /bin/oomwatch check --json > /tmp/check.json 2>&1; say "CHECK $(tr -d '\n' < /tmp/check.json)"
@@ -165,7 +166,8 @@ hog T $G 0 200
 finish; cleanup $G
 
 grep -E 'oom (start|kill)|oom reaper|kernel hook|reclaim exhausted|differs|differ from|explained|WARN|ERROR' /tmp/daemon.log | tail -120 | sed 's/^/@@ DAEMONLOG /' >> /tmp/results
-say "METRICS $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_(reclaim_stall_seconds_(count|sum)|snapshot_source_info|oom_kills_total|oom_starts_total|badness_mismatches_total|page_alloc_failures_total|oom_kills_by_constraint_total|report_replays_total|kernel_points_checks_total|kernel_hook_info|page_fault_ooms_total|oom_reaper_events_total|slowpath_retry_decisions_total|user_page_faults_total)' | tr ' ' '=' | tr '\n' ' ')"
+say "METRICS $(wget -qO- http://127.0.0.1:7707/metrics | grep -E '^oomwatch_(reclaim_stall_seconds_(count|sum)|snapshot_source_info|oom_kills_total|oom_starts_total|badness_mismatches_total|page_alloc_failures_total|oom_kills_by_constraint_total|report_replays_total|kernel_points_checks_total|kernel_hook_info|page_fault_ooms_total|oom_reaper_events_total|slowpath_retry_decisions_total|user_page_faults_total|hot_probes_attached)' | tr ' ' '=' | tr '\n' ' ')"
+say "HOTPROBES attached=$(grep -c 'hot probes attached' /tmp/daemon.log) detached=$(grep -c 'hot probes detached' /tmp/daemon.log) first: $(grep -m1 'hot probes attached' /tmp/daemon.log | sed 's/.*hot probes attached: //')"
 say "ALLOCFAIL $(grep -c 'allocation failure' /tmp/daemon.log) $(grep -m3 'allocation failure' /tmp/daemon.log | sed 's/.*allocation failure: //' | tr '\n' ';')"
 say "STARTS host=$(grep -c 'oom start: the host' /tmp/daemon.log) reclaim_exhausted=$(grep -c 'reclaim exhausted' /tmp/daemon.log) memcg=$(grep -c 'oom start: memcg' /tmp/daemon.log)"
 say "SELFCHECK mismatches=$(grep -c 'differs from the kernel' /tmp/daemon.log) explained=$(grep -c 'difference explained' /tmp/daemon.log)"
