@@ -281,6 +281,13 @@ enum SwitchableLink {
 }
 
 impl Switchable {
+    fn set_all(all: &mut [Switchable], ebpf: &mut Ebpf, on: bool) -> anyhow::Result<()> {
+        for s in all {
+            s.set(ebpf, on)?;
+        }
+        Ok(())
+    }
+
     fn set(&mut self, ebpf: &mut Ebpf, on: bool) -> anyhow::Result<()> {
         let prog = ebpf
             .program_mut(self.program)
@@ -824,13 +831,22 @@ impl Probes {
         event: &str,
         btf: &aya::Btf,
     ) -> anyhow::Result<aya::programs::tp_btf::BtfTracePointLinkId> {
+        Ok(self.load_btf_tracepoint(prog, event, btf)?.attach()?)
+    }
+
+    fn load_btf_tracepoint(
+        &mut self,
+        prog: &str,
+        event: &str,
+        btf: &aya::Btf,
+    ) -> anyhow::Result<&mut BtfTracePoint> {
         let p: &mut BtfTracePoint = self
             .ebpf
             .program_mut(prog)
             .ok_or_else(|| anyhow::anyhow!("program {prog} missing from the object"))?
             .try_into()?;
         p.load(event, btf)?;
-        Ok(p.attach()?)
+        Ok(p)
     }
 
     fn attach_tracepoint(
@@ -853,10 +869,7 @@ impl Probes {
     /// stay loaded, and their counts keep what they counted. Benchmarks
     /// compare the two states within one run.
     pub fn set_hot_attached(&mut self, on: bool) -> anyhow::Result<()> {
-        for s in &mut self.hot {
-            s.set(&mut self.ebpf, on)?;
-        }
-        Ok(())
+        Switchable::set_all(&mut self.hot, &mut self.ebpf, on)
     }
 
     /// The programs on the hot events (attached or not).
@@ -879,18 +892,12 @@ impl Probes {
             ("floor_alloc", "mm_page_alloc"),
             ("floor_fault", "page_fault_user"),
         ] {
-            match self.attach_btf_tracepoint(prog, event, &btf) {
-                Ok(link) => {
-                    let mut s = Switchable {
-                        program: prog,
-                        tracepoint: None,
-                        link: Some(SwitchableLink::Btf(link)),
-                    };
-                    match s.set(&mut self.ebpf, false) {
-                        Ok(()) => self.floor.push(s),
-                        Err(e) => tracing::debug!("{prog}: detach: {e:#}"),
-                    }
-                }
+            match self.load_btf_tracepoint(prog, event, &btf) {
+                Ok(_) => self.floor.push(Switchable {
+                    program: prog,
+                    tracepoint: None,
+                    link: None,
+                }),
                 Err(e) => tracing::debug!("{prog} (tp_btf/{event}): {e:#}"),
             }
         }
@@ -899,10 +906,7 @@ impl Probes {
 
     /// Attaches or detaches the programs [`Probes::load_floor`] loaded.
     pub fn set_floor_attached(&mut self, on: bool) -> anyhow::Result<()> {
-        for s in &mut self.floor {
-            s.set(&mut self.ebpf, on)?;
-        }
-        Ok(())
+        Switchable::set_all(&mut self.floor, &mut self.ebpf, on)
     }
 
     /// Turns the kernel's run-time statistics (BPF_ENABLE_STATS) on or off

@@ -190,7 +190,14 @@ fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmarks load eBPF and create memory cgroups: run them as root");
     }
-    let all = ["scan", "probes", "latency", "daemon"];
+    type Section = fn(&Options) -> anyhow::Result<(String, Vec<Verdict>)>;
+    let sections: [(&str, Section); 4] = [
+        ("scan", scan),
+        ("probes", probes),
+        ("latency", latency),
+        ("daemon", daemon_cost),
+    ];
+    let all: Vec<&str> = sections.iter().map(|(name, _)| *name).collect();
     if let Some(bad) = only.iter().flatten().find(|s| !all.contains(&s.as_str())) {
         bail!("--only {bad}: choose from {}", all.join(", "));
     }
@@ -205,13 +212,6 @@ fn main() -> anyhow::Result<()> {
          noisy.\n",
         describe_machine()
     );
-    type Section = fn(&Options) -> anyhow::Result<(String, Vec<Verdict>)>;
-    let sections: [(&str, Section); 4] = [
-        ("scan", scan),
-        ("probes", probes),
-        ("latency", latency),
-        ("daemon", daemon_cost),
-    ];
     let mut verdicts = Vec::new();
     for (name, section) in sections {
         if want(name) {
