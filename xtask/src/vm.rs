@@ -257,25 +257,84 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
 /// Prints one PASS/FAIL line per check of one guest's results; returns
 /// (passed, failed).
 fn judge(results: &Results, log: &Path) -> (u32, u32) {
-    let mut passed = 0;
-    let mut failed = 0;
+    let mut t = Tally::default();
+    check_self_check(results, log, &mut t);
+    check_direct_reclaim(results, &mut t);
+    check_page_alloc_failures(results, &mut t);
+    check_episodes(results, &mut t);
+    check_kernel_points(results, &mut t);
+    check_page_fault_ooms(results, &mut t);
+    check_slowpath_retries(results, &mut t);
+    print_oom_starts(results);
+    check_hot_probes(results, &mut t);
+    check_task_iterator(results, &mut t);
+    check_scenarios(results, &mut t);
+    (t.passed, t.failed)
+}
+
+/// Checks passed and failed so far, each printed as its `PASS`/`FAIL` line.
+#[derive(Debug, Default)]
+struct Tally {
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    fn pass(&mut self, msg: impl std::fmt::Display) {
+        println!("   PASS {msg}");
+        self.passed += 1;
+    }
+
+    fn fail(&mut self, msg: impl std::fmt::Display) {
+        println!("   FAIL {msg}");
+        self.failed += 1;
+    }
+}
+
+impl Results {
+    /// A scraped metric sample, 0 when the daemon did not export it.
+    fn metric(&self, key: &str) -> f64 {
+        self.metrics.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// The kernel hooks the daemon reported, each as `{function,path}`.
+    fn kernel_hooks(&self) -> Vec<String> {
+        self.metrics
+            .keys()
+            .filter_map(|k| k.strip_prefix("oomwatch_kernel_hook_info"))
+            .map(|l| {
+                l.replace("function=", "")
+                    .replace("path=", "")
+                    .replace('"', "")
+            })
+            .collect()
+    }
+}
+
+/// Whether kernel function `f` is among `hooks`, attached (not `off`).
+fn hooked(hooks: &[String], f: &str) -> bool {
+    hooks
+        .iter()
+        .any(|h| h.starts_with(&format!("{{{f},")) && !h.ends_with(",off}"))
+}
+
+/// The daemon's self-check: every oom_score it recomputed matched the kernel's.
+fn check_self_check(results: &Results, log: &Path, t: &mut Tally) {
     match results.selfcheck {
-        Some((0, explained)) => {
-            println!(
-                "   PASS self-check: every oom_score the daemon recomputed matched the \
-                 kernel's ({explained} differences explained)"
-            );
-            passed += 1;
-        }
-        Some((m, _)) => {
-            println!(
-                "   FAIL self-check: {m} unexplained oom_score difference(s); see DAEMONLOG in {}",
-                log.display()
-            );
-            failed += 1;
-        }
+        Some((0, explained)) => t.pass(format!(
+            "self-check: every oom_score the daemon recomputed matched the \
+             kernel's ({explained} differences explained)"
+        )),
+        Some((m, _)) => t.fail(format!(
+            "self-check: {m} unexplained oom_score difference(s); see DAEMONLOG in {}",
+            log.display()
+        )),
         None => {}
     }
+}
+
+/// The eBPF histogram counted the host-wide OOM's direct reclaim stalls.
+fn check_direct_reclaim(results: &Results, t: &mut Tally) {
     // The host-wide OOM went through the page allocator's direct reclaim
     // first: oomwatch's kernel-side histogram must have counted it.
     let direct = |m: &str| {
@@ -287,15 +346,15 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
             .copied()
     };
     match (direct("count"), direct("sum")) {
-        (Some(n), Some(s)) if n >= 1.0 => {
-            println!("   PASS direct reclaim stalls counted by eBPF: {n} ({s:.3} s in all)");
-            passed += 1;
-        }
-        (n, _) => {
-            println!("   FAIL direct reclaim stalls counted by eBPF: {n:?}");
-            failed += 1;
-        }
+        (Some(n), Some(s)) if n >= 1.0 => t.pass(format!(
+            "direct reclaim stalls counted by eBPF: {n} ({s:.3} s in all)"
+        )),
+        (n, _) => t.fail(format!("direct reclaim stalls counted by eBPF: {n:?}")),
     }
+}
+
+/// Failed page allocations, order 9 among them, counted and sampled by eBPF.
+fn check_page_alloc_failures(results: &Results, t: &mut Tally) {
     let fails: f64 = results
         .metrics
         .iter()
@@ -315,83 +374,77 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
         .and_then(|a| a.split(';').find(|s| s.contains("order=9")))
         .map(str::trim);
     match sample {
-        Some(sample) if order9 >= 1.0 => {
-            println!(
-                "   PASS failed page allocations counted by eBPF: {fails} ({order9} of order 9); one: {}",
-                sample.split_once(' ').map_or(sample, |(_, s)| s)
-            );
-            passed += 1;
-        }
-        _ => {
-            println!(
-                "   FAIL failed page allocations: {fails} counted ({order9} of order 9), samples: {}",
-                results.alloc_fail.as_deref().unwrap_or("none")
-            );
-            failed += 1;
-        }
+        Some(sample) if order9 >= 1.0 => t.pass(format!(
+            "failed page allocations counted by eBPF: {fails} ({order9} of order 9); one: {}",
+            sample.split_once(' ').map_or(sample, |(_, s)| s)
+        )),
+        _ => t.fail(format!(
+            "failed page allocations: {fails} counted ({order9} of order 9), samples: {}",
+            results.alloc_fail.as_deref().unwrap_or("none")
+        )),
     }
+}
+
+/// Every kill became an episode whose report replay agrees, under both constraints.
+fn check_episodes(results: &Results, t: &mut Tally) {
     // Every kill became an episode with the kernel's report, and the
     // model, replaying each report's own table, picked the same task.
-    let metric = |k: &str| results.metrics.get(k).copied().unwrap_or(0.0);
+    let metric = |k: &str| results.metric(k);
     let replays = |o: &str| metric(&format!("oomwatch_report_replays_total{{outcome=\"{o}\"}}"));
     let kills = metric("oomwatch_oom_kills_total");
     let global = metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_NONE\"}");
     let memcg = metric("oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_MEMCG\"}");
     let group = replays("oom_group");
     if kills > 0.0 && replays("agree") + group == kills && global >= 1.0 && memcg >= 1.0 {
-        println!(
-            "   PASS episodes: {kills} kills, each with its report or its oom.group victim's ({memcg} CONSTRAINT_MEMCG, {global} CONSTRAINT_NONE, {group} oom_group); replays agree {}/{}",
+        t.pass(format!(
+            "episodes: {kills} kills, each with its report or its oom.group victim's ({memcg} CONSTRAINT_MEMCG, {global} CONSTRAINT_NONE, {group} oom_group); replays agree {}/{}",
             replays("agree"),
             kills - group
-        );
-        passed += 1;
+        ));
     } else {
-        println!(
-            "   FAIL episodes: {kills} kills; replays agree {} disagree {} unreplayable {} no report {} oom_group {group}; constraints memcg {memcg} none {global}",
+        t.fail(format!(
+            "episodes: {kills} kills; replays agree {} disagree {} unreplayable {} no report {} oom_group {group}; constraints memcg {memcg} none {global}",
             replays("agree"),
             replays("disagree"),
             replays("unreplayable"),
             replays("no_report")
-        );
-        failed += 1;
+        ));
     }
+}
+
+/// The kernel's own oom_badness scores, hooked, all equal the model's.
+fn check_kernel_points(results: &Results, t: &mut Tally) {
     // The kernel's own scan (fexit oom_badness, or its kprobe twin): every
     // task it scored, compared with the model over the report's row.
-    let hooks: Vec<String> = results
-        .metrics
-        .keys()
-        .filter_map(|k| k.strip_prefix("oomwatch_kernel_hook_info"))
-        .map(|l| {
-            l.replace("function=", "")
-                .replace("path=", "")
-                .replace('"', "")
-        })
-        .collect();
-    let hooked = |f: &str| {
-        hooks
-            .iter()
-            .any(|h| h.starts_with(&format!("{{{f},")) && !h.ends_with(",off}"))
-    };
-    let equal = metric("oomwatch_kernel_points_checks_total{outcome=\"equal\"}");
-    let differ = metric("oomwatch_kernel_points_checks_total{outcome=\"differ\"}");
-    if hooked("out_of_memory") && hooked("oom_badness") && equal >= 1.0 && differ == 0.0 {
-        println!(
-            "   PASS kernel points: {equal} tasks scored by the kernel's oom_badness, each equal to the model's ({})",
+    let hooks = results.kernel_hooks();
+    let equal = results.metric("oomwatch_kernel_points_checks_total{outcome=\"equal\"}");
+    let differ = results.metric("oomwatch_kernel_points_checks_total{outcome=\"differ\"}");
+    if hooked(&hooks, "out_of_memory")
+        && hooked(&hooks, "oom_badness")
+        && equal >= 1.0
+        && differ == 0.0
+    {
+        t.pass(format!(
+            "kernel points: {equal} tasks scored by the kernel's oom_badness, each equal to the model's ({})",
             hooks.join(" ")
-        );
-        passed += 1;
+        ));
     } else {
-        println!(
-            "   FAIL kernel points: equal {equal}, differ {differ}; hooks {}",
+        t.fail(format!(
+            "kernel points: equal {equal}, differ {differ}; hooks {}",
             hooks.join(" ")
-        );
-        failed += 1;
+        ));
     }
+}
+
+/// OOM kills from inside page faults, seen in reports and the fault hooks.
+fn check_page_fault_ooms(results: &Results, t: &mut Tally) {
     // Page-fault OOMs: the hogs' OOMs all come from their page faults (the
     // reports' call traces say so); the pagefault scenario's fault returns
     // VM_FAULT_OOM (hooked where exceptions:page_fault_user is missing) and
     // reaches pagefault_out_of_memory().
-    let pf = |s: &str| metric(&format!("oomwatch_page_fault_ooms_total{{source=\"{s}\"}}"));
+    let hooks = results.kernel_hooks();
+    let hooked = |f: &str| hooked(&hooks, f);
+    let pf = |s: &str| results.metric(&format!("oomwatch_page_fault_ooms_total{{source=\"{s}\"}}"));
     let (report, vm_fault, pf_oom) = (
         pf("report"),
         pf("vm_fault_oom"),
@@ -400,64 +453,75 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
     let hooks_ok = (!hooked("pagefault_out_of_memory") || pf_oom >= 1.0)
         && (!hooked("handle_mm_fault") || vm_fault >= 1.0);
     if report >= 1.0 && hooks_ok && hooked("pagefault_out_of_memory") {
-        println!(
-            "   PASS page-fault OOMs: {report} kills from inside a fault (report call traces), {pf_oom} pagefault_out_of_memory calls, {vm_fault} VM_FAULT_OOM returns{}",
+        t.pass(format!(
+            "page-fault OOMs: {report} kills from inside a fault (report call traces), {pf_oom} pagefault_out_of_memory calls, {vm_fault} VM_FAULT_OOM returns{}",
             if hooked("handle_mm_fault") {
                 " (handle_mm_fault hooked)"
             } else {
                 " (handle_mm_fault not hooked: exceptions:page_fault_user counts faults)"
             }
-        );
-        passed += 1;
+        ));
     } else {
-        println!(
-            "   FAIL page-fault OOMs: report {report}, pagefault_out_of_memory {pf_oom}, vm_fault_oom {vm_fault}; hooks {}",
+        t.fail(format!(
+            "page-fault OOMs: report {report}, pagefault_out_of_memory {pf_oom}, vm_fault_oom {vm_fault}; hooks {}",
             hooks.join(" ")
-        );
-        failed += 1;
+        ));
     }
+}
+
+/// The allocator slowpath's reclaim-zone retry decisions reached the metrics.
+fn check_slowpath_retries(results: &Results, t: &mut Tally) {
     // The allocator slowpath's retry decisions reached the metrics: the
     // host-wide OOM went through should_reclaim_retry's zone checks.
     let retry = |c: &str, d: &str| {
-        metric(&format!(
+        results.metric(&format!(
             "oomwatch_slowpath_retry_decisions_total{{check=\"{c}\",decision=\"{d}\"}}"
         ))
     };
     let zone_checks = retry("reclaim_zone", "retry") + retry("reclaim_zone", "give_up");
-    let compaction_runs = metric("oomwatch_reclaim_stall_seconds_count{kind=\"compaction\"}");
+    let compaction_runs =
+        results.metric("oomwatch_reclaim_stall_seconds_count{kind=\"compaction\"}");
     if zone_checks >= 1.0 {
-        println!(
-            "   PASS slowpath retry decisions: reclaim zone checks retry {} give up {}; compaction retry {} give up {}; compaction runs {compaction_runs}",
+        t.pass(format!(
+            "slowpath retry decisions: reclaim zone checks retry {} give up {}; compaction retry {} give up {}; compaction runs {compaction_runs}",
             retry("reclaim_zone", "retry"),
             retry("reclaim_zone", "give_up"),
             retry("compaction", "retry"),
             retry("compaction", "give_up")
-        );
-        passed += 1;
+        ));
     } else {
-        println!("   FAIL slowpath retry decisions: no oom:reclaim_retry_zone decision counted");
-        failed += 1;
+        t.fail("slowpath retry decisions: no oom:reclaim_retry_zone decision counted");
     }
+}
+
+/// Not a check: the OOM starts the daemon saw, as an `info:` line.
+fn print_oom_starts(results: &Results) {
     if let Some(st) = &results.starts {
         println!("   info: OOM starts the daemon saw: {st}");
     }
+}
+
+/// `--hot-probes pressure`: memory pressure attached the hot programs, kept to the end.
+fn check_hot_probes(results: &Results, t: &mut Tally) {
     // `--hot-probes pressure` on this kernel: the scenarios' reclaim attached
     // the hot programs (by PSI or the reclaim tracepoints, whichever this
     // kernel has), and the hour's hold kept them to the end.
     let hot = results.hot_probes.as_deref().unwrap_or("");
     let attached_now = results.metrics.get("oomwatch_hot_probes_attached") == Some(&1.0);
     if hot.starts_with("attached=1 detached=0 first: memory pressure") && attached_now {
-        println!(
-            "   PASS hot probes attached by memory pressure: {}",
+        t.pass(format!(
+            "hot probes attached by memory pressure: {}",
             hot.split_once("first: ").map_or(hot, |(_, w)| w)
-        );
-        passed += 1;
+        ));
     } else {
-        println!(
-            "   FAIL hot probes attached by memory pressure: {hot:?}, attached at the end: {attached_now}"
-        );
-        failed += 1;
+        t.fail(format!(
+            "hot probes attached by memory pressure: {hot:?}, attached at the end: {attached_now}"
+        ));
     }
+}
+
+/// The daemon's snapshots came through the BPF task iterator.
+fn check_task_iterator(results: &Results, t: &mut Tally) {
     // The task iterator on this guest kernel: the daemon takes it at start
     // (`--source auto`, memory to spare), so the self-check above compared
     // the kernel's oom_score with the model fed by the iterator; predictions
@@ -471,28 +535,27 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
         .filter(|s| s.source.as_deref() == Some("bpf"))
         .count();
     if daemon_bpf {
-        println!(
-            "   PASS task iterator: the daemon's snapshots came through it; {via} of {} predictions too",
+        t.pass(format!(
+            "task iterator: the daemon's snapshots came through it; {via} of {} predictions too",
             results.scenarios.len()
-        );
-        passed += 1;
+        ));
     } else {
-        println!(
-            "   FAIL task iterator: the daemon read /proc (its log says why); {via} of {} predictions used it",
+        t.fail(format!(
+            "task iterator: the daemon read /proc (its log says why); {via} of {} predictions used it",
             results.scenarios.len()
-        );
-        failed += 1;
+        ));
     }
+}
+
+/// Each scenario: prediction, kernel victim, eBPF victim and replay agree.
+fn check_scenarios(results: &Results, t: &mut Tally) {
     for r in &results.scenarios {
-        let ok = r.passed();
-        println!("   {} {r}", if ok { "PASS" } else { "FAIL" });
-        if ok {
-            passed += 1;
+        if r.passed() {
+            t.pass(r);
         } else {
-            failed += 1;
+            t.fail(r);
         }
     }
-    (passed, failed)
 }
 
 /// Keeps each scenario's kernel OOM report as a file, named by
@@ -1006,6 +1069,55 @@ fn parse(log: &str) -> Results {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guest's final `@@` block in which every check passes: one
+    /// scenario, all hooks, counters and samples present.
+    const PASSING_GUEST: &str = "\
+@@ UNAME 6.12.117+deb12-cloud-amd64 x86_64 MemTotal: 220000 kB\n\
+@@ SCN s1 expect=B adj -1000 on the largest\n\
+@@ HOG s1 A 101 adj=-1000 mib=36\n\
+@@ HOG s1 B 102 adj=0 mib=14\n\
+@@ PRED s1 {\"source\": \"bpf\", \"victim\": {\"pid\": 102, \"tgid\": 102, \"comm\": \"oomwatch-hog\", \"points\": 3700}}\n\
+@@ KILL s1 kernel=102 ebpf=102\n\
+@@ REPLAY s1 exit=0 killed=102 verdict=AGREE 1 report(s): 1 agree, 0 disagree, 0 not judged\n\
+@@ METRICS oomwatch_reclaim_stall_seconds_count{kind=\"direct\"}=4 oomwatch_reclaim_stall_seconds_sum{kind=\"direct\"}=0.25 \
+oomwatch_page_alloc_failures_total{order=\"0\"}=1 oomwatch_page_alloc_failures_total{order=\"9\"}=2 \
+oomwatch_oom_kills_total=3 oomwatch_report_replays_total{outcome=\"agree\"}=2 oomwatch_report_replays_total{outcome=\"oom_group\"}=1 \
+oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_NONE\"}=1 oomwatch_oom_kills_by_constraint_total{constraint=\"CONSTRAINT_MEMCG\"}=2 \
+oomwatch_kernel_hook_info{function=\"out_of_memory\",path=\"fexit\"}=1 oomwatch_kernel_hook_info{function=\"oom_badness\",path=\"fexit\"}=1 \
+oomwatch_kernel_hook_info{function=\"pagefault_out_of_memory\",path=\"kprobe\"}=1 \
+oomwatch_kernel_points_checks_total{outcome=\"equal\"}=40 oomwatch_kernel_points_checks_total{outcome=\"differ\"}=0 \
+oomwatch_page_fault_ooms_total{source=\"report\"}=3 oomwatch_page_fault_ooms_total{source=\"pagefault_out_of_memory\"}=1 \
+oomwatch_slowpath_retry_decisions_total{check=\"reclaim_zone\",decision=\"retry\"}=5 \
+oomwatch_hot_probes_attached=1 oomwatch_snapshot_source_info{source=\"bpf\"}=1\n\
+@@ HOTPROBES attached=1 detached=0 first: memory pressure: 3 reclaim, compaction or allocator retry event(s)\n\
+@@ ALLOCFAIL 2 pid=101 tgid=101 comm=oomwatch-hog order=9 gfp=GFP_TRANSHUGE migratetype=1;\n\
+@@ STARTS host=1 reclaim_exhausted=0 memcg=2\n\
+@@ SELFCHECK mismatches=0 explained=3\n\
+@@ END\n";
+
+    #[test]
+    fn judges_a_passing_and_a_failing_guest() {
+        let log = Path::new("guest.log");
+        // Nine guest-wide checks and one scenario, all passing.
+        assert_eq!(judge(&parse(PASSING_GUEST), log), (10, 0));
+        // The self-check found a difference, the direct-reclaim and
+        // kernel-points counters are gone, and the scenario's eBPF victim
+        // differs from the kernel's.
+        let failing = PASSING_GUEST
+            .replace("mismatches=0", "mismatches=2")
+            .replace(
+                "oomwatch_reclaim_stall_seconds_count{kind=\"direct\"}=4 ",
+                "",
+            )
+            .replace("{outcome=\"differ\"}=0", "{outcome=\"differ\"}=1")
+            .replace("kernel=102 ebpf=102", "kernel=102 ebpf=101");
+        assert_eq!(judge(&parse(&failing), log), (6, 4));
+        // Nothing but the start and the end: no self-check line, every
+        // metric check fails, no scenario.
+        let empty = "@@ UNAME 6.1.0-31-cloud-arm64 aarch64\n@@ END\n";
+        assert_eq!(judge(&parse(empty), log), (0, 8));
+    }
 
     #[test]
     fn parses_a_guest_log_with_kernel_noise() {
