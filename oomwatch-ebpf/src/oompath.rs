@@ -17,6 +17,10 @@
 //! `OOM_SCAN_LAYOUT`, so one object serves every kernel. The fexit programs
 //! read return values with `bpf_get_func_ret` (Linux 5.17+; older kernels
 //! refuse them and get the kprobe twins).
+//!
+//! `probe_fentry` / `probe_fexit` (on `out_of_memory()`, never attached):
+//! empty programs that `oomwatch check` loads to learn whether this kernel
+//! accepts fentry/fexit at all.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
@@ -28,7 +32,10 @@ use oomwatch_common::{
     BadnessEvent, EventKind, OomChosenEvent, OomEnterEvent, OomExitEvent, OomScanLayout, fault,
 };
 
-use crate::{FAULTS, bump, emit, read_at};
+use crate::{
+    alloc::FAULTS,
+    common::{bump, emit, read_at},
+};
 
 /// Offsets for the OOM-path programs; written by the agent before load.
 #[unsafe(no_mangle)]
@@ -162,6 +169,18 @@ pub fn oom_exit_fexit(ctx: FExitContext) -> u32 {
 #[kretprobe]
 pub fn oom_exit_kretprobe(ctx: RetProbeContext) -> u32 {
     let _ = oom_exit(ctx.ret());
+    0
+}
+
+/// Loaded (never attached) by `oomwatch check`: does this kernel take fentry?
+#[fentry(function = "out_of_memory")]
+pub fn probe_fentry(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+/// Loaded (never attached) by `oomwatch check`: does this kernel take fexit?
+#[fexit(function = "out_of_memory")]
+pub fn probe_fexit(_ctx: FExitContext) -> u32 {
     0
 }
 
