@@ -5,11 +5,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
-    btf::{Btf, VMLINUX_BTF},
-    cgroup::{self, Hierarchy},
     ebpf,
-    privilege::Privileges,
-    tracefs,
+    host::btf::{Btf, VMLINUX_BTF},
+    host::cgroup::{self, Hierarchy},
+    host::privilege::Privileges,
+    host::tracefs,
 };
 
 /// One capability of the system, with what was found.
@@ -308,7 +308,7 @@ pub fn run() -> Report {
             (Vec::new(), Vec::new())
         };
     Report {
-        kernel: crate::kernel_release(),
+        kernel: crate::host::kernel_release(),
         arch: std::env::consts::ARCH,
         ebpf_object,
         btf,

@@ -465,17 +465,6 @@ fn explain(pid: i32, cgroup: Option<&str>, json: bool, source: Source) -> anyhow
     Ok(())
 }
 
-/// The GFP table of the running kernel: its own flag list when tracefs is
-/// readable, else the model's table for this version.
-pub fn live_gfp_table(kb: &crate::model::KernelBehavior) -> crate::model::gfp::GfpTable {
-    crate::tracefs::find()
-        .and_then(|root| {
-            std::fs::read_to_string(root.join("events/kmem/mm_page_alloc/format")).ok()
-        })
-        .and_then(|fmt| crate::model::gfp::GfpTable::from_trace_format(&fmt))
-        .unwrap_or_else(|| crate::model::gfp::GfpTable::builtin(kb))
-}
-
 /// `oomwatch simulate`.
 fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::Result<()> {
     use anyhow::{Context as _, bail};
@@ -498,7 +487,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
     let proc_root = std::path::Path::new("/proc");
     let snap = proc::read(proc_root).context("read /proc")?;
     let kb = KernelBehavior::for_version(snap.version);
-    let table = live_gfp_table(&kb);
+    let table = crate::host::gfp::live_gfp_table(&kb);
     let mask = table.parse(gfp).with_context(|| format!("--gfp {gfp:?}"))?;
     let req = AllocRequest {
         gfp: mask,
@@ -515,7 +504,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
     let (path, dom) = match cgroup {
         Some(p) => {
             let dom = domain::memcg(&snap, p, swappiness)?;
-            let h = crate::cgroup::memory_hierarchy().context("memory controller")?;
+            let h = crate::host::cgroup::memory_hierarchy().context("memory controller")?;
             let limits = dom.limits.expect("memcg domains have limits");
             let cg = dom.cgroup.clone().unwrap_or_else(|| p.to_owned());
             let state = memcg::read_charge_state(&h, &cg, snap.page_size, limits.max_pages)?;
@@ -581,8 +570,8 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
             },
             domain_memcg: dom.cgroup.as_deref(),
             oom_group_memcgs: &dom.oom_groups,
-            cgroup_v2: crate::cgroup::memory_hierarchy()
-                .is_some_and(|h| h.version == crate::cgroup::CgroupVersion::V2),
+            cgroup_v2: crate::host::cgroup::memory_hierarchy()
+                .is_some_and(|h| h.version == crate::host::cgroup::CgroupVersion::V2),
         };
         out_of_memory(&call, &kb)
     });

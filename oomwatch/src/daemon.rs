@@ -17,9 +17,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
-    cgroup,
     ebpf::Probes,
-    kernel_release,
+    host::cgroup,
+    host::kernel_release,
     kpath::KernelEvent,
     metrics::Metrics,
     oomstart::{
@@ -368,7 +368,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             minor: 18,
             sublevel: 0,
         });
-    let gfp = crate::cli::live_gfp_table(&crate::model::KernelBehavior::for_version(version));
+    let gfp = crate::host::gfp::live_gfp_table(&crate::model::KernelBehavior::for_version(version));
     let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
     if let Err(e) = crate::episode::follow_kmsg(report_tx) {
         tracing::warn!(error = %format!("{e:#}"), "OOM episodes will lack the kernel's report (trigger, constraint, task table)");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    cgroup::{self, Hierarchy},
+    host::cgroup::{self, Hierarchy},
     model::{Process, select::Domain, task::memcg_within, totalpages::MemcgLimits},
     snapshot::{
         memcg::{self, MemcgError},

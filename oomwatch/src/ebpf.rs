@@ -187,11 +187,11 @@ pub fn oom_scan_layout(btf: &Btf) -> Result<OomScanLayout, String> {
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    btf::{Btf, BtfError, VMLINUX_BTF},
-    cgroup::{self, Hierarchy, Memcg},
+    host::btf::{Btf, BtfError, VMLINUX_BTF},
+    host::cgroup::{self, Hierarchy, Memcg},
+    host::privilege::Privileges,
+    host::tracefs::{self, TracefsError},
     kpath::KernelEvent,
-    privilege::Privileges,
-    tracefs::{self, TracefsError},
 };
 
 /// The object built from `oomwatch-ebpf` by `build.rs` (empty when bpf-linker

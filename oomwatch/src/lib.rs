@@ -6,8 +6,6 @@
 //! ([`daemon`]) that logs every kill and exports [`metrics`]. [`check`] tells
 //! what the running kernel offers.
 
-pub mod btf;
-pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -16,6 +14,7 @@ pub mod daemon;
 pub mod domain;
 pub mod ebpf;
 pub mod episode;
+pub mod host;
 pub mod hot;
 pub mod kpath;
 pub mod metrics;
@@ -23,16 +22,7 @@ pub mod model;
 pub mod oomstart;
 pub mod predict;
 pub mod predictor;
-pub mod privilege;
 pub mod replay;
 pub mod report;
 pub mod snapshot;
-pub mod tracefs;
 pub mod watch;
-
-/// The running kernel's release string (`uname -r`), or `unknown`.
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}

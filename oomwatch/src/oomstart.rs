@@ -36,7 +36,7 @@ use nix::{
     },
 };
 
-use crate::cgroup::{CgroupVersion, Hierarchy};
+use crate::host::cgroup::{CgroupVersion, Hierarchy};
 
 /// A memcg entered OOM handling.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
-    cgroup, domain,
+    domain,
+    host::cgroup,
     model::{
         KernelBehavior, oom_badness,
         score::{approximate_counter_slack, explain_score_difference, proc_oom_score},

@@ -15,8 +15,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use oomwatch::{
-    cgroup::{self, CgroupVersion, Hierarchy},
     ebpf::{Probes, Victim},
+    host::cgroup::{self, CgroupVersion, Hierarchy},
 };
 
 /// Panics unless the test runs as root (it loads eBPF and creates cgroups).

@@ -502,7 +502,7 @@ fn run_predicts_when_a_memcg_oom_starts() {
     require_root();
     let (mut daemon, _) = Daemon::start();
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
-    if memcg.hierarchy.version != oomwatch::cgroup::CgroupVersion::V1 {
+    if memcg.hierarchy.version != oomwatch::host::cgroup::CgroupVersion::V1 {
         eprintln!("skipped: holds the OOM with cgroup v1's oom_kill_disable");
         return;
     }

@@ -2,8 +2,8 @@
 //! (the `__print_flags` list of `kmem:mm_page_alloc`).
 
 use oomwatch::{
+    host::tracefs,
     model::{KernelBehavior, KernelVersion, gfp::GfpTable},
-    tracefs,
 };
 use oomwatch_tests::require_root;
 

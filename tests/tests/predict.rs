@@ -8,7 +8,7 @@
 
 use std::{process::Command, time::Duration};
 
-use oomwatch::cgroup::CgroupVersion;
+use oomwatch::host::cgroup::CgroupVersion;
 use oomwatch_tests::{Hog, MemcgGuard, VictimWatch, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomwatch-hog");

@@ -2,7 +2,7 @@
 
 use std::{process::Command, time::Duration};
 
-use oomwatch::cgroup::CgroupVersion;
+use oomwatch::host::cgroup::CgroupVersion;
 use oomwatch_tests::{Hog, MemcgGuard, VictimWatch, require_root};
 
 fn simulate(args: &[&str]) -> (bool, serde_json::Value, String) {

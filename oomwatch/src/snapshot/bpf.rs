@@ -20,11 +20,11 @@ use oomwatch_common::{MMF_OOM_SKIP, TaskIterLayout, TaskRecord, task_state};
 
 use super::proc::{ProcEntry, ProcSnapshot, read_header};
 use crate::{
-    btf::{Btf, VMLINUX_BTF},
-    cgroup::{self, Hierarchy},
     ebpf,
+    host::btf::{Btf, VMLINUX_BTF},
+    host::cgroup::{self, Hierarchy},
+    host::privilege::Privileges,
     model::{MmCounters, Process, Thread},
-    privilege::Privileges,
 };
 
 /// PF_EXITING (include/linux/sched.h).

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    cgroup::{CgroupVersion, Hierarchy},
+    host::cgroup::{CgroupVersion, Hierarchy},
     model::totalpages::MemcgLimits,
 };
 

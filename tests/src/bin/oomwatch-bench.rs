@@ -137,7 +137,7 @@ fn describe_machine() -> String {
         .unwrap_or(0);
     format!(
         "Linux {} ({}), {} CPUs ({cpu}), {:.1} GiB RAM",
-        oomwatch::kernel_release(),
+        oomwatch::host::kernel_release(),
         std::env::consts::ARCH,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         mem_kb as f64 / (1 << 20) as f64
