@@ -17,10 +17,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
+    ebpf::KernelEvent,
     ebpf::Probes,
     host::cgroup,
     host::kernel_release,
-    kpath::KernelEvent,
     metrics::Metrics,
     oomstart::{
         OomStart, OomStartWatch, RecentPredictions, SeenKill, StartPrediction, StartTracker,

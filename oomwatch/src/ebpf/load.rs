@@ -1,18 +1,23 @@
-//! Loading oomwatch's eBPF programs into the running kernel and reading what
-//! they report. aya glue only: what the events mean lives elsewhere.
-
-use std::{io, time::Duration};
+//! Loading the object and attaching its programs, each with its fallbacks
+//! (BTF tracepoint or classic one, fentry/fexit or kprobes), and switching the
+//! hot ones. What is off on this kernel is kept, with the reason, in
+//! [`Probes::degraded`] and [`Probes::kernel_hooks`].
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
 };
 use oomwatch_common::{
-    AllocFailEvent, EventKind, FIELD_ABSENT, MarkVictimLayout, OomScanLayout, PageAllocLayout,
-    ReclaimExhaustedEvent, ReclaimRetryLayout, TaskIterLayout, TaskLayout, VictimEvent, VictimTask,
-    fault, page_alloc, present, reclaim, retry,
+    FIELD_ABSENT, MarkVictimLayout, OomScanLayout, PageAllocLayout, ReclaimRetryLayout, TaskLayout,
 };
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    EBPF_OBJECT, LoadError,
+    layout::{oom_scan_layout, read_btf, task_program_plan_in},
+    object_embedded, typed_program,
+};
+use crate::host::{btf::VMLINUX_BTF, privilege::Privileges, tracefs};
 
 /// How to load the probes.
 #[derive(Debug, Clone, Default)]
@@ -159,83 +164,6 @@ pub struct KernelHook {
     pub reason: Option<String>,
 }
 
-/// Resolves the `struct oom_control` and `oom_badness()` layout from BTF.
-pub fn oom_scan_layout(btf: &Btf) -> Result<OomScanLayout, String> {
-    let off = |ty: &str, m: &str| btf.member_offset(ty, m).map_err(|e| e.to_string());
-    let params = btf
-        .func_param_count("oom_badness")
-        .ok_or("BTF has no oom_badness function")?;
-    if params != 2 {
-        return Err(format!(
-            "oom_badness takes {params} parameters here; oomwatch knows the (task, totalpages) form of 5.3+"
-        ));
-    }
-    Ok(OomScanLayout {
-        oc_memcg: off("oom_control", "memcg")?,
-        oc_gfp_mask: off("oom_control", "gfp_mask")?,
-        oc_order: off("oom_control", "order")?,
-        oc_totalpages: off("oom_control", "totalpages")?,
-        oc_chosen: off("oom_control", "chosen")?,
-        oc_chosen_points: off("oom_control", "chosen_points")?,
-        oc_constraint: off("oom_control", "constraint")?,
-        task_pid: off("task_struct", "pid")?,
-        task_tgid: off("task_struct", "tgid")?,
-        valid: 1,
-    })
-}
-
-use tokio::io::unix::AsyncFd;
-
-use crate::{
-    host::btf::{Btf, BtfError, VMLINUX_BTF},
-    host::cgroup::{self, Hierarchy, Memcg},
-    host::privilege::Privileges,
-    host::tracefs::{self, TracefsError},
-    kpath::KernelEvent,
-};
-
-/// The object built from `oomwatch-ebpf` by `build.rs` (empty when bpf-linker
-/// was missing at build time).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomwatch"));
-
-/// Whether this binary carries its eBPF programs.
-pub fn object_embedded() -> bool {
-    !EBPF_OBJECT.is_empty()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(
-        "this oomwatch binary was built without its eBPF programs (bpf-linker was not on PATH at \
-         build time): run `cargo xtask setup`, then rebuild"
-    )]
-    NoObject,
-    #[error("{0}")]
-    Privilege(String),
-    #[error(transparent)]
-    Tracefs(#[from] TracefsError),
-    #[error("load the eBPF object: {0}")]
-    Object(#[source] aya::EbpfError),
-    #[error("{what}: {source}")]
-    Program {
-        what: String,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
-    #[error("eBPF map {name}: {source}")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: aya::maps::MapError,
-    },
-    #[error("eBPF map {0} is missing from the object")]
-    MissingMap(&'static str),
-    #[error("eBPF program {0} is missing from the object")]
-    MissingProgram(&'static str),
-    #[error("register the ring buffer with tokio: {0}")]
-    Io(#[from] io::Error),
-}
-
 /// Why an optional part of the probe set is not running.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Degraded {
@@ -245,19 +173,19 @@ pub struct Degraded {
 
 /// The loaded and attached programs. Dropping this detaches them.
 pub struct Probes {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     /// Optional parts that are off on this kernel, each with its reason.
     pub degraded: Vec<Degraded>,
-    task_program: bool,
+    pub(super) task_program: bool,
     /// Reclaim stall kinds (direct, memcg) whose programs are attached.
-    reclaim_kinds: u32,
+    pub(super) reclaim_kinds: u32,
     /// Whether the `kmem:mm_page_alloc` program is attached.
-    page_alloc: bool,
+    pub(super) page_alloc: bool,
     /// How each of the kernel's OOM functions is hooked.
     pub kernel_hooks: Vec<KernelHook>,
     /// Whether anything counts into `FAULTS` / `RETRY_DECISIONS`.
-    faults: bool,
-    retries: bool,
+    pub(super) faults: bool,
+    pub(super) retries: bool,
     /// Keeps BPF_ENABLE_STATS(run time) on while oomwatch runs.
     stats: Option<std::os::fd::OwnedFd>,
     /// The programs on the hot events (one run per page allocation or user
@@ -313,160 +241,6 @@ impl Switchable {
         }
         Ok(())
     }
-}
-
-/// One attached program's kernel-side statistics.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ProgramStats {
-    pub name: String,
-    pub run_count: u64,
-    pub run_time: Duration,
-    /// Instructions the verifier processed (its complexity measure).
-    pub verified_instructions: Option<u32>,
-}
-
-/// Resolves the offsets `oom_mark_victim_task` follows, from the kernel's BTF.
-pub fn task_layout(btf: &Btf) -> Result<TaskLayout, BtfError> {
-    let memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
-    let ptr = std::mem::size_of::<usize>() as u32;
-    Ok(TaskLayout {
-        task_pid: btf.member_offset("task_struct", "pid")?,
-        task_tgid: btf.member_offset("task_struct", "tgid")?,
-        task_cgroups: btf.member_offset("task_struct", "cgroups")?,
-        css_set_memory_subsys: btf.member_offset("css_set", "subsys")? + memory_id as u32 * ptr,
-        css_cgroup: btf.member_offset("cgroup_subsys_state", "cgroup")?,
-        cgroup_kn: btf.member_offset("cgroup", "kn")?,
-        kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
-        valid: 1,
-    })
-}
-
-/// Resolves the offsets the task iterator follows, from the kernel's BTF.
-pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
-    let off = |ty: &str, m: &str| btf.member_offset(ty, m);
-    let opt = |ty: &str, m: &str| btf.member_offset(ty, m).unwrap_or(FIELD_ABSENT);
-    // mm->rss_stat: `struct percpu_counter rss_stat[NR_MM_COUNTERS]` (6.2+;
-    // get_mm_counter() reads the global `count`) or `struct mm_rss_stat
-    // { atomic_long_t count[NR_MM_COUNTERS]; }` before.
-    let rss = btf.member_layout("mm_struct", "rss_stat")?;
-    let (mm_rss_stat, rss_stride, rss_count) = if rss.type_name == "percpu_counter" {
-        (
-            rss.offset,
-            rss.elem_size,
-            btf.member_offset("percpu_counter", "count")?,
-        )
-    } else {
-        let inner = btf.member_layout(&rss.type_name, "count")?;
-        (rss.offset + inner.offset, inner.elem_size, 0)
-    };
-    let index = |name: &str| {
-        btf.enum_constant(name)
-            .map_or(FIELD_ABSENT, |v| u32::try_from(v).unwrap_or(FIELD_ABSENT))
-    };
-    let cgroup = task_layout(btf)?;
-    let counter_index = [
-        index("MM_FILEPAGES"),
-        index("MM_ANONPAGES"),
-        index("MM_SWAPENTS"),
-        index("MM_SHMEMPAGES"),
-    ];
-    let signal_oom_flag_origin = opt("signal_struct", "oom_flag_origin");
-    let signal_oom_score_adj = off("signal_struct", "oom_score_adj")?;
-    let signal_oom_mm = off("signal_struct", "oom_mm")?;
-    Ok(TaskIterLayout {
-        cgroup,
-        task_flags: off("task_struct", "flags")?,
-        task_comm: off("task_struct", "comm")?,
-        task_mm: off("task_struct", "mm")?,
-        task_signal: off("task_struct", "signal")?,
-        task_real_parent: off("task_struct", "real_parent")?,
-        task_vfork_done: off("task_struct", "vfork_done")?,
-        task_start_time: off("task_struct", "start_time")?,
-        signal_oom_score_adj,
-        signal_oom_mm,
-        signal_oom_flag_origin,
-        mm_flags: off("mm_struct", "flags")?,
-        mm_rss_stat,
-        rss_stride,
-        rss_count,
-        rss_direct: u32::from(rss.type_name == "percpu_counter"),
-        counter_index,
-        mm_pgtables_bytes: opt("mm_struct", "pgtables_bytes"),
-        valid: 1,
-    })
-}
-
-/// Program `name` of the object as its own type, or which one is missing.
-fn typed_program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or(LoadError::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| LoadError::Program {
-            what: format!("program {name}"),
-            source,
-        })
-}
-
-/// The task iterator, loaded (not attached): `oomwatch_tasks` from the
-/// object, with `layout` written in. Every `attach()` of it is one pass over
-/// every task. The object's other programs stay unloaded; its ring buffer
-/// is shrunk to a page, as nothing writes to it here.
-pub fn load_task_iterator(layout: &TaskIterLayout) -> Result<Ebpf, LoadError> {
-    if !object_embedded() {
-        return Err(LoadError::NoObject);
-    }
-    // One parse of the kernel's BTF (about 25 MiB while it lives) serves the
-    // loader and the program's attach point.
-    let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Program {
-        what: "the kernel's BTF for the task iterator".into(),
-        source: aya::programs::ProgramError::Btf(e),
-    })?;
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .map_max_entries("EVENTS", 4096)
-        .override_global("TASK_ITER_LAYOUT", layout, true)
-        .load(EBPF_OBJECT)
-        .map_err(LoadError::Object)?;
-    let prog: &mut aya::programs::Iter = typed_program(&mut ebpf, "oomwatch_tasks")?;
-    prog.load("task", &btf)
-        .map_err(|source| LoadError::Program {
-            what: "load the task iterator (iter/task)".into(),
-            source,
-        })?;
-    Ok(ebpf)
-}
-
-/// The task program's layout from the BTF at `btf_path`, or one sentence on
-/// why that program cannot run on this kernel.
-#[cfg(test)]
-fn task_program_plan(btf_path: &std::path::Path) -> Result<TaskLayout, String> {
-    task_program_plan_in(&read_btf(btf_path)?)
-}
-
-/// The kernel's BTF at `btf_path`, or why it cannot be read.
-fn read_btf(btf_path: &std::path::Path) -> Result<Btf, String> {
-    Btf::from_file(btf_path).map_err(|e| {
-        format!("the kernel has no readable BTF ({e}; it needs CONFIG_DEBUG_INFO_BTF=y)")
-    })
-}
-
-/// [`task_program_plan`] on parsed BTF.
-fn task_program_plan_in(btf: &Btf) -> Result<TaskLayout, String> {
-    match btf.tracepoint_arg_is_pointer("mark_victim", 0) {
-        Some(true) => {}
-        Some(false) => {
-            return Err(
-                "this kernel's mark_victim tracepoint passes a pid, not the task \
-                        (TP_PROTO(int pid), before the 6.9-era field extension)"
-                    .into(),
-            );
-        }
-        None => return Err("BTF has no btf_trace_mark_victim prototype".into()),
-    }
-    task_layout(btf).map_err(|e| e.to_string())
 }
 
 impl Probes {
@@ -771,28 +545,6 @@ impl Probes {
         Ok(())
     }
 
-    /// `FAULTS` summed over CPUs (slots of `oomwatch_common::fault`); None
-    /// when nothing counts into it.
-    pub fn fault_counts(&self) -> Option<Vec<u64>> {
-        self.faults
-            .then(|| self.sum_per_cpu("FAULTS", fault::SLOTS))
-            .flatten()
-    }
-
-    /// `RETRY_DECISIONS` summed over CPUs (slots of `oomwatch_common::retry`).
-    pub fn retry_decisions(&self) -> Option<Vec<u64>> {
-        self.retries
-            .then(|| self.sum_per_cpu("RETRY_DECISIONS", retry::SLOTS))
-            .flatten()
-    }
-
-    fn sum_per_cpu(&self, name: &str, n: u32) -> Option<Vec<u64>> {
-        let map = PerCpuArray::<_, u64>::try_from(self.ebpf.map(name)?).ok()?;
-        (0..n)
-            .map(|i| map.get(&i, 0).ok().map(|v| v.iter().sum()))
-            .collect()
-    }
-
     /// A hot event: its BTF tracepoint (`tp_btf`: the arguments of the call,
     /// no record built per event) where the kernel has BTF for it, else the
     /// classic tracepoint program. Either can be switched off and on again
@@ -924,53 +676,6 @@ impl Probes {
         Ok(())
     }
 
-    /// Page allocation counts (slots of `oomwatch_common::page_alloc`) and
-    /// failures by order, summed over CPUs; None when not attached.
-    pub fn page_alloc_counts(&self) -> Option<(Vec<u64>, Vec<u64>)> {
-        if !self.page_alloc {
-            return None;
-        }
-        Some((
-            self.sum_per_cpu("PAGE_ALLOCS", page_alloc::SLOTS)?,
-            self.sum_per_cpu("PAGE_ALLOC_FAILS", page_alloc::ORDERS)?,
-        ))
-    }
-
-    /// The kernel-side reclaim stall histogram summed over CPUs, per kind
-    /// (`reclaim::DIRECT`, `reclaim::MEMCG`): bucket counts, then the sum of
-    /// nanoseconds. None when no reclaim program is attached.
-    pub fn reclaim_histogram(&self) -> Option<Vec<Vec<u64>>> {
-        if self.reclaim_kinds == 0 {
-            return None;
-        }
-        let map = PerCpuArray::<_, u64>::try_from(self.ebpf.map("RECLAIM_HIST")?).ok()?;
-        let per_kind = (reclaim::BUCKETS + 1) as usize;
-        let mut out = vec![vec![0u64; per_kind]; reclaim::KINDS as usize];
-        for (k, row) in out.iter_mut().enumerate() {
-            for (i, slot) in row.iter_mut().enumerate() {
-                let idx = k as u32 * reclaim::STRIDE + i as u32;
-                *slot = map.get(&idx, 0).ok()?.iter().sum();
-            }
-        }
-        Some(out)
-    }
-
-    /// Run count, run time and verifier size of every loaded program.
-    pub fn program_stats(&self) -> Vec<ProgramStats> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, p)| {
-                let info = p.info().ok()?;
-                Some(ProgramStats {
-                    name: name.to_owned(),
-                    run_count: info.run_count(),
-                    run_time: info.run_time(),
-                    verified_instructions: info.verified_instruction_count(),
-                })
-            })
-            .collect()
-    }
-
     /// Starts forwarding aya-log records from the programs to `log` (and so to
     /// the agent's `tracing` output). Returns the task doing it.
     pub fn spawn_logger(&mut self) -> Option<tokio::task::JoinHandle<()>> {
@@ -1001,319 +706,6 @@ impl Probes {
                 guard.clear_ready();
             }
         }))
-    }
-
-    /// The stream of victims. Call once.
-    pub fn victims(&mut self) -> Result<VictimStream, LoadError> {
-        let ring = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(LoadError::MissingMap("EVENTS"))?;
-        let ring = RingBuf::try_from(ring).map_err(|source| LoadError::Map {
-            name: "EVENTS",
-            source,
-        })?;
-        let tasks = if self.task_program {
-            let map = self
-                .ebpf
-                .take_map("VICTIM_TASKS")
-                .ok_or(LoadError::MissingMap("VICTIM_TASKS"))?;
-            Some(
-                BpfHashMap::<_, u32, VictimTask>::try_from(map).map_err(|source| {
-                    LoadError::Map {
-                        name: "VICTIM_TASKS",
-                        source,
-                    }
-                })?,
-            )
-        } else {
-            None
-        };
-        let dropped = self
-            .ebpf
-            .take_map("DROPPED")
-            .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok());
-        // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns
-        // the RingBuf, and always returns that same fd.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
-        Ok(VictimStream {
-            ring,
-            tasks,
-            dropped,
-            hierarchy: cgroup::memory_hierarchy(),
-        })
-    }
-}
-
-/// A victim as oomwatch reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Victim {
-    pub pid: u32,
-    /// The thread group (process) id, when the task program ran.
-    pub tgid: Option<u32>,
-    pub comm: Option<String>,
-    pub uid: Option<u32>,
-    pub oom_score_adj: Option<i16>,
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub pgtables_kb: Option<u64>,
-    /// The memory cgroup's id, when the task program ran.
-    pub memcg_id: Option<u64>,
-    /// That cgroup's path, when it still existed at lookup time.
-    pub memcg: Option<Memcg>,
-    /// CLOCK_BOOTTIME at the tracepoint, in nanoseconds.
-    pub boot_ns: u64,
-}
-
-impl Victim {
-    fn from_event(ev: &VictimEvent) -> Self {
-        let has = |bit: u32| ev.present & bit != 0;
-        let opt = |bit: u32, v: u64| has(bit).then_some(v);
-        let comm = has(present::COMM).then(|| comm_string(&ev.comm));
-        Victim {
-            pid: ev.pid,
-            tgid: has(present::TASK).then_some(ev.tgid),
-            comm,
-            uid: has(present::UID).then_some(ev.uid),
-            oom_score_adj: has(present::OOM_SCORE_ADJ).then_some(ev.oom_score_adj),
-            total_vm_kb: opt(present::TOTAL_VM, ev.total_vm_kb),
-            anon_rss_kb: opt(present::ANON_RSS, ev.anon_rss_kb),
-            file_rss_kb: opt(present::FILE_RSS, ev.file_rss_kb),
-            shmem_rss_kb: opt(present::SHMEM_RSS, ev.shmem_rss_kb),
-            pgtables_kb: opt(present::PGTABLES, ev.pgtables_kb),
-            memcg_id: has(present::TASK).then_some(ev.memcg_id),
-            memcg: None,
-            boot_ns: ev.boot_ns,
-        }
-    }
-}
-
-impl std::fmt::Display for Victim {
-    /// One line, in the spirit of the kernel's "Killed process" line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        fn kb(v: Option<u64>) -> String {
-            v.map_or_else(|| "?".into(), |v| format!("{v}kB"))
-        }
-        write!(f, "pid={}", self.pid)?;
-        if let Some(t) = self.tgid {
-            write!(f, " tgid={t}")?;
-        }
-        write!(f, " comm={}", self.comm.as_deref().unwrap_or("?"))?;
-        if let Some(uid) = self.uid {
-            write!(f, " uid={uid}")?;
-        }
-        match (&self.memcg, self.memcg_id) {
-            (Some(m), _) => write!(f, " memcg={m}")?,
-            (None, Some(id)) => write!(f, " memcg=id:{id}")?,
-            (None, None) => write!(f, " memcg=?")?,
-        }
-        write!(
-            f,
-            " anon-rss={} file-rss={} shmem-rss={} pgtables={} total-vm={}",
-            kb(self.anon_rss_kb),
-            kb(self.file_rss_kb),
-            kb(self.shmem_rss_kb),
-            kb(self.pgtables_kb),
-            kb(self.total_vm_kb)
-        )?;
-        match self.oom_score_adj {
-            Some(a) => write!(f, " oom_score_adj={a}"),
-            None => write!(f, " oom_score_adj=?"),
-        }
-    }
-}
-
-/// A record off the ring buffer, by its leading kind.
-enum Record {
-    Victim(VictimEvent),
-    Exhausted(ReclaimExhaustedEvent),
-    AllocFail(AllocFailEvent),
-    Kernel(KernelEvent),
-}
-
-fn read_record(item: &[u8]) -> Option<Record> {
-    /// Ring buffer records are only 8-byte aligned: read unaligned.
-    fn pod<T: aya::Pod>(item: &[u8]) -> Option<T> {
-        // SAFETY: T is Pod and the item is long enough.
-        (item.len() >= std::mem::size_of::<T>())
-            .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) })
-    }
-    let kind: u32 = pod(item)?;
-    match kind {
-        k if k == EventKind::MarkVictim as u32 => pod(item).map(Record::Victim),
-        k if k == EventKind::ReclaimExhausted as u32 => pod(item).map(Record::Exhausted),
-        k if k == EventKind::AllocFail as u32 => pod(item).map(Record::AllocFail),
-        k if k == EventKind::OomEnter as u32 => {
-            pod(item).map(|e| Record::Kernel(KernelEvent::enter(&e)))
-        }
-        k if k == EventKind::Badness as u32 => {
-            pod(item).map(|e| Record::Kernel(KernelEvent::badness(&e)))
-        }
-        k if k == EventKind::OomChosen as u32 => {
-            pod(item).map(|e| Record::Kernel(KernelEvent::chosen(&e)))
-        }
-        k if k == EventKind::OomExit as u32 => {
-            pod(item).map(|e| Record::Kernel(KernelEvent::exit(&e)))
-        }
-        k if k == EventKind::Reaper as u32 => {
-            pod(item).map(|e| Record::Kernel(KernelEvent::reaper(&e)))
-        }
-        _ => None,
-    }
-}
-
-/// The page allocator gave up reclaiming for an allocation
-/// (`oom:reclaim_retry_zone` with `MAX_RECLAIM_RETRIES` loops without
-/// progress and a failed watermark): a global OOM is about to start.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReclaimExhausted {
-    pub tgid: u32,
-    pub pid: u32,
-    pub comm: String,
-    /// Allocation order; None when the record had no order field.
-    pub order: Option<i32>,
-    pub boot_ns: u64,
-}
-
-impl From<&ReclaimExhaustedEvent> for ReclaimExhausted {
-    fn from(ev: &ReclaimExhaustedEvent) -> Self {
-        ReclaimExhausted {
-            tgid: ev.tgid,
-            pid: ev.pid,
-            comm: comm_string(&ev.comm),
-            order: (ev.order >= 0).then_some(ev.order),
-            boot_ns: ev.boot_ns,
-        }
-    }
-}
-
-/// What one read of the ring buffer brought.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub victims: Vec<Victim>,
-    pub reclaim_exhausted: Vec<ReclaimExhausted>,
-    pub alloc_failures: Vec<AllocFailure>,
-    /// The kernel OOM-path and reaper events, in ring order.
-    pub kernel: Vec<KernelEvent>,
-}
-
-/// A page allocation that returned no page (`kmem:mm_page_alloc` with no
-/// pfn), as the kernel side reported it (rate-limited).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AllocFailure {
-    pub tgid: u32,
-    pub pid: u32,
-    pub comm: String,
-    pub order: u32,
-    pub gfp_flags: u64,
-    pub migratetype: i32,
-    pub boot_ns: u64,
-}
-
-impl From<&AllocFailEvent> for AllocFailure {
-    fn from(ev: &AllocFailEvent) -> Self {
-        AllocFailure {
-            tgid: ev.tgid,
-            pid: ev.pid,
-            comm: comm_string(&ev.comm),
-            order: ev.order,
-            gfp_flags: ev.gfp_flags,
-            migratetype: ev.migratetype,
-            boot_ns: ev.boot_ns,
-        }
-    }
-}
-
-/// A kernel `comm` buffer as text (up to its NUL).
-pub(crate) fn comm_string(comm: &[u8]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
-}
-
-/// Events read from the `EVENTS` ring buffer with tokio.
-pub struct VictimStream {
-    ring: AsyncFd<RingBuf<MapData>>,
-    tasks: Option<BpfHashMap<MapData, u32, VictimTask>>,
-    dropped: Option<PerCpuArray<MapData, u64>>,
-    hierarchy: Option<Hierarchy>,
-}
-
-impl VictimStream {
-    /// Waits for the next batch of events (never empty).
-    pub async fn next_batch(&mut self) -> io::Result<Batch> {
-        loop {
-            let mut events = Vec::new();
-            let mut stalls = Vec::new();
-            let mut fails = Vec::new();
-            let mut kernel = Vec::new();
-            {
-                let mut guard = self.ring.readable_mut().await?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    match read_record(&item) {
-                        Some(Record::Victim(ev)) => events.push(ev),
-                        Some(Record::Exhausted(ev)) => stalls.push(ReclaimExhausted::from(&ev)),
-                        Some(Record::AllocFail(ev)) => fails.push(AllocFailure::from(&ev)),
-                        Some(Record::Kernel(ev)) => kernel.push(ev),
-                        None => {
-                            tracing::warn!(len = item.len(), "unknown event on the ring buffer")
-                        }
-                    }
-                }
-                guard.clear_ready();
-            }
-            if events.is_empty() && stalls.is_empty() && fails.is_empty() && kernel.is_empty() {
-                continue;
-            }
-            let mut out = Vec::with_capacity(events.len());
-            for ev in &events {
-                let mut v = Victim::from_event(ev);
-                if v.memcg_id.is_none() {
-                    self.join_task(&mut v).await;
-                }
-                if let (Some(id), Some(h)) = (v.memcg_id, &self.hierarchy) {
-                    v.memcg = cgroup::resolve(h, id);
-                }
-                out.push(v);
-            }
-            return Ok(Batch {
-                victims: out,
-                reclaim_exhausted: stalls,
-                alloc_failures: fails,
-                kernel,
-            });
-        }
-    }
-
-    /// When the tracepoint program ran before the task program, the task's
-    /// record is still in `VICTIM_TASKS`: join it here. The two run in the same
-    /// `trace_mark_victim()` call, so the record is there or about to be.
-    async fn join_task(&mut self, v: &mut Victim) {
-        let Some(tasks) = self.tasks.as_mut() else {
-            return;
-        };
-        for _ in 0..20 {
-            if let Ok(t) = tasks.get(&v.pid, 0) {
-                v.tgid = Some(t.tgid);
-                v.memcg_id = Some(t.memcg_id);
-                let _ = tasks.remove(&v.pid);
-                tracing::debug!(pid = v.pid, "task record joined in user space");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    /// Events the kernel side could not queue because the ring buffer was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-            .as_ref()
-            .and_then(|m| m.get(&0, 0).ok())
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
     }
 }
 
@@ -1371,55 +763,5 @@ fn describe_load_error(e: &aya::programs::ProgramError) -> String {
             }
         }
         other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_btf_is_named() {
-        let err = task_program_plan(std::path::Path::new("/nonexistent/vmlinux")).unwrap_err();
-        assert!(
-            err.starts_with("the kernel has no readable BTF (read /nonexistent/vmlinux: "),
-            "{err}"
-        );
-        assert!(err.contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
-    }
-
-    #[test]
-    fn running_kernel_oom_scan_layout() {
-        if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("skipped: no {VMLINUX_BTF}");
-            return;
-        }
-        let btf = Btf::from_sys_fs().unwrap();
-        assert_eq!(btf.func_param_count("oom_badness"), Some(2));
-        assert_eq!(btf.func_param_count("out_of_memory"), Some(1));
-        assert_eq!(btf.func_param_count("no_such_function_here"), None);
-        let l = oom_scan_layout(&btf).unwrap();
-        assert_eq!(l.valid, 1);
-        assert_eq!(l.task_tgid, l.task_pid + 4);
-        // struct oom_control opens with zonelist, nodemask, memcg.
-        assert_eq!(l.oc_memcg, 16);
-        assert!(l.oc_chosen_points > l.oc_chosen, "{l:?}");
-    }
-
-    #[test]
-    fn running_kernel_task_plan() {
-        if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("skipped: no {VMLINUX_BTF}");
-            return;
-        }
-        let l = task_program_plan(std::path::Path::new(VMLINUX_BTF)).unwrap();
-        assert_eq!(l.valid, 1);
-        assert_eq!(l.task_tgid, l.task_pid + 4, "pid_t pid; pid_t tgid;");
-        let btf = Btf::from_sys_fs().unwrap();
-        let subsys = btf.member_offset("css_set", "subsys").unwrap();
-        let memory = btf
-            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
-            .unwrap() as u32;
-        assert_eq!(l.css_set_memory_subsys, subsys + 8 * memory);
     }
 }
