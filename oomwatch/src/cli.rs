@@ -358,7 +358,7 @@ pub fn main() -> ExitCode {
             top,
             kernel,
             totalpages,
-        } => match crate::replay::cli(
+        } => match crate::replay::input::cli(
             file.as_deref(),
             json,
             top,

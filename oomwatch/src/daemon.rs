@@ -370,7 +370,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         });
     let gfp = crate::host::gfp::live_gfp_table(&crate::model::KernelBehavior::for_version(version));
     let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    if let Err(e) = crate::episode::follow_kmsg(report_tx) {
+    if let Err(e) = crate::replay::follow_kmsg(report_tx) {
         tracing::warn!(error = %format!("{e:#}"), "OOM episodes will lack the kernel's report (trigger, constraint, task table)");
     }
     let mut joiner = crate::episode::Joiner::default();
@@ -418,8 +418,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             Some(ev) = reports.recv() => {
                 let ep = match ev {
-                    crate::episode::KmsgEvent::Report(r) => joiner.report(*r, &gfp),
-                    crate::episode::KmsgEvent::GroupMember { pid, victim } => {
+                    crate::replay::KmsgEvent::Report(r) => joiner.report(*r, &gfp),
+                    crate::replay::KmsgEvent::GroupMember { pid, victim } => {
                         joiner.group_member(pid, victim)
                     }
                 };

@@ -23,6 +23,5 @@ pub mod oomstart;
 pub mod predict;
 pub mod predictor;
 pub mod replay;
-pub mod report;
 pub mod snapshot;
 pub mod watch;

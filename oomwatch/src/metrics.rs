@@ -794,7 +794,7 @@ mod tests {
             cgroup: Some(cg.to_owned()),
             totalpages: 16_384,
             headroom_bytes: Some(4096),
-            victim: Some(crate::predict::VictimJson {
+            victim: Some(crate::model::explain::VictimJson {
                 pid: 7,
                 tgid: 7,
                 comm: "x".into(),

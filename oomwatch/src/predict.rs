@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::{
     domain::{self, OomDomain},
-    model::{KernelBehavior, Scan, Selection, select::Domain, select::Verdict, select_bad_process},
+    model::explain::{CandidateJson, VictimJson, candidates},
+    model::{KernelBehavior, Scan, Selection, select::Domain, select_bad_process},
     snapshot::{Snapshotter, Source, SourceInUse, proc::ProcSnapshot},
 };
 
@@ -86,32 +87,6 @@ pub struct DomainJson {
     pub totalpages: u64,
 }
 
-/// `victim` of the JSON contract.
-#[derive(Debug, Clone, Serialize)]
-pub struct VictimJson {
-    pub pid: i32,
-    pub tgid: i32,
-    pub comm: String,
-    pub points: i64,
-}
-
-/// One entry of `candidates`.
-#[derive(Debug, Clone, Serialize)]
-pub struct CandidateJson {
-    pub pid: i32,
-    pub tgid: i32,
-    pub comm: String,
-    /// `null` when ineligible.
-    pub points: Option<i64>,
-    pub rss_pages: i64,
-    pub swap_pages: i64,
-    pub pgtables_pages: i64,
-    pub oom_score_adj: i16,
-    pub eligible: bool,
-    /// Why: the ineligibility reason, or the points breakdown.
-    pub reason: String,
-}
-
 /// The `oomwatch predict --json` object. Field names and meanings are a
 /// contract: add fields, never rename or remove them.
 #[derive(Debug, Clone, Serialize)]
@@ -160,46 +135,4 @@ pub fn report(
             candidates,
         }
     }
-}
-
-/// The candidates of `sel`, at most `top`: eligible ones by rank (ties in
-/// the order the kernel would break them), then the ineligible ones with
-/// their reason; each process once.
-pub fn candidates(sel: &Selection, top: Option<usize>) -> Vec<CandidateJson> {
-    let mut ordered: Vec<&crate::model::select::Candidate> = sel.ranking();
-    // Threads of one process show once (the kernel scores the process).
-    let mut seen = std::collections::HashSet::new();
-    ordered.retain(|c| seen.insert(c.tgid));
-    for c in &sel.candidates {
-        if c.verdict != Verdict::Scored && seen.insert(c.tgid) {
-            ordered.push(c);
-        }
-    }
-    ordered
-        .into_iter()
-        .take(top.unwrap_or(usize::MAX))
-        .map(|c| CandidateJson {
-            pid: c.pid,
-            tgid: c.tgid,
-            comm: c.comm.clone(),
-            points: c.badness.points,
-            rss_pages: c.badness.rss_pages,
-            swap_pages: c.badness.swap_pages,
-            pgtables_pages: c.badness.pgtables_pages,
-            oom_score_adj: c.oom_score_adj,
-            eligible: c.verdict == Verdict::Scored && c.badness.points.is_some(),
-            reason: match c.verdict {
-                Verdict::Scored => crate::model::explain::breakdown(&c.badness),
-                Verdict::CpusetMismatch => "cpuset/mempolicy does not intersect".into(),
-                Verdict::ReapedVictim => "earlier victim, memory already reaped".into(),
-                Verdict::AbortsScan => "pending OOM victim: the kernel waits for it".into(),
-                Verdict::Origin => "OOM origin: chosen whatever its points".into(),
-                Verdict::Ineligible => c
-                    .badness
-                    .ineligible
-                    .map_or("ineligible", |i| i.describe())
-                    .to_owned(),
-            },
-        })
-        .collect()
 }

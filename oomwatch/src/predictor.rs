@@ -9,12 +9,13 @@ use serde::Serialize;
 use crate::{
     domain,
     host::cgroup,
+    model::explain::{CandidateJson, VictimJson},
     model::{
         KernelBehavior, oom_badness,
         score::{approximate_counter_slack, explain_score_difference, proc_oom_score},
         select::Domain,
     },
-    predict::{self, CandidateJson, VictimJson},
+    predict,
     snapshot::{Snapshotter, memcg, proc},
 };
 

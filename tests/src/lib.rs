@@ -552,7 +552,7 @@ impl KmsgTail {
                 }
             }
         }
-        oomwatch::report::kmsg_messages(&records)
+        oomwatch::replay::parse::kmsg_messages(&records)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The kernel's own OOM report, read live from `/dev/kmsg` after a real memcg
 //! OOM kill: parsed, and its selection replayed with the model.
 
-use oomwatch::report;
+use oomwatch::replay;
 use oomwatch_tests::{
     KmsgTail, MemcgGuard, THREE_HOGS_MIB, killed_by_sigkill, require_root, run_hogs_until_one_dies,
     wait_for_a_fresh_report_window,
@@ -21,7 +21,7 @@ fn live_report_parses_and_replays() {
     let victim = hogs[dead].pid() as i32;
 
     let text = kmsg.messages_until_kill(victim as u32);
-    let r = report::parse(&text).expect("an OOM report in /dev/kmsg");
+    let r = replay::parse::parse(&text).expect("an OOM report in /dev/kmsg");
     assert_eq!(r.killed.first().map(|k| k.pid), Some(victim), "{text}");
     assert_eq!(r.memcg_limit_kb, Some(64 * 1024));
     let kv: std::collections::HashMap<_, _> = r.oom_kill.iter().cloned().collect();
@@ -32,7 +32,7 @@ fn live_report_parses_and_replays() {
     let ours: Vec<i32> = hogs.iter().map(|h| h.pid() as i32).collect();
     let rows: Vec<i32> = r.tasks.iter().map(|t| t.pid).collect();
     assert_eq!(rows, ours, "the task table lists our hogs in scan order");
-    let rp = report::replay(&r).expect("replayable");
+    let rp = replay::replay(&r).expect("replayable");
     assert!(
         rp.agree,
         "model {:?} vs kernel {:?}",

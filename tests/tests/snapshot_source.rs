@@ -201,7 +201,7 @@ fn the_iterator_equals_the_kernels_own_report() {
     assert!(killed_by_sigkill(&status), "{status:?}");
     let after = it.read(Path::new("/proc")).unwrap();
     let text = kmsg.messages_until_kill(victim);
-    let report = oomwatch::report::parse_all(&text)
+    let report = oomwatch::replay::parse::parse_all(&text)
         .into_iter()
         .find(|r| r.killed.iter().any(|k| k.pid == victim as i32))
         .unwrap_or_else(|| panic!("no report of the kill of {victim}:\n{text}"));

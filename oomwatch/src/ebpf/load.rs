@@ -243,25 +243,25 @@ impl Switchable {
     }
 }
 
-impl Probes {
-    /// Checks privileges, reads the layouts, loads the object and attaches:
-    /// `tracepoint/oom/mark_victim` (required) and `tp_btf/mark_victim`
-    /// (optional, for the victim's memory cgroup).
-    pub fn load() -> Result<Self, LoadError> {
-        Self::load_with(&LoadOptions::default())
-    }
+/// What is read from tracefs and the kernel's BTF before loading.
+struct Layouts {
+    mark_victim: MarkVictimLayout,
+    reclaim_retry: Option<ReclaimRetryLayout>,
+    page_alloc: Option<PageAllocLayout>,
+    task: Result<TaskLayout, String>,
+    oom_scan: Result<OomScanLayout, String>,
+    compact_ret: u32,
+    fault_code: u32,
+    reaper_pid: u32,
+    /// `task`, or [`TaskLayout::INVALID`] when it could not be read.
+    task_global: TaskLayout,
+}
 
-    /// [`Probes::load`] with options (tests shrink the ring buffer).
-    pub fn load_with(opts: &LoadOptions) -> Result<Self, LoadError> {
-        if !object_embedded() {
-            return Err(LoadError::NoObject);
-        }
-        if let Some(msg) = Privileges::current().missing_for_tracing() {
-            return Err(LoadError::Privilege(msg));
-        }
+impl Layouts {
+    /// Reads the tracefs formats and the BTF offsets, recording in `degraded` what is off.
+    fn read(degraded: &mut Vec<Degraded>) -> Result<Self, LoadError> {
         let tracefs = tracefs::find_or_mount()?;
         let layout: MarkVictimLayout = tracefs::read_mark_victim_layout(&tracefs)?;
-        let mut degraded = Vec::new();
         let reclaim_layout = tracefs::read_reclaim_retry_layout(&tracefs);
         let alloc_layout = tracefs::read_page_alloc_layout(&tracefs);
         // Offsets from the kernel's BTF, parsed once and dropped before aya
@@ -287,47 +287,116 @@ impl Probes {
                 TaskLayout::INVALID
             }
         };
-        // aya-log's levels use the same numbers as log::LevelFilter (off = 0 ..
-        // trace = 5): statements below the agent's filter cost nothing.
-        let log_level = log::max_level() as u8;
-        let alloc_global = alloc_layout.unwrap_or(PageAllocLayout::ABSENT);
-        let reclaim_global = reclaim_layout.unwrap_or(ReclaimRetryLayout::ABSENT);
-        let scan_global = scan_layout.as_ref().map_or(OomScanLayout::INVALID, |l| *l);
-        // The loader (and the BTF it parses) is dropped once loaded.
-        let mut loader = EbpfLoader::new();
-        if let Some(bytes) = opts.ring_bytes {
-            loader.map_max_entries("EVENTS", bytes);
-        }
-        let ebpf = loader
-            .override_global("MARK_VICTIM_LAYOUT", &layout, true)
-            .override_global("TASK_LAYOUT", &task_layout, true)
-            .override_global("PAGE_ALLOC_LAYOUT", &alloc_global, true)
-            .override_global("RECLAIM_RETRY_LAYOUT", &reclaim_global, true)
-            .override_global("OOM_SCAN_LAYOUT", &scan_global, true)
-            .override_global("COMPACT_RETRY_RET", &compact_ret, true)
-            .override_global("FAULT_ERROR_CODE", &fault_code, true)
-            .override_global("REAPER_PID", &reaper_pid, true)
-            .override_global("AYA_LOG_LEVEL", &log_level, false)
-            .load(EBPF_OBJECT)
-            .map_err(LoadError::Object)?;
-        drop(loader);
-        // Run counts and run time per program (kernel.bpf_stats_enabled,
-        // scoped to this fd): costs a clock read per program run.
-        let stats = if opts.no_run_stats {
-            None
-        } else {
-            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-                Ok(fd) => Some(fd),
-                Err(e) => {
-                    degraded.push(Degraded {
-                        part: "program run statistics (BPF_ENABLE_STATS)",
-                        reason: e.to_string(),
-                    });
-                    None
-                }
+        Ok(Layouts {
+            mark_victim: layout,
+            reclaim_retry: reclaim_layout,
+            page_alloc: alloc_layout,
+            task,
+            oom_scan: scan_layout,
+            compact_ret,
+            fault_code,
+            reaper_pid,
+            task_global: task_layout,
+        })
+    }
+}
+
+/// Fails unless the eBPF object is embedded and the process may trace.
+fn check_object_and_privileges() -> Result<(), LoadError> {
+    if !object_embedded() {
+        return Err(LoadError::NoObject);
+    }
+    if let Some(msg) = Privileges::current().missing_for_tracing() {
+        return Err(LoadError::Privilege(msg));
+    }
+    Ok(())
+}
+
+/// Loads the eBPF object with its globals overridden by `layouts` and the log level.
+fn load_object(opts: &LoadOptions, layouts: &Layouts) -> Result<Ebpf, LoadError> {
+    // aya-log's levels use the same numbers as log::LevelFilter (off = 0 ..
+    // trace = 5): statements below the agent's filter cost nothing.
+    let log_level = log::max_level() as u8;
+    let alloc_global = layouts.page_alloc.unwrap_or(PageAllocLayout::ABSENT);
+    let reclaim_global = layouts.reclaim_retry.unwrap_or(ReclaimRetryLayout::ABSENT);
+    let scan_global = layouts
+        .oom_scan
+        .as_ref()
+        .map_or(OomScanLayout::INVALID, |l| *l);
+    // The loader (and the BTF it parses) is dropped once loaded.
+    let mut loader = EbpfLoader::new();
+    if let Some(bytes) = opts.ring_bytes {
+        loader.map_max_entries("EVENTS", bytes);
+    }
+    let ebpf = loader
+        .override_global("MARK_VICTIM_LAYOUT", &layouts.mark_victim, true)
+        .override_global("TASK_LAYOUT", &layouts.task_global, true)
+        .override_global("PAGE_ALLOC_LAYOUT", &alloc_global, true)
+        .override_global("RECLAIM_RETRY_LAYOUT", &reclaim_global, true)
+        .override_global("OOM_SCAN_LAYOUT", &scan_global, true)
+        .override_global("COMPACT_RETRY_RET", &layouts.compact_ret, true)
+        .override_global("FAULT_ERROR_CODE", &layouts.fault_code, true)
+        .override_global("REAPER_PID", &layouts.reaper_pid, true)
+        .override_global("AYA_LOG_LEVEL", &log_level, false)
+        .load(EBPF_OBJECT)
+        .map_err(LoadError::Object)?;
+    drop(loader);
+    Ok(ebpf)
+}
+
+/// Turns the run statistics on unless `opts` says not to, recording in `degraded` a failure.
+fn enable_run_stats(
+    opts: &LoadOptions,
+    degraded: &mut Vec<Degraded>,
+) -> Option<std::os::fd::OwnedFd> {
+    // Run counts and run time per program (kernel.bpf_stats_enabled,
+    // scoped to this fd): costs a clock read per program run.
+    if opts.no_run_stats {
+        None
+    } else {
+        match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                degraded.push(Degraded {
+                    part: "program run statistics (BPF_ENABLE_STATS)",
+                    reason: e.to_string(),
+                });
+                None
             }
-        };
-        let mut probes = Probes {
+        }
+    }
+}
+
+impl Probes {
+    /// Checks privileges, reads the layouts, loads the object and attaches:
+    /// `tracepoint/oom/mark_victim` (required) and `tp_btf/mark_victim`
+    /// (optional, for the victim's memory cgroup).
+    pub fn load() -> Result<Self, LoadError> {
+        Self::load_with(&LoadOptions::default())
+    }
+
+    /// [`Probes::load`] with options (tests shrink the ring buffer).
+    pub fn load_with(opts: &LoadOptions) -> Result<Self, LoadError> {
+        check_object_and_privileges()?;
+        let mut degraded = Vec::new();
+        let layouts = Layouts::read(&mut degraded)?;
+        let ebpf = load_object(opts, &layouts)?;
+        let stats = enable_run_stats(opts, &mut degraded);
+        let mut probes = Probes::new(ebpf, degraded, stats);
+        // Parsed once here: the BTF tracepoints and the kernel hooks.
+        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
+        probes.attach_victim(&layouts.task, &btf)?;
+        probes.attach_reclaim_retry(layouts.reclaim_retry);
+        probes.attach_page_alloc(layouts.page_alloc, &btf);
+        probes.attach_reclaim_and_counting();
+        probes.attach_user_faults(&btf);
+        probes.attach_kernel_hooks(&layouts.oom_scan, layouts.fault_code, &btf);
+        Ok(probes)
+    }
+
+    /// The loaded object with nothing attached yet.
+    fn new(ebpf: Ebpf, degraded: Vec<Degraded>, stats: Option<std::os::fd::OwnedFd>) -> Self {
+        Probes {
             ebpf,
             degraded,
             task_program: false,
@@ -339,25 +408,31 @@ impl Probes {
             stats,
             hot: Vec::new(),
             floor: Vec::new(),
-        };
-        // Parsed once here: the BTF tracepoints and the kernel hooks.
-        let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
+        }
+    }
+
+    /// Attaches `tp_btf/mark_victim` (optional) and `tracepoint/oom/mark_victim` (required).
+    fn attach_victim(
+        &mut self,
+        task: &Result<TaskLayout, String>,
+        btf: &Result<aya::Btf, String>,
+    ) -> Result<(), LoadError> {
         if task.is_ok() {
-            let attached = match &btf {
-                Ok(btf) => probes
+            let attached = match btf {
+                Ok(btf) => self
                     .attach_btf_tracepoint("oom_mark_victim_task", "mark_victim", btf)
                     .map(drop),
                 Err(e) => Err(anyhow::anyhow!("no kernel BTF ({e})")),
             };
             match attached {
-                Ok(()) => probes.task_program = true,
-                Err(e) => probes.degraded.push(Degraded {
+                Ok(()) => self.task_program = true,
+                Err(e) => self.degraded.push(Degraded {
                     part: "victim memory cgroup (tp_btf/mark_victim)",
                     reason: format!("{e:#}"),
                 }),
             }
         }
-        let tp: &mut TracePoint = typed_program(&mut probes.ebpf, "oom_mark_victim")?;
+        let tp: &mut TracePoint = typed_program(&mut self.ebpf, "oom_mark_victim")?;
         tp.load().map_err(|source| LoadError::Program {
             what: "load tracepoint/oom/mark_victim".into(),
             source,
@@ -367,27 +442,40 @@ impl Probes {
                 what: "attach tracepoint/oom/mark_victim".into(),
                 source,
             })?;
+        Ok(())
+    }
+
+    /// Attaches `oom:reclaim_retry_zone` where its layout was read, else records why not.
+    fn attach_reclaim_retry(&mut self, reclaim_layout: Option<ReclaimRetryLayout>) {
         let reclaim = match reclaim_layout {
             None => Err("this kernel has no oom:reclaim_retry_zone tracepoint".to_owned()),
             Some(l) if l.no_progress_loops == oomwatch_common::FIELD_ABSENT => {
                 Err("oom:reclaim_retry_zone has no no_progress_loops field of 4 bytes".to_owned())
             }
-            Some(_) => probes
+            Some(_) => self
                 .attach_tracepoint("oom_reclaim_retry", "oom", "reclaim_retry_zone")
                 .map(drop)
                 .map_err(|e| format!("{e:#}")),
         };
         if let Err(reason) = reclaim {
-            probes.degraded.push(Degraded {
+            self.degraded.push(Degraded {
                 part: "global OOM start (tracepoint oom:reclaim_retry_zone)",
                 reason,
             });
         }
+    }
+
+    /// Attaches `kmem:mm_page_alloc` where its layout was read, else records why not.
+    fn attach_page_alloc(
+        &mut self,
+        alloc_layout: Option<PageAllocLayout>,
+        btf: &Result<aya::Btf, String>,
+    ) {
         let alloc = match alloc_layout {
             None => {
                 Err("kmem:mm_page_alloc is missing or has no order/gfp_flags fields".to_owned())
             }
-            Some(_) => probes
+            Some(_) => self
                 .attach_fast_or_tracepoint(
                     btf.as_ref().ok(),
                     "page_alloc_btf",
@@ -396,17 +484,21 @@ impl Probes {
                 .map_err(|e| format!("{e:#}")),
         };
         match alloc {
-            Ok(()) => probes.page_alloc = true,
-            Err(reason) => probes.degraded.push(Degraded {
+            Ok(()) => self.page_alloc = true,
+            Err(reason) => self.degraded.push(Degraded {
                 part: "page allocations and failures (tracepoint kmem:mm_page_alloc)",
                 reason,
             }),
         }
+    }
+
+    /// Attaches the reclaim stall and counting tracepoints, then notes whether retries are counted.
+    fn attach_reclaim_and_counting(&mut self) {
         for (part, progs) in RECLAIM_PROGRAMS {
             let mut ok = true;
             for (prog, event) in *progs {
-                if let Err(e) = probes.attach_tracepoint(prog, "vmscan", event) {
-                    probes.degraded.push(Degraded {
+                if let Err(e) = self.attach_tracepoint(prog, "vmscan", event) {
+                    self.degraded.push(Degraded {
                         part,
                         reason: format!("vmscan:{event}: {e:#}"),
                     });
@@ -414,12 +506,12 @@ impl Probes {
                     break;
                 }
             }
-            probes.reclaim_kinds += u32::from(ok);
+            self.reclaim_kinds += u32::from(ok);
         }
         for (part, progs) in COUNTING_TRACEPOINTS {
             for (prog, category, event) in *progs {
-                if let Err(e) = probes.attach_tracepoint(prog, category, event) {
-                    probes.degraded.push(Degraded {
+                if let Err(e) = self.attach_tracepoint(prog, category, event) {
+                    self.degraded.push(Degraded {
                         part,
                         reason: format!("{category}:{event}: {e:#}"),
                     });
@@ -427,35 +519,47 @@ impl Probes {
                 }
             }
         }
-        probes.retries = probes.program_attached("oom_reclaim_retry")
-            || probes.program_attached("oom_compact_retry");
-        let user_faults = probes.attach_fast_or_tracepoint(
+        self.retries = self.program_attached("oom_reclaim_retry")
+            || self.program_attached("oom_compact_retry");
+    }
+
+    /// Attaches `exceptions:page_fault_user` (BTF or classic), else records why not.
+    fn attach_user_faults(&mut self, btf: &Result<aya::Btf, String>) {
+        let user_faults = self.attach_fast_or_tracepoint(
             btf.as_ref().ok(),
             "user_fault_btf",
             ("user_fault", "exceptions", "page_fault_user"),
         );
-        probes.faults = user_faults.is_ok();
+        self.faults = user_faults.is_ok();
         match user_faults {
             Ok(()) => {}
-            Err(e) => probes.degraded.push(Degraded {
+            Err(e) => self.degraded.push(Degraded {
                 part: "user page faults by access (exceptions:page_fault_user)",
                 reason: format!("{e:#}"),
             }),
         }
+    }
+
+    /// Hooks the kernel functions in [`HOOKS`], and [`FAULT_HOOK`] where user faults are not seen.
+    fn attach_kernel_hooks(
+        &mut self,
+        scan_layout: &Result<OomScanLayout, String>,
+        fault_code: u32,
+        btf: &Result<aya::Btf, String>,
+    ) {
         let layout = scan_layout.as_ref().map(|_| ()).map_err(Clone::clone);
         for spec in HOOKS {
-            let hook = probes.attach_hook(spec, btf.as_ref(), &layout);
-            probes.faults |= hook.path.is_some() && spec.function == "pagefault_out_of_memory";
-            probes.kernel_hooks.push(hook);
+            let hook = self.attach_hook(spec, btf.as_ref(), &layout);
+            self.faults |= hook.path.is_some() && spec.function == "pagefault_out_of_memory";
+            self.kernel_hooks.push(hook);
         }
-        if !(probes.program_attached("user_fault_btf")
-            || probes.program_attached("user_fault") && fault_code != FIELD_ABSENT)
+        if !(self.program_attached("user_fault_btf")
+            || self.program_attached("user_fault") && fault_code != FIELD_ABSENT)
         {
-            let hook = probes.attach_hook(&FAULT_HOOK, btf.as_ref(), &Ok(()));
-            probes.faults |= hook.path.is_some();
-            probes.kernel_hooks.push(hook);
+            let hook = self.attach_hook(&FAULT_HOOK, btf.as_ref(), &Ok(()));
+            self.faults |= hook.path.is_some();
+            self.kernel_hooks.push(hook);
         }
-        Ok(probes)
     }
 
     /// Whether the program `name` is loaded (attached programs are).

@@ -13,15 +13,15 @@
 use serde::Serialize;
 
 use crate::{
+    model::explain::{CandidateJson, candidates},
     model::{
-        KernelBehavior, KernelVersion, Process,
+        KernelBehavior, KernelVersion, MmCounters, Process,
         badness::oom_badness_normalized,
         behavior::TieBreak,
         select::{Domain, Scan, Selection, select_bad_process},
         version::v,
     },
-    predict::CandidateJson,
-    report::{Report, TaskRow, processes, stated_version},
+    replay::parse::{Report, TaskRow, parse_all, stated_version},
 };
 
 /// A task named by pid and comm.
@@ -350,6 +350,40 @@ fn scan(
     )
 }
 
+/// The table's rows as the model's processes; before 4.17 uid 0 is taken
+/// for CAP_SYS_ADMIN (the table shows no capabilities).
+fn table_processes(tasks: &[TaskRow], kb: &KernelBehavior) -> Vec<Process> {
+    let mut procs = processes(tasks);
+    if kb.admin_bonus {
+        for (p, t) in procs.iter_mut().zip(tasks) {
+            p.cap_sys_admin = t.uid == 0;
+        }
+    }
+    procs
+}
+
+/// The model's scan of the table at `totalpages`: the selection (None for
+/// the legacy rules, which score without it), the chosen row, and the
+/// candidates.
+fn scan_table(
+    procs: &[Process],
+    domain: Domain,
+    totalpages: u64,
+    page_kb: u64,
+    kb: &KernelBehavior,
+    legacy: bool,
+) -> (Option<Selection>, Option<usize>, Vec<CandidateJson>) {
+    if legacy {
+        let best = legacy_select(procs, totalpages, page_kb);
+        (None, best, legacy_candidates(procs, totalpages, page_kb))
+    } else {
+        let sel = scan(procs, domain, totalpages, page_kb, kb);
+        let row = chosen_row(&sel);
+        let cands = candidates(&sel, None);
+        (Some(sel), row, cands)
+    }
+}
+
 /// Row index of the model's choice.
 fn chosen_row(sel: &Selection) -> Option<usize> {
     sel.chosen().map(|c| c.position)
@@ -555,18 +589,13 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
     };
     let kb = KernelBehavior::for_version(ver);
     let domain = if memcg { Domain::Memcg } else { Domain::Global };
-    let mut procs = processes(r);
+    let procs = table_processes(&r.tasks, &kb);
     // ≤ 4.16: uid 0 is taken for CAP_SYS_ADMIN (the table shows no capabilities).
     let admin_guess = kb.admin_bonus && r.tasks.iter().any(|t| t.uid == 0);
-    if kb.admin_bonus {
-        for (p, t) in procs.iter_mut().zip(&r.tasks) {
-            p.cap_sys_admin = t.uid == 0;
-        }
-        if admin_guess {
-            out.notes.push(
-                "Linux ≤ 4.16 gives CAP_SYS_ADMIN tasks a 3% discount; the table shows no capabilities, so uid 0 was taken to hold it".into(),
-            );
-        }
+    if admin_guess {
+        out.notes.push(
+            "Linux ≤ 4.16 gives CAP_SYS_ADMIN tasks a 3% discount; the table shows no capabilities, so uid 0 was taken to hold it".into(),
+        );
     }
     let legacy = ver < v(3, 8, 0);
     if legacy && r.columns.iter().all(|c| c != "swapents") {
@@ -638,19 +667,8 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
     }
 
     // The scan.
-    let (sel, model_row) = if legacy {
-        let best = legacy_select(&procs, total.value, page_kb);
-        (None, best)
-    } else {
-        let sel = scan(&procs, domain, total.value, page_kb, &kb);
-        let row = chosen_row(&sel);
-        (Some(sel), row)
-    };
-    if let Some(sel) = &sel {
-        out.candidates = crate::predict::candidates(sel, None);
-    } else {
-        out.candidates = legacy_candidates(&procs, total.value, page_kb);
-    }
+    let (sel, model_row, cands) = scan_table(&procs, domain, total.value, page_kb, &kb, legacy);
+    out.candidates = cands;
     let points_of = |row: usize| -> Option<i64> { out_points(&out.candidates, &r.tasks[row]) };
     out.predicted_victim = model_row.map(|i| PredictedVictim {
         pid: r.tasks[i].pid,
@@ -1024,72 +1042,6 @@ fn legacy_candidates(procs: &[Process], totalpages: u64, page_kb: u64) -> Vec<Ca
     c.into_iter().map(|(_, c)| c).collect()
 }
 
-/// Exit status: at least one report disagrees.
-pub const EXIT_DISAGREE: u8 = 1;
-/// Exit status: no OOM report in the input, or the input cannot be read.
-pub const EXIT_NO_REPORT: u8 = 2;
-
-/// Reads the input of `oomwatch replay`: FILE, `-` (stdin), or with neither
-/// the terminal's stdin replaced by the kernel's own log.
-fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<(String, Vec<u8>)> {
-    use std::io::{IsTerminal as _, Read as _};
-
-    use anyhow::Context as _;
-    match file {
-        // A plain read of /dev/kmsg would wait for the next record forever.
-        Some(p) if p == std::path::Path::new("/dev/kmsg") => {
-            Ok(("the kernel log (/dev/kmsg)".into(), read_kmsg()?))
-        }
-        Some(p) if p.as_os_str() != "-" => {
-            let bytes = std::fs::read(p).with_context(|| {
-                format!(
-                    "read {}: give a readable log file, or `-` for standard input",
-                    p.display()
-                )
-            })?;
-            Ok((p.display().to_string(), bytes))
-        }
-        Some(_) => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("read standard input")?;
-            Ok(("standard input".into(), bytes))
-        }
-        None if !std::io::stdin().is_terminal() => read_input(Some(std::path::Path::new("-"))),
-        None => Ok(("the kernel log (/dev/kmsg)".into(), read_kmsg()?)),
-    }
-}
-
-/// Every record `/dev/kmsg` still holds, without waiting for new ones.
-fn read_kmsg() -> anyhow::Result<Vec<u8>> {
-    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
-
-    use anyhow::Context as _;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .context(
-            "open /dev/kmsg (reading the kernel log needs CAP_SYSLOG, or kernel.dmesg_restrict=0): \
-             run as root, or pass a saved log: `dmesg > oom.log; oomwatch replay oom.log`",
-        )?;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            // A record overwritten while we read: go on with the next.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e).context("read /dev/kmsg"),
-        }
-    }
-    Ok(out)
-}
-
 /// Finds and replays every report of `text`.
 pub fn replay_all(text: &str) -> Vec<ReplayReport> {
     replay_all_given(text, Given::default())
@@ -1097,216 +1049,126 @@ pub fn replay_all(text: &str) -> Vec<ReplayReport> {
 
 /// As [`replay_all`], with what is known besides the reports.
 pub fn replay_all_given(text: &str, given: Given) -> Vec<ReplayReport> {
-    crate::report::parse_all(text)
+    parse_all(text)
         .iter()
         .map(|r| analyze_given(r, given))
         .collect()
 }
 
-/// Why an input holds no report, for the error.
-fn no_report_error(name: &str, bytes: &[u8], text: &str) -> anyhow::Error {
-    let nul = bytes.iter().filter(|&&b| b == 0).count();
-    let bad = text
-        .chars()
-        .filter(|&c| c == char::REPLACEMENT_CHARACTER)
-        .count();
-    let kind = if bytes.is_empty() {
-        "it is empty".to_owned()
-    } else if nul * 100 > bytes.len() || bad * 20 > text.chars().count().max(1) {
-        format!(
-            "it looks binary ({nul} NUL bytes, {bad} invalid UTF-8 sequences in {} bytes)",
-            bytes.len()
-        )
-    } else {
-        format!(
-            "{} lines, none of them an OOM report's",
-            text.lines().count()
-        )
-    };
-    anyhow::anyhow!(
-        "{name}: no kernel OOM report found ({kind}). oomwatch looks for the kernel's \
-         `… invoked oom-killer: gfp_mask=…` and `Killed process N (comm)` lines: pass a text \
-         log such as `dmesg`, `journalctl -k`, /var/log/kern.log or /var/log/messages"
-    )
+/// The model's replay of a report's selection.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replay {
+    pub kernel: KernelVersion,
+    pub domain: Domain,
+    pub totalpages: u64,
+    /// Whether totalpages is exact (false: a swap term the report does not give).
+    pub totalpages_exact: bool,
+    pub model_pid: Option<i32>,
+    pub kernel_pid: Option<i32>,
+    pub agree: bool,
 }
 
-/// `oomwatch replay`.
-pub fn cli(
-    file: Option<&std::path::Path>,
-    json: bool,
-    top: usize,
-    given: Given,
-) -> anyhow::Result<std::process::ExitCode> {
-    let (name, bytes) = read_input(file)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let reports = replay_all_given(&text, given);
-    if reports.is_empty() {
-        return Err(no_report_error(&name, &bytes, &text));
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error(
+        "the report does not say which kernel printed it (no `CPU: … Comm: … <release> #` line)"
+    )]
+    NoVersion,
+    #[error("the report has no task table (vm.oom_dump_tasks=0, or the lines were cut)")]
+    NoTable,
+    #[error(
+        "the report gives neither a memcg limit nor the global page counts, so totalpages is unknown"
+    )]
+    NoTotalpages,
+}
+
+/// Replays the report's victim selection with the model: the summary of
+/// [`analyze`] the daemon keeps in each episode.
+pub fn replay(r: &Report) -> Result<Replay, ReplayError> {
+    summarize(&analyze(r))
+}
+
+/// The summary of an analysis (or why it cannot be summarized).
+pub fn summarize(a: &ReplayReport) -> Result<Replay, ReplayError> {
+    let kernel = a
+        .rules
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .ok_or(ReplayError::NoVersion)?;
+    if a.tasks.is_empty() {
+        return Err(ReplayError::NoTable);
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    } else {
-        print!("{}", render(&reports, top));
-    }
-    let disagree = reports.iter().any(|r| r.agrees == Some(false));
-    Ok(if disagree {
-        std::process::ExitCode::from(EXIT_DISAGREE)
-    } else {
-        std::process::ExitCode::SUCCESS
+    let totalpages = a.totalpages.ok_or(ReplayError::NoTotalpages)?;
+    Ok(Replay {
+        kernel,
+        domain: a.domain.unwrap_or(Domain::Global),
+        totalpages,
+        totalpages_exact: a.totalpages_exact,
+        model_pid: a.predicted_victim.as_ref().map(|p| p.pid),
+        kernel_pid: a.kernel_victim.as_ref().map(|k| k.pid),
+        agree: a.agrees == Some(true),
     })
 }
 
-/// The human form of the replays.
-pub fn render(reports: &[ReplayReport], top: usize) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let n = reports.len();
-    for (i, r) in reports.iter().enumerate() {
-        let what = match (r.domain, &r.oom_memcg) {
-            (Some(Domain::Memcg), Some(c)) => format!("memcg OOM in {c}"),
-            (Some(Domain::Memcg), None) => "memcg OOM".to_owned(),
-            (Some(Domain::Global), _) => "global OOM".to_owned(),
-            (None, _) => "kill line only".to_owned(),
-        };
-        let kernel = match (&r.kernel, &r.arch) {
-            (Some(k), Some(a)) => format!(", Linux {k} ({a})"),
-            (Some(k), None) => format!(", Linux {k}"),
-            (None, Some(a)) => format!(", kernel not stated ({a})"),
-            (None, None) => ", kernel not stated".to_owned(),
-        };
-        let _ = writeln!(
-            s,
-            "report {} of {n} (lines {}-{}): {what}{kernel}",
-            i + 1,
-            r.lines[0],
-            r.lines[1]
-        );
-        if let (Some(rules), Some(from)) = (&r.rules, &r.rules_from) {
-            let _ = writeln!(s, "  rules:       Linux {rules}, {from}");
-        }
-        let t = &r.trigger;
-        if let Some(comm) = &t.comm {
-            let _ = writeln!(
-                s,
-                "  trigger:     {comm}{} gfp_mask={}{} order={} oom_score_adj={}{}",
-                t.pid.map_or(String::new(), |p| format!(" ({p})")),
-                t.gfp_mask.as_deref().unwrap_or("?"),
-                match (&t.gfp_flags, &t.gfp_decoded) {
-                    (Some(f), _) => format!("({f})"),
-                    (None, Some(d)) => format!(" (decoded: {d})"),
-                    (None, None) => String::new(),
-                },
-                t.order.map_or("?".into(), |o| o.to_string()),
-                t.oom_score_adj.map_or("?".into(), |a| a.to_string()),
-                if t.in_page_fault {
-                    ", in a page fault"
-                } else {
-                    ""
-                }
-            );
-        }
-        if let Some(c) = &r.constraint {
-            let _ = writeln!(s, "  constraint:  {c}");
-        }
-        if let Some(from) = &r.totalpages_from {
-            let _ = writeln!(
-                s,
-                "  totalpages:  {} ({}): {from}",
-                r.totalpages.map_or("unknown".into(), |t| t.to_string()),
-                if r.totalpages_exact {
-                    "exact"
-                } else {
-                    "approximate"
-                }
-            );
-        }
-        if r.domain.is_some() {
-            let _ = writeln!(s, "  tasks:       {} in the table", r.tasks.len());
-        }
-        if !r.candidates.is_empty() {
-            let _ = writeln!(
-                s,
-                "  {:>4} {:>8} {:>8} {:<16} {:>12} {:>10} {:>8} {:>7} {:>6}",
-                "RANK", "PID", "TGID", "COMM", "POINTS", "RSS", "SWAP", "PGTBL", "ADJ"
-            );
-            for (rank, c) in r.candidates.iter().take(top).enumerate() {
-                let _ = writeln!(
-                    s,
-                    "  {:>4} {:>8} {:>8} {:<16} {:>12} {:>10} {:>8} {:>7} {:>6}",
-                    if c.eligible {
-                        (rank + 1).to_string()
-                    } else {
-                        "-".into()
-                    },
-                    c.pid,
-                    c.tgid,
-                    c.comm,
-                    c.points.map_or("-".into(), |p| p.to_string()),
-                    c.rss_pages,
-                    c.swap_pages,
-                    c.pgtables_pages,
-                    c.oom_score_adj
-                );
-            }
-            if r.candidates.len() > top {
-                let _ = writeln!(
-                    s,
-                    "       … {} more (--top N, or --json for all)",
-                    r.candidates.len() - top
-                );
-            }
-        }
-        if let Some(p) = &r.predicted_victim {
-            let _ = writeln!(
-                s,
-                "  predicted:   {} ({}) with {} points",
-                p.comm, p.pid, p.points
-            );
-        }
-        if let Some(k) = &r.kernel_selected {
-            let _ = writeln!(
-                s,
-                "  selected:    {} ({}){} ({})",
-                k.comm,
-                k.pid,
-                k.score.map_or(String::new(), |sc| format!(" score {sc}")),
-                k.from
-            );
-        }
-        if let Some(k) = &r.kernel_victim {
-            let _ = writeln!(s, "  killed:      {} ({})", k.comm, k.pid);
-        }
-        let verdict = match (r.agrees, r.disagreement) {
-            (Some(true), _) => "AGREE".to_owned(),
-            (Some(false), Some(Disagreement::Contradiction)) => {
-                "DISAGREE: the kernel contradicts its own rules".to_owned()
-            }
-            (Some(false), Some(d)) => format!(
-                "DISAGREE ({}, explained below)",
-                serde_json::to_value(d)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            ),
-            (Some(false), None) => "DISAGREE".to_owned(),
-            (None, _) => "NOT JUDGED".to_owned(),
-        };
-        let _ = writeln!(s, "  verdict:     {verdict}");
-        let _ = writeln!(s, "  why:         {}", r.reason);
-        for note in &r.notes {
-            let _ = writeln!(s, "  note:        {note}");
-        }
-        s.push('\n');
+/// (pid, points) per task; None: ineligible.
+pub type TaskPoints = Vec<(i32, Option<i64>)>;
+
+/// The model's points for every row of a replayed report's table, at the
+/// kernel's own `totalpages` when it is known (from `oom_kill_process`):
+/// (pid, points; None where the model finds the task ineligible). The
+/// analysis's own candidates when its totalpages is the kernel's; else the
+/// table is scanned again at the kernel's, under the analysis's rules (the
+/// report is not parsed or judged again).
+pub fn points_at(a: &ReplayReport, totalpages: Option<u64>) -> Result<TaskPoints, ReplayError> {
+    let points = |c: &[CandidateJson]| c.iter().map(|c| (c.pid, c.points)).collect();
+    let Some(t) = totalpages
+        .map(|t| t.clamp(1, MAX_PAGES))
+        .filter(|&t| a.totalpages != Some(t))
+    else {
+        summarize(a)?;
+        return Ok(points(&a.candidates));
+    };
+    let ver: KernelVersion = a
+        .rules
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .ok_or(ReplayError::NoVersion)?;
+    if a.tasks.is_empty() {
+        return Err(ReplayError::NoTable);
     }
-    let judged = reports.iter().filter(|r| r.agrees.is_some()).count();
-    let agree = reports.iter().filter(|r| r.agrees == Some(true)).count();
-    let _ = writeln!(
-        s,
-        "{n} report(s): {agree} agree, {} disagree, {} not judged",
-        judged - agree,
-        n - judged
-    );
-    s
+    if ver < v(2, 6, 36) {
+        return Err(ReplayError::NoTotalpages);
+    }
+    let kb = KernelBehavior::for_version(ver);
+    let procs = table_processes(&a.tasks, &kb);
+    let domain = a.domain.unwrap_or(Domain::Global);
+    let legacy = ver < v(3, 8, 0);
+    let (_, _, cands) = scan_table(&procs, domain, t, a.page_size / 1024, &kb, legacy);
+    Ok(points(&cands))
+}
+
+/// The table's rows as the model's processes, in table order.
+pub fn processes(tasks: &[TaskRow]) -> Vec<Process> {
+    tasks
+        .iter()
+        .map(|t| {
+            let mut p = Process::simple(
+                t.tgid,
+                &t.name,
+                MmCounters {
+                    anon_pages: t.rss_pages,
+                    swap_pages: t.swapents.unwrap_or(0),
+                    pgtables_bytes: t.pgtables_bytes.unwrap_or(0),
+                    nr_ptes: t.nr_ptes,
+                    nr_pmds: t.nr_pmds,
+                    ..MmCounters::default()
+                },
+                t.adj(),
+            );
+            p.threads[0].pid = t.pid;
+            p
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1592,5 +1454,65 @@ Killed process 2425, UID 27, (mysqld) total-vm:2400420kB, anon-rss:1038616kB, fi
         assert_eq!(r.tasks.len(), 2);
         assert_eq!(r.agrees, None, "{}", r.reason);
         assert!(r.reason.contains("pre-2.6.36"), "{}", r.reason);
+    }
+}
+
+/// The daemon replays each kill's report once and, when the kernel's hooks
+/// give its own totalpages, rescans that analysis's table rather than
+/// replaying the report again: the points must be the ones a full replay at
+/// the kernel's totalpages gives.
+#[cfg(test)]
+mod one_replay {
+    use super::*;
+
+    fn reports() -> Vec<Report> {
+        let mut texts = Vec::new();
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/oom-reports");
+        for dir in [
+            format!("{fixtures}/guest-reports"),
+            format!("{fixtures}/host-reports"),
+            shared.to_owned(),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Ok(bytes) = std::fs::read(e.path()) {
+                    texts.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        texts.iter().flat_map(|t| parse_all(t)).collect()
+    }
+
+    #[test]
+    fn points_at_the_kernels_totalpages_equal_a_full_replay() {
+        let all = reports();
+        assert!(all.len() >= 30, "only {} reports found", all.len());
+        let mut rescanned = 0;
+        for r in &all {
+            let a = analyze(r);
+            let base = a.totalpages.unwrap_or(1 << 20);
+            for t in [
+                None,
+                Some(base),
+                Some(base + 12_345),
+                Some(base / 3),
+                Some(0),
+            ] {
+                let full = analyze_with(r, t);
+                let expected = summarize(&full)
+                    .map(|_| full.candidates.iter().map(|c| (c.pid, c.points)).collect());
+                let got = points_at(&a, t);
+                assert_eq!(
+                    got, expected,
+                    "report at line {} with totalpages {t:?}",
+                    r.first_line
+                );
+                rescanned += usize::from(got.is_ok() && t.is_some() && t != a.totalpages);
+            }
+        }
+        assert!(rescanned > 50, "only {rescanned} rescans compared");
     }
 }

@@ -19,7 +19,7 @@
 
 use serde::Serialize;
 
-use crate::model::{KernelVersion, MmCounters, Process, select::Domain};
+use crate::model::KernelVersion;
 
 /// One row of the task table. Columns a kernel does not print are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -791,72 +791,6 @@ fn parse_killed(message: &str, rest: &str, no: usize) -> Option<Killed> {
     })
 }
 
-/// The model's replay of a report's selection.
-#[derive(Debug, Clone, Serialize)]
-pub struct Replay {
-    pub kernel: KernelVersion,
-    pub domain: Domain,
-    pub totalpages: u64,
-    /// Whether totalpages is exact (false: a swap term the report does not give).
-    pub totalpages_exact: bool,
-    pub model_pid: Option<i32>,
-    pub kernel_pid: Option<i32>,
-    pub agree: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReplayError {
-    #[error(
-        "the report does not say which kernel printed it (no `CPU: … Comm: … <release> #` line)"
-    )]
-    NoVersion,
-    #[error("the report has no task table (vm.oom_dump_tasks=0, or the lines were cut)")]
-    NoTable,
-    #[error(
-        "the report gives neither a memcg limit nor the global page counts, so totalpages is unknown"
-    )]
-    NoTotalpages,
-}
-
-/// Replays the report's victim selection with the model: the summary of
-/// [`crate::replay::analyze`] the daemon keeps in each episode.
-pub fn replay(r: &Report) -> Result<Replay, ReplayError> {
-    summarize(&crate::replay::analyze(r))
-}
-
-fn summarize(a: &crate::replay::ReplayReport) -> Result<Replay, ReplayError> {
-    let kernel = a
-        .rules
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .ok_or(ReplayError::NoVersion)?;
-    if a.tasks.is_empty() {
-        return Err(ReplayError::NoTable);
-    }
-    let totalpages = a.totalpages.ok_or(ReplayError::NoTotalpages)?;
-    Ok(Replay {
-        kernel,
-        domain: a.domain.unwrap_or(Domain::Global),
-        totalpages,
-        totalpages_exact: a.totalpages_exact,
-        model_pid: a.predicted_victim.as_ref().map(|p| p.pid),
-        kernel_pid: a.kernel_victim.as_ref().map(|k| k.pid),
-        agree: a.agrees == Some(true),
-    })
-}
-
-/// (pid, points) per task; None: ineligible.
-pub type TaskPoints = Vec<(i32, Option<i64>)>;
-
-/// The model's points for every row of the report's table, with the
-/// kernel's own `totalpages` when it is known (from `oom_kill_process`):
-/// (pid, points; None where the model finds the task ineligible).
-pub fn model_points(r: &Report, totalpages: Option<u64>) -> Result<TaskPoints, ReplayError> {
-    let a = crate::replay::analyze_with(r, totalpages);
-    summarize(&a)?;
-    Ok(a.candidates.iter().map(|c| (c.pid, c.points)).collect())
-}
-
 /// The kernel version whose rules apply: the release on the kernel line,
 /// or Debian's upstream version after `#` (`6.1.0-56-cloud-amd64 #1 SMP
 /// Debian 6.1.192-2`: the package is 6.1.192).
@@ -872,33 +806,10 @@ pub fn stated_version(r: &Report) -> Option<KernelVersion> {
     Some(debian.unwrap_or(release))
 }
 
-/// The table's rows as the model's processes, in table order.
-pub fn processes(r: &Report) -> Vec<Process> {
-    r.tasks
-        .iter()
-        .map(|t| {
-            let mut p = Process::simple(
-                t.tgid,
-                &t.name,
-                MmCounters {
-                    anon_pages: t.rss_pages,
-                    swap_pages: t.swapents.unwrap_or(0),
-                    pgtables_bytes: t.pgtables_bytes.unwrap_or(0),
-                    nr_ptes: t.nr_ptes,
-                    nr_pmds: t.nr_pmds,
-                    ..MmCounters::default()
-                },
-                t.adj(),
-            );
-            p.threads[0].pid = t.pid;
-            p
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::analysis::{ReplayError, replay};
 
     #[test]
     fn prefixes_are_skipped() {
