@@ -470,14 +470,13 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
     use anyhow::{Context as _, bail};
 
     use crate::{
-        domain,
         model::{
             KernelBehavior, Scan,
             oom::{Constraint, Decision, OomCall, OomSysctls, out_of_memory},
             slowpath::{self, AllocRequest, Ending, TaskFlags, ZoneState},
             watermark::Watermarks,
         },
-        snapshot::{memcg, proc, zoneinfo},
+        snapshot::{Domains, Snapshotter, Source, SystemSnapshot, Want},
     };
     if order > 10 {
         bail!(
@@ -485,7 +484,20 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
         );
     }
     let proc_root = std::path::Path::new("/proc");
-    let snap = proc::read(proc_root).context("read /proc")?;
+    let want = Want {
+        domains: cgroup.map_or(Domains::Host, |p| Domains::Memcg(p.to_owned())),
+        zones: cgroup.is_none(),
+        kernel_scores: 0,
+    };
+    // Always /proc: the page allocator's simulation reads the zones there.
+    let SystemSnapshot {
+        procs: snap,
+        sysctls,
+        mut domains,
+        zones,
+        cgroup_v2,
+    } = Snapshotter::open(Source::Proc)?.read_system(proc_root, &want)?;
+    let dom = domains.remove(0);
     let kb = KernelBehavior::for_version(snap.version);
     let table = crate::host::gfp::live_gfp_table(&kb);
     let mask = table.parse(gfp).with_context(|| format!("--gfp {gfp:?}"))?;
@@ -494,24 +506,11 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
         order,
         task: TaskFlags::default(),
     };
-    let sysctl = |name: &str| -> u64 {
-        std::fs::read_to_string(proc_root.join("sys/vm").join(name))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let swappiness = sysctl("swappiness") as u32;
-    let (path, dom) = match cgroup {
-        Some(p) => {
-            let dom = domain::memcg(&snap, p, swappiness)?;
-            let h = crate::host::cgroup::memory_hierarchy().context("memory controller")?;
-            let limits = dom.limits.expect("memcg domains have limits");
-            let cg = dom.cgroup.clone().unwrap_or_else(|| p.to_owned());
-            let state = memcg::read_charge_state(&h, &cg, snap.page_size, limits.max_pages)?;
-            (slowpath::charge_memcg(&req, &state, &table, &kb), dom)
-        }
+    let path = match &dom.charge {
+        Some(Ok(state)) => slowpath::charge_memcg(&req, state, &table, &kb),
+        Some(Err(e)) => bail!("{e}"),
+        None if cgroup.is_some() => bail!("memory controller"),
         None => {
-            let (zones, _) = zoneinfo::read(proc_root).context("read /proc/zoneinfo")?;
             let swap_room = snap.memory.total_swap_pages > 0;
             let states: Vec<ZoneState> = zones
                 .iter()
@@ -531,10 +530,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
                     free_blocks: z.free_blocks.clone(),
                 })
                 .collect();
-            (
-                slowpath::alloc_pages(&req, &states, &table, &kb),
-                domain::global(&snap),
-            )
+            slowpath::alloc_pages(&req, &states, &table, &kb)
         }
     };
     let oom = matches!(
@@ -558,8 +554,8 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
             current: None,
             current_exiting: false,
             sysctls: OomSysctls {
-                panic_on_oom: sysctl("panic_on_oom") as u8,
-                oom_kill_allocating_task: sysctl("oom_kill_allocating_task") != 0,
+                panic_on_oom: sysctls.panic_on_oom,
+                oom_kill_allocating_task: sysctls.oom_kill_allocating_task,
             },
             scan: Scan {
                 domain: dom.kind,
@@ -570,8 +566,7 @@ fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyhow::
             },
             domain_memcg: dom.cgroup.as_deref(),
             oom_group_memcgs: &dom.oom_groups,
-            cgroup_v2: crate::host::cgroup::memory_hierarchy()
-                .is_some_and(|h| h.version == crate::host::cgroup::CgroupVersion::V2),
+            cgroup_v2,
         };
         out_of_memory(&call, &kb)
     });

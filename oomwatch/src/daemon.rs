@@ -491,7 +491,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         tgid: v.tgid.unwrap_or(v.pid) as i32,
                         at_ns: v.boot_ns,
                     };
-                    let limited = seen.memcg.as_deref().and_then(crate::domain::limited_memcg);
+                    let limited = seen.memcg.as_deref().and_then(crate::snapshot::domain::limited_memcg);
                     let outcome = recent
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

@@ -11,7 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod daemon;
-pub mod domain;
 pub mod ebpf;
 pub mod episode;
 pub mod host;

@@ -631,7 +631,7 @@ impl Metrics {
             }
             self.domain_size
                 .with_label_values(&labels)
-                .set(i64::try_from(d.totalpages.saturating_mul(page_size())).unwrap_or(i64::MAX));
+                .set(i64::try_from(d.size_bytes).unwrap_or(i64::MAX));
             match &d.victim {
                 Some(v) => self
                     .domain_victim_points
@@ -793,6 +793,7 @@ mod tests {
             kind: crate::model::select::Domain::Memcg,
             cgroup: Some(cg.to_owned()),
             totalpages: 16_384,
+            size_bytes: 16_384 * 4096,
             headroom_bytes: Some(4096),
             victim: Some(crate::model::explain::VictimJson {
                 pid: 7,
@@ -900,13 +901,6 @@ mod tests {
             "{text}"
         );
     }
-}
-
-/// The kernel's page size in bytes.
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(n).unwrap_or(4096)
 }
 
 /// `oomwatch_reclaim_stall_seconds{kind}`: a histogram whose buckets the

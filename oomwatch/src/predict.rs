@@ -7,10 +7,17 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    domain::{self, OomDomain},
-    model::explain::{CandidateJson, VictimJson, candidates},
-    model::{KernelBehavior, Scan, Selection, select::Domain, select_bad_process},
-    snapshot::{Snapshotter, Source, SourceInUse, proc::ProcSnapshot},
+    model::{
+        KernelBehavior, Selection,
+        explain::{CandidateJson, VictimJson, candidates, victim},
+        select::Domain,
+    },
+    predictor::select_in,
+    snapshot::{
+        Domains, Snapshotter, Source, SourceInUse, SystemSnapshot, Want,
+        domain::OomDomain,
+        proc::{ProcSnapshot, SnapshotError},
+    },
 };
 
 /// A snapshot, one of its domains, and the model's selection in it.
@@ -23,27 +30,26 @@ pub struct Prediction {
     pub source: SourceInUse,
 }
 
-/// `vm.swappiness` under `proc_root` (60 if unreadable, the kernel default).
-pub fn swappiness(proc_root: &Path) -> u32 {
-    std::fs::read_to_string(proc_root.join("sys/vm/swappiness"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(60)
-}
-
-/// Takes a snapshot from `source`, builds the domain (the host, or memcg
-/// `cgroup`) and runs the victim scan.
+/// Takes a snapshot from `source` with the domain asked for (the host, or
+/// memcg `cgroup`) and runs the victim scan.
 pub fn prepare(cgroup: Option<&str>, source: Source) -> anyhow::Result<Prediction> {
     let root = Path::new("/proc");
     let mut snapper = Snapshotter::open(source).context("--source bpf")?;
-    let snap = snapper
-        .read(root)
-        .with_context(|| format!("read the processes ({})", snapper.in_use()))?;
-    let dom = match cgroup {
-        Some(path) => domain::memcg(&snap, path, swappiness(root))?,
-        None => domain::global(&snap),
+    let domains = match cgroup {
+        Some(path) => Domains::Memcg(path.to_owned()),
+        None => Domains::Host,
     };
-    let mut p = predict_in(snap, dom);
+    let SystemSnapshot {
+        procs, mut domains, ..
+    } = snapper
+        .read_system(root, &Want::domains(domains))
+        .map_err(|e| match e.downcast::<SnapshotError>() {
+            Ok(e) => {
+                anyhow::Error::new(e).context(format!("read the processes ({})", snapper.in_use()))
+            }
+            Err(e) => e,
+        })?;
+    let mut p = predict_in(procs, domains.remove(0));
     p.source = snapper.in_use().clone();
     Ok(p)
 }
@@ -62,21 +68,6 @@ pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
             fallback: None,
         },
     }
-}
-
-/// The model's victim scan of `domain`.
-pub fn select_in(snap: &ProcSnapshot, domain: &OomDomain, kb: &KernelBehavior) -> Selection {
-    let processes = domain.processes(snap);
-    select_bad_process(
-        &Scan {
-            domain: domain.kind,
-            processes: &processes,
-            totalpages: domain.totalpages,
-            page_size: snap.page_size,
-            sysrq: false,
-        },
-        kb,
-    )
 }
 
 /// `domain` of the JSON contract.
@@ -126,12 +117,7 @@ pub fn report(
                 cgroup: domain.cgroup.clone(),
                 totalpages: domain.totalpages,
             },
-            victim: sel.chosen().map(|c| VictimJson {
-                pid: c.pid,
-                tgid: c.tgid,
-                comm: c.comm.clone(),
-                points: c.badness.points.unwrap_or(i64::MAX),
-            }),
+            victim: victim(sel),
             candidates,
         }
     }

@@ -7,17 +7,35 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
-    domain,
-    host::cgroup,
-    model::explain::{CandidateJson, VictimJson},
     model::{
-        KernelBehavior, oom_badness,
+        KernelBehavior, Scan, Selection,
+        explain::{CandidateJson, VictimJson, candidates, victim},
+        oom_badness,
         score::{approximate_counter_slack, explain_score_difference, proc_oom_score},
         select::Domain,
+        select_bad_process,
     },
-    predict,
-    snapshot::{Snapshotter, memcg, proc},
+    snapshot::{
+        Domains, Snapshotter, SystemSnapshot, Want,
+        domain::OomDomain,
+        proc::{self, ProcEntry, ProcSnapshot},
+    },
 };
+
+/// The model's victim scan of `domain`.
+pub fn select_in(snap: &ProcSnapshot, domain: &OomDomain, kb: &KernelBehavior) -> Selection {
+    let processes = domain.processes(snap);
+    select_bad_process(
+        &Scan {
+            domain: domain.kind,
+            processes: &processes,
+            totalpages: domain.totalpages,
+            page_size: snap.page_size,
+            sysrq: false,
+        },
+        kb,
+    )
+}
 
 /// With the task iterator, each pass checks the model against
 /// `/proc/PID/oom_score` for this many processes (rotating through all of
@@ -32,6 +50,8 @@ pub struct DomainSummary {
     pub kind: Domain,
     pub cgroup: Option<String>,
     pub totalpages: u64,
+    /// totalpages in bytes (the snapshot's page size).
+    pub size_bytes: u64,
     /// Bytes left before the domain's OOM: memcg limit − usage, or the host's
     /// MemAvailable.
     pub headroom_bytes: Option<u64>,
@@ -53,64 +73,50 @@ pub struct SelfCheck {
     pub mismatches: Vec<String>,
 }
 
-/// One pass: a snapshot from `snapper`, then every domain from cgroupfs.
+/// One pass: a [`SystemSnapshot`] from `snapper` (every domain), then the
+/// model over it, and the self-check (which reads a task again through
+/// the snapshot's reader when its score differs).
 pub fn refresh(
     snapper: &mut Snapshotter,
     proc_root: &Path,
     top: usize,
 ) -> anyhow::Result<(Vec<DomainSummary>, SelfCheck)> {
-    let mut snap = snapper.read(proc_root)?;
-    if snapper.in_use().source == "bpf" {
-        sample_kernel_scores(&mut snap, proc_root, SELF_CHECK_SAMPLE);
-    }
-    let swappiness = predict::swappiness(proc_root);
-    let check = self_check(proc_root, &snap);
-    let available = snap.mem_available;
-    let hierarchy = cgroup::memory_hierarchy();
-    let kb = KernelBehavior::for_version(snap.version);
-    let mut out = Vec::new();
-    for dom in domain::all(&snap, swappiness) {
-        let headroom_bytes = match (&dom.cgroup, &hierarchy) {
-            (None, _) => available,
-            (Some(path), Some(h)) => dom.limits.and_then(|l| {
-                memcg::read_charge_state(h, path, snap.page_size, l.max_pages)
-                    .ok()
-                    .map(|s| l.max_pages.saturating_sub(s.usage_pages) * snap.page_size)
-            }),
-            (Some(_), None) => None,
-        };
-        let sel = predict::select_in(&snap, &dom, &kb);
-        let report = predict::report(&snap.kernel, &dom, &sel, Some(top));
-        out.push(DomainSummary {
-            kind: dom.kind,
-            cgroup: dom.cgroup.clone(),
-            totalpages: dom.totalpages,
-            headroom_bytes,
-            margin: sel.margin(),
-            victim: report.victim,
-            top: report.candidates,
-        });
-    }
-    Ok((out, check))
+    let snap = snapper.read_system(
+        proc_root,
+        &Want {
+            domains: Domains::All,
+            zones: false,
+            kernel_scores: SELF_CHECK_SAMPLE,
+        },
+    )?;
+    let check = self_check(&snap.procs, |pid| proc::read_pid(proc_root, pid));
+    Ok((summarize_domains(&snap, top), check))
 }
 
-/// Reads `/proc/PID/oom_score` for `n` of the snapshot's processes, the
-/// next `n` after those of the previous call.
-fn sample_kernel_scores(snap: &mut proc::ProcSnapshot, proc_root: &Path, n: usize) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let len = snap.processes.len();
-    if len == 0 {
-        return;
-    }
-    let start = NEXT.fetch_add(n, Ordering::Relaxed) % len;
-    for i in 0..n.min(len) {
-        let e = &mut snap.processes[(start + i) % len];
-        e.kernel_oom_score =
-            std::fs::read_to_string(proc_root.join(e.process.tgid.to_string()).join("oom_score"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-    }
+/// Every domain of the snapshot: the model's victim, its margin, the first
+/// `top` candidates and the headroom. No I/O.
+pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary> {
+    let kb = KernelBehavior::for_version(snap.procs.version);
+    snap.domains
+        .iter()
+        .map(|dom| {
+            let headroom_bytes = match &dom.cgroup {
+                None => snap.procs.mem_available,
+                Some(_) => dom.headroom_pages().map(|p| snap.bytes(p)),
+            };
+            let sel = select_in(&snap.procs, dom, &kb);
+            DomainSummary {
+                kind: dom.kind,
+                cgroup: dom.cgroup.clone(),
+                totalpages: dom.totalpages,
+                size_bytes: snap.bytes(dom.totalpages),
+                headroom_bytes,
+                margin: sel.margin(),
+                victim: victim(&sel),
+                top: candidates(&sel, Some(top)),
+            }
+        })
+        .collect()
 }
 
 /// Model vs kernel `/proc/PID/oom_score` for every task of the snapshot
@@ -121,7 +127,7 @@ fn sample_kernel_scores(snap: &mut proc::ProcSnapshot, proc_root: &Path, n: usiz
 /// alone. So a difference is looked at twice: the task is read again, and
 /// only a difference that is still there, with the same counters and score,
 /// is judged (explained by the kernel version, or a model error).
-pub fn self_check(proc_root: &Path, snap: &proc::ProcSnapshot) -> SelfCheck {
+pub fn self_check(snap: &ProcSnapshot, read_again: impl Fn(i32) -> Option<ProcEntry>) -> SelfCheck {
     let kb = KernelBehavior::for_version(snap.version);
     let t = snap.memory.totalpages();
     let slack = approximate_counter_slack(snap.nr_cpus);
@@ -142,7 +148,7 @@ pub fn self_check(proc_root: &Path, snap: &proc::ProcSnapshot) -> SelfCheck {
             continue;
         }
         let id = format!("pid {} ({})", e.process.tgid, e.process.comm);
-        let Some(again) = proc::read_pid(proc_root, e.process.tgid) else {
+        let Some(again) = read_again(e.process.tgid) else {
             c.explained.push(format!("{id}: exited during the check"));
             continue;
         };

@@ -345,6 +345,16 @@ pub struct VictimJson {
     pub points: i64,
 }
 
+/// The victim of `sel`, as the JSON contract names it.
+pub fn victim(sel: &Selection) -> Option<VictimJson> {
+    sel.chosen().map(|c| VictimJson {
+        pid: c.pid,
+        tgid: c.tgid,
+        comm: c.comm.clone(),
+        points: c.badness.points.unwrap_or(i64::MAX),
+    })
+}
+
 /// One entry of `candidates`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CandidateJson {

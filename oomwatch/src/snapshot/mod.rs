@@ -1,10 +1,22 @@
-//! Reading the running system into the model's inputs. Every reader takes the
-//! root it reads from, so tests can point it at a captured tree.
+//! Reading the running system into the model's inputs: every read of `/proc`
+//! and cgroupfs a prediction needs. [`Snapshotter::read_system`] returns one
+//! [`SystemSnapshot`] per pass (processes from `/proc` or the BPF task
+//! iterator, the OOM domains with their limits and usage, meminfo, zones,
+//! the sysctls the model needs, page size, release); the model then runs on
+//! it with no further I/O. Every reader takes the root it reads from, so
+//! tests can point it at a captured tree.
+//!
+//! May use: `host`, `model`, and `ebpf` (to load the task iterator). Never
+//! `daemon`, `cli`, `telemetry` or `replay`: a reader never calls a loop.
 
 pub mod bpf;
+pub mod domain;
 pub mod memcg;
 pub mod proc;
+mod system;
 pub mod zoneinfo;
+
+pub use system::{Domains, Sysctls, SystemSnapshot, Want};
 
 use std::path::Path;
 

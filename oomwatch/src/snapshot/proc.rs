@@ -281,6 +281,25 @@ pub fn memcg_path(lines: &[procfs::ProcessCGroup]) -> Option<String> {
         .map(|l| l.pathname.clone())
 }
 
+/// Reads `/proc/PID/oom_score` for `n` of the snapshot's processes, the
+/// next `n` after those of the previous call.
+pub fn sample_kernel_scores(snap: &mut ProcSnapshot, proc_root: &Path, n: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let len = snap.processes.len();
+    if len == 0 {
+        return;
+    }
+    let start = NEXT.fetch_add(n, Ordering::Relaxed) % len;
+    for i in 0..n.min(len) {
+        let e = &mut snap.processes[(start + i) % len];
+        e.kernel_oom_score =
+            std::fs::read_to_string(proc_root.join(e.process.tgid.to_string()).join("oom_score"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

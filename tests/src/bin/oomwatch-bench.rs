@@ -29,10 +29,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use oomwatch::{
-    domain,
     model::KernelBehavior,
-    predict,
-    snapshot::{bpf::TaskIter, proc},
+    predictor,
+    snapshot::{bpf::TaskIter, domain, proc},
 };
 use oomwatch_tests::{Hog, MemcgGuard, http_get, sample};
 
@@ -65,7 +64,7 @@ fn rank(snap: proc::ProcSnapshot) -> (usize, i32) {
     let n = snap.processes.len();
     let dom = domain::global(&snap);
     let kb = KernelBehavior::for_version(snap.version);
-    let sel = predict::select_in(&snap, &dom, &kb);
+    let sel = predictor::select_in(&snap, &dom, &kb);
     let top = sel.ranking().first().map_or(0, |c| c.tgid);
     (n, top)
 }

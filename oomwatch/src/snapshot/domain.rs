@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::{
     host::cgroup::{self, Hierarchy},
-    model::{Process, select::Domain, task::memcg_within, totalpages::MemcgLimits},
+    model::{
+        Process, select::Domain, slowpath::MemcgState, task::memcg_within, totalpages::MemcgLimits,
+    },
     snapshot::{
         memcg::{self, MemcgError},
         proc::ProcSnapshot,
@@ -32,6 +34,10 @@ pub struct OomDomain {
     pub members: Vec<usize>,
     /// memcgs in the domain with `memory.oom.group = 1` (v2).
     pub oom_groups: Vec<String>,
+    /// What a charge against the memcg meets (usage, reclaimable pages,
+    /// `oom_kill_disable`), or why it could not be read; None for the host.
+    #[serde(skip)]
+    pub charge: Option<Result<MemcgState, String>>,
 }
 
 impl OomDomain {
@@ -42,6 +48,24 @@ impl OomDomain {
             .iter()
             .map(|&i| &snap.processes[i].process)
             .collect()
+    }
+
+    /// Reads the memcg's charge state (nothing for the host).
+    pub fn read_charge(&mut self, h: &Hierarchy, page_size: u64) {
+        if let (Some(path), Some(l)) = (&self.cgroup, &self.limits) {
+            self.charge = Some(
+                memcg::read_charge_state(h, path, page_size, l.max_pages)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+    }
+
+    /// Pages left before the domain's OOM: limit − usage (None
+    /// for the host, or when the usage could not be read).
+    pub fn headroom_pages(&self) -> Option<u64> {
+        let l = self.limits.as_ref()?;
+        let s = self.charge.as_ref()?.as_ref().ok()?;
+        Some(l.max_pages.saturating_sub(s.usage_pages))
     }
 }
 
@@ -74,6 +98,7 @@ pub fn global(snap: &ProcSnapshot) -> OomDomain {
         limits: None,
         members: (0..snap.processes.len()).collect(),
         oom_groups: Vec::new(),
+        charge: None,
     }
 }
 
@@ -146,6 +171,7 @@ pub fn memcg(
         limits: Some(limits),
         members,
         oom_groups,
+        charge: None,
     })
 }
 
