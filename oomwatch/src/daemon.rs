@@ -4,14 +4,12 @@
 //! `/metrics`, and detach cleanly on SIGINT/SIGTERM.
 
 use std::{
-    io::Write as _,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::Context as _;
-use axum::{Router, routing::get};
 use tokio::signal::unix::{SignalKind, signal};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -21,9 +19,12 @@ use crate::{
     ebpf::Probes,
     host::cgroup,
     host::kernel_release,
-    metrics::Metrics,
     oomstart::{
         OomStart, OomStartWatch, RecentPredictions, SeenKill, StartPrediction, StartTracker,
+    },
+    telemetry::{
+        events::{EVENT_BACKLOG, EventLog},
+        metrics::{DomainState, Metrics},
     },
 };
 
@@ -47,55 +48,6 @@ pub struct RunOptions {
     pub hot_probes: crate::hot::HotProbes,
     /// How long they stay after the last sign of memory pressure.
     pub hot_hold: Duration,
-}
-
-/// The event log: episodes as JSON lines, to a file or stdout, flushed per
-/// line so `tail -f` and log shippers see each OOM at once.
-struct EventLog(Box<dyn std::io::Write + Send>);
-
-impl EventLog {
-    fn open(path: &std::path::Path) -> anyhow::Result<Self> {
-        if path == std::path::Path::new("-") {
-            return Ok(EventLog(Box::new(std::io::stdout())));
-        }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| {
-                format!(
-                    "open the event log {} for appending (--events): check the directory exists \
-                     and is writable, or use --events - for stdout",
-                    path.display()
-                )
-            })?;
-        Ok(EventLog(Box::new(f)))
-    }
-
-    fn write(&mut self, line: &str) {
-        if let Err(e) = writeln!(self.0, "{line}").and_then(|()| self.0.flush()) {
-            tracing::warn!(error = %e, "cannot write the event log");
-        }
-    }
-}
-
-/// How many episodes a slow `/events` reader may fall behind before it is
-/// told it lost some.
-const EVENT_BACKLOG: usize = 256;
-
-/// `GET /events`: every episode from now on, one JSON line each, for as
-/// long as the client stays (`oomwatch watch` reads it).
-fn event_stream(rx: tokio::sync::broadcast::Receiver<String>) -> axum::body::Body {
-    use tokio::sync::broadcast::error::RecvError;
-    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-        let line = match rx.recv().await {
-            Ok(line) => line,
-            Err(RecvError::Lagged(n)) => format!("{{\"lost\":{n}}}"),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
-    });
-    axum::body::Body::from_stream(lines)
 }
 
 type AtStart = Arc<Mutex<StartTracker>>;
@@ -166,7 +118,7 @@ fn spawn_predictor(
                     if let Some(w) = &watch {
                         w.set_domains(domains.iter().filter_map(|d| d.cgroup.clone()).collect());
                     }
-                    metrics.update_domains(&domains);
+                    metrics.update_domains(&domain_states(&domains));
                     metrics.badness_checks.inc_by(check.compared);
                     metrics
                         .badness_mismatches
@@ -189,6 +141,21 @@ fn spawn_predictor(
             }
         }
     })
+}
+
+/// The per-domain gauges' view of a pass.
+fn domain_states(domains: &[crate::predictor::DomainSummary]) -> Vec<DomainState> {
+    domains
+        .iter()
+        .map(|d| DomainState {
+            kind: d.kind,
+            cgroup: d.cgroup.clone(),
+            size_bytes: d.size_bytes,
+            headroom_bytes: d.headroom_bytes,
+            victim_points: d.victim.as_ref().map(|v| v.points),
+            margin: d.margin,
+        })
+        .collect()
 }
 
 /// Logs what the pass after an OOM-start signal predicts for that domain,
@@ -283,31 +250,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let served = listener.local_addr().unwrap_or(opts.listen);
     let mut event_log = opts.events.as_deref().map(EventLog::open).transpose()?;
     let (events_tx, _) = tokio::sync::broadcast::channel::<String>(EVENT_BACKLOG);
-    let app = {
-        let metrics = Arc::clone(&metrics);
-        let events_tx = events_tx.clone();
-        Router::new()
-            .route(
-                "/events",
-                get(move || {
-                    let rx = events_tx.subscribe();
-                    async move { ([("content-type", "application/x-ndjson")], event_stream(rx)) }
-                }),
-            )
-            .route(
-                "/metrics",
-                get(move || {
-                    let metrics = Arc::clone(&metrics);
-                    async move {
-                        (
-                            [("content-type", "text/plain; version=0.0.4")],
-                            metrics.render(),
-                        )
-                    }
-                }),
-            )
-            .route("/", get(|| async { "oomwatch: metrics at /metrics\n" }))
-    };
+    let app = crate::telemetry::http::router(Arc::clone(&metrics), events_tx.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let poke = Arc::new(tokio::sync::Notify::new());
@@ -401,7 +344,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 c.differ
             );
         }
-        metrics.record_episode(&ep);
+        metrics.record_episode(&ep.counts());
         match serde_json::to_string(&ep) {
             Ok(json) => {
                 tracing::info!("oom episode: {json}");

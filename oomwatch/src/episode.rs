@@ -15,6 +15,7 @@ use crate::{
     ebpf::Victim,
     model::gfp::GfpTable,
     replay::{KernelReport, ReplayReport, points_at, summarize},
+    telemetry::metrics::EpisodeCounts,
 };
 
 /// One OOM, as oomwatch reports it: the kill from eBPF, the kernel's
@@ -72,6 +73,28 @@ pub struct KernelScanSummary {
 }
 
 impl Episode {
+    /// What the counters take of this episode.
+    pub fn counts(&self) -> EpisodeCounts<'_> {
+        EpisodeCounts {
+            constraint: self
+                .oom_kill
+                .get("constraint")
+                .map_or("unknown", String::as_str),
+            replay: match (&self.replay, self.trigger.is_some()) {
+                _ if self.oom_group_of.is_some() => "oom_group",
+                (Some(r), _) if r.agree => "agree",
+                (Some(_), _) => "disagree",
+                (None, true) => "unreplayable",
+                (None, false) => "no_report",
+            },
+            points: self
+                .points_check
+                .as_ref()
+                .map(|c| (c.equal as u64, c.differ.len() as u64)),
+            in_page_fault: self.trigger.as_ref().is_some_and(|t| t.in_page_fault),
+        }
+    }
+
     /// Adds the kernel's scan and, with the report, the per-task check.
     pub fn add_kernel_scan(&mut self, scan: &crate::kpath::KernelScan) {
         let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {

@@ -11,8 +11,6 @@ use prometheus::{
     CounterVec, Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::predictor::DomainSummary;
-
 /// Metric names, the single list the daemon, the docs and the tests share.
 pub mod names {
     pub const OOM_KILLS: &str = "oomwatch_oom_kills_total";
@@ -78,6 +76,35 @@ pub mod names {
         HOT_PROBES_ATTACHED,
         HOT_PROBES_ATTACHED_SECONDS,
     ];
+}
+
+/// One OOM domain after a prediction pass, as the per-domain gauges take it.
+#[derive(Debug, Clone)]
+pub struct DomainState {
+    pub kind: crate::model::select::Domain,
+    pub cgroup: Option<String>,
+    /// totalpages in bytes.
+    pub size_bytes: u64,
+    /// Bytes left before the domain's OOM.
+    pub headroom_bytes: Option<u64>,
+    /// The predicted victim's points.
+    pub victim_points: Option<i64>,
+    /// Its lead over the next task.
+    pub margin: Option<i64>,
+}
+
+/// One OOM episode, as the counters take it.
+#[derive(Debug, Clone)]
+pub struct EpisodeCounts<'a> {
+    /// The `oom-kill:` line's constraint (`unknown` without one).
+    pub constraint: &'a str,
+    /// The replay's outcome: `agree`, `disagree`, `unreplayable`,
+    /// `no_report` or `oom_group`.
+    pub replay: &'static str,
+    /// The kernel's points against the model's: (equal, differ).
+    pub points: Option<(u64, u64)>,
+    /// The report's call trace runs through `handle_mm_fault`.
+    pub in_page_fault: bool,
 }
 
 pub struct Metrics {
@@ -568,31 +595,20 @@ impl Metrics {
     }
 
     /// Counts one assembled episode.
-    pub fn record_episode(&self, ep: &crate::episode::Episode) {
-        let constraint = ep
-            .oom_kill
-            .get("constraint")
-            .map_or("unknown", String::as_str);
+    pub fn record_episode(&self, ep: &EpisodeCounts<'_>) {
         self.kills_by_constraint
-            .with_label_values(&[constraint])
+            .with_label_values(&[ep.constraint])
             .inc();
-        let outcome = match (&ep.replay, ep.trigger.is_some()) {
-            _ if ep.oom_group_of.is_some() => "oom_group",
-            (Some(r), _) if r.agree => "agree",
-            (Some(_), _) => "disagree",
-            (None, true) => "unreplayable",
-            (None, false) => "no_report",
-        };
-        self.report_replays.with_label_values(&[outcome]).inc();
-        if let Some(c) = &ep.points_check {
+        self.report_replays.with_label_values(&[ep.replay]).inc();
+        if let Some((equal, differ)) = ep.points {
             self.kernel_points_checks
                 .with_label_values(&["equal"])
-                .inc_by(c.equal as u64);
+                .inc_by(equal);
             self.kernel_points_checks
                 .with_label_values(&["differ"])
-                .inc_by(c.differ.len() as u64);
+                .inc_by(differ);
         }
-        if ep.trigger.as_ref().is_some_and(|t| t.in_page_fault) {
+        if ep.in_page_fault {
             self.page_fault_ooms
                 .vec
                 .with_label_values(&["report"])
@@ -611,7 +627,7 @@ impl Metrics {
 
     /// Sets the per-domain gauges from a prediction pass and drops the series
     /// of domains that are gone.
-    pub fn update_domains(&self, domains: &[DomainSummary]) {
+    pub fn update_domains(&self, domains: &[DomainState]) {
         let mut now = HashSet::new();
         for d in domains {
             let kind = match d.kind {
@@ -632,11 +648,11 @@ impl Metrics {
             self.domain_size
                 .with_label_values(&labels)
                 .set(i64::try_from(d.size_bytes).unwrap_or(i64::MAX));
-            match &d.victim {
-                Some(v) => self
+            match d.victim_points {
+                Some(points) => self
                     .domain_victim_points
                     .with_label_values(&labels)
-                    .set(v.points),
+                    .set(points),
                 None => {
                     let _ = self.domain_victim_points.remove_label_values(&labels);
                 }
@@ -647,7 +663,7 @@ impl Metrics {
                     let _ = self.domain_victim_margin.remove_label_values(&labels);
                 }
             }
-            if let Some(c) = crate::container::from_cgroup_path(&cg) {
+            if let Some(c) = super::container::from_cgroup_path(&cg) {
                 self.domain_container
                     .with_label_values(&[
                         kind,
@@ -667,7 +683,7 @@ impl Metrics {
             let _ = self.domain_size.remove_label_values(&labels);
             let _ = self.domain_victim_points.remove_label_values(&labels);
             let _ = self.domain_victim_margin.remove_label_values(&labels);
-            if let Some(c) = crate::container::from_cgroup_path(cg) {
+            if let Some(c) = super::container::from_cgroup_path(cg) {
                 let _ = self.domain_container.remove_label_values(&[
                     kind.as_str(),
                     cg.as_str(),
@@ -699,7 +715,7 @@ mod tests {
     /// docs/metrics.md lists every metric, and only those.
     #[test]
     fn catalogue_documents_every_metric() {
-        let readme = include_str!("../../docs/metrics.md");
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"));
         let documented: Vec<&str> = readme
             .lines()
             .filter_map(|l| l.strip_prefix("| `oomwatch_"))
@@ -722,11 +738,17 @@ mod tests {
         for (file, text) in [
             (
                 "grafana",
-                include_str!("../../deploy/grafana/oomwatch.json"),
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../deploy/grafana/oomwatch.json"
+                )),
             ),
             (
                 "rules",
-                include_str!("../../deploy/prometheus/oomwatch.rules.yml"),
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../deploy/prometheus/oomwatch.rules.yml"
+                )),
             ),
         ] {
             let mut used = 0;
@@ -789,20 +811,13 @@ mod tests {
     fn exposition_has_the_catalogue() {
         let m = Metrics::new("6.18.44").unwrap();
         m.oom_kills.inc();
-        let dom = |cg: &str, points: i64| DomainSummary {
+        let dom = |cg: &str, points: i64| DomainState {
             kind: crate::model::select::Domain::Memcg,
             cgroup: Some(cg.to_owned()),
-            totalpages: 16_384,
             size_bytes: 16_384 * 4096,
             headroom_bytes: Some(4096),
-            victim: Some(crate::model::explain::VictimJson {
-                pid: 7,
-                tgid: 7,
-                comm: "x".into(),
-                points,
-            }),
+            victim_points: Some(points),
             margin: Some(10),
-            top: Vec::new(),
         };
         m.update_domains(&[
             dom("/a", 500),
