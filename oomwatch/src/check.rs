@@ -267,7 +267,7 @@ pub fn run() -> Report {
     };
 
     let memory_pressure = match std::fs::read_to_string("/proc/pressure/memory") {
-        Ok(t) => match crate::hot::Signals::parse_psi(&t) {
+        Ok(t) => match crate::host::psi::parse_some_total(&t) {
             Some(us) => Item::yes(format!(
                 "/proc/pressure/memory: tasks stalled {:.1} s on memory since boot; \
                  --hot-probes pressure attaches the hot programs when it grows",

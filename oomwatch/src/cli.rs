@@ -64,11 +64,11 @@ enum Command {
         /// calling any program there is 8 – 11 % of a page-fault storm on a
         /// machine with retpolines (docs/benchmarks.md); the OOM, reclaim and
         /// victim probes are always attached and cost nothing outside them.
-        #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::hot::HotProbes::Pressure)]
-        hot_probes: crate::hot::HotProbes,
+        #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::daemon::hot::HotProbes::Pressure)]
+        hot_probes: crate::daemon::hot::HotProbes,
         /// Seconds the hot programs stay attached after the last sign of
         /// memory pressure (`--hot-probes pressure`).
-        #[arg(long, value_name = "SECS", default_value_t = crate::hot::DEFAULT_HOLD.as_secs())]
+        #[arg(long, value_name = "SECS", default_value_t = crate::daemon::hot::DEFAULT_HOLD.as_secs())]
         hot_probes_hold: u64,
         /// Where to read the processes: `bpf`, the kernel's own counters in
         /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
@@ -712,7 +712,7 @@ fn top_view(interval: f64, top: usize, once: bool, source: Source) -> anyhow::Re
     let mut snapper = crate::snapshot::Snapshotter::open(source)?;
     loop {
         let (domains, check) =
-            crate::predictor::refresh(&mut snapper, std::path::Path::new("/proc"), top)?;
+            crate::daemon::pass::refresh(&mut snapper, std::path::Path::new("/proc"), top)?;
         let mut out = String::new();
         if tty {
             out.push_str("\x1b[2J\x1b[H");

@@ -7,12 +7,12 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
+    daemon::pass::select_in,
     model::{
         KernelBehavior, Selection,
         explain::{CandidateJson, VictimJson, candidates, victim},
         select::Domain,
     },
-    predictor::select_in,
     snapshot::{
         Domains, Snapshotter, Source, SourceInUse, SystemSnapshot, Want,
         domain::OomDomain,

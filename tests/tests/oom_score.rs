@@ -9,7 +9,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use oomwatch::{predictor, snapshot::proc};
+use oomwatch::{daemon::pass, snapshot::proc};
 
 /// Starts an `oomwatch-hog` of `mib` MiB with `oom_score_adj` `adj`, outside
 /// any memory cgroup: small against this machine's RAM, never an OOM.
@@ -42,7 +42,7 @@ fn model_oom_score_equals_the_kernels_for_every_task() {
     let mut hogs = [hog(200, 0), hog(300, 250), hog(64, 1000)];
     let snap = proc::read(Path::new("/proc")).expect("read /proc");
     // The daemon's own self-check, on this snapshot.
-    let check = predictor::self_check(&snap, |pid| proc::read_pid(Path::new("/proc"), pid));
+    let check = pass::self_check(&snap, |pid| proc::read_pid(Path::new("/proc"), pid));
     // The hogs were compared and score what §3 predicts, far from 666.
     for h in &hogs {
         let e = snap

@@ -10,6 +10,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod gfp;
 pub mod privilege;
+pub mod psi;
 pub mod tracefs;
 
 /// The running kernel's release string (`uname -r`), or `unknown`.

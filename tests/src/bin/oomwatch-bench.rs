@@ -29,8 +29,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use oomwatch::{
+    daemon::pass,
     model::KernelBehavior,
-    predictor,
     snapshot::{bpf::TaskIter, domain, proc},
 };
 use oomwatch_tests::{Hog, MemcgGuard, http_get, sample};
@@ -64,7 +64,7 @@ fn rank(snap: proc::ProcSnapshot) -> (usize, i32) {
     let n = snap.processes.len();
     let dom = domain::global(&snap);
     let kb = KernelBehavior::for_version(snap.version);
-    let sel = predictor::select_in(&snap, &dom, &kb);
+    let sel = pass::select_in(&snap, &dom, &kb);
     let top = sel.ranking().first().map_or(0, |c| c.tgid);
     (n, top)
 }
@@ -802,10 +802,10 @@ fn latency(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while (seen_m.is_none() || seen_c.is_none()) && Instant::now() < deadline {
             if seen_c.is_none() && memcg.oom_kills()? > cg_before {
-                seen_c = Some(oomwatch::oomstart::boot_ns());
+                seen_c = Some(oomwatch::daemon::oomstart::boot_ns());
             }
             if seen_m.is_none() && daemon.kills() > before {
-                seen_m = Some(oomwatch::oomstart::boot_ns());
+                seen_m = Some(oomwatch::daemon::oomstart::boot_ns());
             }
         }
         if h.wait_exit(Duration::from_secs(10)).is_none() {

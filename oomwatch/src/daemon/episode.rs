@@ -45,9 +45,9 @@ pub struct Episode {
     /// or kprobe on out_of_memory, oom_badness, oom_kill_process).
     pub kernel_scan: Option<KernelScanSummary>,
     /// The kernel's per-task points against the model's over the report.
-    pub points_check: Option<crate::kpath::PointsCheck>,
+    pub points_check: Option<crate::daemon::kernel_scan::PointsCheck>,
     /// The kill against the prediction made just before it.
-    pub prediction: Option<crate::oomstart::PredictionOutcome>,
+    pub prediction: Option<crate::daemon::oomstart::PredictionOutcome>,
     /// The replay of the report, for the check that needs the kernel's scan
     /// too (the report was replayed once; it is not kept).
     #[serde(skip)]
@@ -96,7 +96,7 @@ impl Episode {
     }
 
     /// Adds the kernel's scan and, with the report, the per-task check.
-    pub fn add_kernel_scan(&mut self, scan: &crate::kpath::KernelScan) {
+    pub fn add_kernel_scan(&mut self, scan: &crate::daemon::kernel_scan::KernelScan) {
         let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1e6),
             _ => None,
@@ -117,7 +117,7 @@ impl Episode {
         });
         if let (Some(a), false) = (&self.analysis, scan.tasks.is_empty()) {
             if let Ok(model) = points_at(a, scan.totalpages) {
-                self.points_check = Some(crate::kpath::check_points(scan, &model));
+                self.points_check = Some(crate::daemon::kernel_scan::check_points(scan, &model));
             }
         }
     }

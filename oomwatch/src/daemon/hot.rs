@@ -66,21 +66,13 @@ pub struct Signals {
 impl Signals {
     /// PSI's memory `some` total from `/proc/pressure/memory`'s text.
     pub fn parse_psi(text: &str) -> Option<u64> {
-        text.lines()
-            .find(|l| l.starts_with("some "))?
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("total="))?
-            .parse()
-            .ok()
+        crate::host::psi::parse_some_total(text)
     }
 
     /// Reads PSI now; `kernel_events` is the caller's.
     pub fn read(kernel_events: Option<u64>) -> Self {
         Signals {
-            psi_some_us: std::fs::read_to_string("/proc/pressure/memory")
-                .ok()
-                .as_deref()
-                .and_then(Self::parse_psi),
+            psi_some_us: crate::host::psi::memory_some_total(),
             kernel_events,
         }
     }
