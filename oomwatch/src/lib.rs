@@ -6,15 +6,11 @@
 //! ([`daemon`]) that logs every kill and exports [`metrics`]. [`check`] tells
 //! what the running kernel offers.
 
-pub mod check;
 pub mod cli;
-pub mod config;
 pub mod daemon;
 pub mod ebpf;
 pub mod host;
 pub mod model;
-pub mod predict;
 pub mod replay;
 pub mod snapshot;
 pub mod telemetry;
-pub mod watch;

@@ -1,9 +1,6 @@
 //! The inputs of `oomwatch replay`: a file, standard input, or the records
 //! `/dev/kmsg` still holds; and why an input holds no report.
 
-use super::analysis::{Given, replay_all_given};
-use super::render::render;
-
 /// Exit status: at least one report disagrees.
 pub const EXIT_DISAGREE: u8 = 1;
 /// Exit status: no OOM report in the input, or the input cannot be read.
@@ -11,7 +8,7 @@ pub const EXIT_NO_REPORT: u8 = 2;
 
 /// Reads the input of `oomwatch replay`: FILE, `-` (stdin), or with neither
 /// the terminal's stdin replaced by the kernel's own log.
-fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<(String, Vec<u8>)> {
+pub fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<(String, Vec<u8>)> {
     use std::io::{IsTerminal as _, Read as _};
 
     use anyhow::Context as _;
@@ -42,7 +39,7 @@ fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<(String, Vec<u8>
 }
 
 /// Every record `/dev/kmsg` still holds, without waiting for new ones.
-fn read_kmsg() -> anyhow::Result<Vec<u8>> {
+pub fn read_kmsg() -> anyhow::Result<Vec<u8>> {
     use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
 
     use anyhow::Context as _;
@@ -71,7 +68,7 @@ fn read_kmsg() -> anyhow::Result<Vec<u8>> {
 }
 
 /// Why an input holds no report, for the error.
-fn no_report_error(name: &str, bytes: &[u8], text: &str) -> anyhow::Error {
+pub fn no_report_error(name: &str, bytes: &[u8], text: &str) -> anyhow::Error {
     let nul = bytes.iter().filter(|&&b| b == 0).count();
     let bad = text
         .chars()
@@ -95,30 +92,4 @@ fn no_report_error(name: &str, bytes: &[u8], text: &str) -> anyhow::Error {
          `… invoked oom-killer: gfp_mask=…` and `Killed process N (comm)` lines: pass a text \
          log such as `dmesg`, `journalctl -k`, /var/log/kern.log or /var/log/messages"
     )
-}
-
-/// `oomwatch replay`.
-pub fn cli(
-    file: Option<&std::path::Path>,
-    json: bool,
-    top: usize,
-    given: Given,
-) -> anyhow::Result<std::process::ExitCode> {
-    let (name, bytes) = read_input(file)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let reports = replay_all_given(&text, given);
-    if reports.is_empty() {
-        return Err(no_report_error(&name, &bytes, &text));
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    } else {
-        print!("{}", render(&reports, top));
-    }
-    let disagree = reports.iter().any(|r| r.agrees == Some(false));
-    Ok(if disagree {
-        std::process::ExitCode::from(EXIT_DISAGREE)
-    } else {
-        std::process::ExitCode::SUCCESS
-    })
 }

@@ -1,5 +1,5 @@
-//! Prediction: the model run on a live snapshot, for one OOM domain, and the
-//! JSON contract of `oomwatch predict`.
+//! `oomwatch predict`: the model run on a live snapshot, for one OOM domain,
+//! and the JSON contract of its `--json` output.
 
 use std::path::Path;
 
@@ -121,4 +121,54 @@ pub fn report(
             candidates,
         }
     }
+}
+
+/// `oomwatch predict`.
+pub fn predict(
+    cgroup: Option<&str>,
+    top: Option<usize>,
+    json: bool,
+    source: Source,
+) -> anyhow::Result<()> {
+    let p = crate::cli::predict::prepare(cgroup, source)?;
+    let r = p.report(top);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let where_ = match &r.domain.cgroup {
+        Some(c) => format!("memory cgroup {c}"),
+        None => "the host (global OOM)".into(),
+    };
+    println!(
+        "domain: {where_}, totalpages {}, Linux {}",
+        r.domain.totalpages, r.kernel
+    );
+    match (&r.victim, p.selection.margin()) {
+        (Some(v), Some(m)) => println!(
+            "victim: {} ({}) with {} points, {m} ahead of the next",
+            v.comm, v.tgid, v.points
+        ),
+        (Some(v), None) => println!(
+            "victim: {} ({}) with {} points, the only eligible task",
+            v.comm, v.tgid, v.points
+        ),
+        (None, _) => println!("victim: none ({:?})", p.selection.outcome),
+    }
+    println!(
+        "{:>8} {:>8} {:<16} {:>10} {:>6}  reason",
+        "pid", "tgid", "comm", "points", "adj"
+    );
+    for c in &r.candidates {
+        println!(
+            "{:>8} {:>8} {:<16} {:>10} {:>6}  {}",
+            c.pid,
+            c.tgid,
+            c.comm,
+            c.points.map_or("-".into(), |p| p.to_string()),
+            c.oom_score_adj,
+            c.reason
+        );
+    }
+    Ok(())
 }

@@ -471,3 +471,25 @@ impl Report {
         s
     }
 }
+
+/// `oomwatch check [--json]`: the report, and success when oomwatch can run.
+pub fn command(json: bool) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let report = run();
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: encode the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.can_run {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,355 @@
+//! The `oomwatch` command line: parse arguments, set up logging, dispatch to
+//! one file per subcommand (and the config file of `run`). Lives in the
+//! library so the privileged tests can build the very same command as their
+//! own binary.
+//!
+//! May use every part. Nothing uses it (the binary calls [`main`]).
+
+use std::{io::IsTerminal as _, net::SocketAddr, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+pub mod check;
+pub mod config;
+pub mod explain;
+pub mod predict;
+pub mod replay;
+pub mod run;
+pub mod simulate;
+pub mod top;
+pub mod watch;
+
+use crate::{daemon, snapshot::Source};
+
+/// Live OOM observer for Linux: watches the kernel's OOM killer through eBPF
+/// and exports what it sees to Prometheus.
+#[derive(Parser)]
+#[command(name = "oomwatch", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: attach to the kernel's OOM path, log each OOM kill in
+    /// one line and serve Prometheus metrics. Needs root (CAP_BPF and
+    /// CAP_PERFMON, or CAP_SYS_ADMIN). Stops cleanly on SIGINT or SIGTERM.
+    ///
+    /// Logging follows RUST_LOG (default `info`); `RUST_LOG=debug` also shows
+    /// the eBPF programs' own log lines.
+    Run {
+        /// Address for the `/metrics` and `/events` endpoints [default:
+        /// 127.0.0.1:7707].
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+        /// Seconds between prediction passes (every OOM domain's next victim,
+        /// headroom and margin, and the model's self-check against
+        /// /proc/PID/oom_score). A kill also triggers a pass at once
+        /// [default: 1].
+        #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+        interval: Option<f64>,
+        /// Also append each OOM episode, as one JSON line, to FILE (`-` for
+        /// stdout). `oomwatch watch` streams the same lines from the daemon.
+        #[arg(long, value_name = "FILE")]
+        events: Option<std::path::PathBuf>,
+        /// Read settings from a TOML file with the keys listen, interval and
+        /// events; flags given here win over it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// Turn on the kernel's run-time statistics for BPF programs
+        /// (BPF_ENABLE_STATS) while the daemon runs, for the
+        /// oomwatch_program_runs_total and oomwatch_program_run_seconds_total
+        /// metrics. Off by default: the kernel then times every run of every
+        /// BPF program on the host, not only oomwatch's (measured here, with
+        /// the hot programs attached: a page-fault storm about a third
+        /// slower; docs/benchmarks.md).
+        #[arg(long)]
+        program_stats: bool,
+        /// When the programs on the two hot events run (kmem:mm_page_alloc,
+        /// exceptions:page_fault_user: every page allocation and user page
+        /// fault, for oomwatch_page_allocs_total,
+        /// oomwatch_page_alloc_failures_total and
+        /// oomwatch_user_page_faults_total). `pressure`: only while the host
+        /// shows memory pressure (PSI's memory stall time grew, or the kernel
+        /// reclaimed, compacted or retried an allocation) and for
+        /// --hot-probes-hold after; `always`; `off`. The kernel's cost of
+        /// calling any program there is 8 – 11 % of a page-fault storm on a
+        /// machine with retpolines (docs/benchmarks.md); the OOM, reclaim and
+        /// victim probes are always attached and cost nothing outside them.
+        #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::daemon::hot::HotProbes::Pressure)]
+        hot_probes: crate::daemon::hot::HotProbes,
+        /// Seconds the hot programs stay attached after the last sign of
+        /// memory pressure (`--hot-probes pressure`).
+        #[arg(long, value_name = "SECS", default_value_t = crate::daemon::hot::DEFAULT_HOLD.as_secs())]
+        hot_probes_hold: u64,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
+    },
+    /// Follow a running daemon's OOM episodes live: each kill with its
+    /// trigger and constraint, the prediction made just before it (match,
+    /// mismatch or none, and why), the model's replay of the kernel's report
+    /// and, where the kernel allows hooks, its own per-task points. Reads the
+    /// daemon's /events stream: needs no privilege.
+    Watch {
+        /// The daemon's --listen address.
+        #[arg(long, value_name = "ADDR:PORT", default_value = daemon::DEFAULT_LISTEN)]
+        from: SocketAddr,
+        /// Print each episode as the daemon's JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain why a task would or would not be the OOM killer's victim right
+    /// now, in the host (default) or in the memory cgroup PATH, with its
+    /// points term by term, its rank, the victim, and what would change the
+    /// outcome (pages, or the oom_score_adj that flips it). Reads /proc and
+    /// cgroupfs; needs no privilege for your own tasks.
+    Explain {
+        /// The process (or thread) id.
+        pid: i32,
+        /// Memory cgroup path inside its hierarchy, e.g. /batch/job1 (v1 and
+        /// v2 alike). The domain is PATH or its nearest ancestor with a limit.
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<String>,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
+    },
+    /// Predict the victim of an OOM now: the ranked candidates of the host
+    /// (default) or of the memory cgroup PATH, each with its points term by
+    /// term, and the task the kernel would kill.
+    Predict {
+        /// Memory cgroup path inside its hierarchy, e.g. /batch/job1. The
+        /// domain is PATH or its nearest ancestor with a limit.
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<String>,
+        /// Show the first N candidates only.
+        #[arg(long, value_name = "N")]
+        top: Option<usize>,
+        /// Print the prediction as JSON (a stable contract: see the README).
+        #[arg(long)]
+        json: bool,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
+    },
+    /// A live view of every OOM domain (the host and each memory cgroup with
+    /// a limit): headroom to the limit, the next victims and the margin
+    /// between the first and the second. Refreshes until Ctrl-C.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Candidates shown per domain.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        top: usize,
+        /// Print one refresh and exit (for scripts and logs).
+        #[arg(long)]
+        once: bool,
+        /// Where to read the processes: `bpf`, the kernel's own counters in
+        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
+        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
+        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
+        source: Source,
+    },
+    /// Simulate one allocation now: would it end in an OOM kill, through
+    /// which branch of the allocator (or memcg charge) path, and who would
+    /// die. Reads /proc/zoneinfo, /proc/buddyinfo, cgroupfs and /proc.
+    Simulate {
+        /// GFP mask: names as the kernel prints them (GFP_KERNEL|__GFP_NOWARN)
+        /// or a number (0xcc0).
+        #[arg(long, default_value = "GFP_KERNEL")]
+        gfp: String,
+        /// Allocation order (2^order pages), 0 – 10.
+        #[arg(long, default_value_t = 0)]
+        order: u32,
+        /// Charge it to this memory cgroup (path inside its hierarchy)
+        /// instead of allocating from the host's zones.
+        #[arg(long, value_name = "PATH")]
+        cgroup: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay kernel OOM reports from a log: find every report (dmesg,
+    /// dmesg -T, journalctl, syslog/kern.log, /dev/kmsg records, mail
+    /// pastes; Linux 2.6.32 to 6.18), re-run the victim selection under the
+    /// rules of the kernel that printed it, and say whether the kernel chose
+    /// as its own rules say, and why.
+    ///
+    /// Without FILE it reads standard input, or, when that is a terminal,
+    /// the running kernel's log (/dev/kmsg; needs CAP_SYSLOG or
+    /// kernel.dmesg_restrict=0).
+    ///
+    /// Exit status: 0 when every report that could be judged agrees with the
+    /// model (also when none could be judged), 1 when at least one disagrees,
+    /// 2 when the input holds no OOM report or cannot be read.
+    Replay {
+        /// The log to read; `-` for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<std::path::PathBuf>,
+        /// Print an array with one object per report (a stable contract: see
+        /// docs/replay.md).
+        #[arg(long)]
+        json: bool,
+        /// Candidates shown per report (the JSON always has all of them).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top: usize,
+        /// The kernel release, for reports that do not state theirs (e.g. a
+        /// paste without its `CPU: … Comm: …` line): 3.10.0-1160.el7.
+        /// A release the report states wins.
+        #[arg(long, value_name = "RELEASE")]
+        kernel: Option<crate::model::KernelVersion>,
+        /// totalpages, when you know it (RAM + swap in pages for a global
+        /// OOM, the memcg limit plus its swap for a memcg OOM): replaces the
+        /// rebuilt value for every report of the input.
+        #[arg(long, value_name = "PAGES", value_parser = clap::value_parser!(u64).range(1..))]
+        totalpages: Option<u64>,
+    },
+    /// Report what this kernel offers oomwatch: BTF, tracefs, the tracepoints
+    /// it uses, fentry/fexit, kprobes, the memory cgroup controllers and this
+    /// process's privileges. Exits 0 when `oomwatch run` can start, 1 when not.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--interval`: a number of seconds between 0.1 and 3600.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds, e.g. 1 or 0.5"))?;
+    config::check_interval(v)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // `init` also routes the `log` crate (aya, aya-log) into tracing.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Runs the `oomwatch` command with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A report piped into `head` ends quietly, as other Unix tools do,
+        // instead of failing on EPIPE. (The daemon keeps Rust's default.)
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    init_logging();
+    match cli.command {
+        Command::Watch { from, json } => match watch::watch(from, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            listen,
+            interval,
+            events,
+            config,
+            source,
+            program_stats,
+            hot_probes,
+            hot_probes_hold,
+        } => run::run(run::Flags {
+            listen,
+            interval,
+            events,
+            config,
+            source,
+            program_stats,
+            hot_probes,
+            hot_probes_hold,
+        }),
+        Command::Explain {
+            pid,
+            cgroup,
+            json,
+            source,
+        } => match explain::explain(pid, cgroup.as_deref(), json, source) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Predict {
+            cgroup,
+            top,
+            json,
+            source,
+        } => match predict::predict(cgroup.as_deref(), top, json, source) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Top {
+            interval,
+            top,
+            once,
+            source,
+        } => match top::top_view(interval, top, once, source) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Simulate {
+            gfp,
+            order,
+            cgroup,
+            json,
+        } => match simulate::simulate(&gfp, order, cgroup.as_deref(), json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Replay {
+            file,
+            json,
+            top,
+            kernel,
+            totalpages,
+        } => match replay::replay(
+            file.as_deref(),
+            json,
+            top,
+            crate::replay::Given { totalpages, kernel },
+        ) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Check { json } => check::command(json),
+    }
+}
