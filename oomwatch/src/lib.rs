@@ -1,10 +1,12 @@
 //! oomwatch: a live OOM observer for Linux.
 //!
-//! eBPF programs (`oomwatch-ebpf`) on the kernel's OOM path report each victim
-//! through a ring buffer; this crate loads them ([`ebpf`]), reads the kernel
-//! facts they need ([`btf`], [`tracefs`], [`cgroup`]), and runs the daemon
-//! ([`daemon`]) that logs every kill and exports [`metrics`]. [`check`] tells
-//! what the running kernel offers.
+//! One folder per part (ARCHITECTURE.md at the workspace root is the map):
+//! the reference model of the kernel's OOM killer ([`model`], pure); what the
+//! running kernel offers ([`host`]); the eBPF programs loaded and their
+//! events decoded ([`ebpf`]); every read of `/proc` and cgroupfs a prediction
+//! needs, as one snapshot ([`snapshot`]); kernel OOM reports parsed and
+//! replayed ([`replay`]); the daemon's loop ([`daemon`]); what it exports
+//! ([`telemetry`]); and the command line ([`cli`]).
 
 pub mod cli;
 pub mod daemon;

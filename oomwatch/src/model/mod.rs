@@ -8,6 +8,8 @@
 //!
 //! The specification is `../shared/kernel-oom.md`; each function names the
 //! kernel function it mirrors and each rule the section it comes from.
+//!
+//! May use: nothing else of the crate. Every other part may use it.
 #![forbid(unsafe_code)]
 
 pub mod badness;
