@@ -1,5 +1,5 @@
 //! Builds `oomwatch-ebpf` for bpfel-unknown-none through aya-build and leaves the
-//! object at `$OUT_DIR/oomwatch`, where `src/ebpf.rs` embeds it.
+//! object at `$OUT_DIR/oomwatch`, where `src/ebpf/mod.rs` embeds it.
 //!
 //! Without `bpf-linker` on PATH (a machine where `cargo xtask setup` never ran)
 //! an empty object is written instead, so `cargo build` and `cargo test` still
@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
             "cargo::warning=building oomwatch WITHOUT its eBPF programs (bpf-linker not on PATH \
              or AYA_BUILD_SKIP=1); run `cargo xtask setup` for a working agent"
         );
-        // Empty means "no programs" to src/ebpf.rs; overwrite any real object
+        // Empty means "no programs" to src/ebpf/mod.rs; overwrite any real object
         // left from an earlier build so the binary says what it is.
         fs::write(&object, b"").context("write stub eBPF object")?;
         return Ok(());
