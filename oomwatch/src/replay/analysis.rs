@@ -503,6 +503,29 @@ fn join_nums(v: &[usize]) -> String {
 
 /// Fills the prediction and verdict; returns the reason.
 fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Option<String> {
+    if let Some(refusal) = refuse_without_header(r) {
+        return Some(refusal);
+    }
+    let ver = match kernel_rules(r, given, out) {
+        Ok(ver) => ver,
+        Err(refusal) => return Some(refusal),
+    };
+    decode_gfp(r, ver, out);
+    if let Some(refusal) = refuse_unscorable(r, ver) {
+        return Some(refusal);
+    }
+    let page_kb = page_size(r, out);
+    let total = given_or_rebuilt_totalpages(r, given, page_kb, memcg);
+    let md = model(r, ver, memcg, page_kb, out);
+    let choice = kernel_choice(r, page_kb, out);
+    let total = settle_totalpages(r, &md, &choice, total, out);
+    let (sel, model_row) = run_scan(&md, &total, out);
+    predict_victim(r, &md, &total, &choice, model_row, out);
+    Some(verdict(r, &md, &total, &choice, sel, model_row, out))
+}
+
+/// The refusal of a report without its header (a kill line alone, or less).
+fn refuse_without_header(r: &Report) -> Option<String> {
     if !r.has_header {
         return Some(match r.killed.first() {
             Some(k) => format!(
@@ -514,6 +537,11 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             }
         });
     }
+    None
+}
+
+/// The rules' version (stated, Debian's, --kernel, inferred; RHEL 6) into `out`; Err: refusal.
+fn kernel_rules(r: &Report, given: Given, out: &mut ReplayReport) -> Result<KernelVersion, String> {
     let (ver, from) = match (stated_version(r), given.kernel) {
         (None, Some(ver)) => (ver, "given with --kernel".to_owned()),
         (Some(ver), _) => {
@@ -536,7 +564,7 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
         (None, None) => match infer_rules(r) {
             Some(x) => x,
             None => {
-                return Some(
+                return Err(
                     "the report states no kernel version and its format does not show one (no kernel line, no task table)"
                         .into(),
                 );
@@ -557,10 +585,19 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
     };
     out.rules = Some(ver.to_string());
     out.rules_from = Some(from);
+    Ok(ver)
+}
+
+/// The trigger's gfp mask in flag names by the rules' table, when the header prints none.
+fn decode_gfp(r: &Report, ver: KernelVersion, out: &mut ReplayReport) {
     if let (None, Some(mask)) = (&r.gfp_flags, r.gfp_mask) {
         let table = crate::model::gfp::GfpTable::builtin(&KernelBehavior::for_version(ver));
         out.trigger.gfp_decoded = Some(table.format(mask));
     }
+}
+
+/// The refusals once the rules are known: no task table, or a kernel before 2.6.36.
+fn refuse_unscorable(r: &Report, ver: KernelVersion) -> Option<String> {
     if r.tasks.is_empty() {
         return Some(if r.elided_lines.is_empty() {
             "the report has no task table (vm.oom_dump_tasks=0, or the lines were cut): the candidates are unknown".into()
@@ -573,10 +610,20 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             "Linux {ver} chose by the pre-2.6.36 badness(): total_vm plus half of each child's, divided by the roots of CPU and run time, scaled by nice and capabilities; the report prints neither CPU times nor children, so the choice cannot be recomputed"
         ));
     }
+    None
+}
+
+/// The page size in kB, into `out` (with a note when it is not 4 KiB).
+fn page_size(r: &Report, out: &mut ReplayReport) -> u64 {
     let (page_kb, page_note) = page_kb(r);
     out.page_size = page_kb * 1024;
     out.notes.extend(page_note);
-    let mut total = match given.totalpages {
+    page_kb
+}
+
+/// totalpages as given (the kernel's own, or --totalpages), else rebuilt from the report.
+fn given_or_rebuilt_totalpages(r: &Report, given: Given, page_kb: u64, memcg: bool) -> Total {
+    match given.totalpages {
         Some(t) => Total {
             value: t.clamp(1, MAX_PAGES),
             exact: true,
@@ -586,7 +633,31 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             known: true,
         },
         None => totalpages(r, page_kb, memcg),
-    };
+    }
+}
+
+/// The rules and the table's processes the model scans with.
+struct Model {
+    ver: KernelVersion,
+    memcg: bool,
+    kb: KernelBehavior,
+    domain: Domain,
+    page_kb: u64,
+    procs: Vec<Process>,
+    /// ≤ 4.16: uid 0 was taken for CAP_SYS_ADMIN.
+    admin_guess: bool,
+    /// 2.6.36 – 3.7: normalized points, no selection.
+    legacy: bool,
+}
+
+/// The model for the rules, noting what it assumes (root bonus, missing swap columns).
+fn model(
+    r: &Report,
+    ver: KernelVersion,
+    memcg: bool,
+    page_kb: u64,
+    out: &mut ReplayReport,
+) -> Model {
     let kb = KernelBehavior::for_version(ver);
     let domain = if memcg { Domain::Memcg } else { Domain::Global };
     let procs = table_processes(&r.tasks, &kb);
@@ -603,6 +674,26 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             "the table has no swapents or nr_ptes columns (2.6.36 – 3.1): points from rss alone, so they can be a little low".into(),
         );
     }
+    Model {
+        ver,
+        memcg,
+        kb,
+        domain,
+        page_kb,
+        procs,
+        admin_guess,
+        legacy,
+    }
+}
+
+/// The kernel's own choice as the report names it, and its row in the table.
+struct KernelChoice {
+    selected: Option<KernelSelected>,
+    row: Option<(usize, &'static str)>,
+}
+
+/// The kernel's own choice (score, oom-kill, exiting or kill line) and its row; fills `out`.
+fn kernel_choice(r: &Report, page_kb: u64, out: &mut ReplayReport) -> KernelChoice {
     // The kernel's own choice, before any child was sacrificed.
     let selected = if let Some(s) = &r.selected {
         Some(KernelSelected {
@@ -646,11 +737,35 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
     let kernel_row = selected
         .as_ref()
         .and_then(|s| find_row(&r.tasks, s.pid, &s.comm, kill_rss(s.pid), page_kb));
+    out.kernel_selected = selected
+        .clone()
+        .filter(|s| r.killed.first().is_none_or(|k| k.pid != s.pid) || s.score.is_some());
+    KernelChoice {
+        selected,
+        row: kernel_row,
+    }
+}
+
+/// totalpages, solved from the score line unless exact, into `out` (noted when unknown).
+fn settle_totalpages(
+    r: &Report,
+    md: &Model,
+    choice: &KernelChoice,
+    mut total: Total,
+    out: &mut ReplayReport,
+) -> Total {
     // ≤ 5.0 prints the score: it pins totalpages down.
-    if let (Some(s), Some((row, _)), false) = (&selected, kernel_row, legacy)
+    if let (Some(s), Some((row, _)), false) = (&choice.selected, choice.row, md.legacy)
         && let Some(score) = s.score
         && !total.exact
-        && let Some(t) = solve_totalpages(&procs[row], score, &kb, page_kb, total.lo, total.hi)
+        && let Some(t) = solve_totalpages(
+            &md.procs[row],
+            score,
+            &md.kb,
+            md.page_kb,
+            total.lo,
+            total.hi,
+        )
     {
         total.value = t;
         total.from = format!(
@@ -665,10 +780,37 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
     if !total.known && adj_matters {
         out.notes.push("totalpages is unknown and weighs every oom_score_adj: the ranking assumes 1 000 000 pages".into());
     }
+    total
+}
 
+/// The scan at `total`, its candidates into `out`: the selection (None: legacy), the chosen row.
+fn run_scan(
+    md: &Model,
+    total: &Total,
+    out: &mut ReplayReport,
+) -> (Option<Selection>, Option<usize>) {
     // The scan.
-    let (sel, model_row, cands) = scan_table(&procs, domain, total.value, page_kb, &kb, legacy);
+    let (sel, model_row, cands) = scan_table(
+        &md.procs,
+        md.domain,
+        total.value,
+        md.page_kb,
+        &md.kb,
+        md.legacy,
+    );
     out.candidates = cands;
+    (sel, model_row)
+}
+
+/// The model's victim into `out`, with a note when the score line disagrees with its points.
+fn predict_victim(
+    r: &Report,
+    md: &Model,
+    total: &Total,
+    choice: &KernelChoice,
+    model_row: Option<usize>,
+    out: &mut ReplayReport,
+) {
     let points_of = |row: usize| -> Option<i64> { out_points(&out.candidates, &r.tasks[row]) };
     out.predicted_victim = model_row.map(|i| PredictedVictim {
         pid: r.tasks[i].pid,
@@ -677,10 +819,10 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
         points: points_of(i).unwrap_or(0),
     });
     // The printed score against the model's points for the same task.
-    if let (Some(s), Some((row, _))) = (&selected, kernel_row)
+    if let (Some(s), Some((row, _))) = (&choice.selected, choice.row)
         && let (Some(score), Some(p)) = (s.score, points_of(row))
     {
-        let model = if legacy {
+        let model = if md.legacy {
             p
         } else {
             p.max(0).saturating_mul(1000) / total.value.max(1) as i64
@@ -698,32 +840,27 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             ));
         }
     }
-    out.kernel_selected = selected
-        .clone()
-        .filter(|s| r.killed.first().is_none_or(|k| k.pid != s.pid) || s.score.is_some());
-    let rules = rules_line(&kb, domain, legacy);
+}
+
+/// The verdict on the kernel's choice against the model's, into `out`; returns the reason.
+fn verdict(
+    r: &Report,
+    md: &Model,
+    total: &Total,
+    choice: &KernelChoice,
+    sel: Option<Selection>,
+    model_row: Option<usize>,
+    out: &mut ReplayReport,
+) -> String {
+    let rules = rules_line(&md.kb, md.domain, md.legacy);
 
     // Kernels that found nobody.
-    if r.no_killable || (selected.is_none() && r.killed.is_empty()) {
-        return Some(match (r.no_killable, model_row) {
-            (true, None) => {
-                out.agrees = Some(true);
-                format!("the kernel found no killable task, and under {rules} neither does the model")
-            }
-            (true, Some(i)) => {
-                out.agrees = Some(false);
-                out.disagreement = Some(Disagreement::Contradiction);
-                format!(
-                    "the kernel found no killable task, but under {rules} {} ({}) is eligible with {} points",
-                    r.tasks[i].name, r.tasks[i].pid, points_of(i).unwrap_or(0)
-                )
-            }
-            (false, _) => "the report has no kill line (cut before it, or the kernel chose a task already exiting without saying so): nothing to compare".into(),
-        });
+    if r.no_killable || (choice.selected.is_none() && r.killed.is_empty()) {
+        return verdict_without_kill(r, &rules, model_row, out);
     }
-    let sel_ref = selected.as_ref().expect("a kill or a selection");
-    let Some((krow, how)) = kernel_row else {
-        return Some(format!(
+    let sel_ref = choice.selected.as_ref().expect("a kill or a selection");
+    let Some((krow, how)) = choice.row else {
+        return format!(
             "the kernel chose {} ({}), which is not in the task table{}: nothing to compare",
             sel_ref.comm,
             sel_ref.pid,
@@ -732,8 +869,127 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             } else {
                 ""
             }
-        ));
+        );
     };
+    let why = kernel_choice_notes(r, sel_ref, krow, how, out.oom_group.as_ref());
+    let Some(mrow) = model_row else {
+        out.agrees = Some(false);
+        out.disagreement = Some(Disagreement::Contradiction);
+        return join(
+            format!(
+                "the kernel's choice contradicts its own rules: it chose {} ({}), but under {rules} no task in the table is eligible",
+                r.tasks[krow].name, r.tasks[krow].pid
+            ),
+            why,
+        );
+    };
+    let points_of = |row: usize| -> Option<i64> { out_points(&out.candidates, &r.tasks[row]) };
+    let kp = points_of(krow);
+    let mp = points_of(mrow).unwrap_or(0);
+    let margin = sel.as_ref().and_then(Selection::margin);
+    if mrow == krow {
+        out.agrees = Some(true);
+        return join(agreement(r, md, krow, mp, margin, &rules), why);
+    }
+    out.agrees = Some(false);
+    let picks = Picks {
+        krow,
+        mrow,
+        kp,
+        mp,
+        kname: format!("{} ({})", r.tasks[krow].name, r.tasks[krow].pid),
+        mname: format!("{} ({})", r.tasks[mrow].name, r.tasks[mrow].pid),
+        kp_s: kp.map_or("no points (ineligible)".to_owned(), |p| {
+            format!("{p} points")
+        }),
+    };
+    join(disagreement(r, md, total, picks, &rules, out), why)
+}
+
+/// The reason's head when the kernel chose as the model does: the points and the lead.
+fn agreement(
+    r: &Report,
+    md: &Model,
+    krow: usize,
+    mp: i64,
+    margin: Option<i64>,
+    rules: &str,
+) -> String {
+    let lead = match margin {
+        Some(0) => format!(
+            "tied at {mp} points with another task; {} the tie goes its way",
+            tie_words(&md.kb, md.domain, md.legacy)
+        ),
+        Some(m) => format!("{m} points ahead of the next"),
+        None => "the only eligible task".into(),
+    };
+    format!(
+        "the kernel chose {} ({}) as the model does under {rules}: {mp} points, {lead}",
+        r.tasks[krow].name, r.tasks[krow].pid
+    )
+}
+
+/// The reason's head when the kernel chose otherwise, and its kind into `out.disagreement`.
+fn disagreement(
+    r: &Report,
+    md: &Model,
+    total: &Total,
+    picks: Picks,
+    rules: &str,
+    out: &mut ReplayReport,
+) -> String {
+    // Explanations the report allows, most specific first.
+    let (kind, explain) = explain_disagreement(r, md, total, &picks);
+    out.disagreement = Some(kind);
+    let Picks {
+        mp,
+        kname,
+        mname,
+        kp_s,
+        ..
+    } = picks;
+    if kind == Disagreement::Contradiction {
+        explain
+    } else {
+        format!(
+            "the model picks {mname} with {mp} points under {rules}, the kernel chose {kname} with {kp_s}: {explain}"
+        )
+    }
+}
+
+/// The verdict when the kernel killed nobody, or the report has no kill line.
+fn verdict_without_kill(
+    r: &Report,
+    rules: &str,
+    model_row: Option<usize>,
+    out: &mut ReplayReport,
+) -> String {
+    let points_of = |row: usize| -> Option<i64> { out_points(&out.candidates, &r.tasks[row]) };
+    match (r.no_killable, model_row) {
+        (true, None) => {
+            out.agrees = Some(true);
+            format!("the kernel found no killable task, and under {rules} neither does the model")
+        }
+        (true, Some(i)) => {
+            out.agrees = Some(false);
+            out.disagreement = Some(Disagreement::Contradiction);
+            format!(
+                "the kernel found no killable task, but under {rules} {} ({}) is eligible with {} points",
+                r.tasks[i].name, r.tasks[i].pid, points_of(i).unwrap_or(0)
+            )
+        }
+        (false, _) => "the report has no kill line (cut before it, or the kernel chose a task already exiting without saying so): nothing to compare".into(),
+    }
+}
+
+/// What the reason adds: the thread named, a child sacrificed, the oom group, a task exiting.
+fn kernel_choice_notes(
+    r: &Report,
+    sel_ref: &KernelSelected,
+    krow: usize,
+    how: &str,
+    oom_group: Option<&OomGroup>,
+) -> Vec<String> {
     let mut why = Vec::new();
     let row = &r.tasks[krow];
     let kill_pid = r.killed.first().map(|k| k.pid);
@@ -764,7 +1020,7 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             sel_ref.comm, sel_ref.pid, k.comm, k.pid
         ));
     }
-    if let Some(g) = &out.oom_group
+    if let Some(g) = oom_group
         && !g.killed.is_empty()
     {
         why.push(format!(
@@ -785,51 +1041,45 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             "the kernel found {pid} already exiting and skipped the kill"
         ));
     }
-    let Some(mrow) = model_row else {
-        out.agrees = Some(false);
-        out.disagreement = Some(Disagreement::Contradiction);
-        return Some(join(
-            format!(
-                "the kernel's choice contradicts its own rules: it chose {} ({}), but under {rules} no task in the table is eligible",
-                r.tasks[krow].name, r.tasks[krow].pid
-            ),
-            why,
-        ));
-    };
-    let kp = points_of(krow);
-    let mp = points_of(mrow).unwrap_or(0);
-    let margin = sel.as_ref().and_then(Selection::margin);
-    if mrow == krow {
-        out.agrees = Some(true);
-        let lead = match margin {
-            Some(0) => format!(
-                "tied at {mp} points with another task; {} the tie goes its way",
-                tie_words(&kb, domain, legacy)
-            ),
-            Some(m) => format!("{m} points ahead of the next"),
-            None => "the only eligible task".into(),
-        };
-        return Some(join(
-            format!(
-                "the kernel chose {} ({}) as the model does under {rules}: {mp} points, {lead}",
-                r.tasks[krow].name, r.tasks[krow].pid
-            ),
-            why,
-        ));
-    }
-    out.agrees = Some(false);
-    let kname = format!("{} ({})", r.tasks[krow].name, r.tasks[krow].pid);
-    let mname = format!("{} ({})", r.tasks[mrow].name, r.tasks[mrow].pid);
-    let kp_s = kp.map_or("no points (ineligible)".to_owned(), |p| {
-        format!("{p} points")
-    });
-    // Explanations the report allows, most specific first.
-    let (kind, explain) = if kp == Some(mp) {
+    why
+}
+
+/// The kernel's row and the model's where they differ, their points, and their names in the reason.
+struct Picks {
+    krow: usize,
+    mrow: usize,
+    kp: Option<i64>,
+    mp: i64,
+    kname: String,
+    mname: String,
+    kp_s: String,
+}
+
+/// Why the picks differ: tie order, totalpages, root bonus, counter drift, else contradiction.
+fn explain_disagreement(
+    r: &Report,
+    md: &Model,
+    total: &Total,
+    picks: &Picks,
+) -> (Disagreement, String) {
+    let Picks {
+        krow,
+        mrow,
+        kp,
+        mp,
+        ref kname,
+        ref mname,
+        ref kp_s,
+    } = *picks;
+    let (ver, memcg, legacy, domain, page_kb) =
+        (md.ver, md.memcg, md.legacy, md.domain, md.page_kb);
+    let (kb, procs) = (&md.kb, &md.procs);
+    if kp == Some(mp) {
         (
             Disagreement::TieOrder,
             format!(
                 "both have {mp} points: {} the model took {mname}, the kernel {kname}; the table is not printed in the order the kernel scanned{}",
-                tie_words(&kb, domain, legacy),
+                tie_words(kb, domain, legacy),
                 if memcg && ver < v(5, 3, 0) {
                     " (≤ 5.2 prints memcg tables in process-list order but scans by cgroup)"
                 } else {
@@ -840,7 +1090,7 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
     } else if let Some(t) = (!legacy && !total.exact)
         .then(|| {
             grid(total.lo, total.hi)
-                .find(|&t| chosen_row(&scan(&procs, domain, t, page_kb, &kb)) == Some(krow))
+                .find(|&t| chosen_row(&scan(procs, domain, t, page_kb, kb)) == Some(krow))
         })
         .flatten()
     {
@@ -851,10 +1101,10 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
                 total.lo, total.hi, total.from
             ),
         )
-    } else if !legacy && admin_guess && {
+    } else if !legacy && md.admin_guess && {
         let mut alt = procs.clone();
         alt.iter_mut().for_each(|p| p.cap_sys_admin = false);
-        chosen_row(&scan(&alt, domain, total.value, page_kb, &kb)) == Some(krow)
+        chosen_row(&scan(&alt, domain, total.value, page_kb, kb)) == Some(krow)
     } {
         (
             Disagreement::AdminBonus,
@@ -863,7 +1113,7 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
             ),
         )
     } else if let Some(k) = kp
-        && drift_bound(&kb) >= mp.saturating_sub(k)
+        && drift_bound(kb) >= mp.saturating_sub(k)
     {
         (
             Disagreement::CounterDrift,
@@ -881,16 +1131,7 @@ fn judge(r: &Report, memcg: bool, given: Given, out: &mut ReplayReport) -> Optio
                 r.tasks[mrow].adj()
             ),
         )
-    };
-    out.disagreement = Some(kind);
-    let head = if kind == Disagreement::Contradiction {
-        explain
-    } else {
-        format!(
-            "the model picks {mname} with {mp} points under {rules}, the kernel chose {kname} with {kp_s}: {explain}"
-        )
-    };
-    Some(join(head, why))
+    }
 }
 
 fn join(head: String, more: Vec<String>) -> String {
