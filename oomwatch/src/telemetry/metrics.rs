@@ -214,253 +214,29 @@ impl SlotCounter {
 impl Metrics {
     pub fn new(kernel: &str) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let oom_kills = IntCounter::with_opts(Opts::new(
-            names::OOM_KILLS,
-            "OOM kills seen by oomwatch (the oom:mark_victim tracepoint), host and memory cgroups together.",
-        ))?;
-        let events_dropped = IntCounter::with_opts(Opts::new(
-            names::EVENTS_DROPPED,
-            "Events lost in the kernel because oomwatch's ring buffer was full.",
-        ))?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                names::BUILD_INFO,
-                "Always 1; labels give oomwatch's version and the running kernel.",
-            ),
-            &["version", "kernel"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel])
-            .set(1);
-        let per_domain =
-            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["domain", "cgroup"]);
-        let domain_headroom = per_domain(
-            names::DOMAIN_HEADROOM,
-            "Bytes left before the OOM domain runs out: memcg limit minus usage, or the host's MemAvailable.",
-        )?;
-        let domain_size = per_domain(
-            names::DOMAIN_SIZE,
-            "The domain's size as the OOM killer counts it (totalpages, in bytes): a memcg's limit (plus swap where it counts), or the host's RAM plus swap.",
-        )?;
-        let domain_victim_points = per_domain(
-            names::DOMAIN_VICTIM_POINTS,
-            "oom_badness() points of the task the model predicts the kernel would kill in this domain now.",
-        )?;
-        let domain_victim_margin = per_domain(
-            names::DOMAIN_VICTIM_MARGIN,
-            "Points by which the predicted victim leads the next process (absent with one candidate).",
-        )?;
-        let badness_checks = IntCounter::with_opts(Opts::new(
-            names::BADNESS_CHECKS,
-            "Tasks whose /proc/PID/oom_score the model recomputed and compared with the kernel's.",
-        ))?;
-        let badness_mismatches = IntCounter::with_opts(Opts::new(
-            names::BADNESS_MISMATCHES,
-            "Compared tasks where the model's oom_score differed from the kernel's with no explanation.",
-        ))?;
-        let prediction_errors = IntCounter::with_opts(Opts::new(
-            names::PREDICTION_ERRORS,
-            "Prediction passes that failed (e.g. /proc unreadable).",
-        ))?;
-        let oom_starts = IntCounter::with_opts(Opts::new(
-            names::OOM_STARTS,
-            "OOMs seen as they started, each answered by a prediction pass: memory cgroups (v1 memory.oom_control eventfd, v2 memory.events) and the host (oom:reclaim_retry_zone: reclaim retries exhausted).",
-        ))?;
-        let program_runs = IntCounterVec::new(
-            Opts::new(
-                names::PROGRAM_RUNS,
-                "Times each eBPF program ran (kernel bpf_stats; monotonic while oomwatch runs).",
-            ),
-            &["program"],
-        )?;
-        let program_run_seconds = CounterVec::new(
-            Opts::new(
-                names::PROGRAM_RUN_SECONDS,
-                "CPU time spent in each eBPF program (kernel bpf_stats; monotonic while oomwatch runs).",
-            ),
-            &["program"],
-        )?;
-        let program_instructions = IntGaugeVec::new(
-            Opts::new(
-                names::PROGRAM_INSTRUCTIONS,
-                "Instructions the verifier processed for each eBPF program.",
-            ),
-            &["program"],
-        )?;
-        registry.register(Box::new(program_runs.clone()))?;
-        registry.register(Box::new(program_run_seconds.clone()))?;
-        registry.register(Box::new(program_instructions.clone()))?;
-        registry.register(Box::new(oom_kills.clone()))?;
-        registry.register(Box::new(events_dropped.clone()))?;
-        registry.register(Box::new(build_info))?;
-        registry.register(Box::new(domain_headroom.clone()))?;
-        registry.register(Box::new(domain_size.clone()))?;
-        registry.register(Box::new(domain_victim_points.clone()))?;
-        registry.register(Box::new(domain_victim_margin.clone()))?;
-        registry.register(Box::new(badness_checks.clone()))?;
-        registry.register(Box::new(badness_mismatches.clone()))?;
-        registry.register(Box::new(prediction_errors.clone()))?;
-        registry.register(Box::new(oom_starts.clone()))?;
-        let reclaim = Arc::new(ReclaimStalls::new()?);
-        let page_allocs = IntCounterVec::new(
-            Opts::new(
-                names::PAGE_ALLOCS,
-                "Pages allocations seen by kmem:mm_page_alloc, counted in the kernel: gfp_class atomic (no direct reclaim), user (__GFP_HARDWALL) or kernel; the kernel's migratetype number; the order.",
-            ),
-            &["gfp_class", "migratetype", "order"],
-        )?;
-        let page_alloc_failures = IntCounterVec::new(
-            Opts::new(
-                names::PAGE_ALLOC_FAILURES,
-                "Page allocations that returned no page (kmem:mm_page_alloc without a pfn), by order.",
-            ),
-            &["order"],
-        )?;
-        let kills_by_constraint = IntCounterVec::new(
-            Opts::new(
-                names::KILLS_BY_CONSTRAINT,
-                "OOM kills by the constraint of the kernel's report (CONSTRAINT_NONE, _CPUSET, _MEMORY_POLICY, _MEMCG; unknown without a report).",
-            ),
-            &["constraint"],
-        )?;
-        let report_replays = IntCounterVec::new(
-            Opts::new(
-                names::REPORT_REPLAYS,
-                "Kills whose kernel OOM report the model replayed: agree (the model picks the kernel's victim from the report's own table), disagree, unreplayable, no_report; oom_group for the tasks killed along with a victim because of memory.oom.group.",
-            ),
-            &["outcome"],
-        )?;
-        for c in [
-            "CONSTRAINT_NONE",
-            "CONSTRAINT_CPUSET",
-            "CONSTRAINT_MEMORY_POLICY",
-            "CONSTRAINT_MEMCG",
-        ] {
-            kills_by_constraint.with_label_values(&[c]).inc_by(0);
-        }
-        for o in [
-            "agree",
-            "disagree",
-            "unreplayable",
-            "no_report",
-            "oom_group",
-        ] {
-            report_replays.with_label_values(&[o]).inc_by(0);
-        }
-        registry.register(Box::new(kills_by_constraint.clone()))?;
-        registry.register(Box::new(report_replays.clone()))?;
-        registry.register(Box::new(page_allocs.clone()))?;
-        registry.register(Box::new(page_alloc_failures.clone()))?;
-        registry.register(Box::new(SharedCollector(Arc::clone(&reclaim))))?;
-        let kernel_points_checks = IntCounterVec::new(
-            Opts::new(
-                names::KERNEL_POINTS_CHECKS,
-                "Tasks the kernel scored during an OOM (oom_badness, through fexit or kprobe) whose points were compared with the model's over the same task's OOM report row: equal or differ.",
-            ),
-            &["outcome"],
-        )?;
-        for o in ["equal", "differ"] {
-            kernel_points_checks.with_label_values(&[o]).inc_by(0);
-        }
-        registry.register(Box::new(kernel_points_checks.clone()))?;
-        use oomwatch_common::{fault, retry};
-        let user_page_faults = SlotCounter::new(
-            &registry,
-            (
-                names::USER_PAGE_FAULTS,
-                "User page faults (exceptions:page_fault_user, x86), counted in the kernel by access: read, write, instruction.",
-            ),
-            &["access"],
-            fault::READ as usize,
-            vec![vec!["read"], vec!["write"], vec!["instruction"]],
-        )?;
-        let page_fault_ooms = SlotCounter::new(
-            &registry,
-            (
-                names::PAGE_FAULT_OOMS,
-                "Page-fault OOMs: source report (an OOM kill whose report's call trace runs through handle_mm_fault), vm_fault_oom (handle_mm_fault returned VM_FAULT_OOM; hooked where exceptions:page_fault_user is missing) or pagefault_out_of_memory (the kernel entered it); the hooks by fexit/fentry or kprobe where the kernel allows.",
-            ),
-            &["source"],
-            fault::VM_FAULT_OOM as usize,
-            vec![vec!["vm_fault_oom"], vec!["pagefault_out_of_memory"]],
-        )?;
-        page_fault_ooms.vec.with_label_values(&["report"]).inc_by(0);
-        let retry_decisions = SlotCounter::new(
-            &registry,
-            (
-                names::RETRY_DECISIONS,
-                "The allocator slowpath's retry decisions: check reclaim_zone (oom:reclaim_retry_zone, one per zone checked) or compaction (oom:compact_retry); decision retry or give_up.",
-            ),
-            &["check", "decision"],
-            retry::RECLAIM_GIVE_UP as usize,
-            vec![
-                vec!["reclaim_zone", "give_up"],
-                vec!["reclaim_zone", "retry"],
-                vec!["compaction", "give_up"],
-                vec!["compaction", "retry"],
-            ],
-        )?;
-        let reaper_events = IntCounterVec::new(
-            Opts::new(
-                names::REAPER_EVENTS,
-                "OOM reaper tracepoints hit, by stage: wake_reaper, start_task_reaping, finish_task_reaping, skip_task_reaping.",
-            ),
-            &["stage"],
-        )?;
-        for st in [
-            "wake_reaper",
-            "start_task_reaping",
-            "finish_task_reaping",
-            "skip_task_reaping",
-        ] {
-            reaper_events.with_label_values(&[st]).inc_by(0);
-        }
-        registry.register(Box::new(reaper_events.clone()))?;
-        let kernel_hooks = IntGaugeVec::new(
-            Opts::new(
-                names::KERNEL_HOOKS,
-                "Always 1: how each kernel OOM function is hooked on this kernel (path fentry, fexit, kprobe, kretprobe, kprobe+kretprobe, or off).",
-            ),
-            &["function", "path"],
-        )?;
-        registry.register(Box::new(kernel_hooks.clone()))?;
-        let snapshot_source = IntGaugeVec::new(
-            Opts::new(
-                names::SNAPSHOT_SOURCE,
-                "Always 1: where the prediction passes read every task (source bpf, the BPF task iterator with the kernel's own counters; or proc, /proc files).",
-            ),
-            &["source"],
-        )?;
-        registry.register(Box::new(snapshot_source.clone()))?;
-        let predictions = IntCounterVec::new(
-            Opts::new(
-                names::PREDICTIONS,
-                "OOM kills against the victim the last prediction pass before the kill named for the kill's domain (the deepest memcg with a limit holding the victim, else the host): match, mismatch, or no_prediction (no pass had finished, or it found no eligible task there).",
-            ),
-            &["outcome"],
-        )?;
-        for o in ["match", "mismatch", "no_prediction"] {
-            predictions.with_label_values(&[o]).inc_by(0);
-        }
-        registry.register(Box::new(predictions.clone()))?;
-        let domain_container = IntGaugeVec::new(
-            Opts::new(
-                names::DOMAIN_CONTAINER,
-                "Always 1, for each memcg domain whose cgroup path is a Kubernetes pod's or container's (cgroupfs and systemd drivers): its qos class, pod_uid and container_id. Join on cgroup; kube_pod_info gives the pod's name and namespace by uid.",
-            ),
-            &["domain", "cgroup", "qos", "pod_uid", "container_id"],
-        )?;
-        registry.register(Box::new(domain_container.clone()))?;
-        let hot_attached = prometheus::IntGauge::with_opts(Opts::new(
-            names::HOT_PROBES_ATTACHED,
-            "1 while the programs on the hot events (kmem:mm_page_alloc, exceptions:page_fault_user) are attached, else 0. With --hot-probes pressure (the default) they are attached only while the host shows memory pressure, and for the hold time after; oomwatch_page_allocs_total, oomwatch_page_alloc_failures_total and oomwatch_user_page_faults_total count only while this is 1.",
-        ))?;
-        registry.register(Box::new(hot_attached.clone()))?;
-        let hot_attached_seconds = prometheus::Counter::with_opts(Opts::new(
-            names::HOT_PROBES_ATTACHED_SECONDS,
-            "Seconds the programs on the hot events have been attached: the window the allocation and fault counters cover.",
-        ))?;
-        registry.register(Box::new(hot_attached_seconds.clone()))?;
+        let (program_runs, program_run_seconds, program_instructions) =
+            Self::register_program_stats(&registry)?;
+        let (oom_kills, events_dropped) = Self::register_kills(&registry)?;
+        Self::register_build_info(&registry, kernel)?;
+        let [
+            domain_headroom,
+            domain_size,
+            domain_victim_points,
+            domain_victim_margin,
+        ] = Self::register_domain_gauges(&registry)?;
+        let (badness_checks, badness_mismatches) = Self::register_self_check(&registry)?;
+        let (prediction_errors, oom_starts) = Self::register_prediction_passes(&registry)?;
+        let (kills_by_constraint, report_replays) = Self::register_episodes(&registry)?;
+        let (page_allocs, page_alloc_failures) = Self::register_page_allocs(&registry)?;
+        let reclaim = Self::register_reclaim(&registry)?;
+        let kernel_points_checks = Self::register_kernel_points_checks(&registry)?;
+        let (user_page_faults, page_fault_ooms) = Self::register_faults(&registry)?;
+        let retry_decisions = Self::register_retry_decisions(&registry)?;
+        let reaper_events = Self::register_reaper_events(&registry)?;
+        let kernel_hooks = Self::register_kernel_hooks(&registry)?;
+        let (snapshot_source, predictions) = Self::register_predictions(&registry)?;
+        let domain_container = Self::register_domain_container(&registry)?;
+        let (hot_attached, hot_attached_seconds) = Self::register_hot_probes(&registry)?;
         Ok(Self {
             registry,
             oom_kills,
@@ -496,6 +272,350 @@ impl Metrics {
             hot_attached,
             hot_attached_seconds,
         })
+    }
+
+    /// Program statistics: runs, run time and verified instructions per eBPF program.
+    fn register_program_stats(
+        registry: &Registry,
+    ) -> prometheus::Result<(IntCounterVec, CounterVec, IntGaugeVec)> {
+        let program_runs = IntCounterVec::new(
+            Opts::new(
+                names::PROGRAM_RUNS,
+                "Times each eBPF program ran (kernel bpf_stats; monotonic while oomwatch runs).",
+            ),
+            &["program"],
+        )?;
+        let program_run_seconds = CounterVec::new(
+            Opts::new(
+                names::PROGRAM_RUN_SECONDS,
+                "CPU time spent in each eBPF program (kernel bpf_stats; monotonic while oomwatch runs).",
+            ),
+            &["program"],
+        )?;
+        let program_instructions = IntGaugeVec::new(
+            Opts::new(
+                names::PROGRAM_INSTRUCTIONS,
+                "Instructions the verifier processed for each eBPF program.",
+            ),
+            &["program"],
+        )?;
+        registry.register(Box::new(program_runs.clone()))?;
+        registry.register(Box::new(program_run_seconds.clone()))?;
+        registry.register(Box::new(program_instructions.clone()))?;
+        Ok((program_runs, program_run_seconds, program_instructions))
+    }
+
+    /// Kills: victims the kernel marked, and events lost to a full ring buffer.
+    fn register_kills(registry: &Registry) -> prometheus::Result<(IntCounter, IntCounter)> {
+        let oom_kills = IntCounter::with_opts(Opts::new(
+            names::OOM_KILLS,
+            "OOM kills seen by oomwatch (the oom:mark_victim tracepoint), host and memory cgroups together.",
+        ))?;
+        let events_dropped = IntCounter::with_opts(Opts::new(
+            names::EVENTS_DROPPED,
+            "Events lost in the kernel because oomwatch's ring buffer was full.",
+        ))?;
+        registry.register(Box::new(oom_kills.clone()))?;
+        registry.register(Box::new(events_dropped.clone()))?;
+        Ok((oom_kills, events_dropped))
+    }
+
+    /// Build info: the constant series labelled with oomwatch's version and the kernel.
+    fn register_build_info(registry: &Registry, kernel: &str) -> prometheus::Result<()> {
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                names::BUILD_INFO,
+                "Always 1; labels give oomwatch's version and the running kernel.",
+            ),
+            &["version", "kernel"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel])
+            .set(1);
+        registry.register(Box::new(build_info))
+    }
+
+    /// Domains: headroom, size, victim points and margin, per OOM domain.
+    fn register_domain_gauges(registry: &Registry) -> prometheus::Result<[IntGaugeVec; 4]> {
+        let per_domain =
+            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["domain", "cgroup"]);
+        let gauges = [
+            per_domain(
+                names::DOMAIN_HEADROOM,
+                "Bytes left before the OOM domain runs out: memcg limit minus usage, or the host's MemAvailable.",
+            )?,
+            per_domain(
+                names::DOMAIN_SIZE,
+                "The domain's size as the OOM killer counts it (totalpages, in bytes): a memcg's limit (plus swap where it counts), or the host's RAM plus swap.",
+            )?,
+            per_domain(
+                names::DOMAIN_VICTIM_POINTS,
+                "oom_badness() points of the task the model predicts the kernel would kill in this domain now.",
+            )?,
+            per_domain(
+                names::DOMAIN_VICTIM_MARGIN,
+                "Points by which the predicted victim leads the next process (absent with one candidate).",
+            )?,
+        ];
+        for gauge in &gauges {
+            registry.register(Box::new(gauge.clone()))?;
+        }
+        Ok(gauges)
+    }
+
+    /// The self-check: oom_score recomputations and unexplained mismatches.
+    fn register_self_check(registry: &Registry) -> prometheus::Result<(IntCounter, IntCounter)> {
+        let badness_checks = IntCounter::with_opts(Opts::new(
+            names::BADNESS_CHECKS,
+            "Tasks whose /proc/PID/oom_score the model recomputed and compared with the kernel's.",
+        ))?;
+        let badness_mismatches = IntCounter::with_opts(Opts::new(
+            names::BADNESS_MISMATCHES,
+            "Compared tasks where the model's oom_score differed from the kernel's with no explanation.",
+        ))?;
+        registry.register(Box::new(badness_checks.clone()))?;
+        registry.register(Box::new(badness_mismatches.clone()))?;
+        Ok((badness_checks, badness_mismatches))
+    }
+
+    /// Prediction passes: failed passes, and the OOM starts that trigger a pass.
+    fn register_prediction_passes(
+        registry: &Registry,
+    ) -> prometheus::Result<(IntCounter, IntCounter)> {
+        let prediction_errors = IntCounter::with_opts(Opts::new(
+            names::PREDICTION_ERRORS,
+            "Prediction passes that failed (e.g. /proc unreadable).",
+        ))?;
+        let oom_starts = IntCounter::with_opts(Opts::new(
+            names::OOM_STARTS,
+            "OOMs seen as they started, each answered by a prediction pass: memory cgroups (v1 memory.oom_control eventfd, v2 memory.events) and the host (oom:reclaim_retry_zone: reclaim retries exhausted).",
+        ))?;
+        registry.register(Box::new(prediction_errors.clone()))?;
+        registry.register(Box::new(oom_starts.clone()))?;
+        Ok((prediction_errors, oom_starts))
+    }
+
+    /// Episodes: kills by constraint and report replay outcomes, every value at 0.
+    fn register_episodes(
+        registry: &Registry,
+    ) -> prometheus::Result<(IntCounterVec, IntCounterVec)> {
+        let kills_by_constraint = IntCounterVec::new(
+            Opts::new(
+                names::KILLS_BY_CONSTRAINT,
+                "OOM kills by the constraint of the kernel's report (CONSTRAINT_NONE, _CPUSET, _MEMORY_POLICY, _MEMCG; unknown without a report).",
+            ),
+            &["constraint"],
+        )?;
+        let report_replays = IntCounterVec::new(
+            Opts::new(
+                names::REPORT_REPLAYS,
+                "Kills whose kernel OOM report the model replayed: agree (the model picks the kernel's victim from the report's own table), disagree, unreplayable, no_report; oom_group for the tasks killed along with a victim because of memory.oom.group.",
+            ),
+            &["outcome"],
+        )?;
+        for c in [
+            "CONSTRAINT_NONE",
+            "CONSTRAINT_CPUSET",
+            "CONSTRAINT_MEMORY_POLICY",
+            "CONSTRAINT_MEMCG",
+        ] {
+            kills_by_constraint.with_label_values(&[c]).inc_by(0);
+        }
+        for o in [
+            "agree",
+            "disagree",
+            "unreplayable",
+            "no_report",
+            "oom_group",
+        ] {
+            report_replays.with_label_values(&[o]).inc_by(0);
+        }
+        registry.register(Box::new(kills_by_constraint.clone()))?;
+        registry.register(Box::new(report_replays.clone()))?;
+        Ok((kills_by_constraint, report_replays))
+    }
+
+    /// Kernel-side page allocations and allocation failures.
+    fn register_page_allocs(
+        registry: &Registry,
+    ) -> prometheus::Result<(IntCounterVec, IntCounterVec)> {
+        let page_allocs = IntCounterVec::new(
+            Opts::new(
+                names::PAGE_ALLOCS,
+                "Pages allocations seen by kmem:mm_page_alloc, counted in the kernel: gfp_class atomic (no direct reclaim), user (__GFP_HARDWALL) or kernel; the kernel's migratetype number; the order.",
+            ),
+            &["gfp_class", "migratetype", "order"],
+        )?;
+        let page_alloc_failures = IntCounterVec::new(
+            Opts::new(
+                names::PAGE_ALLOC_FAILURES,
+                "Page allocations that returned no page (kmem:mm_page_alloc without a pfn), by order.",
+            ),
+            &["order"],
+        )?;
+        registry.register(Box::new(page_allocs.clone()))?;
+        registry.register(Box::new(page_alloc_failures.clone()))?;
+        Ok((page_allocs, page_alloc_failures))
+    }
+
+    /// Kernel-side reclaim stalls: the histogram the kernel fills, collected as last read.
+    fn register_reclaim(registry: &Registry) -> prometheus::Result<Arc<ReclaimStalls>> {
+        let reclaim = Arc::new(ReclaimStalls::new()?);
+        registry.register(Box::new(SharedCollector(Arc::clone(&reclaim))))?;
+        Ok(reclaim)
+    }
+
+    /// The kernel's oom_badness() points against the model's, both outcomes at 0.
+    fn register_kernel_points_checks(registry: &Registry) -> prometheus::Result<IntCounterVec> {
+        let kernel_points_checks = IntCounterVec::new(
+            Opts::new(
+                names::KERNEL_POINTS_CHECKS,
+                "Tasks the kernel scored during an OOM (oom_badness, through fexit or kprobe) whose points were compared with the model's over the same task's OOM report row: equal or differ.",
+            ),
+            &["outcome"],
+        )?;
+        for o in ["equal", "differ"] {
+            kernel_points_checks.with_label_values(&[o]).inc_by(0);
+        }
+        registry.register(Box::new(kernel_points_checks.clone()))?;
+        Ok(kernel_points_checks)
+    }
+
+    /// Kernel-side faults: user page faults by access, and page-fault OOMs by source.
+    fn register_faults(registry: &Registry) -> prometheus::Result<(SlotCounter, SlotCounter)> {
+        use oomwatch_common::fault;
+        let user_page_faults = SlotCounter::new(
+            registry,
+            (
+                names::USER_PAGE_FAULTS,
+                "User page faults (exceptions:page_fault_user, x86), counted in the kernel by access: read, write, instruction.",
+            ),
+            &["access"],
+            fault::READ as usize,
+            vec![vec!["read"], vec!["write"], vec!["instruction"]],
+        )?;
+        let page_fault_ooms = SlotCounter::new(
+            registry,
+            (
+                names::PAGE_FAULT_OOMS,
+                "Page-fault OOMs: source report (an OOM kill whose report's call trace runs through handle_mm_fault), vm_fault_oom (handle_mm_fault returned VM_FAULT_OOM; hooked where exceptions:page_fault_user is missing) or pagefault_out_of_memory (the kernel entered it); the hooks by fexit/fentry or kprobe where the kernel allows.",
+            ),
+            &["source"],
+            fault::VM_FAULT_OOM as usize,
+            vec![vec!["vm_fault_oom"], vec!["pagefault_out_of_memory"]],
+        )?;
+        page_fault_ooms.vec.with_label_values(&["report"]).inc_by(0);
+        Ok((user_page_faults, page_fault_ooms))
+    }
+
+    /// Kernel-side retries: the allocator slowpath's retry decisions.
+    fn register_retry_decisions(registry: &Registry) -> prometheus::Result<SlotCounter> {
+        use oomwatch_common::retry;
+        SlotCounter::new(
+            registry,
+            (
+                names::RETRY_DECISIONS,
+                "The allocator slowpath's retry decisions: check reclaim_zone (oom:reclaim_retry_zone, one per zone checked) or compaction (oom:compact_retry); decision retry or give_up.",
+            ),
+            &["check", "decision"],
+            retry::RECLAIM_GIVE_UP as usize,
+            vec![
+                vec!["reclaim_zone", "give_up"],
+                vec!["reclaim_zone", "retry"],
+                vec!["compaction", "give_up"],
+                vec!["compaction", "retry"],
+            ],
+        )
+    }
+
+    /// Kernel-side OOM reaper tracepoint hits, every stage at 0.
+    fn register_reaper_events(registry: &Registry) -> prometheus::Result<IntCounterVec> {
+        let reaper_events = IntCounterVec::new(
+            Opts::new(
+                names::REAPER_EVENTS,
+                "OOM reaper tracepoints hit, by stage: wake_reaper, start_task_reaping, finish_task_reaping, skip_task_reaping.",
+            ),
+            &["stage"],
+        )?;
+        for st in [
+            "wake_reaper",
+            "start_task_reaping",
+            "finish_task_reaping",
+            "skip_task_reaping",
+        ] {
+            reaper_events.with_label_values(&[st]).inc_by(0);
+        }
+        registry.register(Box::new(reaper_events.clone()))?;
+        Ok(reaper_events)
+    }
+
+    /// Hooks: how each kernel OOM function is hooked on this kernel.
+    fn register_kernel_hooks(registry: &Registry) -> prometheus::Result<IntGaugeVec> {
+        let kernel_hooks = IntGaugeVec::new(
+            Opts::new(
+                names::KERNEL_HOOKS,
+                "Always 1: how each kernel OOM function is hooked on this kernel (path fentry, fexit, kprobe, kretprobe, kprobe+kretprobe, or off).",
+            ),
+            &["function", "path"],
+        )?;
+        registry.register(Box::new(kernel_hooks.clone()))?;
+        Ok(kernel_hooks)
+    }
+
+    /// Predictions: the passes' snapshot source, and kills against the prediction.
+    fn register_predictions(
+        registry: &Registry,
+    ) -> prometheus::Result<(IntGaugeVec, IntCounterVec)> {
+        let snapshot_source = IntGaugeVec::new(
+            Opts::new(
+                names::SNAPSHOT_SOURCE,
+                "Always 1: where the prediction passes read every task (source bpf, the BPF task iterator with the kernel's own counters; or proc, /proc files).",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(snapshot_source.clone()))?;
+        let predictions = IntCounterVec::new(
+            Opts::new(
+                names::PREDICTIONS,
+                "OOM kills against the victim the last prediction pass before the kill named for the kill's domain (the deepest memcg with a limit holding the victim, else the host): match, mismatch, or no_prediction (no pass had finished, or it found no eligible task there).",
+            ),
+            &["outcome"],
+        )?;
+        for o in ["match", "mismatch", "no_prediction"] {
+            predictions.with_label_values(&[o]).inc_by(0);
+        }
+        registry.register(Box::new(predictions.clone()))?;
+        Ok((snapshot_source, predictions))
+    }
+
+    /// Domains: the Kubernetes identity of memcg domains that are pods or containers.
+    fn register_domain_container(registry: &Registry) -> prometheus::Result<IntGaugeVec> {
+        let domain_container = IntGaugeVec::new(
+            Opts::new(
+                names::DOMAIN_CONTAINER,
+                "Always 1, for each memcg domain whose cgroup path is a Kubernetes pod's or container's (cgroupfs and systemd drivers): its qos class, pod_uid and container_id. Join on cgroup; kube_pod_info gives the pod's name and namespace by uid.",
+            ),
+            &["domain", "cgroup", "qos", "pod_uid", "container_id"],
+        )?;
+        registry.register(Box::new(domain_container.clone()))?;
+        Ok(domain_container)
+    }
+
+    /// Hot probes: whether they are attached, and for how long they have been.
+    fn register_hot_probes(
+        registry: &Registry,
+    ) -> prometheus::Result<(prometheus::IntGauge, prometheus::Counter)> {
+        let hot_attached = prometheus::IntGauge::with_opts(Opts::new(
+            names::HOT_PROBES_ATTACHED,
+            "1 while the programs on the hot events (kmem:mm_page_alloc, exceptions:page_fault_user) are attached, else 0. With --hot-probes pressure (the default) they are attached only while the host shows memory pressure, and for the hold time after; oomwatch_page_allocs_total, oomwatch_page_alloc_failures_total and oomwatch_user_page_faults_total count only while this is 1.",
+        ))?;
+        registry.register(Box::new(hot_attached.clone()))?;
+        let hot_attached_seconds = prometheus::Counter::with_opts(Opts::new(
+            names::HOT_PROBES_ATTACHED_SECONDS,
+            "Seconds the programs on the hot events have been attached: the window the allocation and fault counters cover.",
+        ))?;
+        registry.register(Box::new(hot_attached_seconds.clone()))?;
+        Ok((hot_attached, hot_attached_seconds))
     }
 
     /// Kernel fault counts (`Probes::fault_counts`).
