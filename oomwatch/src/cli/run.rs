@@ -23,21 +23,19 @@ pub struct Flags {
 /// Merges the settings, starts the runtime and runs the daemon until
 /// SIGINT or SIGTERM.
 pub fn run(flags: Flags) -> ExitCode {
-    let Flags {
-        listen,
-        interval,
-        events,
-        config,
-        source,
-        program_stats,
-        hot_probes,
-        hot_probes_hold,
-    } = flags;
-    let settings = config
+    let settings = flags
+        .config
         .as_deref()
         .map(super::config::load)
         .transpose()
-        .and_then(|file| super::config::merge(file.unwrap_or_default(), listen, interval, events));
+        .and_then(|file| {
+            super::config::merge(
+                file.unwrap_or_default(),
+                flags.listen,
+                flags.interval,
+                flags.events,
+            )
+        });
     let settings = match settings {
         Ok(s) => s,
         Err(e) => {
@@ -60,10 +58,10 @@ pub fn run(flags: Flags) -> ExitCode {
         listen: settings.listen,
         interval: std::time::Duration::from_secs_f64(settings.interval),
         events: settings.events,
-        source,
-        program_stats,
-        hot_probes,
-        hot_hold: std::time::Duration::from_secs(hot_probes_hold),
+        source: flags.source,
+        program_stats: flags.program_stats,
+        hot_probes: flags.hot_probes,
+        hot_hold: std::time::Duration::from_secs(flags.hot_probes_hold),
     };
     match rt.block_on(daemon::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,

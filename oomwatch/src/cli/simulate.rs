@@ -33,11 +33,29 @@ pub fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyh
     };
     let path = allocation_path(&req, &snap, cgroup.is_some(), &table, &kb)?;
     let decision = oom_decision(&path, &snap, cgroup.is_some(), mask, &table, &kb);
+    let sim = Simulation {
+        snap: &snap,
+        order,
+        mask,
+        table: &table,
+        path: &path,
+        decision: decision.as_ref(),
+    };
     if json {
-        print_json(&snap, order, mask, &table, &path, decision.as_ref())
+        sim.print_json()
     } else {
-        print_text(&snap, order, mask, &table, &path, decision.as_ref())
+        sim.print_text()
     }
+}
+
+/// One simulated allocation and what became of it, for printing.
+struct Simulation<'a> {
+    snap: &'a SystemSnapshot,
+    order: u32,
+    mask: u64,
+    table: &'a GfpTable,
+    path: &'a PathResult,
+    decision: Option<&'a Decision>,
 }
 
 /// The snapshot: always from /proc, with the zones for a host allocation.
@@ -142,76 +160,80 @@ fn oom_decision(
     Some(out_of_memory(&call, kb))
 }
 
-/// `--json`: the allocation, its steps and ending, the decision, the victim.
-fn print_json(
-    snap: &SystemSnapshot,
-    order: u32,
-    mask: u64,
-    table: &GfpTable,
-    path: &PathResult,
-    decision: Option<&Decision>,
-) -> anyhow::Result<()> {
-    let dom = &snap.domains[0];
-    let victim = decision.and_then(|d| match d {
-        Decision::Kill { kill, selection } => {
-            let c = selection.chosen()?;
-            Some(serde_json::json!({
-                "pid": c.pid, "tgid": kill.victim_tgid, "comm": c.comm,
-                "points": c.badness.points, "margin": selection.margin(),
-                "also_killed": kill.also_killed,
-            }))
-        }
-        _ => None,
-    });
-    let out = serde_json::json!({
-        "kernel": snap.procs.kernel,
-        "gfp": { "mask": format!("{mask:#x}"), "names": table.format(mask) },
-        "order": order,
-        "domain": { "kind": dom.kind, "cgroup": dom.cgroup, "totalpages": dom.totalpages },
-        "steps": path.steps,
-        "ending": path.ending,
-        "oom": decision,
-        "victim": victim,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
-}
-
-/// The human form: the steps, the ending, the victim.
-fn print_text(
-    snap: &SystemSnapshot,
-    order: u32,
-    mask: u64,
-    table: &GfpTable,
-    path: &PathResult,
-    decision: Option<&Decision>,
-) -> anyhow::Result<()> {
-    println!(
-        "allocation: order {order}, gfp_mask={mask:#x}({}), Linux {}",
-        table.format(mask),
-        snap.procs.kernel
-    );
-    for (i, s) in path.steps.iter().enumerate() {
-        println!("  {}. {}: {}", i + 1, s.at, s.detail);
-    }
-    println!("ending:     {}", describe_ending(&path.ending));
-    if let Some(d) = decision {
-        match d {
+impl Simulation<'_> {
+    /// `--json`: the allocation, its steps and ending, the decision, the victim.
+    fn print_json(&self) -> anyhow::Result<()> {
+        let Simulation {
+            snap,
+            order,
+            mask,
+            table,
+            path,
+            decision,
+        } = *self;
+        let dom = &snap.domains[0];
+        let victim = decision.and_then(|d| match d {
             Decision::Kill { kill, selection } => {
-                if let Some(c) = selection.chosen() {
-                    println!(
-                        "victim:     {} ({}) — {}; margin {} points over the runner-up",
-                        c.comm,
-                        kill.victim_tgid,
-                        crate::model::explain::breakdown(&c.badness),
-                        selection.margin().map_or("n/a".into(), |m| m.to_string())
-                    );
-                }
+                let c = selection.chosen()?;
+                Some(serde_json::json!({
+                    "pid": c.pid, "tgid": kill.victim_tgid, "comm": c.comm,
+                    "points": c.badness.points, "margin": selection.margin(),
+                    "also_killed": kill.also_killed,
+                }))
             }
-            other => println!("oom:        {}", serde_json::to_string(other)?),
-        }
+            _ => None,
+        });
+        let out = serde_json::json!({
+            "kernel": snap.procs.kernel,
+            "gfp": { "mask": format!("{mask:#x}"), "names": table.format(mask) },
+            "order": order,
+            "domain": { "kind": dom.kind, "cgroup": dom.cgroup, "totalpages": dom.totalpages },
+            "steps": path.steps,
+            "ending": path.ending,
+            "oom": decision,
+            "victim": victim,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
     }
-    Ok(())
+
+    /// The human form: the steps, the ending, the victim.
+    fn print_text(&self) -> anyhow::Result<()> {
+        let Simulation {
+            snap,
+            order,
+            mask,
+            table,
+            path,
+            decision,
+        } = *self;
+        println!(
+            "allocation: order {order}, gfp_mask={mask:#x}({}), Linux {}",
+            table.format(mask),
+            snap.procs.kernel
+        );
+        for (i, s) in path.steps.iter().enumerate() {
+            println!("  {}. {}: {}", i + 1, s.at, s.detail);
+        }
+        println!("ending:     {}", describe_ending(&path.ending));
+        if let Some(d) = decision {
+            match d {
+                Decision::Kill { kill, selection } => {
+                    if let Some(c) = selection.chosen() {
+                        println!(
+                            "victim:     {} ({}) — {}; margin {} points over the runner-up",
+                            c.comm,
+                            kill.victim_tgid,
+                            crate::model::explain::breakdown(&c.badness),
+                            selection.margin().map_or("n/a".into(), |m| m.to_string())
+                        );
+                    }
+                }
+                other => println!("oom:        {}", serde_json::to_string(other)?),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The path's ending in words.
