@@ -163,16 +163,8 @@ fn oom_decision(
 impl Simulation<'_> {
     /// `--json`: the allocation, its steps and ending, the decision, the victim.
     fn print_json(&self) -> anyhow::Result<()> {
-        let Simulation {
-            snap,
-            order,
-            mask,
-            table,
-            path,
-            decision,
-        } = *self;
-        let dom = &snap.domains[0];
-        let victim = decision.and_then(|d| match d {
+        let dom = &self.snap.domains[0];
+        let victim = self.decision.and_then(|d| match d {
             Decision::Kill { kill, selection } => {
                 let c = selection.chosen()?;
                 Some(serde_json::json!({
@@ -184,13 +176,13 @@ impl Simulation<'_> {
             _ => None,
         });
         let out = serde_json::json!({
-            "kernel": snap.procs.kernel,
-            "gfp": { "mask": format!("{mask:#x}"), "names": table.format(mask) },
-            "order": order,
+            "kernel": self.snap.procs.kernel,
+            "gfp": { "mask": format!("{:#x}", self.mask), "names": self.table.format(self.mask) },
+            "order": self.order,
             "domain": { "kind": dom.kind, "cgroup": dom.cgroup, "totalpages": dom.totalpages },
-            "steps": path.steps,
-            "ending": path.ending,
-            "oom": decision,
+            "steps": self.path.steps,
+            "ending": self.path.ending,
+            "oom": self.decision,
             "victim": victim,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
