@@ -78,9 +78,13 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: plain helper call, no arguments.
     ev.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
 
+    // The log target the agent shows, as before the crate was split in files.
     debug!(
         ctx,
-        "mark_victim pid={} anon_rss={}kB", ev.pid, ev.anon_rss_kb
+        target: "oomwatch",
+        "mark_victim pid={} anon_rss={}kB",
+        ev.pid,
+        ev.anon_rss_kb
     );
     emit(ev)
 }
