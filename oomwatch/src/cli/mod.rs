@@ -38,57 +38,7 @@ enum Command {
     ///
     /// Logging follows RUST_LOG (default `info`); `RUST_LOG=debug` also shows
     /// the eBPF programs' own log lines.
-    Run {
-        /// Address for the `/metrics` and `/events` endpoints [default:
-        /// 127.0.0.1:7707].
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: Option<SocketAddr>,
-        /// Seconds between prediction passes (every OOM domain's next victim,
-        /// headroom and margin, and the model's self-check against
-        /// /proc/PID/oom_score). A kill also triggers a pass at once
-        /// [default: 1].
-        #[arg(long, value_name = "SECS", value_parser = parse_interval)]
-        interval: Option<f64>,
-        /// Also append each OOM episode, as one JSON line, to FILE (`-` for
-        /// stdout). `oomwatch watch` streams the same lines from the daemon.
-        #[arg(long, value_name = "FILE")]
-        events: Option<std::path::PathBuf>,
-        /// Read settings from a TOML file with the keys listen, interval and
-        /// events; flags given here win over it.
-        #[arg(long, value_name = "FILE")]
-        config: Option<std::path::PathBuf>,
-        /// Turn on the kernel's run-time statistics for BPF programs
-        /// (BPF_ENABLE_STATS) while the daemon runs, for the
-        /// oomwatch_program_runs_total and oomwatch_program_run_seconds_total
-        /// metrics. Off by default: the kernel then times every run of every
-        /// BPF program on the host, not only oomwatch's (measured here, with
-        /// the hot programs attached: a page-fault storm about a third
-        /// slower; docs/benchmarks.md).
-        #[arg(long)]
-        program_stats: bool,
-        /// When the programs on the two hot events run (kmem:mm_page_alloc,
-        /// exceptions:page_fault_user: every page allocation and user page
-        /// fault, for oomwatch_page_allocs_total,
-        /// oomwatch_page_alloc_failures_total and
-        /// oomwatch_user_page_faults_total). `pressure`: only while the host
-        /// shows memory pressure (PSI's memory stall time grew, or the kernel
-        /// reclaimed, compacted or retried an allocation) and for
-        /// --hot-probes-hold after; `always`; `off`. The kernel's cost of
-        /// calling any program there is 8 – 11 % of a page-fault storm on a
-        /// machine with retpolines (docs/benchmarks.md); the OOM, reclaim and
-        /// victim probes are always attached and cost nothing outside them.
-        #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::daemon::hot::HotProbes::Pressure)]
-        hot_probes: crate::daemon::hot::HotProbes,
-        /// Seconds the hot programs stay attached after the last sign of
-        /// memory pressure (`--hot-probes pressure`).
-        #[arg(long, value_name = "SECS", default_value_t = crate::daemon::hot::DEFAULT_HOLD.as_secs())]
-        hot_probes_hold: u64,
-        /// Where to read the processes: `bpf`, the kernel's own counters in
-        /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
-        /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
-        #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
-        source: Source,
-    },
+    Run(run::Flags),
     /// Follow a running daemon's OOM episodes live: each kill with its
     /// trigger and constraint, the prediction made just before it (match,
     /// mismatch or none, and why), the model's replay of the kernel's report
@@ -227,7 +177,7 @@ enum Command {
 }
 
 /// `--interval`: a number of seconds between 0.1 and 3600.
-fn parse_interval(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds, e.g. 1 or 0.5"))?;
@@ -248,7 +198,7 @@ fn init_logging() {
 /// Runs the `oomwatch` command with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
+    if !matches!(cli.command, Command::Run(_)) {
         // A report piped into `head` ends quietly, as other Unix tools do,
         // instead of failing on EPIPE. (The daemon keeps Rust's default.)
         // SAFETY: setting a signal disposition before any thread starts.
@@ -265,25 +215,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run {
-            listen,
-            interval,
-            events,
-            config,
-            source,
-            program_stats,
-            hot_probes,
-            hot_probes_hold,
-        } => run::run(run::Flags {
-            listen,
-            interval,
-            events,
-            config,
-            source,
-            program_stats,
-            hot_probes,
-            hot_probes_hold,
-        }),
+        Command::Run(flags) => run::run(flags),
         Command::Explain {
             pid,
             cgroup,

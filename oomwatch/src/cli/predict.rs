@@ -14,9 +14,8 @@ use crate::{
         select::Domain,
     },
     snapshot::{
-        Domains, Snapshotter, Source, SourceInUse, SystemSnapshot, Want,
-        domain::OomDomain,
-        proc::{ProcSnapshot, SnapshotError},
+        Domains, Snapshotter, Source, SourceInUse, SystemSnapshot, Want, domain::OomDomain,
+        proc::ProcSnapshot,
     },
 };
 
@@ -41,21 +40,16 @@ pub fn prepare(cgroup: Option<&str>, source: Source) -> anyhow::Result<Predictio
     };
     let SystemSnapshot {
         procs, mut domains, ..
-    } = snapper
-        .read_system(root, &Want::domains(domains))
-        .map_err(|e| match e.downcast::<SnapshotError>() {
-            Ok(e) => {
-                anyhow::Error::new(e).context(format!("read the processes ({})", snapper.in_use()))
-            }
-            Err(e) => e,
-        })?;
-    let mut p = predict_in(procs, domains.remove(0));
-    p.source = snapper.in_use().clone();
-    Ok(p)
+    } = snapper.read_system(root, &Want::domains(domains))?;
+    Ok(predict_in(
+        procs,
+        domains.remove(0),
+        snapper.in_use().clone(),
+    ))
 }
 
 /// Runs the model's scan over an already built domain.
-pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
+pub fn predict_in(snap: ProcSnapshot, domain: OomDomain, source: SourceInUse) -> Prediction {
     let kb = KernelBehavior::for_version(snap.version);
     let selection = select_in(&snap, &domain, &kb);
     Prediction {
@@ -63,10 +57,7 @@ pub fn predict_in(snap: ProcSnapshot, domain: OomDomain) -> Prediction {
         domain,
         kb,
         selection,
-        source: SourceInUse {
-            source: "proc",
-            fallback: None,
-        },
+        source,
     }
 }
 

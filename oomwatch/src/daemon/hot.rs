@@ -64,11 +64,6 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// PSI's memory `some` total from `/proc/pressure/memory`'s text.
-    pub fn parse_psi(text: &str) -> Option<u64> {
-        crate::host::psi::parse_some_total(text)
-    }
-
     /// Reads PSI now; `kernel_events` is the caller's.
     pub fn read(kernel_events: Option<u64>) -> Self {
         Signals {
@@ -190,15 +185,6 @@ mod tests {
             psi_some_us: Some(psi),
             kernel_events: Some(events),
         }
-    }
-
-    #[test]
-    fn parses_the_kernels_psi_file() {
-        let text = "some avg10=0.00 avg60=0.00 avg300=0.00 total=19663903\n\
-                    full avg10=0.00 avg60=0.00 avg300=0.00 total=13780400\n";
-        assert_eq!(Signals::parse_psi(text), Some(19_663_903));
-        assert_eq!(Signals::parse_psi("full total=5\n"), None);
-        assert_eq!(Signals::parse_psi(""), None);
     }
 
     #[test]

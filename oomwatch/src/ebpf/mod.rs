@@ -20,9 +20,9 @@ mod victim;
 
 pub use alloc::AllocFailure;
 pub use counters::ProgramStats;
-pub use layout::{oom_scan_layout, task_iter_layout, task_layout};
+pub use layout::{task_iter_layout, task_layout};
 pub use load::{Degraded, KernelHook, LoadOptions, Probes, try_load_fentry_fexit};
-pub use oompath::{KernelEvent, constraint_name};
+pub use oompath::KernelEvent;
 pub use reclaim::ReclaimExhausted;
 pub use ring::{Batch, VictimStream};
 pub use tasks::load_task_iterator;

@@ -21,3 +21,17 @@ pub fn memory_some_total() -> Option<u64> {
         .as_deref()
         .and_then(parse_some_total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_kernels_psi_file() {
+        let text = "some avg10=0.00 avg60=0.00 avg300=0.00 total=19663903\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=13780400\n";
+        assert_eq!(parse_some_total(text), Some(19_663_903));
+        assert_eq!(parse_some_total("full total=5\n"), None);
+        assert_eq!(parse_some_total(""), None);
+    }
+}

@@ -404,18 +404,6 @@ pub fn analyze(r: &Report) -> ReplayReport {
     analyze_given(r, Given::default())
 }
 
-/// Replays one report; with the kernel's own totalpages when it is known
-/// (read from `struct oom_control` by the daemon's hooks).
-pub fn analyze_with(r: &Report, kernel_totalpages: Option<u64>) -> ReplayReport {
-    analyze_given(
-        r,
-        Given {
-            totalpages: kernel_totalpages,
-            kernel: None,
-        },
-    )
-}
-
 /// Replays one report with what is known besides it.
 pub fn analyze_given(r: &Report, given: Given) -> ReplayReport {
     let memcg = r.is_memcg();
@@ -1742,7 +1730,13 @@ mod one_replay {
                 Some(base / 3),
                 Some(0),
             ] {
-                let full = analyze_with(r, t);
+                let full = analyze_given(
+                    r,
+                    Given {
+                        totalpages: t,
+                        kernel: None,
+                    },
+                );
                 let expected = summarize(&full)
                     .map(|_| full.candidates.iter().map(|c| (c.pid, c.points)).collect());
                 let got = points_at(&a, t);

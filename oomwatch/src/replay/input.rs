@@ -39,7 +39,7 @@ pub fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<(String, Vec
 }
 
 /// Every record `/dev/kmsg` still holds, without waiting for new ones.
-pub fn read_kmsg() -> anyhow::Result<Vec<u8>> {
+fn read_kmsg() -> anyhow::Result<Vec<u8>> {
     use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
 
     use anyhow::Context as _;

@@ -15,10 +15,10 @@ pub mod parse;
 pub mod render;
 
 pub use analysis::{
-    Disagreement, Given, Replay, ReplayError, ReplayReport, TaskPoints, analyze, analyze_given,
-    analyze_with, points_at, replay, replay_all, replay_all_given, summarize,
+    Disagreement, Given, Replay, ReplayError, ReplayReport, analyze, points_at, replay, replay_all,
+    replay_all_given, summarize,
 };
 pub use input::{EXIT_DISAGREE, EXIT_NO_REPORT};
-pub use kmsg::{Assembled, KernelReport, KmsgEvent, ReportAssembler, follow_kmsg};
-pub use parse::{Report, TaskRow, kmsg_messages, parse_all};
+pub use kmsg::{KernelReport, KmsgEvent, follow_kmsg};
+pub use parse::{Report, kmsg_messages, parse_all};
 pub use render::render;
