@@ -37,12 +37,12 @@ enum Task {
     /// they load eBPF and trigger real OOM kills inside memory cgroups), then
     /// the guest-kernel scenarios (`vm-test`).
     Test,
-    /// oomwatch in guest kernels (QEMU, TCG; Debian 6.1 and 6.12, x86_64 and aarch64):
-    /// negative oom_score_adj, cgroup v2 and host-wide OOM scenarios, each
+    /// oomwatch in guest kernels (QEMU, TCG; Debian's cloud kernels 5.10,
+    /// 6.1, 6.12 and the newest 7.x, x86_64 and aarch64): negative oom_score_adj, cgroup v2 and host-wide OOM scenarios, each
     /// predicted, killed by the kernel, seen by oomwatch's eBPF and compared.
     /// Installs QEMU and downloads the kernels with apt (root).
     VmTest {
-        /// Only this kernel line (6.1 or 6.12); repeatable. Default: all.
+        /// Only this kernel line (5.10, 6.1, 6.12 or 7.x); repeatable. Default: all.
         #[arg(long = "kernel", value_name = "LINE")]
         kernels: Vec<String>,
         /// Only this architecture (x86_64 or aarch64); repeatable. Default: all.

@@ -30,10 +30,42 @@ use crate::{apt_install, cargo, dpkg_installed, is_root, output_ok, status, work
 
 const INIT: &str = include_str!("guest/init.sh");
 
-/// The kernel lines booted, each by the meta package (per architecture)
-/// that names its current ABI (vm-lab.md pitfall 5: ABI names change with
-/// every security update).
-const KERNEL_LINES: &[&str] = &["6.1", "6.12"];
+/// Debian's main archive and its security archive.
+const MAIN: &str = "http://deb.debian.org/debian";
+const SECURITY: &str = "http://deb.debian.org/debian-security";
+
+/// One kernel line of the matrix: the Debian suites that serve it. The
+/// kernel is the newest `linux-image-cloud-<arch>` among them (so the 7.x
+/// line follows whichever of trixie-backports and sid is newer when the
+/// test runs), through its ABI package, and for 7.x through
+/// `linux-binary-<ver>` too.
+struct Line {
+    name: &'static str,
+    suites: &'static [(&'static str, &'static str)],
+}
+
+const LINES: &[Line] = &[
+    Line {
+        name: "5.10",
+        suites: &[(MAIN, "bullseye"), (SECURITY, "bullseye-security")],
+    },
+    Line {
+        name: "6.1",
+        suites: &[(MAIN, "bookworm"), (SECURITY, "bookworm-security")],
+    },
+    Line {
+        name: "6.12",
+        suites: &[(MAIN, "trixie"), (SECURITY, "trixie-security")],
+    },
+    Line {
+        name: "7.x",
+        suites: &[(MAIN, "trixie-backports"), (MAIN, "sid")],
+    },
+];
+
+/// Where the arm64 Rust standard library and busybox come from: the host's
+/// own release (its `rustc-web` accepts only its exact version).
+const HOST_LINE: &str = "6.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Arch {
@@ -73,14 +105,10 @@ impl Arch {
         }
     }
 
-    fn kernel_meta(self, line: &str) -> String {
-        let deb_arch = match self {
+    fn deb_arch(self) -> &'static str {
+        match self {
             Arch::X86_64 => "amd64",
             Arch::Aarch64 => "arm64",
-        };
-        match line {
-            "6.1" => format!("linux-image-cloud-{deb_arch}"),
-            other => format!("linux-image-{other}-cloud-{deb_arch}"),
         }
     }
 
@@ -135,11 +163,11 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
     if let Some(k) = opts
         .kernels
         .iter()
-        .find(|k| !KERNEL_LINES.contains(&k.as_str()))
+        .find(|k| !LINES.iter().any(|l| l.name == k.as_str()))
     {
         bail!(
             "--kernel {k}: unknown kernel line; choose from {}",
-            KERNEL_LINES.join(", ")
+            LINES.iter().map(|l| l.name).collect::<Vec<_>>().join(", ")
         );
     }
     if let Some(a) = opts
@@ -153,10 +181,9 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
         .into_iter()
         .filter(|a| opts.arches.is_empty() || opts.arches.iter().any(|x| x == a.name()))
         .collect();
-    let lines: Vec<&'static str> = KERNEL_LINES
+    let lines: Vec<&'static Line> = LINES
         .iter()
-        .copied()
-        .filter(|l| opts.kernels.is_empty() || opts.kernels.iter().any(|k| k == l))
+        .filter(|l| opts.kernels.is_empty() || opts.kernels.iter().any(|k| k == l.name))
         .collect();
     let mut missing: Vec<&str> = arches
         .iter()
@@ -174,23 +201,31 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
     let mut passed = 0;
     let mut failed = 0;
     for arch in arches {
-        let apt = AptState::for_arch(&lab, arch)?;
         let mut guests = Vec::new();
         for line in &lines {
-            let meta = arch.kernel_meta(line);
-            let kernel =
-                fetch_kernel(&apt, &meta).with_context(|| format!("kernel {line} ({meta})"))?;
+            let apt = AptState::new(&lab, arch, line)?;
+            let (kernel, version) = fetch_kernel(&apt)
+                .with_context(|| format!("{} kernel {}", arch.name(), line.name))?;
             println!(
-                "vm-test: {} kernel {line}: {}",
+                "vm-test: {} kernel {}: {version}, {}",
                 arch.name(),
+                line.name,
                 kernel.display()
             );
-            guests.push(Guest { arch, line, kernel });
+            guests.push(Guest {
+                arch,
+                line: line.name,
+                kernel,
+            });
         }
         let (sysroot, busybox) = match arch {
             Arch::X86_64 => (None, host_busybox()?),
             Arch::Aarch64 => {
-                let (s, b) = arm64_parts(&apt)?;
+                let host = LINES
+                    .iter()
+                    .find(|l| l.name == HOST_LINE)
+                    .expect("host line");
+                let (s, b) = arm64_parts(&AptState::new(&lab, arch, host)?)?;
                 (Some(s), b)
             }
         };
@@ -580,81 +615,130 @@ fn save_reports(results: &Results, arch: Arch, dir: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Where apt downloads for one architecture go, and with which apt state:
-/// the host's for x86_64, a private one (its own lists, status and cache,
-/// `APT::Architecture "arm64"`) for aarch64.
+/// A private apt state for one architecture and kernel line: its own
+/// sources (that line's suites only), lists, status and cache, so the host's
+/// apt and dpkg gain neither a foreign architecture nor another release.
+/// Downloads of one architecture share a directory.
 struct AptState {
+    arch: Arch,
     debs: PathBuf,
     lab: PathBuf,
-    config: Option<PathBuf>,
+    config: PathBuf,
 }
 
 impl AptState {
-    fn for_arch(lab: &Path, arch: Arch) -> anyhow::Result<Self> {
+    fn new(lab: &Path, arch: Arch, line: &Line) -> anyhow::Result<Self> {
         let debs = lab.join(format!("debs-{}", arch.name()));
         std::fs::create_dir_all(&debs)?;
-        let config = match arch {
-            Arch::X86_64 => None,
-            Arch::Aarch64 => {
-                let dir = lab.join("apt-arm64");
-                for d in ["lists/partial", "cache/archives/partial"] {
-                    std::fs::create_dir_all(dir.join(d))?;
-                }
-                let status_file = dir.join("status");
-                if !status_file.exists() {
-                    std::fs::write(&status_file, "")?;
-                }
-                let conf = dir.join("apt.conf");
-                let d = dir.display();
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "Dir::State::Lists \"{d}/lists\";\nDir::State::status \"{d}/status\";\n\
-                         Dir::Cache \"{d}/cache\";\nAPT::Architecture \"arm64\";\n\
-                         APT::Architectures {{ \"arm64\"; }};\n"
-                    ),
-                )?;
-                let has_lists = std::fs::read_dir(dir.join("lists"))?
-                    .flatten()
-                    .any(|e| e.path().is_file());
-                if !has_lists {
-                    let mut u = Command::new("apt-get");
-                    u.args(["update", "-q"])
-                        .env("APT_CONFIG", &conf)
-                        .stdout(Stdio::null());
-                    status(u)?;
-                }
-                Some(conf)
-            }
-        };
-        Ok(Self {
+        let dir = lab.join(format!("apt/{}-{}", arch.name(), line.name));
+        for d in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        let status_file = dir.join("status");
+        if !status_file.exists() {
+            std::fs::write(&status_file, "")?;
+        }
+        let sources: String = line
+            .suites
+            .iter()
+            .map(|(uri, suite)| format!("deb {uri} {suite} main\n"))
+            .collect();
+        let sources_file = dir.join("sources.list");
+        let old = std::fs::read_to_string(&sources_file).unwrap_or_default();
+        if old != sources {
+            // Another line's lists must not linger.
+            let _ = std::fs::remove_dir_all(dir.join("lists"));
+            std::fs::create_dir_all(dir.join("lists/partial"))?;
+            std::fs::write(&sources_file, &sources)?;
+        }
+        let config = dir.join("apt.conf");
+        let d = dir.display();
+        let a = arch.deb_arch();
+        std::fs::write(
+            &config,
+            format!(
+                "Dir::State::Lists \"{d}/lists\";\nDir::State::status \"{d}/status\";\n\
+                 Dir::Cache \"{d}/cache\";\nDir::Etc::SourceList \"{d}/sources.list\";\n\
+                 Dir::Etc::SourceParts \"{d}/sources.list.d\";\n\
+                 APT::Architecture \"{a}\";\nAPT::Architectures {{ \"{a}\"; }};\n\
+                 APT::Sandbox::User \"root\";\nAcquire::Languages \"none\";\nAcquire::Check-Valid-Until \"false\";\n"
+            ),
+        )?;
+        let state = Self {
+            arch,
             debs,
             lab: lab.to_path_buf(),
             config,
-        })
+        };
+        let has_lists = std::fs::read_dir(dir.join("lists"))?
+            .flatten()
+            .any(|e| e.path().is_file());
+        if !has_lists {
+            state.update()?;
+        }
+        Ok(state)
+    }
+
+    fn update(&self) -> anyhow::Result<()> {
+        let mut u = self.command("apt-get");
+        u.args(["update", "-q"]).stdout(Stdio::null());
+        status(u)
     }
 
     fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        if let Some(conf) = &self.config {
-            c.env("APT_CONFIG", conf);
-        }
+        c.env("APT_CONFIG", &self.config);
         c
     }
 
-    /// The package `meta` depends on first (`Depends: linux-image-…`).
-    fn depends(&self, meta: &str, prefix: &str) -> Option<String> {
+    /// The newest version of `pkg` in this state's suites, with the suite
+    /// that serves it (`apt-cache madison`).
+    fn newest(&self, pkg: &str) -> anyhow::Result<(String, String)> {
         let out = self
             .command("apt-cache")
-            .args(["depends", meta])
+            .args(["madison", pkg])
+            .output()
+            .context("apt-cache madison")?;
+        let mut best: Option<(String, String)> = None;
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = l.split('|').map(str::trim).collect();
+            let (Some(ver), Some(src)) = (f.get(1), f.get(2)) else {
+                continue;
+            };
+            let suite = src
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.split('/').next())
+                .unwrap_or("?");
+            let newer = match &best {
+                None => true,
+                Some((b, _)) => Command::new("dpkg")
+                    .args(["--compare-versions", ver, "gt", b])
+                    .status()
+                    .is_ok_and(|s| s.success()),
+            };
+            if newer {
+                best = Some((ver.to_string(), suite.to_string()));
+            }
+        }
+        best.with_context(|| format!("apt knows no {pkg} in this line's suites"))
+    }
+
+    /// The first package that `pkg` (`name` or `name=version`) depends on
+    /// whose name starts with `prefix`.
+    fn depends(&self, pkg: &str, prefix: &str) -> Option<String> {
+        let out = self
+            .command("apt-cache")
+            .args(["show", "--no-all-versions", pkg])
             .output()
             .ok()?;
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("Depends: ")
-                .filter(|p| p.starts_with(prefix))
-                .map(str::to_owned)
-        })
+        let text = String::from_utf8_lossy(&out.stdout);
+        let deps = text.lines().find_map(|l| l.strip_prefix("Depends: "))?;
+        deps.split(',')
+            .flat_map(|d| d.split('|'))
+            .map(|d| d.split_whitespace().next().unwrap_or(""))
+            .find(|d| d.starts_with(prefix))
+            .map(str::to_owned)
     }
 
     /// Downloads `pkg` (`name` or `name=version`) once; returns its .deb.
@@ -669,11 +753,18 @@ impl AptState {
             return Ok(d);
         }
         println!("vm-test: apt-get download {pkg}");
-        let mut dl = self.command("apt-get");
-        dl.args(["download", "-q", pkg])
-            .current_dir(&self.debs)
-            .stdout(Stdio::null());
-        status(dl)?;
+        let get = || {
+            let mut dl = self.command("apt-get");
+            dl.args(["download", "-q", pkg])
+                .current_dir(&self.debs)
+                .stdout(Stdio::null());
+            status(dl)
+        };
+        if get().is_err() {
+            // Lists older than the archive name files it no longer has.
+            self.update()?;
+            get()?;
+        }
         find().with_context(|| format!("no .deb for {pkg} after apt-get download"))
     }
 
@@ -694,26 +785,40 @@ impl AptState {
     }
 }
 
-/// Downloads the kernel package `meta` depends on (once) and returns its
-/// vmlinuz.
-fn fetch_kernel(apt: &AptState, meta: &str) -> anyhow::Result<PathBuf> {
-    let pkg = match apt.depends(meta, "linux-image-") {
-        Some(p) => p,
-        None => {
-            let mut u = apt.command("apt-get");
-            u.args(["update", "-q"]).stdout(Stdio::null());
-            status(u)?;
-            apt.depends(meta, "linux-image-").with_context(|| {
-                format!("apt knows no {meta}: is bookworm(-security) in the apt sources?")
-            })?
-        }
-    };
-    let dir = apt.unpack(&apt.download(&pkg)?)?;
-    find_vmlinuz(&dir).with_context(|| format!("no boot/vmlinuz-* in {pkg}"))
+/// Downloads (once) the newest cloud kernel of the line `apt` serves;
+/// returns its vmlinuz and a line naming its version and suite. The meta
+/// package depends on `linux-image-<abi>`, which holds `boot/vmlinuz-*` up
+/// to 7.1 and is itself a metapackage from 6.19 on, pointing at
+/// `linux-binary-<abi>` (`usr/lib/modules/<abi>/vmlinuz` from 7.2).
+fn fetch_kernel(apt: &AptState) -> anyhow::Result<(PathBuf, String)> {
+    let meta = format!("linux-image-cloud-{}", apt.arch.deb_arch());
+    let (version, suite) = apt.newest(&meta)?;
+    let image = apt
+        .depends(&format!("{meta}={version}"), "linux-image-")
+        .with_context(|| format!("{meta} {version} depends on no linux-image-*"))?;
+    let dir = apt.unpack(&apt.download(&image)?)?;
+    if let Some(k) = find_vmlinuz(&dir) {
+        return Ok((k, format!("{image} ({suite})")));
+    }
+    let binary = apt
+        .depends(&image, "linux-binary-")
+        .with_context(|| format!("{image} has no vmlinuz and depends on no linux-binary-*"))?;
+    let dir = apt.unpack(&apt.download(&binary)?)?;
+    let k = find_vmlinuz(&dir).with_context(|| {
+        format!("neither boot/vmlinuz-* nor usr/lib/modules/*/vmlinuz in {binary}")
+    })?;
+    Ok((k, format!("{binary} ({suite})")))
 }
 
+/// The kernel image in an unpacked package, in either layout.
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
-    find_file(&dir.join("boot"), |n| n.starts_with("vmlinuz-"))
+    find_file(&dir.join("boot"), |n| n.starts_with("vmlinuz-")).or_else(|| {
+        std::fs::read_dir(dir.join("usr/lib/modules"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("vmlinuz"))
+            .find(|p| p.is_file())
+    })
 }
 
 /// The first entry of `dir` whose file name satisfies `want`.
