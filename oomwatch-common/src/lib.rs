@@ -122,6 +122,8 @@ pub mod present {
     pub const OOM_SCORE_ADJ: u32 = 1 << 8;
     /// `tgid` and `memcg_id` came from the victim's task (tp_btf program).
     pub const TASK: u32 = 1 << 9;
+    /// `marker_tgid` is set.
+    pub const MARKER: u32 = 1 << 10;
 }
 
 /// Kinds of record on the `EVENTS` ring buffer. Discriminants are never reused.
@@ -174,6 +176,10 @@ pub struct VictimEvent {
     /// `bpf_ktime_get_boot_ns()` when the event was written.
     pub boot_ns: u64,
     pub comm: [u8; TASK_COMM_LEN],
+    /// The process that was running when the tracepoint fired: the one in
+    /// the OOM killer (`current`), which marked the victim.
+    pub marker_tgid: u32,
+    pub _pad2: u32,
 }
 
 impl VictimEvent {
@@ -193,6 +199,8 @@ impl VictimEvent {
         memcg_id: 0,
         boot_ns: 0,
         comm: [0; TASK_COMM_LEN],
+        marker_tgid: 0,
+        _pad2: 0,
     };
 }
 
@@ -603,7 +611,7 @@ const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 116);
 const _: () = assert!(core::mem::size_of::<TaskRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
-const _: () = assert!(core::mem::size_of::<VictimEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<VictimEvent>() == 104);
 const _: () = assert!(core::mem::align_of::<VictimEvent>() == 8);
 
 #[cfg(feature = "user")]

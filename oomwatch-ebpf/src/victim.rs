@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes},
     macros::{btf_tracepoint, map, tracepoint},
     maps::LruHashMap,
     programs::{BtfTracePointContext, TracePointContext},
@@ -75,6 +75,9 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
             let _ = VICTIM_TASKS.remove(ev.pid);
         }
     }
+    // mark_oom_victim() runs in the task that is in the OOM killer.
+    ev.marker_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    ev.present |= present::MARKER;
     // SAFETY: plain helper call, no arguments.
     ev.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
 

@@ -85,6 +85,7 @@ impl Episode {
                 (Some(r), _) if r.agree => "agree",
                 (Some(_), _) => "disagree",
                 (None, true) => "unreplayable",
+                (None, false) if self.victim.marked_itself() => "exiting",
                 (None, false) => "no_report",
             },
             points: self
@@ -120,6 +121,23 @@ impl Episode {
                 self.points_check = Some(crate::daemon::kernel_scan::check_points(scan, &model));
             }
         }
+    }
+}
+
+/// Why a kill has no report. A victim that was itself the task in the OOM
+/// killer was, but for a rate-limited report, already dying: `out_of_memory()`
+/// marks a `current` that has a fatal signal pending or is exiting as a
+/// victim at once, with no scan and no report (`task_will_free_mem(current)`,
+/// mm/oom_kill.c), as `oom_kill_process()` does for
+/// a chosen victim already on its way out.
+fn no_report_reason(victim: &Victim) -> String {
+    if victim.marked_itself() {
+        "the victim marked itself, with no report: it entered the OOM killer already dying \
+         (fatal signal pending or exiting), and out_of_memory() marks such a task without a \
+         scan or report (task_will_free_mem(current))"
+            .into()
+    } else {
+        "no OOM report on /dev/kmsg for this kill (unreadable, or rate-limited)".into()
     }
 }
 
@@ -171,15 +189,14 @@ impl Episode {
         gfp: &GfpTable,
     ) -> Self {
         let Some(kr) = report else {
+            let missing = no_report_reason(&victim);
             return Episode {
                 victim,
                 trigger: None,
                 oom_kill: Default::default(),
                 tasks_listed: 0,
                 replay: None,
-                replay_missing: Some(
-                    "no OOM report on /dev/kmsg for this kill (unreadable, or rate-limited)".into(),
-                ),
+                replay_missing: Some(missing),
                 oom_group_of: None,
                 report_lag_ms: None,
                 kernel_scan: None,
@@ -306,5 +323,42 @@ impl Joiner {
         old.into_iter()
             .map(|(v, seen)| Episode::assemble(v, None, seen, gfp))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oomwatch_common::{VictimEvent, present};
+
+    fn victim(pid: u32, marker: Option<u32>) -> Victim {
+        let mut ev = VictimEvent::ZERO;
+        ev.pid = pid;
+        ev.present = present::PID;
+        if let Some(m) = marker {
+            ev.marker_tgid = m;
+            ev.present |= present::MARKER;
+        }
+        Victim::from_event(&ev)
+    }
+
+    /// A kill with no report is "exiting" only when the victim was the task
+    /// in the OOM killer; otherwise the report is missing.
+    #[test]
+    fn a_victim_that_marked_itself_is_exiting_not_missing_its_report() {
+        let gfp = GfpTable::builtin(&crate::model::behavior::KernelBehavior::for_version(
+            crate::model::version::v(6, 1, 0),
+        ));
+        let own = Episode::assemble(victim(42, Some(42)), None, Instant::now(), &gfp);
+        assert_eq!(own.counts().replay, "exiting");
+        assert!(
+            own.replay_missing
+                .unwrap()
+                .contains("task_will_free_mem(current)")
+        );
+        for marker in [Some(7), None] {
+            let other = Episode::assemble(victim(42, marker), None, Instant::now(), &gfp);
+            assert_eq!(other.counts().replay, "no_report", "marker {marker:?}");
+        }
     }
 }

@@ -25,10 +25,13 @@ pub struct Victim {
     pub memcg: Option<Memcg>,
     /// CLOCK_BOOTTIME at the tracepoint, in nanoseconds.
     pub boot_ns: u64,
+    /// The process in the OOM killer that marked this victim (`current`
+    /// at the tracepoint).
+    pub marked_by: Option<u32>,
 }
 
 impl Victim {
-    pub(super) fn from_event(ev: &VictimEvent) -> Self {
+    pub fn from_event(ev: &VictimEvent) -> Self {
         let has = |bit: u32| ev.present & bit != 0;
         let opt = |bit: u32, v: u64| has(bit).then_some(v);
         let comm = has(present::COMM).then(|| comm_string(&ev.comm));
@@ -46,7 +49,16 @@ impl Victim {
             memcg_id: has(present::TASK).then_some(ev.memcg_id),
             memcg: None,
             boot_ns: ev.boot_ns,
+            marked_by: has(present::MARKER).then_some(ev.marker_tgid),
         }
+    }
+}
+
+impl Victim {
+    /// The victim marked itself: it was the task in the OOM killer.
+    pub fn marked_itself(&self) -> bool {
+        self.marked_by
+            .is_some_and(|m| m == self.tgid.unwrap_or(self.pid))
     }
 }
 

@@ -99,7 +99,7 @@ pub struct EpisodeCounts<'a> {
     /// The `oom-kill:` line's constraint (`unknown` without one).
     pub constraint: &'a str,
     /// The replay's outcome: `agree`, `disagree`, `unreplayable`,
-    /// `no_report` or `oom_group`.
+    /// `no_report`, `exiting` or `oom_group`.
     pub replay: &'static str,
     /// The kernel's points against the model's: (equal, differ).
     pub points: Option<(u64, u64)>,
@@ -409,7 +409,7 @@ impl Metrics {
         let report_replays = IntCounterVec::new(
             Opts::new(
                 names::REPORT_REPLAYS,
-                "Kills whose kernel OOM report the model replayed: agree (the model picks the kernel's victim from the report's own table), disagree, unreplayable, no_report; oom_group for the tasks killed along with a victim because of memory.oom.group.",
+                "Kills whose kernel OOM report the model replayed: agree (the model picks the kernel's victim from the report's own table), disagree, unreplayable, no_report; exiting for a victim that was the task in the OOM killer, already dying, which the kernel marks without a report; oom_group for the tasks killed along with a victim because of memory.oom.group.",
             ),
             &["outcome"],
         )?;
@@ -426,6 +426,7 @@ impl Metrics {
             "disagree",
             "unreplayable",
             "no_report",
+            "exiting",
             "oom_group",
         ] {
             report_replays.with_label_values(&[o]).inc_by(0);
