@@ -79,6 +79,15 @@ pub enum ChangeId {
     RetryMayfailOomGate,
     MemcgSyncOomKill,
     MemcgReclaimRetries16,
+    MmFlagsType,
+    ReportMemcgProtection,
+    PreciseOomRss,
+    MemcgScanSkipsExiting,
+    ReportMemInfoGpu,
+    VmscanReclaimTracepointsMemcg,
+    AllocStallWarning,
+    OomVictimChargeBypass,
+    MemcgMaxOnRejectedCharge,
 }
 
 /// Every change the model knows, oldest first.
@@ -223,16 +232,18 @@ pub const CHANGES: &[Change] = &[
         // 5.10.89 and 5.15.135 are the first trees of their series seen with
         // it (exact sublevels unverified); 4.14.y pushed it on 2021-11-19
         // (≈ 4.14.256, unverified).
-        backports: &[v(5, 4, 160), v(5, 10, 89), v(5, 15, 135), v(4, 14, 256)],
-        source: "§0.2, §7.7: 60e2793d440a, 0b28179a6138; review 5.4.160-rc2",
+        // 5.10.80: Debian's linux-source-5.10 changelog (kernels-5.10-to-7.3.md §7).
+        backports: &[v(5, 4, 160), v(5, 10, 80), v(5, 15, 135), v(4, 14, 256)],
+        source: "§0.2, §7.7: 60e2793d440a, 0b28179a6138; review 5.4.160-rc2; kernels-5.10-to-7.3.md §7",
     },
     Change {
         id: ChangeId::ReaperDelay,
         summary: "the OOM reaper starts 2 s after the kill (OOM_REAPER_DELAY)",
         mainline: v(5, 18, 0),
-        // Seen in 5.4.195 and 5.15.135; first sublevels unverified.
-        backports: &[v(5, 4, 195), v(5, 15, 135)],
-        source: "§0.2, §4.3: absent 5.10.89",
+        // Seen in 5.4.195 and 5.15.135; first sublevels unverified. 5.10.113:
+        // Debian's linux-source-5.10 changelog (kernels-5.10-to-7.3.md §7).
+        backports: &[v(5, 4, 195), v(5, 10, 113), v(5, 15, 135)],
+        source: "§0.2, §4.3: absent 5.10.89; kernels-5.10-to-7.3.md §1, §7",
     },
     Change {
         id: ChangeId::MemcgTotalpagesMemswAccount,
@@ -261,13 +272,15 @@ pub const CHANGES: &[Change] = &[
         summary: "/proc/PID/status rss is the precise per-CPU sum while OOM scoring stays approximate",
         // 82241a83cd15, mainline ≈ 6.16 (unverified): absent 6.12.0, present 6.18.2.
         // 6.12.117: observed in Debian's 6.12.117+deb12 guest (`cargo xtask
-        // vm-test`): idle tasks' /proc/PID/oom_score stayed 1 off the model
+        // vm-test`) before the sublevel was known: idle tasks' /proc/PID/oom_score stayed 1 off the model
         // read from /proc/PID/status, in both directions, pass after pass. The
         // first 6.12.y carrying it is unverified; Debian's 6.1.0-56 (6.1.192)
         // showed no such difference.
+        // 6.12.39: the stable announcement of 2025-07-17 lists 82241a83cd15
+        // (kernels-5.10-to-7.3.md §7).
         mainline: v(6, 16, 0),
-        backports: &[v(6, 12, 117)],
-        source: "§2.3",
+        backports: &[v(6, 12, 39)],
+        source: "§2.3; kernels-5.10-to-7.3.md §2.1, §7",
     },
     Change {
         id: ChangeId::ConstraintPresentPages,
@@ -397,7 +410,81 @@ pub const CHANGES: &[Change] = &[
         backports: &[],
         source: "§7.6: 5.4.286 vs 5.9.1",
     },
+    // 6.18 → 7.3: kernels-5.10-to-7.3.md (Debian's 5.10.218, 6.1.192,
+    // 6.12.107, 7.2.13, 7.3.4 source packages and the 6.18.2, 6.19.0,
+    // 7.0.0, 7.1.5 trees, and the BTF of Debian's builds).
+    Change {
+        id: ChangeId::MmFlagsType,
+        summary: "mm->flags is mm_flags_t (a one-word bitmap), same storage; MMF_OOM_SKIP stays bit 21",
+        mainline: v(6, 18, 0),
+        backports: &[],
+        source: "kernels-5.10-to-7.3.md §4.2: BTF ulong in 6.17.13, mm_flags_t in 6.18.15",
+    },
+    Change {
+        id: ChangeId::ReportMemcgProtection,
+        summary: "the OOM report gains 'Memory cgroup min protection …kB -- low protection …kB' (cgroup v2) before the task table",
+        mainline: v(6, 19, 0),
+        backports: &[],
+        source: "kernels-5.10-to-7.3.md §2.3: bc8e51c05ad5",
+    },
+    Change {
+        id: ChangeId::PreciseOomRss,
+        summary: "oom_badness, /proc/PID/oom_score, the task table, the Killed and reaper lines use precise per-CPU rss sums (get_mm_rss_sum)",
+        // 5898aa8f9a0b; not in 6.12.y up to 6.12.118; 6.18.y unverified.
+        mainline: v(7, 0, 0),
+        backports: &[],
+        source: "kernels-5.10-to-7.3.md §2.1: approximate in 6.19.0, precise in 7.0.0, 7.1.5, 7.2.13, 7.3.4",
+    },
+    Change {
+        id: ChangeId::MemcgScanSkipsExiting,
+        summary: "a memcg OOM scan no longer sees processes whose threads have all exited (css_task_iter skips them), so their pending victim does not abort it",
+        // a72f73c4dd9b, "Cc: stable # v6.19+"; the 6.19.y sublevel is unverified.
+        mainline: v(7, 0, 0),
+        backports: &[],
+        source: "kernels-5.10-to-7.3.md §2.4 (code reading; runtime unverified)",
+    },
+    Change {
+        id: ChangeId::ReportMemInfoGpu,
+        summary: "the report's per-node Mem-Info line gains gpu_active and gpu_reclaim",
+        mainline: v(7, 1, 0),
+        backports: &[],
+        source: "kernels-5.10-to-7.3.md §2.3: tree diff 7.0.0 → 7.1.5",
+    },
+    Change {
+        id: ChangeId::VmscanReclaimTracepointsMemcg,
+        summary: "vmscan reclaim begin/end tracepoints carry the memcg id: begin is (gfp_flags, memcg_id, order), end (nr_reclaimed, memcg_id)",
+        mainline: v(7, 1, 0),
+        backports: &[],
+        source: "kernels-5.10-to-7.3.md §2.9, §4.3: btf_trace_* from 7.1.13",
+    },
+    Change {
+        id: ChangeId::AllocStallWarning,
+        summary: "a page allocation stalled 10 s prints '<comm>: page allocation stall for N secs' (at most one per 10 s)",
+        mainline: v(7, 2, 0),
+        backports: &[],
+        source: "kernels-5.10-to-7.3.md §2.3: 7.2.13 mm/page_alloc.c:4746",
+    },
+    Change {
+        id: ChangeId::OomVictimChargeBypass,
+        summary: "an OOM victim whose mm the reaper is done with (MMF_OOM_SKIP) fails its own memcg charges at once: no reclaim, no max event, no second OOM",
+        // Present 7.2.13 (via stable), absent 7.1.5; Debian 6.12.117; the
+        // 6.18.y push of 2026-09-14 (6.18.50, sublevel unverified).
+        mainline: v(7, 3, 0),
+        backports: &[v(7, 2, 13), v(6, 18, 50), v(6, 12, 117)],
+        source: "kernels-5.10-to-7.3.md §2.6: 7.2.13 mm/memcontrol.c:2660",
+    },
+    Change {
+        id: ChangeId::MemcgMaxOnRejectedCharge,
+        summary: "memory.events 'max' also counts charges rejected without reclaim",
+        mainline: v(7, 3, 0),
+        backports: &[v(6, 12, 118)],
+        source: "kernels-5.10-to-7.3.md §2.6: 7.3.4, Debian 6.12.118 changelog",
+    },
 ];
+
+/// The newest kernel whose source the model was read against. A newer
+/// release gets its rules, and says so ([`KernelBehavior::newer_than_read`]).
+pub const NEWEST_READ: KernelVersion = v(7, 3, 4);
 
 /// The [`Change`] named `id`.
 pub fn change(id: ChangeId) -> &'static Change {
@@ -505,10 +592,19 @@ pub struct KernelBehavior {
     pub oom_adj_read_clamp: bool,
     pub pagefault_global_oom: bool,
     pub reaper_delay: bool,
-    /// OOM scoring uses approximate per-CPU rss counters.
+    /// OOM scoring uses approximate per-CPU rss counters (6.2 – 6.19):
+    /// `max(0, fbc->count)`.
     pub approximate_rss: bool,
-    /// `/proc/PID/status` shows the precise sum, so it may differ from what OOM scores.
+    /// OOM scoring uses the precise per-CPU sums (7.0+).
+    pub precise_rss_sums: bool,
+    /// `/proc/PID/status` shows the precise sum, so it may differ from what
+    /// OOM scores where scoring is approximate.
     pub proc_rss_precise: bool,
+    /// A memcg scan skips processes whose threads have all exited.
+    pub memcg_scan_skips_exiting: bool,
+    /// Set when this release is newer than [`NEWEST_READ`]: the model uses
+    /// the newest rules it knows, unverified for this kernel.
+    pub newer_than_read: Option<KernelVersion>,
 }
 
 impl KernelBehavior {
@@ -590,8 +686,12 @@ impl KernelBehavior {
             oom_adj_read_clamp: has(ChangeId::OomAdjReadClamp),
             pagefault_global_oom: !has(ChangeId::PagefaultNoGlobalOom),
             reaper_delay: has(ChangeId::ReaperDelay),
-            approximate_rss: has(ChangeId::PercpuRssCounters),
+            approximate_rss: has(ChangeId::PercpuRssCounters) && !has(ChangeId::PreciseOomRss),
+            precise_rss_sums: has(ChangeId::PreciseOomRss),
             proc_rss_precise: has(ChangeId::ProcStatusPreciseRss),
+            memcg_scan_skips_exiting: has(ChangeId::MemcgScanSkipsExiting),
+            newer_than_read: ((ver.major, ver.minor) > (NEWEST_READ.major, NEWEST_READ.minor))
+                .then_some(NEWEST_READ),
         }
     }
 }
@@ -663,6 +763,44 @@ mod tests {
         }
     }
 
+    /// How each kernel of the guest matrix scores rss (kernels-5.10-to-7.3.md
+    /// §2.1 table): atomic ≤ 6.1, approximate 6.2 – 6.19, precise sums 7.0+.
+    #[test]
+    fn rss_precision_per_debian_kernel() {
+        #[rustfmt::skip]
+        let rows = [
+            // version        approximate precise proc precise skips exiting
+            (v(5, 10, 262), false, false, false, false),
+            (v(6, 1, 192),  false, false, false, false),
+            (v(6, 12, 118), true,  false, true,  false),
+            (v(6, 18, 44),  true,  false, true,  false),
+            (v(6, 19, 14),  true,  false, true,  false),
+            (v(7, 0, 13),   false, true,  true,  true),
+            (v(7, 3, 4),    false, true,  true,  true),
+        ];
+        for (ver, approx, precise, proc_precise, skips) in rows {
+            let kb = KernelBehavior::for_version(ver);
+            assert_eq!(kb.approximate_rss, approx, "{ver} approximate");
+            assert_eq!(kb.precise_rss_sums, precise, "{ver} precise sums");
+            assert_eq!(kb.proc_rss_precise, proc_precise, "{ver} /proc precise");
+            assert_eq!(kb.memcg_scan_skips_exiting, skips, "{ver} memcg scan");
+            assert_eq!(kb.newer_than_read, None, "{ver} is read");
+        }
+        assert_eq!(
+            KernelBehavior::for_version(v(7, 3, 9)).newer_than_read,
+            None
+        );
+        let next = KernelBehavior::for_version(v(7, 4, 0));
+        assert_eq!(next.newer_than_read, Some(NEWEST_READ));
+        assert!(
+            next.precise_rss_sums,
+            "a newer release gets the newest rules"
+        );
+        let ch = change(ChangeId::OomVictimChargeBypass);
+        assert!(!ch.applies(v(7, 1, 5)) && ch.applies(v(7, 2, 13)) && ch.applies(v(6, 12, 117)));
+        assert!(!ch.applies(v(6, 12, 107)));
+    }
+
     #[test]
     fn backports_key_on_the_sublevel() {
         let b = change(ChangeId::BadnessSigned);
@@ -677,6 +815,13 @@ mod tests {
         assert!(KernelBehavior::for_version(v(3, 10, 50)).admin_bonus_on_adj);
         assert!(!KernelBehavior::for_version(v(3, 10, 108)).admin_bonus_on_adj);
         assert!(change(ChangeId::MarkVictimFields).applies(v(6, 1, 130)));
+        // Debian's stable sublevels (kernels-5.10-to-7.3.md §7).
+        assert!(!KernelBehavior::for_version(v(5, 10, 79)).has(ChangeId::PagefaultNoGlobalOom));
+        assert!(KernelBehavior::for_version(v(5, 10, 80)).has(ChangeId::PagefaultNoGlobalOom));
+        assert!(!KernelBehavior::for_version(v(5, 10, 112)).reaper_delay);
+        assert!(KernelBehavior::for_version(v(5, 10, 113)).reaper_delay);
+        assert!(!KernelBehavior::for_version(v(6, 12, 38)).proc_rss_precise);
+        assert!(KernelBehavior::for_version(v(6, 12, 39)).proc_rss_precise);
         assert!(!change(ChangeId::MarkVictimFields).applies(v(6, 6, 9)));
     }
 }

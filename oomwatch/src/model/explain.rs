@@ -118,8 +118,17 @@ pub fn explain_task(sel: &Selection, pid: i32) -> TaskExplanation {
         TieBreak::First => "on equal points the first task scanned stays (3.10)",
     };
     match (c.verdict, victim) {
-        (Verdict::Ineligible | Verdict::CpusetMismatch | Verdict::ReapedVictim, _) => {
+        (
+            Verdict::Ineligible
+            | Verdict::CpusetMismatch
+            | Verdict::ReapedVictim
+            | Verdict::HiddenExiting,
+            _,
+        ) => {
             let reason = match c.verdict {
+                Verdict::HiddenExiting => {
+                    "all its threads have exited, and this kernel's memcg scan does not visit such a process (7.0+)".to_owned()
+                }
                 Verdict::CpusetMismatch => {
                     "its cpuset/mempolicy does not intersect the allocation's".to_owned()
                 }
@@ -402,6 +411,9 @@ pub fn candidates(sel: &Selection, top: Option<usize>) -> Vec<CandidateJson> {
                 Verdict::Scored => breakdown(&c.badness),
                 Verdict::CpusetMismatch => "cpuset/mempolicy does not intersect".into(),
                 Verdict::ReapedVictim => "earlier victim, memory already reaped".into(),
+                Verdict::HiddenExiting => {
+                    "all threads exited: not visited by a 7.0+ memcg scan".into()
+                }
                 Verdict::AbortsScan => "pending OOM victim: the kernel waits for it".into(),
                 Verdict::Origin => "OOM origin: chosen whatever its points".into(),
                 Verdict::Ineligible => c

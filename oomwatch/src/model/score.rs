@@ -36,7 +36,8 @@ pub fn approximate_counter_slack(nr_cpus: u64) -> i64 {
 /// kernel's, or `None` when it cannot and a difference is a model bug.
 ///
 /// On kernels whose `/proc/PID/status` shows precise rss while OOM scoring
-/// reads the approximate per-CPU counters (6.16+, kernel-oom.md §2.3), a
+/// reads the approximate per-CPU counters (6.16 – 6.19 and 6.12.39+,
+/// kernel-oom.md §2.3; not 7.0+, which scores with the precise sums), a
 /// kernel score that some badness within `slack` pages of the model's would
 /// give is explained by that approximation.
 pub fn explain_score_difference(
@@ -47,7 +48,9 @@ pub fn explain_score_difference(
     kb: &KernelBehavior,
 ) -> Option<String> {
     let points = b.points?;
-    if !kb.proc_rss_precise {
+    // Only where this kernel has the rule: 7.0+ scores with the precise
+    // sums /proc/PID/status shows, so a difference there is not this.
+    if !(kb.approximate_rss && kb.proc_rss_precise) {
         return None;
     }
     let at = |p: i64| {
@@ -148,6 +151,14 @@ mod tests {
         // Before 6.16 /proc and the kernel read the same counters.
         let k612 = KernelBehavior::for_version(v(6, 12, 0));
         assert!(explain_score_difference(&points(6_100), t, 667, slack, &k612).is_none());
+        // 7.0+ scores with the precise sums /proc shows: the rule is gone.
+        for ver in [v(7, 0, 0), v(7, 3, 4)] {
+            let k7 = KernelBehavior::for_version(ver);
+            assert!(
+                explain_score_difference(&points(6_100), t, 667, slack, &k7).is_none(),
+                "{ver}"
+            );
+        }
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum Verdict {
     AbortsScan,
     /// `oom_task_origin()`: chosen unconditionally.
     Origin,
+    /// Every thread has exited (PF_EXITING, `signal->live == 0`): a 7.0+
+    /// memcg scan does not visit it at all (`css_task_iter_advance()`).
+    HiddenExiting,
 }
 
 /// One scanned task with its score.
@@ -161,6 +164,24 @@ pub fn select_bad_process(scan: &Scan<'_>, kb: &KernelBehavior) -> Selection {
             ScanUnit::Threads => p.threads.iter().collect(),
         };
         let badness = oom_badness(p, scan.totalpages, scan.page_size, kb);
+        if scan.domain == Domain::Memcg
+            && kb.memcg_scan_skips_exiting
+            && !p.threads.is_empty()
+            && p.threads.iter().all(|t| t.exiting)
+        {
+            // kernels-5.10-to-7.3.md §2.4 (a72f73c4dd9b): never a candidate,
+            // and a pending victim among them no longer aborts the scan.
+            candidates.push(Candidate {
+                position: candidates.len(),
+                tgid: p.tgid,
+                pid: p.tgid,
+                comm: p.comm.clone(),
+                oom_score_adj: p.oom_score_adj,
+                verdict: Verdict::HiddenExiting,
+                badness: badness.clone(),
+            });
+            continue;
+        }
         // ≤ 4.7 keeps victim state per thread (TIF_MEMDIE) and aborts on
         // exiting threads; 4.8+ per process (oom_victims / signal->oom_mm).
         let per_thread_rules = !kb.reaped_mm_skipped;
@@ -353,6 +374,29 @@ mod tests {
         assert_eq!(s.chosen().unwrap().pid, 20);
         let s = scan(&procs, Domain::Memcg, v(5, 3, 1));
         assert_eq!(s.candidates.len(), 1, "processes from 5.3");
+    }
+
+    /// kernels-5.10-to-7.3.md §2.4: from 7.0 a memcg scan does not visit a
+    /// process whose threads have all exited, so its pending victim no
+    /// longer aborts the scan there; a global scan still waits for it.
+    #[test]
+    fn exited_victim_hidden_from_7_0_memcg_scans() {
+        let mut victim = Process::simple(30, "dying", anon(10), 0);
+        victim.oom_victim = true;
+        victim.threads = vec![crate::model::task::Thread {
+            pid: 30,
+            has_mm: true,
+            exiting: true,
+            memdie: false,
+        }];
+        let procs = [Process::simple(10, "big", anon(9000), 0), victim];
+        let s = scan(&procs, Domain::Memcg, v(6, 19, 0));
+        assert_eq!(s.outcome, Outcome::Aborted { waiting_for: 30 });
+        let s = scan(&procs, Domain::Memcg, v(7, 0, 0));
+        assert_eq!(chosen_tgid(&s), Some(10));
+        assert_eq!(s.candidates[1].verdict, Verdict::HiddenExiting);
+        let s = scan(&procs, Domain::Global, v(7, 3, 4));
+        assert_eq!(s.outcome, Outcome::Aborted { waiting_for: 30 });
     }
 
     /// §4.3: a pending victim anywhere aborts; a reaped one is passed over.

@@ -1148,9 +1148,11 @@ fn grid(lo: u64, hi: u64) -> impl Iterator<Item = u64> {
 /// How far a task's rss can be off between the choice and the table: up to
 /// 64 pages per thread per counter before 6.2 (TASK_RSS_EVENTS_THRESH, the
 /// thread count is not printed: one per task is assumed), a per-CPU batch
-/// per CPU from 6.2 (the CPU count is not printed: 32 pages × 4 assumed).
+/// per CPU from 6.2 (the CPU count is not printed: 32 pages × 4 assumed);
+/// from 7.0 both reads are precise sums, and the same bound stands for what a
+/// task still allocating adds between them.
 fn drift_bound(kb: &KernelBehavior) -> i64 {
-    if kb.approximate_rss {
+    if kb.approximate_rss || kb.precise_rss_sums {
         3 * 32 * 4
     } else {
         3 * 64
