@@ -276,8 +276,8 @@ fn truncated_reports() {
 }
 
 /// Reports our own kernels printed, committed with their kernel and
-/// architecture: the guest kernels of `cargo xtask vm-test` (Debian 6.1 and
-/// 6.12, x86_64 and aarch64, memcg v2 and host-wide OOMs, negative and
+/// architecture: the guest kernels of `cargo xtask vm-test` (Debian 5.10,
+/// 6.1, 6.12 and 7.3, x86_64 and aarch64, memcg v2 and host-wide OOMs, negative and
 /// positive `oom_score_adj`) and the lab host's 6.18 memcg OOMs. Each must
 /// name its kernel and architecture and replay to the victim the kernel
 /// chose.
@@ -320,7 +320,13 @@ fn replay_our_own_kernels_reports() {
     }
     eprintln!("{} fixtures, {agree} agree", files.len());
     assert!(
-        kernels.len() >= 4,
-        "two guest kernels on two architectures at least: {kernels:?}"
+        kernels.len() >= 6,
+        "the guest kernels on two architectures at least: {kernels:?}"
     );
+    for line in ["5.10.", "6.1.", "6.12.", "7."] {
+        assert!(
+            kernels.iter().any(|k| k.contains(&format!("-{line}"))),
+            "no guest report of Linux {line}x: {kernels:?}"
+        );
+    }
 }
