@@ -37,6 +37,36 @@ fn check_json_describes_this_kernel() {
     );
     assert_eq!(v["memory_controller"]["available"], true);
     assert_eq!(v["privileges"]["euid"], 0);
+    // The rules the model applies, keyed on this kernel's version, each
+    // with its reason; the lab's 6.18 scores with approximate counters.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let rules = &v["rules"];
+    let version = rules["version"].as_str().expect("rules.version");
+    assert!(
+        release.starts_with(version.rsplit_once('.').unwrap().0),
+        "{version} vs {release}"
+    );
+    let expect = match version
+        .split('.')
+        .map(|n| n.parse::<u32>().unwrap())
+        .collect::<Vec<_>>()[..]
+    {
+        [m, n, _] if m < 6 || (m == 6 && n < 2) => "atomic",
+        [m, _, _] if m < 7 => "approximate",
+        _ => "precise_sums",
+    };
+    assert_eq!(rules["rss_counters"], expect, "{rules}");
+    let changes = rules["changes"].as_array().unwrap();
+    assert!(changes.len() >= 50, "{}", changes.len());
+    let precise = changes
+        .iter()
+        .find(|c| c["id"] == "precise_oom_rss")
+        .expect("precise_oom_rss listed");
+    assert_eq!(precise["applies"], expect == "precise_sums", "{precise}");
+    assert!(
+        precise["why"].as_str().unwrap().contains("7.0.0"),
+        "{precise}"
+    );
     // fentry/fexit were really tried: either they load, or the kernel's refusal
     // is reported (this lab's 6.18 refuses them with EPERM).
     for key in ["fentry", "fexit"] {

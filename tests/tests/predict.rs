@@ -24,7 +24,16 @@ fn predict(cgroup: &str) -> serde_json::Value {
         "predict: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("predict --json is JSON")
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("predict --json is JSON");
+    // Every prediction names the rules it applied and where its version came from.
+    assert!(v["rules"]["version"].is_string(), "{}", v["rules"]);
+    assert!(v["rules"]["version_from"].is_string(), "{}", v["rules"]);
+    assert!(
+        v["rules"]["changes"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
+    v
 }
 
 fn hog(memcg: &MemcgGuard, mib: usize, mode: &[&str], adj: i16) -> Hog {

@@ -10,6 +10,8 @@ use crate::{
     host::cgroup::{self, Hierarchy},
     host::privilege::Privileges,
     host::tracefs,
+    model::{KernelBehavior, behavior::Rules},
+    snapshot::proc::read_header,
 };
 
 /// One capability of the system, with what was found.
@@ -48,6 +50,9 @@ pub struct Tracepoint {
 pub struct Report {
     pub kernel: String,
     pub arch: &'static str,
+    /// The rules the model applies to this kernel, and why (None when the
+    /// release could not be read).
+    pub rules: Option<Rules>,
     pub ebpf_object: Item,
     pub btf: Item,
     pub tracefs: Item,
@@ -307,9 +312,15 @@ pub fn run() -> Report {
         } else {
             (Vec::new(), Vec::new())
         };
+    // The rules follow the version the snapshot reads (a distribution's
+    // stable sublevel where its build line names one).
+    let rules = read_header(Path::new("/proc"))
+        .ok()
+        .map(|h| KernelBehavior::for_version(h.version).rules(&h.version_from));
     Report {
         kernel: crate::host::kernel_release(),
         arch: std::env::consts::ARCH,
+        rules,
         ebpf_object,
         btf,
         tracefs: tracefs_item,
@@ -392,6 +403,21 @@ impl Report {
             .unwrap_or(0)
             .max(20);
         let _ = writeln!(s, "{:<w$}{} ({})", "kernel", self.kernel, self.arch);
+        if let Some(r) = &self.rules {
+            let _ = writeln!(
+                s,
+                "{:<w$}Linux {} ({}); oom_badness reads rss as {}; {} of {} known changes apply (--json lists each with its reason)",
+                "model rules",
+                r.version,
+                r.version_from,
+                r.rss_counters,
+                r.changes.iter().filter(|c| c.applies).count(),
+                r.changes.len()
+            );
+            if let Some(note) = &r.note {
+                let _ = writeln!(s, "{:<w$}{note}", "");
+            }
+        }
         let line = |s: &mut String, label: &str, i: &Item| {
             let _ = writeln!(s, "{label:<w$}{} {}", mark(i.available), i.detail);
         };

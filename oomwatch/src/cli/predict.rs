@@ -10,6 +10,7 @@ use crate::{
     daemon::pass::select_in,
     model::{
         KernelBehavior, Selection,
+        behavior::Rules,
         explain::{CandidateJson, VictimJson, candidates, victim},
         select::Domain,
     },
@@ -79,6 +80,8 @@ pub struct PredictReport {
     pub domain: DomainJson,
     pub victim: Option<VictimJson>,
     pub candidates: Vec<CandidateJson>,
+    /// The rules the model applied to this kernel, and why.
+    pub rules: Option<Rules>,
 }
 
 impl Prediction {
@@ -86,6 +89,7 @@ impl Prediction {
     pub fn report(&self, top: Option<usize>) -> PredictReport {
         let mut r = report(&self.snap.kernel, &self.domain, &self.selection, top);
         r.source = self.source.source;
+        r.rules = Some(self.kb.rules(&self.snap.version_from));
         r
     }
 }
@@ -110,6 +114,7 @@ pub fn report(
             },
             victim: victim(sel),
             candidates,
+            rules: None,
         }
     }
 }
@@ -135,6 +140,15 @@ pub fn predict(
         "domain: {where_}, totalpages {}, Linux {}",
         r.domain.totalpages, r.kernel
     );
+    if let Some(rules) = &r.rules {
+        println!(
+            "rules: Linux {} ({}); oom_badness reads rss as {}",
+            rules.version, rules.version_from, rules.rss_counters
+        );
+        if let Some(note) = &rules.note {
+            println!("note: {note}");
+        }
+    }
     match (&r.victim, p.selection.margin()) {
         (Some(v), Some(m)) => println!(
             "victim: {} ({}) with {} points, {m} ahead of the next",

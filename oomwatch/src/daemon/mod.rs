@@ -258,6 +258,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut dropped_seen = 0;
     tracing::info!(listen = %served, kernel = %kernel, "oomwatch running: watching oom:mark_victim, metrics at http://{served}/metrics");
+    log_model_rules(std::path::Path::new("/proc"));
     log_kernel_hooks(&probes, &metrics);
     update_kernel_counters(&metrics, &probes, true, true);
     let mut kills = Kills {
@@ -661,6 +662,30 @@ impl Kills {
                 let _ = self.events_tx.send(json);
             }
             Err(e) => tracing::warn!(error = %e, "cannot encode an OOM episode"),
+        }
+    }
+}
+
+/// One line naming the rules the model applies here and where the version
+/// came from (a distribution's stable sublevel, or the release).
+fn log_model_rules(proc_root: &std::path::Path) {
+    match crate::snapshot::proc::read_header(proc_root) {
+        Ok(h) => {
+            let r = KernelBehavior::for_version(h.version).rules(&h.version_from);
+            tracing::info!(
+                "model rules: Linux {} ({}); oom_badness reads rss as {}; {} of {} known changes apply",
+                r.version,
+                r.version_from,
+                r.rss_counters,
+                r.changes.iter().filter(|c| c.applies).count(),
+                r.changes.len()
+            );
+            if let Some(note) = r.note {
+                tracing::warn!("{note}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the kernel release: the model has no rules")
         }
     }
 }

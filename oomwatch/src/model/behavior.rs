@@ -696,6 +696,101 @@ impl KernelBehavior {
     }
 }
 
+/// One change of [`CHANGES`] as `check` and `predict --json` show it: does
+/// this kernel have it, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRow {
+    pub id: ChangeId,
+    pub applies: bool,
+    pub summary: &'static str,
+    /// The version comparison that decided it.
+    pub why: String,
+}
+
+/// The rules the model applies to one kernel, and where they come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rules {
+    /// `major.minor.sublevel`.
+    pub version: String,
+    /// Where the version came from (the release, or a distribution's
+    /// package version naming the stable sublevel).
+    pub version_from: String,
+    /// How this kernel's `oom_badness()` reads rss: `atomic` (≤ 6.1, the
+    /// shared atomic counters), `approximate` (6.2 – 6.19: `fbc->count`),
+    /// `precise_sums` (7.0+: count plus every CPU's delta).
+    pub rss_counters: &'static str,
+    /// Set for a release newer than the newest the model was read against.
+    pub note: Option<String>,
+    /// Every change the model knows, oldest first.
+    pub changes: Vec<RuleRow>,
+}
+
+impl KernelBehavior {
+    /// How `oom_badness()` reads rss on this kernel (see [`Rules::rss_counters`]).
+    pub fn rss_counters(&self) -> &'static str {
+        if self.precise_rss_sums {
+            "precise_sums"
+        } else if self.approximate_rss {
+            "approximate"
+        } else {
+            "atomic"
+        }
+    }
+
+    /// The rules for this kernel, each with its reason.
+    pub fn rules(&self, version_from: &str) -> Rules {
+        let ver = self.version;
+        let mut changes: Vec<RuleRow> = CHANGES
+            .iter()
+            .map(|c| {
+                let series = c
+                    .backports
+                    .iter()
+                    .find(|b| b.major == ver.major && b.minor == ver.minor);
+                let why = if ver >= c.mainline {
+                    format!("{ver} ≥ {} (mainline)", c.mainline)
+                } else {
+                    match series {
+                        Some(b) if ver.in_series_from(*b) => {
+                            format!(
+                                "backported to {}.{}.y at {b}; {ver} ≥ {b}",
+                                b.major, b.minor
+                            )
+                        }
+                        Some(b) => format!(
+                            "{ver} < {} (mainline) and < {b} (its {}.{}.y backport)",
+                            c.mainline, b.major, b.minor
+                        ),
+                        None => format!(
+                            "{ver} < {} (mainline); no {}.{}.y backport known",
+                            c.mainline, ver.major, ver.minor
+                        ),
+                    }
+                };
+                RuleRow {
+                    id: c.id,
+                    applies: c.applies(ver),
+                    summary: c.summary,
+                    why,
+                }
+            })
+            .collect();
+        changes.sort_by_key(|r| change(r.id).mainline);
+        Rules {
+            version: ver.to_string(),
+            version_from: version_from.to_owned(),
+            rss_counters: self.rss_counters(),
+            note: self.newer_than_read.map(|n| {
+                format!(
+                    "Linux {ver} is newer than the newest kernel the model was read against ({n}): \
+                     it applies that kernel's rules, unverified here"
+                )
+            }),
+            changes,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,6 +894,37 @@ mod tests {
         let ch = change(ChangeId::OomVictimChargeBypass);
         assert!(!ch.applies(v(7, 1, 5)) && ch.applies(v(7, 2, 13)) && ch.applies(v(6, 12, 117)));
         assert!(!ch.applies(v(6, 12, 107)));
+    }
+
+    #[test]
+    fn rules_say_why() {
+        let r = KernelBehavior::for_version(v(5, 10, 262)).rules("Debian's package version");
+        assert_eq!(r.rss_counters, "atomic");
+        let row = |r: &Rules, id| r.changes.iter().find(|c| c.id == id).unwrap().clone();
+        let delay = row(&r, ChangeId::ReaperDelay);
+        assert!(
+            delay.applies && delay.why.contains("5.10.y at 5.10.113"),
+            "{}",
+            delay.why
+        );
+        let precise = row(&r, ChangeId::PreciseOomRss);
+        assert!(
+            !precise.applies && precise.why.contains("< 7.0.0"),
+            "{}",
+            precise.why
+        );
+        let r = KernelBehavior::for_version(v(5, 10, 100)).rules("the release");
+        assert!(!row(&r, ChangeId::ReaperDelay).applies);
+        assert!(row(&r, ChangeId::ReaperDelay).why.contains("< 5.10.113"));
+        let r = KernelBehavior::for_version(v(7, 3, 4)).rules("the release");
+        assert_eq!((r.rss_counters, r.note.is_none()), ("precise_sums", true));
+        assert_eq!(r.changes.len(), CHANGES.len());
+        let r = KernelBehavior::for_version(v(7, 5, 1)).rules("the release");
+        assert!(r.note.unwrap().contains("newer than the newest kernel"));
+        assert_eq!(
+            KernelBehavior::for_version(v(6, 12, 118)).rss_counters(),
+            "approximate"
+        );
     }
 
     #[test]

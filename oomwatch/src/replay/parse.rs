@@ -795,15 +795,9 @@ fn parse_killed(message: &str, rest: &str, no: usize) -> Option<Killed> {
 /// or Debian's upstream version after `#` (`6.1.0-56-cloud-amd64 #1 SMP
 /// Debian 6.1.192-2`: the package is 6.1.192).
 pub fn stated_version(r: &Report) -> Option<KernelVersion> {
-    let release: KernelVersion = r.kernel.as_deref()?.parse().ok()?;
-    let debian = r
-        .kernel_build
-        .as_deref()
-        .and_then(|b| b.split_once("Debian "))
-        .and_then(|(_, v)| v.split_whitespace().next())
-        .and_then(|v| v.parse::<KernelVersion>().ok())
-        .filter(|d| d.major == release.major && d.minor == release.minor);
-    Some(debian.unwrap_or(release))
+    crate::model::version::running_version(r.kernel.as_deref()?, r.kernel_build.as_deref(), None)
+        .ok()
+        .map(|rv| rv.version)
 }
 
 #[cfg(test)]

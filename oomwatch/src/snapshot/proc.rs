@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use procfs::ProcError;
 use serde::Serialize;
 
-use crate::model::{KernelVersion, MmCounters, Process, Thread, totalpages::GlobalMemory};
+use crate::model::{
+    KernelVersion, MmCounters, Process, Thread,
+    totalpages::GlobalMemory,
+    version::{RunningVersion, running_version},
+};
 
 /// PF_KTHREAD in `/proc/PID/stat` field 9 (include/linux/sched.h).
 const PF_KTHREAD: u32 = 0x0020_0000;
@@ -45,7 +49,11 @@ pub struct ProcEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcSnapshot {
     pub kernel: String,
+    /// The version the model's rules key on.
     pub version: KernelVersion,
+    /// Where `version` came from (the release, or a distribution's
+    /// package version naming the stable sublevel).
+    pub version_from: String,
     pub page_size: u64,
     pub memory: GlobalMemory,
     /// Number of possible CPUs (bounds the per-CPU counter error).
@@ -96,15 +104,16 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     let release_path = proc_root.join("sys/kernel/osrelease");
     // The release does not change while the system runs: read once per
     // proc root (the daemon takes a header every pass).
-    static RELEASE: std::sync::Mutex<Option<(PathBuf, String)>> = std::sync::Mutex::new(None);
+    static RELEASE: std::sync::Mutex<Option<(PathBuf, String, RunningVersion)>> =
+        std::sync::Mutex::new(None);
     let cached = RELEASE
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .filter(|(root, _)| root == proc_root)
-        .map(|(_, k)| k.clone());
-    let kernel = match cached {
-        Some(k) => k,
+        .filter(|(root, ..)| root == proc_root)
+        .map(|(_, k, rv)| (k.clone(), rv.clone()));
+    let (kernel, running) = match cached {
+        Some(c) => c,
         None => {
             let k = std::fs::read_to_string(&release_path)
                 .map_err(|e| SnapshotError::Read {
@@ -113,15 +122,22 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
                 })?
                 .trim()
                 .to_owned();
+            // The build line and Ubuntu's signature name the stable
+            // sublevel a distribution release hides.
+            let build = std::fs::read_to_string(proc_root.join("version")).ok();
+            let signature = std::fs::read_to_string(proc_root.join("version_signature")).ok();
+            let rv = running_version(&k, build.as_deref(), signature.as_deref()).map_err(|e| {
+                SnapshotError::Parse {
+                    path: release_path.clone(),
+                    message: format!("{e}"),
+                }
+            })?;
             *RELEASE.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((proc_root.to_path_buf(), k.clone()));
-            k
+                Some((proc_root.to_path_buf(), k.clone(), rv.clone()));
+            (k, rv)
         }
     };
-    let version: KernelVersion = kernel.parse().map_err(|e| SnapshotError::Parse {
-        path: release_path.clone(),
-        message: format!("{e}"),
-    })?;
+    let version = running.version;
     let meminfo_path = proc_root.join("meminfo");
     let meminfo = std::fs::read_to_string(&meminfo_path)
         .map_err(|e| ProcError::Io(e, Some(meminfo_path.clone())))
@@ -144,6 +160,7 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     Ok(ProcSnapshot {
         kernel,
         version,
+        version_from: running.from,
         page_size,
         memory,
         nr_cpus,
