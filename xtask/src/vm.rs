@@ -694,15 +694,15 @@ impl AptState {
         c
     }
 
-    /// The newest version of `pkg` in this state's suites, with the suite
-    /// that serves it (`apt-cache madison`).
-    fn newest(&self, pkg: &str) -> anyhow::Result<(String, String)> {
+    /// Every version of `pkg` in this state's suites, newest first, each
+    /// with the suite that serves it (`apt-cache madison`).
+    fn versions(&self, pkg: &str) -> anyhow::Result<Vec<(String, String)>> {
         let out = self
             .command("apt-cache")
             .args(["madison", pkg])
             .output()
             .context("apt-cache madison")?;
-        let mut best: Option<(String, String)> = None;
+        let mut all: Vec<(String, String)> = Vec::new();
         for l in String::from_utf8_lossy(&out.stdout).lines() {
             let f: Vec<&str> = l.split('|').map(str::trim).collect();
             let (Some(ver), Some(src)) = (f.get(1), f.get(2)) else {
@@ -713,18 +713,27 @@ impl AptState {
                 .nth(1)
                 .and_then(|s| s.split('/').next())
                 .unwrap_or("?");
-            let newer = match &best {
-                None => true,
-                Some((b, _)) => Command::new("dpkg")
-                    .args(["--compare-versions", ver, "gt", b])
-                    .status()
-                    .is_ok_and(|s| s.success()),
-            };
-            if newer {
-                best = Some((ver.to_string(), suite.to_string()));
+            if !all.iter().any(|(v, _)| v == ver) {
+                all.push((ver.to_string(), suite.to_string()));
             }
         }
-        best.with_context(|| format!("apt knows no {pkg} in this line's suites"))
+        let newer = |a: &str, b: &str| {
+            Command::new("dpkg")
+                .args(["--compare-versions", a, "gt", b])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        all.sort_by(|(a, _), (b, _)| {
+            if newer(a, b) {
+                std::cmp::Ordering::Less
+            } else if newer(b, a) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        anyhow::ensure!(!all.is_empty(), "apt knows no {pkg} in this line's suites");
+        Ok(all)
     }
 
     /// The first package that `pkg` (`name` or `name=version`) depends on
@@ -795,13 +804,34 @@ impl AptState {
 /// `linux-binary-<abi>` (`usr/lib/modules/<abi>/vmlinuz` from 7.2).
 fn fetch_kernel(apt: &AptState) -> anyhow::Result<(PathBuf, String)> {
     let meta = format!("linux-image-cloud-{}", apt.arch.deb_arch());
-    let (version, suite) = apt.newest(&meta)?;
+    let mut failures = Vec::new();
+    // The newest first; a mirror may not carry every file its lists name
+    // yet (seen: bullseye-security's arm64 image), then the one before.
+    for (version, suite) in apt.versions(&meta)?.into_iter().take(3) {
+        match fetch_kernel_version(apt, &meta, &version) {
+            Ok((k, pkg)) => {
+                if !failures.is_empty() {
+                    println!("vm-test: took {pkg}: {}", failures.join("; "));
+                }
+                return Ok((k, format!("{pkg} ({suite})")));
+            }
+            Err(e) => failures.push(format!("{meta} {version} ({suite}) failed: {e:#}")),
+        }
+    }
+    anyhow::bail!("{}", failures.join("; "))
+}
+
+fn fetch_kernel_version(
+    apt: &AptState,
+    meta: &str,
+    version: &str,
+) -> anyhow::Result<(PathBuf, String)> {
     let image = apt
         .depends(&format!("{meta}={version}"), "linux-image-")
         .with_context(|| format!("{meta} {version} depends on no linux-image-*"))?;
     let dir = apt.unpack(&apt.download(&image)?)?;
     if let Some(k) = find_vmlinuz(&dir) {
-        return Ok((k, format!("{image} ({suite})")));
+        return Ok((k, image));
     }
     let binary = apt
         .depends(&image, "linux-binary-")
@@ -810,7 +840,7 @@ fn fetch_kernel(apt: &AptState) -> anyhow::Result<(PathBuf, String)> {
     let k = find_vmlinuz(&dir).with_context(|| {
         format!("neither boot/vmlinuz-* nor usr/lib/modules/*/vmlinuz in {binary}")
     })?;
-    Ok((k, format!("{binary} ({suite})")))
+    Ok((k, binary))
 }
 
 /// The kernel image in an unpacked package, in either layout.
