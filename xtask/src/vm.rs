@@ -29,6 +29,8 @@ use anyhow::{Context as _, bail};
 use crate::{apt_install, cargo, dpkg_installed, is_root, output_ok, status, workspace_root};
 
 const INIT: &str = include_str!("guest/init.sh");
+/// The OOM sysctl scenarios, run instead of the others by the knob guest.
+const KNOBS: &str = include_str!("guest/knobs.sh");
 
 /// Debian's main archive and its security archive.
 const MAIN: &str = "http://deb.debian.org/debian";
@@ -153,6 +155,20 @@ struct Guest {
     arch: Arch,
     line: &'static str,
     kernel: PathBuf,
+    /// The knob guest: the OOM sysctl scenarios (guest/knobs.sh), ending in
+    /// a panic on purpose.
+    knobs: bool,
+}
+
+impl Guest {
+    fn name(&self) -> String {
+        format!(
+            "{}-{}{}",
+            self.arch.name(),
+            self.line,
+            if self.knobs { "-knobs" } else { "" }
+        )
+    }
 }
 
 pub fn vm_test(opts: Options) -> anyhow::Result<()> {
@@ -216,7 +232,18 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
                 arch,
                 line: line.name,
                 kernel,
+                knobs: false,
             });
+        }
+        // One knob guest per architecture, on the newest kernel asked for.
+        if let Some(last) = guests.last() {
+            let knobs = Guest {
+                arch,
+                line: last.line,
+                kernel: last.kernel.clone(),
+                knobs: true,
+            };
+            guests.push(knobs);
         }
         let (sysroot, busybox) = match arch {
             Arch::X86_64 => (None, host_busybox()?),
@@ -242,12 +269,12 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
         let boots: Vec<(&Guest, PathBuf, Child)> = guests
             .iter()
             .map(|g| {
-                let log = lab.join(format!("out/{}-{}.log", g.arch.name(), g.line));
+                let log = lab.join(format!("out/{}.log", g.name()));
                 boot(g, &initrd, &log).map(|c| (g, log, c))
             })
             .collect::<anyhow::Result<_>>()?;
         println!(
-            "vm-test: booted {} {} guest(s) under TCG; each runs 7 scenarios (about a minute)",
+            "vm-test: booted {} {} guest(s) under TCG; each runs 7 scenarios, the knob guest 7 others (a few minutes)",
             boots.len(),
             arch.name()
         );
@@ -258,10 +285,11 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
                 .unwrap_or_default();
             let results = parse(&text);
             println!(
-                "\n== {}, kernel {} ({})",
+                "\n== {}, kernel {} ({}){}",
                 g.arch.name(),
                 g.line,
-                results.uname
+                results.uname,
+                if g.knobs { ", OOM sysctls" } else { "" }
             );
             if !st.success() || !results.ended {
                 println!(
@@ -270,10 +298,16 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
                 );
                 failed += 1;
             }
-            let (p, f) = judge(&results, &log);
+            let (p, f) = if g.knobs {
+                judge_knobs(&results, &text)
+            } else {
+                judge(&results, &log)
+            };
             passed += p;
             failed += f;
-            save_reports(&results, g.arch, &lab.join("out/reports"))?;
+            if !g.knobs {
+                save_reports(&results, g.arch, &lab.join("out/reports"))?;
+            }
         }
     }
     println!(
@@ -594,6 +628,106 @@ fn check_scenarios(results: &Results, t: &mut Tally) {
             t.fail(r);
         }
     }
+}
+
+/// The knob guest: each OOM sysctl scenario, what oomwatch predicted (its
+/// `knobs` object) against what the kernel did. Returns (passed, failed).
+fn judge_knobs(results: &Results, log_text: &str) -> (u32, u32) {
+    let mut t = Tally::default();
+    let scn = |name: &str| results.scenarios.iter().find(|s| s.name == name);
+    let action = |s: &Scenario| {
+        s.preds
+            .last()
+            .and_then(|p| p["knobs"]["action"]["kind"].as_str())
+            .unwrap_or("none")
+            .to_owned()
+    };
+    // predicted (or, for the allocating task, nobody to predict), kernel and
+    // eBPF name the scenario's task.
+    let same = |s: &Scenario, predicted: bool| {
+        s.kernel.is_some()
+            && s.kernel == s.expected_pid()
+            && s.ebpf == s.kernel
+            && (!predicted || s.predicted == s.kernel)
+    };
+    let mut check = |name: &str, f: &dyn Fn(&Scenario) -> Result<String, String>| match scn(name) {
+        None => t.fail(format!("{name}: the scenario did not run")),
+        Some(s) => match f(s) {
+            Ok(m) => t.pass(format!("{name}: {m}")),
+            Err(m) => t.fail(format!("{name}: {m}; {s}; knob lines {:?}", s.knob)),
+        },
+    };
+    check("allocating-memcg", &|s| {
+        (same(s, true) && action(s) == "kill_victim")
+            .then(|| "oom_kill_allocating_task=1 left the memcg OOM to the scan, as predicted (kill_victim)".into())
+            .ok_or_else(|| format!("action {}", action(s)))
+    });
+    check("dump-tasks-0", &|s| {
+        let table = s.report.iter().any(|l| l.contains("[  pid  ]"));
+        let knob = s.preds.last().map(|p| &p["knobs"]);
+        let said = knob.is_some_and(|k| {
+            k["oom_dump_tasks"]["value"] == 0
+                && k["warnings"].to_string().contains("oom_dump_tasks")
+        });
+        let judged = s
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.2 == "AGREE" || r.2 == "DISAGREE");
+        (same(s, true) && !table && said && !judged)
+            .then(|| {
+                "no task table in the report, predicted and said so; replay did not judge".into()
+            })
+            .ok_or_else(|| format!("table {table}, warned {said}, replay judged {judged}"))
+    });
+    check("overcommit-2", &|s| {
+        let kills = s.knob.iter().find_map(|l| pid_field(l, "kills="));
+        let enforced = s
+            .preds
+            .last()
+            .is_some_and(|p| p["knobs"]["commit"]["enforced"] == true);
+        (kills == Some(0) && enforced)
+            .then(|| "a 300 MiB hog refused (ENOMEM), no kill; the prediction said the commit limit is enforced".into())
+            .ok_or_else(|| format!("kills {kills:?}, enforced {enforced}"))
+    });
+    check("watermarks", &|s| {
+        let seen: Vec<(Option<u64>, bool)> = s
+            .preds
+            .iter()
+            .map(|p| {
+                let w = &p["knobs"]["watermarks"];
+                let zones = w["zones"].as_array().cloned().unwrap_or_default();
+                (
+                    w["min_free_kbytes"].as_u64(),
+                    !zones.is_empty() && zones.iter().all(|z| z["kernel_agrees"] == true),
+                )
+            })
+            .collect();
+        (seen == [(Some(8192), true), (Some(3000), true)])
+            .then(|| "every zone's min watermark and lowmem reserve derived as /proc/zoneinfo shows them, at min_free_kbytes 8192 and 3000".into())
+            .ok_or_else(|| format!("(min_free_kbytes, zones agree) {seen:?}"))
+    });
+    check("allocating-global", &|s| {
+        (same(s, false) && action(s) == "kill_allocating_task")
+            .then(|| {
+                "the allocating task killed without a scan, as predicted (kill_allocating_task)"
+                    .into()
+            })
+            .ok_or_else(|| format!("action {}", action(s)))
+    });
+    check("panic-memcg", &|s| {
+        (same(s, true) && action(s) == "kill_victim")
+            .then(|| "panic_on_oom=1 let the memcg OOM kill, as predicted".into())
+            .ok_or_else(|| format!("action {}", action(s)))
+    });
+    const PANIC: &str =
+        "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled";
+    check("panic-global", &|s| {
+        let panicked = log_text.contains(PANIC) && !results.no_panic;
+        (action(s) == "panic" && panicked)
+            .then(|| "predicted a panic, and the kernel panicked".into())
+            .ok_or_else(|| format!("action {}, console panic line {panicked}", action(s)))
+    });
+    (t.passed, t.failed)
 }
 
 /// Keeps each scenario's kernel OOM report as a file, named by
@@ -953,6 +1087,7 @@ fn make_initrd(bins: &[PathBuf], busybox: &Path, out: &Path) -> anyhow::Result<(
     }
     let init = root.join("init");
     std::fs::write(&init, INIT)?;
+    std::fs::write(root.join("knobs.sh"), KNOBS)?;
     std::fs::set_permissions(
         &init,
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
@@ -981,7 +1116,8 @@ fn boot(g: &Guest, initrd: &Path, log: &Path) -> anyhow::Result<Child> {
         .arg(initrd)
         .arg("-append")
         .arg(format!(
-            "console={console} panic=-1 oops=panic quiet loglevel=4"
+            "console={console} panic=-1 oops=panic quiet loglevel=4{}",
+            if g.knobs { " oomwatch.knobs" } else { "" }
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1009,6 +1145,10 @@ struct Scenario {
     /// `oomwatch replay` run in the guest on the scenario's kernel log: its
     /// exit status, the first report's killed pid and verdict, its summary.
     replay: Option<(i64, Option<i64>, String, String)>,
+    /// Every `oomwatch predict --json` of the scenario, in order.
+    preds: Vec<serde_json::Value>,
+    /// The knob guest's `KNOB` lines: sysctls set, and what was seen.
+    knob: Vec<String>,
 }
 
 impl Scenario {
@@ -1097,6 +1237,8 @@ struct Results {
     metrics: HashMap<String, f64>,
     scenarios: Vec<Scenario>,
     ended: bool,
+    /// The knob guest's host-wide OOM with panic_on_oom=1 did not panic.
+    no_panic: bool,
 }
 
 fn pid_field(s: &str, key: &str) -> Option<i64> {
@@ -1149,7 +1291,8 @@ fn parse(log: &str) -> Results {
                     ..Default::default()
                 });
             }
-            "HOG" | "PRED" | "KILL" | "REPORT" | "GROUP" | "REPLAY" => {
+            "NOPANIC" => r.no_panic = true,
+            "HOG" | "PRED" | "KILL" | "REPORT" | "GROUP" | "REPLAY" | "KNOB" => {
                 let (scn, rest) = rest.split_once(' ').unwrap_or((rest, ""));
                 let Some(s) = by_name.get(scn).map(|&i| &mut r.scenarios[i]) else {
                     continue;
@@ -1164,6 +1307,7 @@ fn parse(log: &str) -> Results {
                         }
                     }
                     "REPORT" => s.report.push(rest.to_owned()),
+                    "KNOB" => s.knob.push(rest.to_owned()),
                     "GROUP" => s.group_killed = pid_field(rest, "killed="),
                     "REPLAY" => {
                         let word = |k: &str| {
@@ -1189,6 +1333,7 @@ fn parse(log: &str) -> Results {
                         Ok(j) => {
                             s.predicted = j["victim"]["tgid"].as_i64();
                             s.source = j["source"].as_str().map(str::to_owned);
+                            s.preds.push(j);
                         }
                         Err(_) => s.predict_error = Some(rest.chars().take(200).collect()),
                     },
@@ -1233,6 +1378,64 @@ oomwatch_hot_probes_attached=1 oomwatch_snapshot_source_info{source=\"bpf\"}=1\n
 @@ STARTS host=1 reclaim_exhausted=0 memcg=2\n\
 @@ SELFCHECK mismatches=0 explained=3\n\
 @@ END\n";
+
+    #[test]
+    fn judges_the_knob_guest() {
+        let pred = |kind: &str, extra: &str| {
+            format!(
+                "{{\"victim\": {{\"tgid\": 12}}, \"knobs\": {{\"action\": {{\"kind\": \"{kind}\"}}{extra}}}}}"
+            )
+        };
+        let zones = |min: u32| {
+            format!(
+                ", \"watermarks\": {{\"min_free_kbytes\": {min}, \"zones\": [{{\"kernel_agrees\": true}}]}}"
+            )
+        };
+        let memcg = |name: &str, extra: &str| {
+            format!(
+                "@@ SCN {name} expect=B x\n@@ HOG {name} A 11 adj=0 mib=8\n@@ HOG {name} B 12 adj=0 mib=36\n\
+                 @@ PRED {name} {}\n@@ KILL {name} kernel=12 ebpf=12\n\
+                 @@ REPLAY {name} exit=0 killed=12 verdict={} 1 report(s): x\n",
+                pred("kill_victim", extra),
+                if name == "dump-tasks-0" {
+                    "none"
+                } else {
+                    "AGREE"
+                }
+            )
+        };
+        let log = [
+            "@@ UNAME 7.3.4+deb13-cloud-amd64 x86_64\n".to_owned(),
+            memcg("allocating-memcg", ""),
+            memcg(
+                "dump-tasks-0",
+                ", \"oom_dump_tasks\": {\"value\": 0}, \"warnings\": [\"vm.oom_dump_tasks=0: no task table\"]",
+            ),
+            format!(
+                "@@ SCN overcommit-2 expect=none\n@@ PRED overcommit-2 {}\n@@ KNOB overcommit-2 kills=0 hog=x\n",
+                pred("kill_victim", ", \"commit\": {\"enforced\": true}")
+            ),
+            format!(
+                "@@ SCN watermarks expect=none\n@@ PRED watermarks {}\n@@ PRED watermarks {}\n",
+                pred("kill_victim", &zones(8192)),
+                pred("kill_victim", &zones(3000))
+            ),
+            format!(
+                "@@ SCN allocating-global expect=T\n@@ HOG allocating-global T 13 adj=0 mib=200\n\
+                 @@ PRED allocating-global {}\n@@ KILL allocating-global kernel=13 ebpf=13\n",
+                pred("kill_allocating_task", "")
+            ),
+            memcg("panic-memcg", ""),
+            format!("@@ SCN panic-global expect=panic\n@@ PRED panic-global {}\n@@ END\n", pred("panic", "")),
+        ]
+        .concat();
+        let panic = "[  9.1] Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled\n";
+        let full = format!("{log}{panic}");
+        assert_eq!(judge_knobs(&parse(&full), &full), (7, 0));
+        // No panic on the console, and the allocating task was not the victim.
+        let failing = log.replace("kernel=13 ebpf=13", "kernel=12 ebpf=12");
+        assert_eq!(judge_knobs(&parse(&failing), &failing), (5, 2));
+    }
 
     #[test]
     fn judges_a_passing_and_a_failing_guest() {

@@ -86,6 +86,10 @@ memcg() {
   echo $((64 << 20)) > "$CG/memory.max"; echo 0 > "$CG/memory.swap.max" 2>/dev/null
 }
 
+# The knob boot (`oomwatch.knobs` on the command line) runs the OOM sysctl
+# scenarios instead, and ends there (guest/knobs.sh).
+grep -q 'oomwatch.knobs' /proc/cmdline && . /knobs.sh
+
 # 1. oom_score_adj -1000 on the largest task: it is never chosen.
 begin adj-1000 B "adj -1000 on the largest (36 MiB), next largest 14 MiB"
 memcg adj-1000
