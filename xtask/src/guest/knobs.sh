@@ -7,27 +7,28 @@
 # cleanup, kills).
 
 knob() { echo "$2" > "/proc/sys/vm/$1"; say "KNOB $SCN $1=$(cat /proc/sys/vm/$1)"; }
+# memcg_oom NAME: in a fresh 64 MiB memcg, A (8 MiB) and B (36 MiB), the
+# prediction, then a 30 MiB trigger; B is the victim the scan chooses.
+memcg_oom() {
+  memcg $1
+  hog A $CG 0 8; ready; hog B $CG 0 36; ready
+  predict --cgroup /oomwatch-$1
+  hog T $CG 0 30
+  finish; cleanup $CG
+}
 
 # 1. oom_kill_allocating_task=1 does not apply to a memcg OOM (4.9+): the
 # scan chooses as usual.
 begin allocating-memcg B "oom_kill_allocating_task=1 in a memcg OOM: the scan still chooses"
 knob oom_kill_allocating_task 1
-memcg allocating-memcg
-hog A $CG 0 8; ready; hog B $CG 0 36; ready
-predict --cgroup /oomwatch-allocating-memcg
-hog T $CG 0 30
-finish; cleanup $CG
+memcg_oom allocating-memcg
 knob oom_kill_allocating_task 0
 
 # 2. oom_dump_tasks=0: the kill as usual, but the report has no task table,
 # so nothing can replay it; oomwatch says so.
 begin dump-tasks-0 B "oom_dump_tasks=0: the kill as predicted, no task table in the report"
 knob oom_dump_tasks 0
-memcg dump-tasks-0
-hog A $CG 0 8; ready; hog B $CG 0 36; ready
-predict --cgroup /oomwatch-dump-tasks-0
-hog T $CG 0 30
-finish; cleanup $CG
+memcg_oom dump-tasks-0
 knob oom_dump_tasks 1
 
 # 3. overcommit_memory=2: an allocation beyond CommitLimit fails with ENOMEM
@@ -70,11 +71,7 @@ knob oom_kill_allocating_task 0
 # panics); then a host-wide OOM panics the machine.
 begin panic-memcg B "panic_on_oom=1 in a memcg OOM: a kill, no panic"
 knob panic_on_oom 1
-memcg panic-memcg
-hog A $CG 0 8; ready; hog B $CG 0 36; ready
-predict --cgroup /oomwatch-panic-memcg
-hog T $CG 0 30
-finish; cleanup $CG
+memcg_oom panic-memcg
 
 SCN=panic-global; say "SCN panic-global expect=panic"
 say "KNOB $SCN panic_on_oom=$(cat /proc/sys/vm/panic_on_oom)"
