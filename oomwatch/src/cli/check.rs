@@ -77,9 +77,17 @@ pub struct Report {
     pub cgroup_hierarchies: Vec<Hierarchy>,
     pub memory_controller: Item,
     pub privileges: Privileges,
+    /// The OOM sysctls and what they mean for a host-wide OOM (null when
+    /// they could not be read: `knobs_error` says why).
+    pub knobs: Option<crate::model::knobs::Knobs>,
+    pub knobs_error: Option<String>,
     /// Whether `oomwatch run` can start here.
     pub can_run: bool,
     pub problems: Vec<String>,
+    /// What predictions here must be read with (a panic instead of a kill,
+    /// the allocating task killed, no task table in the kernel's reports,
+    /// strict overcommit); they do not stop `oomwatch run`.
+    pub warnings: Vec<String>,
 }
 
 /// The tracepoints oomwatch attaches to: (category, name, required, purpose).
@@ -176,7 +184,18 @@ pub const TRACEPOINTS: &[(&str, &str, bool, &str)] = &[
     ),
 ];
 
-pub fn run() -> Report {
+/// The knobs of a host-wide OOM, read under `proc_root`.
+pub fn host_knobs(proc_root: &Path) -> anyhow::Result<crate::model::knobs::Knobs> {
+    let (procs, sysctls, zones) = crate::snapshot::read_knobs(proc_root)?;
+    let kb = crate::model::KernelBehavior::for_version(procs.version);
+    Ok(crate::model::knobs::assess(
+        &crate::snapshot::knob_inputs(&procs, &sysctls, &zones),
+        crate::model::oom::Constraint::ConstraintNone,
+        &kb,
+    ))
+}
+
+pub fn run(proc_root: &Path) -> Report {
     let privileges = Privileges::current();
     let mut problems = Vec::new();
 
@@ -314,9 +333,14 @@ pub fn run() -> Report {
         };
     // The rules follow the version the snapshot reads (a distribution's
     // stable sublevel where its build line names one).
-    let rules = read_header(Path::new("/proc"))
+    let rules = read_header(proc_root)
         .ok()
         .map(|h| KernelBehavior::for_version(h.version).rules(&h.version_from));
+    let (knobs, knobs_error) = match host_knobs(proc_root) {
+        Ok(k) => (Some(k), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let warnings = knobs.as_ref().map_or_else(Vec::new, |k| k.warnings.clone());
     Report {
         kernel: crate::host::kernel_release(),
         arch: std::env::consts::ARCH,
@@ -337,8 +361,11 @@ pub fn run() -> Report {
         cgroup_hierarchies,
         memory_controller,
         privileges,
+        knobs,
+        knobs_error,
         can_run: problems.is_empty(),
         problems,
+        warnings,
     }
 }
 
@@ -486,6 +513,37 @@ impl Report {
             mark(p.cap_sys_admin).trim(),
             mark(p.cap_sys_resource).trim()
         );
+        match (&self.knobs, &self.knobs_error) {
+            (Some(k), _) => {
+                let _ = writeln!(
+                    s,
+                    "{:<w$}{}",
+                    "host-wide OOM",
+                    crate::cli::predict::action_line(k)
+                );
+                // The knob lines without their warnings: those come last.
+                for l in crate::cli::predict::knob_lines(k)
+                    .lines()
+                    .skip(1)
+                    .filter(|l| !l.starts_with("warning: "))
+                {
+                    let _ = writeln!(s, "{l}");
+                }
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(s, "{:<w$}NO  {e}", "OOM sysctls");
+            }
+            (None, None) => {}
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nwarnings (oomwatch run can start; predictions say this):"
+            );
+            for w in &self.warnings {
+                let _ = writeln!(s, "  - {w}");
+            }
+        }
         if self.can_run {
             let _ = writeln!(s, "\noomwatch run can start here.");
         } else {
@@ -499,9 +557,9 @@ impl Report {
 }
 
 /// `oomwatch check [--json]`: the report, and success when oomwatch can run.
-pub fn command(json: bool) -> std::process::ExitCode {
+pub fn command(json: bool, proc_root: &Path) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let report = run();
+    let report = run(proc_root);
     if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),

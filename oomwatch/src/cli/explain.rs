@@ -3,14 +3,22 @@
 use crate::snapshot::Source;
 
 /// `oomwatch explain`.
-pub fn explain(pid: i32, cgroup: Option<&str>, json: bool, source: Source) -> anyhow::Result<()> {
+pub fn explain(
+    pid: i32,
+    cgroup: Option<&str>,
+    json: bool,
+    source: Source,
+    proc_root: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::cli::predict::{action_line, knob_lines, victim_label};
     use crate::model::explain::explain_task;
     let crate::cli::predict::Prediction {
         snap,
         domain: dom,
         selection: sel,
+        knobs,
         ..
-    } = crate::cli::predict::prepare(cgroup, source)?;
+    } = crate::cli::predict::prepare(cgroup, source, proc_root)?;
     if !snap
         .processes
         .iter()
@@ -35,6 +43,8 @@ pub fn explain(pid: i32, cgroup: Option<&str>, json: bool, source: Source) -> an
             },
             "victim": victim,
             "explanation": ex,
+            "action": knobs.action,
+            "knobs": knobs,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -61,16 +71,19 @@ pub fn explain(pid: i32, cgroup: Option<&str>, json: bool, source: Source) -> an
     if let Some(r) = ex.rank {
         println!("rank:      {r} of {}", sel.ranking().len());
     }
+    println!("action:    {}", action_line(&knobs));
+    let label = victim_label(&knobs.action);
     match sel.chosen() {
         Some(v) => println!(
-            "victim:    {} ({}) with {} points",
+            "{label}: {} ({}) with {} points",
             v.comm,
             v.tgid,
             v.badness.points.unwrap_or(0)
         ),
-        None => println!("victim:    none ({:?})", sel.outcome),
+        None => println!("{label}: none ({:?})", sel.outcome),
     }
     println!("why:       {}", ex.why);
     println!("to change: {}", ex.to_change);
+    print!("{}", knob_lines(&knobs));
     Ok(())
 }

@@ -72,6 +72,11 @@ enum Command {
         /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
         #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
         source: Source,
+        /// Read /proc from this directory instead (a captured tree: its
+        /// processes, meminfo, sys/vm sysctls and zoneinfo); implies
+        /// `--source proc`.
+        #[arg(long, value_name = "DIR", default_value = "/proc")]
+        proc_root: std::path::PathBuf,
     },
     /// Predict the victim of an OOM now: the ranked candidates of the host
     /// (default) or of the memory cgroup PATH, each with its points term by
@@ -92,6 +97,11 @@ enum Command {
         /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
         #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
         source: Source,
+        /// Read /proc from this directory instead (a captured tree: its
+        /// processes, meminfo, sys/vm sysctls and zoneinfo); implies
+        /// `--source proc`.
+        #[arg(long, value_name = "DIR", default_value = "/proc")]
+        proc_root: std::path::PathBuf,
     },
     /// A live view of every OOM domain (the host and each memory cgroup with
     /// a limit): headroom to the limit, the next victims and the margin
@@ -111,6 +121,11 @@ enum Command {
         /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
         #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
         source: Source,
+        /// Read /proc from this directory instead (a captured tree: its
+        /// processes, meminfo, sys/vm sysctls and zoneinfo); implies
+        /// `--source proc`.
+        #[arg(long, value_name = "DIR", default_value = "/proc")]
+        proc_root: std::path::PathBuf,
     },
     /// Simulate one allocation now: would it end in an OOM kill, through
     /// which branch of the allocator (or memcg charge) path, and who would
@@ -173,6 +188,11 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Read the OOM sysctls, meminfo and zoneinfo from this directory
+        /// instead of /proc (a captured tree); the rest is the running
+        /// kernel's.
+        #[arg(long, value_name = "DIR", default_value = "/proc")]
+        proc_root: std::path::PathBuf,
     },
 }
 
@@ -221,7 +241,8 @@ pub fn main() -> ExitCode {
             cgroup,
             json,
             source,
-        } => match explain::explain(pid, cgroup.as_deref(), json, source) {
+            proc_root,
+        } => match explain::explain(pid, cgroup.as_deref(), json, source, &proc_root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -233,7 +254,8 @@ pub fn main() -> ExitCode {
             top,
             json,
             source,
-        } => match predict::predict(cgroup.as_deref(), top, json, source) {
+            proc_root,
+        } => match predict::predict(cgroup.as_deref(), top, json, source, &proc_root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -245,7 +267,8 @@ pub fn main() -> ExitCode {
             top,
             once,
             source,
-        } => match top::top_view(interval, top, once, source) {
+            proc_root,
+        } => match top::top_view(interval, top, once, source, &proc_root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -282,6 +305,6 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Check { json } => check::command(json),
+        Command::Check { json, proc_root } => check::command(json, &proc_root),
     }
 }

@@ -19,13 +19,19 @@ fn human_bytes(b: u64) -> String {
 }
 
 /// `oomwatch top`.
-pub fn top_view(interval: f64, top: usize, once: bool, source: Source) -> anyhow::Result<()> {
+pub fn top_view(
+    interval: f64,
+    top: usize,
+    once: bool,
+    source: Source,
+    proc_root: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::model::knobs::OomAction;
     use std::io::{IsTerminal as _, Write as _};
     let tty = std::io::stdout().is_terminal() && !once;
-    let mut snapper = crate::snapshot::Snapshotter::open(source)?;
+    let mut snapper = crate::cli::predict::open_source(source, proc_root)?;
     loop {
-        let (domains, check) =
-            crate::daemon::pass::refresh(&mut snapper, std::path::Path::new("/proc"), top)?;
+        let (domains, check) = crate::daemon::pass::refresh(&mut snapper, proc_root, top)?;
         let mut out = String::new();
         if tty {
             out.push_str("\x1b[2J\x1b[H");
@@ -50,10 +56,15 @@ pub fn top_view(interval: f64, top: usize, once: bool, source: Source) -> anyhow
                 Some(c) => format!("memcg {c}"),
                 None => "host".to_owned(),
             };
-            let victim = d
+            let scan_victim = d
                 .victim
                 .as_ref()
                 .map_or("-".to_owned(), |v| format!("{} ({})", v.comm, v.tgid));
+            let victim = match &d.knobs.action {
+                OomAction::KillVictim => scan_victim.clone(),
+                OomAction::Panic { .. } => "PANIC".to_owned(),
+                OomAction::KillAllocatingTask => "the allocating task".to_owned(),
+            };
             out.push_str(&format!(
                 "{:<36} {:>11}  {:<28} {:>9} {:>8}\n",
                 name,
@@ -64,6 +75,17 @@ pub fn top_view(interval: f64, top: usize, once: bool, source: Source) -> anyhow
                     .map_or("-".into(), |v| v.points.to_string()),
                 d.margin.map_or("-".into(), |m| m.to_string()),
             ));
+            match &d.knobs.action {
+                OomAction::KillVictim => {}
+                OomAction::Panic { .. } => out.push_str(&format!(
+                    "{:<36} {:>11}  vm.panic_on_oom={}: this OOM panics the machine; the scan would pick {scan_victim}\n",
+                    "", "", d.knobs.panic_on_oom.value
+                )),
+                OomAction::KillAllocatingTask => out.push_str(&format!(
+                    "{:<36} {:>11}  vm.oom_kill_allocating_task=1: the allocating task dies without a scan; if it is not killable: {scan_victim}\n",
+                    "", ""
+                )),
+            }
             for (i, c) in d.top.iter().enumerate().skip(1).filter(|(_, c)| c.eligible) {
                 out.push_str(&format!(
                     "{:<36} {:>11}  {:<28} {:>9}\n",
@@ -73,6 +95,9 @@ pub fn top_view(interval: f64, top: usize, once: bool, source: Source) -> anyhow
                     c.points.map_or("-".into(), |p| p.to_string()),
                 ));
             }
+        }
+        if let Some(host) = domains.iter().find(|d| d.cgroup.is_none()) {
+            out.push_str(&knobs_summary(&host.knobs));
         }
         for m in &check.mismatches {
             out.push_str(&format!("\nmodel ≠ kernel: {m}"));
@@ -85,4 +110,40 @@ pub fn top_view(interval: f64, top: usize, once: bool, source: Source) -> anyhow
         }
         std::thread::sleep(std::time::Duration::from_secs_f64(interval));
     }
+}
+
+/// The host's knobs in a few lines: the sysctls, the commit headroom, the
+/// headroom to the min watermarks, then the warnings.
+fn knobs_summary(k: &crate::model::knobs::Knobs) -> String {
+    use crate::cli::predict::human_bytes as signed;
+    let mut s = format!(
+        "\nknobs: vm.panic_on_oom={} vm.oom_kill_allocating_task={} vm.overcommit_memory={} \
+         vm.oom_dump_tasks={}",
+        k.panic_on_oom.value,
+        k.oom_kill_allocating_task.value,
+        k.overcommit_memory.value,
+        k.oom_dump_tasks.value
+    );
+    if let Some(c) = &k.commit {
+        s.push_str(&format!(
+            "; commit headroom {} ({})",
+            signed(c.headroom_bytes),
+            if c.enforced {
+                "enforced"
+            } else {
+                "not enforced"
+            }
+        ));
+    }
+    if let Some(w) = &k.watermarks {
+        s.push_str(&format!(
+            "; min watermark headroom {}",
+            human_bytes(w.headroom_bytes)
+        ));
+    }
+    s.push('\n');
+    for w in &k.warnings {
+        s.push_str(&format!("warning: {w}\n"));
+    }
+    s
 }

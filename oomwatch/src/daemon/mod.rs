@@ -41,12 +41,12 @@ use crate::{
     },
     ebpf::{Batch, KernelEvent, Probes, Victim},
     host::{cgroup, kernel_release},
-    model::{KernelBehavior, KernelVersion, gfp::GfpTable},
+    model::{KernelBehavior, KernelVersion, gfp::GfpTable, knobs::OomAction},
     replay::KmsgEvent,
     snapshot::{Snapshotter, Source, domain::limited_memcg},
     telemetry::{
         events::{EVENT_BACKLOG, EventLog},
-        metrics::{DomainState, Metrics},
+        metrics::{DomainState, KnobsState, Metrics},
     },
 };
 
@@ -141,6 +141,9 @@ fn spawn_predictor(
                         w.set_domains(domains.iter().filter_map(|d| d.cgroup.clone()).collect());
                     }
                     metrics.update_domains(&domain_states(&domains));
+                    if let Some(host) = domains.iter().find(|d| d.cgroup.is_none()) {
+                        metrics.update_knobs(&knobs_state(&host.knobs));
+                    }
                     metrics.badness_checks.inc_by(check.compared);
                     metrics
                         .badness_mismatches
@@ -176,8 +179,36 @@ fn domain_states(domains: &[crate::daemon::pass::DomainSummary]) -> Vec<DomainSt
             headroom_bytes: d.headroom_bytes,
             victim_points: d.victim.as_ref().map(|v| v.points),
             margin: d.margin,
+            action: d.knobs.action.kind(),
         })
         .collect()
+}
+
+/// The knob gauges' view of the host's knobs.
+fn knobs_state(k: &crate::model::knobs::Knobs) -> KnobsState {
+    let mut sysctls = vec![
+        ("panic_on_oom", k.panic_on_oom.value),
+        ("oom_kill_allocating_task", k.oom_kill_allocating_task.value),
+        ("overcommit_memory", k.overcommit_memory.value),
+        ("overcommit_ratio", k.overcommit_ratio.value),
+        ("overcommit_kbytes", k.overcommit_kbytes.value),
+        ("oom_dump_tasks", k.oom_dump_tasks.value),
+    ];
+    if let Some(w) = &k.watermarks {
+        sysctls.push(("min_free_kbytes", w.min_free_kbytes));
+        sysctls.push(("watermark_scale_factor", w.watermark_scale_factor));
+    }
+    KnobsState {
+        sysctls,
+        commit_limit_bytes: k.commit.as_ref().map(|c| c.commit_limit_bytes),
+        commit_headroom_bytes: k.commit.as_ref().map(|c| c.headroom_bytes),
+        zones: k
+            .watermarks
+            .iter()
+            .flat_map(|w| &w.zones)
+            .map(|z| (z.node, z.zone.clone(), z.headroom_bytes))
+            .collect(),
+    }
 }
 
 /// Logs what the pass after an OOM-start signal predicts for that domain,
@@ -192,13 +223,32 @@ fn log_start_prediction(
     let name = crate::daemon::oomstart::domain_name(&s.cgroup);
     let victim = d.and_then(|d| d.victim.clone());
     let ms = crate::daemon::oomstart::boot_ns().saturating_sub(s.signal_ns) as f64 / 1e6;
-    match (&victim, d) {
-        (Some(v), Some(d)) => tracing::info!(
-            "oom start: {name}: predicted victim pid={} comm={} points={}{} ({ms:.1} ms after the signal)",
+    let action = d.map(|d| &d.knobs.action);
+    let scan = match (&victim, d) {
+        (Some(v), Some(d)) => format!(
+            "pid={} comm={} points={}{}",
             v.tgid,
             v.comm,
             v.points,
             d.margin.map(|m| format!(" margin={m}")).unwrap_or_default()
+        ),
+        _ => "no eligible task".to_owned(),
+    };
+    match action {
+        Some(OomAction::Panic { message }) => tracing::warn!(
+            "oom start: {name}: vm.panic_on_oom={}: this OOM panics the machine (\"{message}\"); the scan would pick {scan} ({ms:.1} ms after the signal)",
+            d.map_or(0, |d| d.knobs.panic_on_oom.value)
+        ),
+        Some(OomAction::KillAllocatingTask) => match &s.allocating {
+            Some((tgid, comm)) => tracing::info!(
+                "oom start: {name}: vm.oom_kill_allocating_task=1: the allocating task pid={tgid} comm={comm} is killed without a scan (if it is not killable: {scan}) ({ms:.1} ms after the signal)"
+            ),
+            None => tracing::info!(
+                "oom start: {name}: vm.oom_kill_allocating_task=1: the allocating task is killed without a scan (if it is not killable: {scan}) ({ms:.1} ms after the signal)"
+            ),
+        },
+        _ if victim.is_some() => tracing::info!(
+            "oom start: {name}: predicted victim {scan} ({ms:.1} ms after the signal)"
         ),
         _ => tracing::info!(
             "oom start: {name}: no eligible task predicted ({ms:.1} ms after the signal)"
@@ -211,7 +261,12 @@ fn log_start_prediction(
             domain: s.cgroup.clone(),
             signal_ns: s.signal_ns,
             snapshot_ns,
-            victim: victim.map(|v| (v.tgid, v.comm)),
+            // Under vm.oom_kill_allocating_task the task that started the
+            // OOM is the one expected to die.
+            victim: match (action, &s.allocating) {
+                (Some(OomAction::KillAllocatingTask), Some(a)) => Some(a.clone()),
+                _ => victim.map(|v| (v.tgid, v.comm)),
+            },
         });
     if let Some(line) = paired {
         tracing::info!("{line}");
@@ -516,6 +571,7 @@ impl Kills {
             let _ = self.start_tx.send(OomStart {
                 cgroup: None,
                 signal_ns: r.boot_ns,
+                allocating: Some((r.tgid as i32, r.comm.clone())),
             });
         }
         for f in &batch.alloc_failures {
@@ -542,6 +598,7 @@ impl Kills {
         match ev {
             KernelEvent::Enter {
                 pid,
+                tgid,
                 comm,
                 order,
                 gfp_mask,
@@ -558,6 +615,7 @@ impl Kills {
                     let _ = self.start_tx.send(OomStart {
                         cgroup: None,
                         signal_ns: *boot_ns,
+                        allocating: Some((*tgid as i32, comm.clone())),
                     });
                 }
             }

@@ -47,6 +47,10 @@ pub struct OomStart {
     /// When the signal was raised or seen, on CLOCK_BOOTTIME (ns), the eBPF
     /// events' clock.
     pub signal_ns: u64,
+    /// The task whose allocation failed (pid, comm), when the signal names
+    /// it (the host's: `out_of_memory` entered, reclaim exhausted): the
+    /// victim under `vm.oom_kill_allocating_task`.
+    pub allocating: Option<(i32, String)>,
 }
 
 /// Handle to the watcher thread.
@@ -241,6 +245,7 @@ impl Watcher {
         let _ = self.out.send(OomStart {
             cgroup: Some(path.to_owned()),
             signal_ns: boot_ns(),
+            allocating: None,
         });
     }
 }

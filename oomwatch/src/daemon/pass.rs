@@ -10,6 +10,8 @@ use crate::{
     model::{
         KernelBehavior, Scan, Selection,
         explain::{CandidateJson, VictimJson, candidates, victim},
+        knobs::{Knobs, assess},
+        oom::Constraint,
         oom_badness,
         score::{approximate_counter_slack, explain_score_difference, proc_oom_score},
         select::Domain,
@@ -37,6 +39,17 @@ pub fn select_in(snap: &ProcSnapshot, domain: &OomDomain, kb: &KernelBehavior) -
     )
 }
 
+/// The constraint of an OOM in a domain of `kind`: a memcg's is
+/// CONSTRAINT_MEMCG; the host's is taken as CONSTRAINT_NONE (a cpuset or
+/// mempolicy constraint belongs to the allocating task, unknown before the
+/// OOM).
+pub fn constraint_of(kind: Domain) -> Constraint {
+    match kind {
+        Domain::Global => Constraint::ConstraintNone,
+        Domain::Memcg => Constraint::ConstraintMemcg,
+    }
+}
+
 /// With the task iterator, each pass checks the model against
 /// `/proc/PID/oom_score` for this many processes (rotating through all of
 /// them: 1 000 processes in about 30 passes), so the check does not cost
@@ -60,6 +73,9 @@ pub struct DomainSummary {
     pub margin: Option<i64>,
     /// The first candidates by rank.
     pub top: Vec<CandidateJson>,
+    /// The OOM sysctls and what they mean for this domain's OOM (the host's
+    /// also carries its zones' headroom to the min watermarks).
+    pub knobs: Knobs,
 }
 
 /// The model against the kernel on one pass.
@@ -128,6 +144,7 @@ fn read_again<'a>(
 /// `top` candidates and the headroom. No I/O.
 pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary> {
     let kb = KernelBehavior::for_version(snap.procs.version);
+    let knob_inputs = snap.knob_inputs();
     snap.domains
         .iter()
         .map(|dom| {
@@ -145,6 +162,7 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
                 margin: sel.margin(),
                 victim: victim(&sel),
                 top: candidates(&sel, Some(top)),
+                knobs: assess(&knob_inputs, constraint_of(dom.kind), &kb),
             }
         })
         .collect()

@@ -16,6 +16,7 @@ pub mod badness;
 pub mod behavior;
 pub mod explain;
 pub mod gfp;
+pub mod knobs;
 pub mod oom;
 #[cfg(test)]
 mod properties;

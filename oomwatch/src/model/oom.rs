@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::{
     badness::oom_badness,
     behavior::{ChangeId, KernelBehavior},
+    knobs::{check_panic_on_oom, oom_kill_allocating_task_applies},
     select::{Outcome, Scan, Selection, select_bad_process},
     task::{OOM_SCORE_ADJ_MIN, Process, memcg_within},
 };
@@ -133,22 +134,14 @@ pub fn out_of_memory(call: &OomCall<'_>, kb: &KernelBehavior) -> Decision {
     if fs_gate {
         return Decision::NoFsNoKill;
     }
-    let panic_exempt = call.sysrq && kb.has(ChangeId::PanicOnOomSparesSysrq);
-    match call.sysctls.panic_on_oom {
-        1 if call.constraint == Constraint::ConstraintNone && !panic_exempt => {
-            return Decision::Panic {
-                message: "Out of memory: system-wide panic_on_oom is enabled".into(),
-            };
-        }
-        2 if !panic_exempt => {
-            return Decision::Panic {
-                message: "Out of memory: compulsory panic_on_oom is enabled".into(),
-            };
-        }
-        _ => {}
+    if let Some(message) =
+        check_panic_on_oom(call.sysctls.panic_on_oom, call.constraint, call.sysrq, kb)
+    {
+        return Decision::Panic {
+            message: message.into(),
+        };
     }
-    if call.sysctls.oom_kill_allocating_task
-        && (!memcg || !kb.has(ChangeId::OomKillAllocatingSkipsMemcg))
+    if oom_kill_allocating_task_applies(call.sysctls.oom_kill_allocating_task, call.constraint, kb)
     {
         if let Some(cur) = call.current {
             let eligible = cur.mm.is_some()

@@ -16,7 +16,7 @@ pub mod proc;
 mod system;
 pub mod zoneinfo;
 
-pub use system::{Domains, Sysctls, SystemSnapshot, Want};
+pub use system::{Domains, SysctlError, Sysctls, SystemSnapshot, Want, knob_inputs, read_knobs};
 
 use std::path::Path;
 

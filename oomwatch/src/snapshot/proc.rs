@@ -61,6 +61,10 @@ pub struct ProcSnapshot {
     /// `MemAvailable` in bytes, read with the rest (None on kernels before
     /// 3.14, which do not have it).
     pub mem_available: Option<u64>,
+    /// `CommitLimit` and `Committed_AS` in bytes: what `vm.overcommit_memory=2`
+    /// allows and what is committed (None when meminfo lacks them).
+    pub commit_limit: Option<u64>,
+    pub committed_as: Option<u64>,
     /// In `for_each_process` order as far as `/proc` can tell: start time,
     /// then pid.
     pub processes: Vec<ProcEntry>,
@@ -165,6 +169,8 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
         memory,
         nr_cpus,
         mem_available: kb("MemAvailable:"),
+        commit_limit: kb("CommitLimit:"),
+        committed_as: kb("Committed_AS:"),
         processes: Vec::new(),
     })
 }

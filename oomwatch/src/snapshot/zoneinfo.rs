@@ -150,6 +150,19 @@ pub struct WatermarkSysctls {
     pub lowmem_reserve_ratio: Vec<u64>,
 }
 
+/// The zones of `/proc/zoneinfo` under `proc_root`, with `/proc/buddyinfo`
+/// joined; empty when the file cannot be read (the knobs then say so).
+pub fn read_zones(proc_root: &Path) -> Vec<ZoneInfo> {
+    let Ok(text) = std::fs::read_to_string(proc_root.join("zoneinfo")) else {
+        return Vec::new();
+    };
+    let mut zones = parse(&text);
+    if let Ok(buddy) = std::fs::read_to_string(proc_root.join("buddyinfo")) {
+        join_buddyinfo(&mut zones, &buddy);
+    }
+    zones
+}
+
 /// Reads `/proc/zoneinfo` and the watermark sysctls under `proc_root`.
 pub fn read(proc_root: &Path) -> std::io::Result<(Vec<ZoneInfo>, WatermarkSysctls)> {
     let text = std::fs::read_to_string(proc_root.join("zoneinfo"))?;

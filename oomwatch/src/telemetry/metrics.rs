@@ -43,6 +43,11 @@ pub mod names {
     pub const DOMAIN_CONTAINER: &str = "oomwatch_domain_container_info";
     pub const HOT_PROBES_ATTACHED: &str = "oomwatch_hot_probes_attached";
     pub const HOT_PROBES_ATTACHED_SECONDS: &str = "oomwatch_hot_probes_attached_seconds_total";
+    pub const VM_SYSCTL: &str = "oomwatch_vm_sysctl";
+    pub const DOMAIN_OOM_ACTION: &str = "oomwatch_domain_oom_action_info";
+    pub const COMMIT_LIMIT: &str = "oomwatch_commit_limit_bytes";
+    pub const COMMIT_HEADROOM: &str = "oomwatch_commit_headroom_bytes";
+    pub const ZONE_MIN_WATERMARK_HEADROOM: &str = "oomwatch_zone_min_watermark_headroom_bytes";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -75,6 +80,11 @@ pub mod names {
         DOMAIN_CONTAINER,
         HOT_PROBES_ATTACHED,
         HOT_PROBES_ATTACHED_SECONDS,
+        VM_SYSCTL,
+        DOMAIN_OOM_ACTION,
+        COMMIT_LIMIT,
+        COMMIT_HEADROOM,
+        ZONE_MIN_WATERMARK_HEADROOM,
     ];
 }
 
@@ -91,6 +101,34 @@ pub struct DomainState {
     pub victim_points: Option<i64>,
     /// Its lead over the next task.
     pub margin: Option<i64>,
+    /// What an OOM here does: one of [`OOM_ACTIONS`].
+    pub action: &'static str,
+}
+
+/// The values of `oomwatch_domain_oom_action_info`'s `action` label.
+pub const OOM_ACTIONS: [&str; 3] = ["kill_victim", "panic", "kill_allocating_task"];
+
+/// The host's OOM knobs after a prediction pass, as the gauges take them.
+#[derive(Debug, Clone, Default)]
+pub struct KnobsState {
+    /// Each `vm` sysctl's name (without `vm.`) and value.
+    pub sysctls: Vec<(&'static str, u64)>,
+    /// meminfo `CommitLimit`, and `CommitLimit − Committed_AS` (negative
+    /// when past it).
+    pub commit_limit_bytes: Option<u64>,
+    pub commit_headroom_bytes: Option<i64>,
+    /// (node, zone, bytes above min + lowmem_reserve for a user page).
+    pub zones: Vec<(u32, String, i64)>,
+}
+
+/// The gauges of [`KnobsState`].
+struct KnobGauges {
+    sysctl: IntGaugeVec,
+    commit_limit: prometheus::IntGauge,
+    commit_headroom: prometheus::IntGauge,
+    zone_headroom: IntGaugeVec,
+    /// Zone label sets exported, to drop those that vanish.
+    zones: Mutex<HashSet<(String, String)>>,
 }
 
 /// One OOM episode, as the counters take it.
@@ -158,6 +196,10 @@ pub struct Metrics {
     /// Whether the programs on the hot events are attached (`--hot-probes`).
     hot_attached: prometheus::IntGauge,
     hot_attached_seconds: prometheus::Counter,
+    /// What an OOM in each domain does (`vm.panic_on_oom`,
+    /// `vm.oom_kill_allocating_task`).
+    domain_oom_action: IntGaugeVec,
+    knobs: KnobGauges,
 }
 
 /// A counter vector that follows per-slot cumulative kernel counts: each
@@ -237,6 +279,7 @@ impl Metrics {
         let (snapshot_source, predictions) = Self::register_predictions(&registry)?;
         let domain_container = Self::register_domain_container(&registry)?;
         let (hot_attached, hot_attached_seconds) = Self::register_hot_probes(&registry)?;
+        let (domain_oom_action, knobs) = Self::register_knobs(&registry)?;
         Ok(Self {
             registry,
             oom_kills,
@@ -271,7 +314,89 @@ impl Metrics {
             domain_container,
             hot_attached,
             hot_attached_seconds,
+            domain_oom_action,
+            knobs,
         })
+    }
+
+    /// The OOM knobs: each sysctl, each domain's OOM action, the commit
+    /// limit and headroom, each zone's headroom to its min watermark.
+    fn register_knobs(registry: &Registry) -> prometheus::Result<(IntGaugeVec, KnobGauges)> {
+        let sysctl = IntGaugeVec::new(
+            Opts::new(
+                names::VM_SYSCTL,
+                "The value of each vm sysctl that decides what an OOM does or when it comes: panic_on_oom, oom_kill_allocating_task, overcommit_memory, overcommit_ratio, overcommit_kbytes, oom_dump_tasks, min_free_kbytes, watermark_scale_factor.",
+            ),
+            &["sysctl"],
+        )?;
+        let domain_oom_action = IntGaugeVec::new(
+            Opts::new(
+                names::DOMAIN_OOM_ACTION,
+                "Always 1: what an OOM in the domain does now: kill_victim (the predicted victim dies), panic (vm.panic_on_oom: the machine panics, nobody is killed), kill_allocating_task (vm.oom_kill_allocating_task: the task whose allocation failed dies, unless it is not killable).",
+            ),
+            &["domain", "cgroup", "action"],
+        )?;
+        let commit_limit = prometheus::IntGauge::with_opts(Opts::new(
+            names::COMMIT_LIMIT,
+            "/proc/meminfo CommitLimit: what vm.overcommit_memory=2 lets be committed (overcommit_ratio % of RAM, or overcommit_kbytes, plus swap).",
+        ))?;
+        let commit_headroom = prometheus::IntGauge::with_opts(Opts::new(
+            names::COMMIT_HEADROOM,
+            "CommitLimit minus Committed_AS: how much more can be committed before vm.overcommit_memory=2 fails allocations with ENOMEM (negative when past it; enforced only in mode 2, see oomwatch_vm_sysctl{sysctl=\"overcommit_memory\"}).",
+        ))?;
+        let zone_headroom = IntGaugeVec::new(
+            Opts::new(
+                names::ZONE_MIN_WATERMARK_HEADROOM,
+                "Per zone, free memory above its min watermark plus lowmem_reserve for a user page (from min_free_kbytes, watermark_scale_factor, lowmem_reserve_ratio); negative when below. Below it in every zone, allocations reclaim directly, then OOM.",
+            ),
+            &["node", "zone"],
+        )?;
+        registry.register(Box::new(sysctl.clone()))?;
+        registry.register(Box::new(domain_oom_action.clone()))?;
+        registry.register(Box::new(commit_limit.clone()))?;
+        registry.register(Box::new(commit_headroom.clone()))?;
+        registry.register(Box::new(zone_headroom.clone()))?;
+        Ok((
+            domain_oom_action,
+            KnobGauges {
+                sysctl,
+                commit_limit,
+                commit_headroom,
+                zone_headroom,
+                zones: Mutex::new(HashSet::new()),
+            },
+        ))
+    }
+
+    /// Sets the knob gauges from a prediction pass (the host's knobs).
+    pub fn update_knobs(&self, k: &KnobsState) {
+        let g = &self.knobs;
+        for (name, v) in &k.sysctls {
+            g.sysctl
+                .with_label_values(&[name])
+                .set(i64::try_from(*v).unwrap_or(i64::MAX));
+        }
+        if let Some(l) = k.commit_limit_bytes {
+            g.commit_limit.set(i64::try_from(l).unwrap_or(i64::MAX));
+        }
+        if let Some(h) = k.commit_headroom_bytes {
+            g.commit_headroom.set(h);
+        }
+        let mut now = HashSet::new();
+        for (node, zone, bytes) in &k.zones {
+            let node = node.to_string();
+            g.zone_headroom
+                .with_label_values(&[node.as_str(), zone.as_str()])
+                .set(*bytes);
+            now.insert((node, zone.clone()));
+        }
+        let mut old = g.zones.lock().unwrap_or_else(|e| e.into_inner());
+        for (node, zone) in old.difference(&now) {
+            let _ = g
+                .zone_headroom
+                .remove_label_values(&[node.as_str(), zone.as_str()]);
+        }
+        *old = now;
     }
 
     /// Program statistics: runs, run time and verified instructions per eBPF program.
@@ -784,6 +909,14 @@ impl Metrics {
                     let _ = self.domain_victim_margin.remove_label_values(&labels);
                 }
             }
+            for a in OOM_ACTIONS.iter().filter(|a| **a != d.action) {
+                let _ = self
+                    .domain_oom_action
+                    .remove_label_values(&[kind, cg.as_str(), a]);
+            }
+            self.domain_oom_action
+                .with_label_values(&[kind, cg.as_str(), d.action])
+                .set(1);
             if let Some(c) = super::container::from_cgroup_path(&cg) {
                 self.domain_container
                     .with_label_values(&[
@@ -804,6 +937,11 @@ impl Metrics {
             let _ = self.domain_size.remove_label_values(&labels);
             let _ = self.domain_victim_points.remove_label_values(&labels);
             let _ = self.domain_victim_margin.remove_label_values(&labels);
+            for a in OOM_ACTIONS {
+                let _ =
+                    self.domain_oom_action
+                        .remove_label_values(&[kind.as_str(), cg.as_str(), a]);
+            }
             if let Some(c) = super::container::from_cgroup_path(cg) {
                 let _ = self.domain_container.remove_label_values(&[
                     kind.as_str(),
@@ -939,6 +1077,11 @@ mod tests {
             headroom_bytes: Some(4096),
             victim_points: Some(points),
             margin: Some(10),
+            action: if points == 600 {
+                "panic"
+            } else {
+                "kill_victim"
+            },
         };
         m.update_domains(&[
             dom("/a", 500),
@@ -977,6 +1120,12 @@ mod tests {
         m.update_faults(Some(vec![5, 2, 0, 0, 1]));
         m.update_retry_decisions(Some(vec![0, 3, 1, 0]));
         m.set_snapshot_source("bpf");
+        m.update_knobs(&KnobsState {
+            sysctls: vec![("panic_on_oom", 2), ("overcommit_memory", 0)],
+            commit_limit_bytes: Some(12 << 30),
+            commit_headroom_bytes: Some(-4096),
+            zones: vec![(0, "DMA".into(), -38_653_952), (0, "Normal".into(), 4096)],
+        });
         let text = m.render();
         for want in [
             "oomwatch_kernel_hook_info{function=\"oom_badness\",path=\"off\"} 1\n",
@@ -989,6 +1138,12 @@ mod tests {
             "oomwatch_slowpath_retry_decisions_total{check=\"compaction\",decision=\"give_up\"} 1\n",
             "oomwatch_kernel_points_checks_total{outcome=\"differ\"} 0\n",
             "oomwatch_oom_reaper_events_total{stage=\"wake_reaper\"} 0\n",
+            "oomwatch_vm_sysctl{sysctl=\"panic_on_oom\"} 2\n",
+            "oomwatch_commit_headroom_bytes -4096\n",
+            "oomwatch_commit_limit_bytes 12884901888\n",
+            "oomwatch_zone_min_watermark_headroom_bytes{node=\"0\",zone=\"DMA\"} -38653952\n",
+            "oomwatch_domain_oom_action_info{action=\"panic\",cgroup=\"/b\",domain=\"memcg\"} 1\n",
+            "oomwatch_domain_oom_action_info{action=\"kill_victim\",cgroup=\"/a\",domain=\"memcg\"} 1\n",
         ] {
             assert!(text.contains(want), "{want} in {text}");
         }
@@ -1008,9 +1163,20 @@ mod tests {
             text.contains("oomwatch_domain_victim_points{cgroup=\"/b\",domain=\"memcg\"} 600"),
             "{text}"
         );
-        // A vanished domain loses its series.
+        // A vanished domain loses its series; a domain's action changes
+        // its one series; a vanished zone loses its series.
         m.update_domains(&[dom("/b", 601)]);
+        m.update_knobs(&KnobsState {
+            zones: vec![(0, "Normal".into(), 8192)],
+            ..KnobsState::default()
+        });
         let after = m.render();
+        assert!(
+            after.contains("oomwatch_domain_oom_action_info{action=\"kill_victim\",cgroup=\"/b\",domain=\"memcg\"} 1\n"),
+            "{after}"
+        );
+        assert!(!after.contains("action=\"panic\""), "{after}");
+        assert!(!after.contains("zone=\"DMA\""), "{after}");
         assert!(!after.contains("cgroup=\"/a\""), "{after}");
         assert!(
             text.contains("oomwatch_domain_container_info{cgroup=\"/kubepods/burstable/podu-1/c9\",container_id=\"c9\",domain=\"memcg\",pod_uid=\"u-1\",qos=\"burstable\"} 1\n"),
