@@ -18,7 +18,7 @@ use super::{
     cgroup::Memcg,
     hog::Kind,
     observe::Observers,
-    scenarios::{HogSpec, LIMIT_MIB, Scenario},
+    scenarios::{HogSpec, LIMIT_MIB, Scenario, TRIGGER_EXTRA_MIB},
 };
 use crate::{
     cli::predict::predict_in,
@@ -39,8 +39,6 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// After the sides are in, how long further kills (oom.group members, a
 /// second OOM) get to show.
 const GRACE: Duration = Duration::from_millis(300);
-/// The trigger asks for this much more than was free.
-const TRIGGER_EXTRA_MIB: u64 = 8;
 
 /// What the selftest needs for every scenario.
 pub struct Ctx {
@@ -255,7 +253,7 @@ impl Hog {
         match self.next_line(READY_TIMEOUT) {
             Some(l) if l == "ready" => None,
             Some(l) if l.starts_with("ready ") => {
-                self.shared = l[6..].trim().parse().ok();
+                self.shared = l.trim_start_matches("ready ").trim().parse().ok();
                 None
             }
             Some(l) => Some(l),
@@ -335,7 +333,7 @@ pub fn run(sc: &Scenario, ctx: &mut Ctx) -> anyhow::Result<ScenarioResult> {
     let cg_of = |child: Option<usize>| child.map_or(&top, |i| &children[i]);
 
     let mut hogs: Vec<Hog> = Vec::new();
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), Stop> {
         for spec in sc.hogs {
             let hog = start_hog(ctx, spec, cg_of(spec.child), &mut r)?;
             hogs.push(hog);
@@ -345,17 +343,19 @@ pub fn run(sc: &Scenario, ctx: &mut Ctx) -> anyhow::Result<ScenarioResult> {
     if let Err(why) = result {
         drop(hogs);
         drop(children);
-        let r = if why.starts_with("skip: ") {
-            r.skip(why[6..].to_owned())
-        } else {
-            r.fail(why)
+        let r = match why {
+            Stop::Skip(why) => r.skip(why),
+            Stop::Fail(why) => r.fail(why),
         };
         return Ok(finish(r, started));
     }
 
     // The trigger: what was free and a little more, so it meets the limit
     // holding about what was free.
-    let usage = top.usage()?;
+    let usage = match top.usage() {
+        Ok(u) => u,
+        Err(e) => return Ok(finish(r.fail(format!("{e:#}")), started)),
+    };
     let free_mib = ((LIMIT_MIB << 20).saturating_sub(usage)).div_ceil(1 << 20);
     let trigger_mib = free_mib + TRIGGER_EXTRA_MIB;
     let trigger_cg = cg_of(sc.trigger_child);
@@ -368,7 +368,9 @@ pub fn run(sc: &Scenario, ctx: &mut Ctx) -> anyhow::Result<ScenarioResult> {
             ));
         }
     };
-    trigger_cg.add(trigger.pid())?;
+    if let Err(e) = trigger_cg.add(trigger.pid()) {
+        return Ok(finish(r.fail(format!("{e:#}")), started));
+    }
     r.hogs.push(HogRun {
         name: "trigger".into(),
         pid: trigger.pid(),
@@ -381,7 +383,9 @@ pub fn run(sc: &Scenario, ctx: &mut Ctx) -> anyhow::Result<ScenarioResult> {
     // The prediction, from a snapshot taken now, in the trigger's domain.
     let names = names_of(&hogs, &trigger);
     r.predicted = predict(ctx, &trigger_cg.path, &names);
-    trigger.go()?;
+    if let Err(e) = trigger.go() {
+        return Ok(finish(r.fail(format!("start the trigger: {e:#}")), started));
+    }
 
     let pids: Vec<i32> = names.iter().map(|(p, _)| *p).collect();
     let (kills_before, victims_before, reports_before) = (
@@ -441,9 +445,15 @@ fn finish(mut r: ScenarioResult, started: Instant) -> ScenarioResult {
     r
 }
 
-/// Starts one hog in `cg` and waits until it is ready. Err: `skip: why`
-/// when it may not set its oom_score_adj, else why it failed.
-fn start_hog(ctx: &Ctx, spec: &HogSpec, cg: &Memcg, r: &mut ScenarioResult) -> Result<Hog, String> {
+/// Why a scenario stopped before its trigger.
+enum Stop {
+    /// This host cannot run it (the reason).
+    Skip(String),
+    Fail(String),
+}
+
+/// Starts one hog in `cg` and waits until it is ready.
+fn start_hog(ctx: &Ctx, spec: &HogSpec, cg: &Memcg, r: &mut ScenarioResult) -> Result<Hog, Stop> {
     let mut hog = match Hog::spawn(
         &ctx.exe,
         spec.name,
@@ -454,8 +464,8 @@ fn start_hog(ctx: &Ctx, spec: &HogSpec, cg: &Memcg, r: &mut ScenarioResult) -> R
     ) {
         Ok(h) => h,
         Err(HogError::AdjRefused(e)) => {
-            return Err(format!(
-                "skip: hog {} may not set oom_score_adj {}: {e} (lowering oom_score_adj below \
+            return Err(Stop::Skip(format!(
+                "hog {} may not set oom_score_adj {}: {e} (lowering oom_score_adj below \
                  what this process may set needs CAP_SYS_RESOURCE{})",
                 spec.name,
                 spec.adj,
@@ -464,11 +474,12 @@ fn start_hog(ctx: &Ctx, spec: &HogSpec, cg: &Memcg, r: &mut ScenarioResult) -> R
                 } else {
                     ", which this process lacks"
                 }
-            ));
+            )));
         }
-        Err(HogError::Other(e)) => return Err(e),
+        Err(HogError::Other(e)) => return Err(Stop::Fail(e)),
     };
-    cg.add(hog.pid()).map_err(|e| format!("{e:#}"))?;
+    cg.add(hog.pid())
+        .map_err(|e| Stop::Fail(format!("{e:#}")))?;
     r.hogs.push(HogRun {
         name: spec.name.to_owned(),
         pid: hog.pid(),
@@ -478,19 +489,19 @@ fn start_hog(ctx: &Ctx, spec: &HogSpec, cg: &Memcg, r: &mut ScenarioResult) -> R
         cgroup: cg.path.clone(),
     });
     hog.go()
-        .map_err(|e| format!("start hog {}: {e:#}", spec.name))?;
+        .map_err(|e| Stop::Fail(format!("start hog {}: {e:#}", spec.name)))?;
     if let Some(what) = hog.wait_ready() {
-        return Err(format!(
+        return Err(Stop::Fail(format!(
             "hog {} ({} MiB {:?}) did not get ready: {what}",
             spec.name, spec.mib, spec.kind
-        ));
+        )));
     }
     if spec.share_mm {
         let Some(shared) = hog.shared else {
-            return Err(format!(
+            return Err(Stop::Fail(format!(
                 "hog {} named no process sharing its memory",
                 spec.name
-            ));
+            )));
         };
         r.hogs.push(HogRun {
             name: format!("{}'", spec.name),

@@ -3,12 +3,20 @@
 //! trigger that then allocates past the limit. Sizes leave every expected
 //! victim well ahead of the others, including the trigger at the moment of
 //! the OOM (it holds about what was free), and leave the trigger room to
-//! finish once the victim's memory is gone, so each scenario is one kill.
+//! finish once the victim's memory is gone. The kernel may still kill the
+//! trigger too, when it charges again before the victim's memory is
+//! uncharged (seen now and then here): the result lists such kills in
+//! `also_killed`; only the first kill is judged.
 
 use super::hog::Kind;
 
 /// Each scenario's memory limit (its parent's, for `nested`).
 pub const LIMIT_MIB: u64 = 64;
+
+/// The trigger asks for this much more than was free when it starts: it
+/// meets the limit holding about what was free, and once the victim (at
+/// least this plus 4 MiB) is gone, it fits.
+pub const TRIGGER_EXTRA_MIB: u64 = 4;
 
 /// One workload of a scenario.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +108,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "adj-1000",
-        about: "oom_score_adj -1000 is never killed: the largest (36 MiB) is passed over for 14 MiB",
+        about: "oom_score_adj -1000 is never killed: the largest (36 MiB) is passed over for \
+                14 MiB",
         hogs: &[hog("a", 36, -1000), hog("b", 14, 0), hog("c", 8, 0)],
         children: &[],
         trigger_child: None,
@@ -109,7 +118,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "adj-999",
-        about: "oom_score_adj -999 is killable but scores below every adj 0 task: 36 MiB loses to 14 MiB",
+        about: "oom_score_adj -999 is killable but scores below every adj 0 task: 36 MiB loses \
+                to 14 MiB",
         hogs: &[hog("a", 36, -999), hog("b", 14, 0), hog("c", 8, 0)],
         children: &[],
         trigger_child: None,
@@ -118,7 +128,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "threads",
-        about: "a process is scored as a whole: 4 threads of 7 MiB each (28 MiB) beat one 16 MiB task",
+        about: "a process is scored as a whole: 4 threads of 7 MiB each (28 MiB) beat one 16 MiB \
+                task",
         hogs: &[kind(hog("a", 28, 0), Kind::Threads), hog("b", 16, 0)],
         children: &[],
         trigger_child: None,
@@ -127,7 +138,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "shmem",
-        about: "shared memory counts (RssShmem): a 28 MiB memfd mapping beats 16 MiB of anonymous memory",
+        about: "shared memory counts (RssShmem): a 28 MiB memfd mapping beats 16 MiB of anonymous \
+                memory",
         hogs: &[kind(hog("a", 28, 0), Kind::Shmem), hog("b", 16, 0)],
         children: &[],
         trigger_child: None,
@@ -233,7 +245,12 @@ mod tests {
             assert!(h.is_some(), "{}: expects {}", s.name, s.expect);
             assert_eq!(s.expect.ends_with('\''), h.unwrap().share_mm, "{}", s.name);
             let mib: usize = s.hogs.iter().map(|h| h.mib).sum();
-            assert!((mib as u64) < LIMIT_MIB - 8, "{}: {mib} MiB", s.name);
+            assert!(mib as u64 <= LIMIT_MIB - 4, "{}: {mib} MiB", s.name);
+            assert!(
+                h.unwrap().mib as u64 >= TRIGGER_EXTRA_MIB + 4,
+                "{}: the trigger would not fit after the kill",
+                s.name
+            );
             for h in s.hogs {
                 assert!(h.child.is_none_or(|c| c < s.children.len()));
             }
