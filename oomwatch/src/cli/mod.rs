@@ -15,6 +15,7 @@ pub mod explain;
 pub mod predict;
 pub mod replay;
 pub mod run;
+pub mod selftest;
 pub mod simulate;
 pub mod top;
 pub mod watch;
@@ -194,6 +195,22 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/proc")]
         proc_root: std::path::PathBuf,
     },
+    /// Check the model against this kernel: each scenario (the largest
+    /// task, oom_score_adj +500/+1000/-1000/-999, threads, shared memory,
+    /// page tables, nested limits, memory.oom.group, ties) fills a memory
+    /// cgroup it creates (oomwatch-selftest-*, with a limit, removed
+    /// afterwards), predicts the victim just before it triggers the OOM, and
+    /// compares it with the kernel's own victim, eBPF's, the replay of the
+    /// kernel's report and, where hooks attach, the kernel's own scan.
+    /// Needs root.
+    ///
+    /// Exit status: 0 when every scenario that ran passed (skipped ones are
+    /// listed with their reason), 1 when one failed, 2 when the selftest
+    /// could not run.
+    Selftest(selftest::Flags),
+    /// The selftest's workload (started by `oomwatch selftest` as itself).
+    #[command(hide = true)]
+    SelftestHog(selftest::hog::Flags),
 }
 
 /// `--interval`: a number of seconds between 0.1 and 3600.
@@ -306,5 +323,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check { json, proc_root } => check::command(json, &proc_root),
+        Command::Selftest(flags) => selftest::command(flags),
+        Command::SelftestHog(flags) => selftest::hog::main(&flags),
     }
 }

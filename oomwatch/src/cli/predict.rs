@@ -61,14 +61,23 @@ pub fn prepare(
         None => Domains::Host,
     };
     let snap = snapper.read_system(proc_root, &Want::domains(domains))?;
+    predict_first(snap, snapper.in_use().clone()).context("the snapshot built no domain")
+}
+
+/// The prediction in the snapshot's first domain, with the knobs as they
+/// bear on an OOM there; None when it has no domain.
+pub fn predict_first(snap: SystemSnapshot, source: SourceInUse) -> Option<Prediction> {
     let knob_inputs = snap.knob_inputs();
     let SystemSnapshot {
         procs, mut domains, ..
     } = snap;
+    if domains.is_empty() {
+        return None;
+    }
     let domain = domains.remove(0);
     let kb = KernelBehavior::for_version(procs.version);
     let knobs = assess(&knob_inputs, constraint_of(domain.kind), &kb);
-    Ok(predict_in(procs, domain, snapper.in_use().clone(), knobs))
+    Some(predict_in(procs, domain, source, knobs))
 }
 
 /// Runs the model's scan over an already built domain.
