@@ -262,6 +262,8 @@ mod tests {
             },
             nr_cpus: 2,
             mem_available: None,
+            commit_limit: None,
+            committed_as: None,
             processes: vec![ProcEntry {
                 process: Process::simple(100, "hog", mm, 0),
                 kernel_oom_score: Some(kernel_score),
