@@ -525,6 +525,30 @@ pub struct TaskIterLayout {
     pub mm_pgtables_bytes: u32,
     /// Non-zero once the agent filled this in.
     pub valid: u32,
+    /// How this kernel's `oom_badness()` reads the counters: one of
+    /// [`rss_rule`]. For [`rss_rule::EXACT`] the iterator adds every
+    /// possible CPU's part to each counter's global `count`.
+    pub rss_rule: u32,
+    /// `percpu_counter.counters` (the `s32 __percpu *` of the per-CPU parts).
+    pub rss_counters: u32,
+    /// One past the highest possible CPU (at most 256, the mask's size).
+    pub nr_cpu_ids: u32,
+    /// The address of `__per_cpu_offset[]` (each CPU's per-CPU area offset),
+    /// from `/proc/kallsyms`.
+    pub per_cpu_offset: u64,
+    /// The possible CPUs, bit `cpu % 64` of word `cpu / 64`.
+    pub possible_cpus: [u64; 4],
+}
+
+/// Values of [`TaskIterLayout::rss_rule`]: how `oom_badness()` reads a
+/// task's rss counters on the running kernel.
+pub mod rss_rule {
+    /// Up to 6.1: the `atomic_long_t count[i]` of `mm->rss_stat`.
+    pub const ATOMIC: u32 = 0;
+    /// 6.2 – 6.19: the percpu counter's global `count` (approximate).
+    pub const APPROXIMATE: u32 = 1;
+    /// 7.0+: `count` plus every CPU's part (`percpu_counter_sum_positive`).
+    pub const EXACT: u32 = 2;
 }
 
 impl TaskIterLayout {
@@ -548,6 +572,11 @@ impl TaskIterLayout {
         counter_index: [0; 4],
         mm_pgtables_bytes: 0,
         valid: 0,
+        rss_rule: rss_rule::ATOMIC,
+        rss_counters: 0,
+        nr_cpu_ids: 0,
+        per_cpu_offset: 0,
+        possible_cpus: [0; 4],
     };
 }
 
@@ -589,8 +618,9 @@ pub struct TaskRecord {
     /// `signal->oom_score_adj`.
     pub oom_score_adj: i16,
     pub _pad: u16,
-    /// `get_mm_counter()` of MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS,
-    /// MM_SHMEMPAGES, raw (the kernel clamps negative values to 0).
+    /// MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES as this
+    /// kernel's `oom_badness()` reads them ([`TaskIterLayout::rss_rule`]),
+    /// raw (the kernel clamps negative values to 0).
     pub counters: [i64; 4],
     /// `mm_pgtables_bytes()`, or -1 where the kernel has none.
     pub pgtables_bytes: i64,
@@ -608,7 +638,7 @@ const _: () = assert!(core::mem::size_of::<ReclaimRetryLayout>() == 16);
 const _: () = assert!(core::mem::size_of::<ReclaimExhaustedEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
-const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 116);
+const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 168);
 const _: () = assert!(core::mem::size_of::<TaskRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
 const _: () = assert!(core::mem::size_of::<VictimEvent>() == 104);

@@ -15,8 +15,9 @@
 //!
 //! Struct offsets and argument positions come from the kernel's BTF through
 //! `OOM_SCAN_LAYOUT`, so one object serves every kernel. The fexit programs
-//! read return values with `bpf_get_func_ret` (Linux 5.17+; older kernels
-//! refuse them and get the kprobe twins).
+//! read return values with `bpf_get_func_ret` (Linux 5.17+); for older
+//! kernels `oom_badness()` has a twin reading the context's slot after the
+//! parameters (`badness_fexit_ctx`), the others fall back to kprobes.
 //!
 //! `probe_fentry` / `probe_fexit` (on `out_of_memory()`, never attached):
 //! empty programs that `oomwatch check` loads to learn whether this kernel
@@ -192,6 +193,18 @@ pub fn badness_fexit(ctx: FExitContext) -> u32 {
     let Ok(points) = ctx.ret::<i64>() else {
         return 0;
     };
+    let _ = badness_done(ctx.arg(0), ctx.arg(1), points);
+    0
+}
+
+/// `badness_fexit` for kernels without `bpf_get_func_ret` (before 5.17:
+/// the verifier refuses the helper call, "invalid func unknown#184"): the
+/// return value is the context's slot after the parameters, index 2 for
+/// `long oom_badness(struct task_struct *, unsigned long)` (the agent
+/// attaches this only where BTF gives the function exactly two).
+#[fexit(function = "oom_badness")]
+pub fn badness_fexit_ctx(ctx: FExitContext) -> u32 {
+    let points: i64 = ctx.arg(2);
     let _ = badness_done(ctx.arg(0), ctx.arg(1), points);
     0
 }

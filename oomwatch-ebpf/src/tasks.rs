@@ -1,13 +1,15 @@
 //! `oomwatch_tasks` (`iter/task`): a BPF task iterator that writes one
 //! `TaskRecord` per task to its seq_file — the counters `oom_badness()`
-//! reads, read as `get_mm_counter()` reads them — at offsets the agent took
-//! from BTF. The agent's `--source bpf` snapshot.
+//! reads, read as that kernel's `oom_badness()` reads them (the atomics up
+//! to 6.1, the percpu counters' global count 6.2 – 6.19, their precise sums
+//! from 7.0: `TaskIterLayout::rss_rule`) — at offsets the agent took from
+//! BTF. The agent's `--source bpf` snapshot.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
 };
-use oomwatch_common::{FIELD_ABSENT, TaskIterLayout, TaskLayout, TaskRecord, task_state};
+use oomwatch_common::{FIELD_ABSENT, TaskIterLayout, TaskLayout, TaskRecord, rss_rule, task_state};
 
 use crate::common::read_at;
 
@@ -92,6 +94,58 @@ unsafe fn memcg_id_cached(task: *const u8, l: &TaskLayout) -> u64 {
 unsafe fn direct<T>(base: *const u8, offset: u32) -> T {
     // SAFETY: see above.
     unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) }
+}
+
+/// The loop bound of [`add_per_cpu_parts`]: the size of
+/// `TaskIterLayout::possible_cpus` in bits.
+const MAX_CPUS: u32 = 256;
+
+/// Adds each possible CPU's part to every counter's global `count`, as
+/// `__percpu_counter_sum()` does (`lib/percpu_counter.c`, 7.0+'s
+/// `oom_badness()` through `get_mm_rss_sum()`): the `s32` at
+/// `counters + __per_cpu_offset[cpu]`. The kernel sums online and dying
+/// CPUs under the counter's lock; an offline CPU's part was folded into
+/// `count` at hotplug and reads 0, so every possible CPU gives the same
+/// sum, lockless here (an update in flight can be missed).
+///
+/// # Safety
+/// `rss` is `mm->rss_stat` from the iterator's BTF-typed task (see
+/// `direct`).
+#[inline(always)]
+unsafe fn add_per_cpu_parts(rss: *const u8, l: &TaskIterLayout, counters: &mut [i64; 4]) {
+    // The per-CPU parts' addresses (`s32 __percpu *`: plain numbers to the
+    // verifier, as BTF has no percpu tag on them in gcc builds, so
+    // bpf_per_cpu_ptr() cannot be used).
+    let mut parts = [0u64; 4];
+    for (i, part) in parts.iter_mut().enumerate() {
+        let idx = l.counter_index[i];
+        if idx != FIELD_ABSENT {
+            // SAFETY: see `direct`.
+            *part = unsafe { direct(rss, idx * l.rss_stride + l.rss_counters) };
+        }
+    }
+    let offsets = l.per_cpu_offset as *const u8;
+    for cpu in 0..MAX_CPUS {
+        if cpu >= l.nr_cpu_ids {
+            break;
+        }
+        if l.possible_cpus[(cpu / 64) as usize] & (1 << (cpu % 64)) == 0 {
+            continue;
+        }
+        // SAFETY: probe reads, see read_at.
+        let Ok(off) = (unsafe { read_at::<u64>(offsets, cpu * 8) }) else {
+            continue;
+        };
+        for i in 0..4 {
+            if parts[i] == 0 {
+                continue;
+            }
+            let at = parts[i].wrapping_add(off) as *const u8;
+            // SAFETY: probe read, see read_at.
+            let v: i32 = unsafe { read_at(at, 0) }.unwrap_or(0);
+            counters[i] += i64::from(v);
+        }
+    }
 }
 
 fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
@@ -196,6 +250,9 @@ fn try_oomwatch_tasks(ctx: *mut core::ffi::c_void) -> Result<(), i32> {
                 } else {
                     read_at(rss, off).unwrap_or(0)
                 };
+            }
+            if l.rss_rule == rss_rule::EXACT {
+                add_per_cpu_parts(rss, &l, &mut rec.counters);
             }
             if l.mm_pgtables_bytes != FIELD_ABSENT {
                 rec.pgtables_bytes = direct(mm, l.mm_pgtables_bytes);

@@ -66,6 +66,9 @@ pub struct Report {
     pub task_iterator: Item,
     /// What `--source auto` reads processes from here: "bpf" or "proc".
     pub snapshot_source: &'static str,
+    /// With the task iterator: how it reads the rss counters (as this
+    /// kernel's `oom_badness()` does: atomic, approximate or exact) and why.
+    pub rss_rule: Option<ebpf::RssRuleChoice>,
     /// `/proc/pressure/memory`, one of the signs `--hot-probes pressure`
     /// follows (the other: reclaim and compaction tracepoints).
     pub memory_pressure: Item,
@@ -276,18 +279,25 @@ pub fn run(proc_root: &Path) -> Report {
     };
 
     // The iterator, loaded and run once: what `--source auto` will use.
-    let (task_iterator, snapshot_source) = match crate::snapshot::bpf::TaskIter::load() {
+    let (task_iterator, snapshot_source, rss_rule) = match crate::snapshot::bpf::TaskIter::load() {
         Ok(mut it) => match it.records() {
             Ok(r) => (
                 Item::yes(format!(
-                    "loads and runs: {} tasks in one read, counters as oom_badness reads them",
-                    r.len()
+                    "loads and runs: {} tasks in one read, counters as oom_badness reads them \
+                     ({})",
+                    r.len(),
+                    it.rss_rule
                 )),
                 "bpf",
+                Some(it.rss_rule.clone()),
             ),
-            Err(e) => (Item::no(format!("loads but does not run: {e}")), "proc"),
+            Err(e) => (
+                Item::no(format!("loads but does not run: {e}")),
+                "proc",
+                None,
+            ),
         },
-        Err(e) => (Item::no(e.0), "proc"),
+        Err(e) => (Item::no(e.0), "proc", None),
     };
 
     let memory_pressure = match std::fs::read_to_string("/proc/pressure/memory") {
@@ -356,6 +366,7 @@ pub fn run(proc_root: &Path) -> Report {
         kprobes,
         task_iterator,
         snapshot_source,
+        rss_rule,
         kernel_hooks,
         degraded,
         cgroup_hierarchies,

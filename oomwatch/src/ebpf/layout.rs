@@ -1,11 +1,17 @@
 //! The kernel offsets the programs follow, resolved from BTF before load
 //! (Rust eBPF has no CO-RE field relocations) and passed in as globals.
 
-use oomwatch_common::{FIELD_ABSENT, OomScanLayout, TaskIterLayout, TaskLayout};
+use oomwatch_common::{FIELD_ABSENT, OomScanLayout, TaskIterLayout, TaskLayout, rss_rule};
 
 #[cfg(test)]
 use crate::host::btf::VMLINUX_BTF;
-use crate::host::btf::{Btf, BtfError};
+use crate::{
+    host::{
+        btf::{Btf, BtfError, MemberLayout},
+        cpus::PossibleCpus,
+    },
+    model::version::{KernelVersion, v},
+};
 
 /// Resolves the `struct oom_control` and `oom_badness()` layout from BTF.
 pub fn oom_scan_layout(btf: &Btf) -> Result<OomScanLayout, String> {
@@ -48,8 +54,144 @@ pub fn task_layout(btf: &Btf) -> Result<TaskLayout, BtfError> {
     })
 }
 
-/// Resolves the offsets the task iterator follows, from the kernel's BTF.
-pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
+/// How the running kernel's `oom_badness()` reads a task's rss counters,
+/// and so how the task iterator reads them to score as it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RssRule {
+    /// Up to 6.1: `get_mm_counter()` of the `atomic_long_t
+    /// mm->rss_stat.count[i]`, clamped at 0.
+    Atomic,
+    /// 6.2 – 6.19: `get_mm_counter()` = `percpu_counter_read_positive()`:
+    /// the global `count` of `mm->rss_stat[i]`, clamped at 0.
+    Approximate,
+    /// 7.0+: `get_mm_rss_sum()` / `get_mm_counter_sum()` =
+    /// `percpu_counter_sum_positive()`: `count` plus every CPU's `s32`
+    /// part, clamped at 0 (5898aa8f9a0b, "mm: fix OOM killer inaccuracy on
+    /// large many-core systems").
+    Exact,
+}
+
+/// The rule for this kernel, and the evidence it was chosen on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RssRuleChoice {
+    pub rule: RssRule,
+    pub why: String,
+}
+
+impl std::fmt::Display for RssRuleChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.rule {
+            RssRule::Atomic => "atomic",
+            RssRule::Approximate => "approximate",
+            RssRule::Exact => "exact",
+        };
+        write!(f, "rss counters {name}: {}", self.why)
+    }
+}
+
+/// The first release whose `oom_badness()` sums the per-CPU rss counters.
+pub const EXACT_RSS_FROM: KernelVersion = v(7, 0, 0);
+
+/// Picks the rule: the type of `mm_struct.rss_stat` in BTF tells the
+/// atomics (before 6.2) from the percpu counters (`percpu`), and the
+/// release tells reading their global count from summing them, which has
+/// no BTF trace of its own (`get_mm_rss_sum()` is an inline; 7.0.0 of
+/// 5898aa8f9a0b). A release that does not parse is an error: guessing
+/// either way would score some tasks off by up to a per-CPU batch.
+pub fn choose_rss_rule(percpu: bool, release: &str) -> Result<RssRuleChoice, String> {
+    if !percpu {
+        return Ok(RssRuleChoice {
+            rule: RssRule::Atomic,
+            why: "mm_struct.rss_stat holds atomic counters (before 6.2): read as they are".into(),
+        });
+    }
+    let ver: KernelVersion = release.parse().map_err(|_| {
+        format!(
+            "release `{release}` is not a kernel version: cannot tell whether oom_badness \
+             sums the per-CPU rss counters (7.0+) or reads their global count"
+        )
+    })?;
+    Ok(if ver >= EXACT_RSS_FROM {
+        RssRuleChoice {
+            rule: RssRule::Exact,
+            why: format!(
+                "release {ver} >= 7.0 and mm_struct.rss_stat is percpu_counter[]: oom_badness \
+                 sums count and every CPU's part (get_mm_rss_sum, 5898aa8f9a0b)"
+            ),
+        }
+    } else {
+        RssRuleChoice {
+            rule: RssRule::Approximate,
+            why: format!(
+                "release {ver} < 7.0 and mm_struct.rss_stat is percpu_counter[]: oom_badness \
+                 reads the global count (percpu_counter_read_positive)"
+            ),
+        }
+    })
+}
+
+/// Writes `choice` into `layout`; for [`RssRule::Exact`], with what the
+/// sum needs: `__per_cpu_offset`'s address and the possible CPUs (`per_cpu`,
+/// read only then). An error says why this kernel's sum cannot be
+/// reproduced here.
+pub fn apply_rss_rule(
+    layout: &mut TaskIterLayout,
+    choice: &RssRuleChoice,
+    per_cpu: impl FnOnce() -> Result<(u64, PossibleCpus), String>,
+) -> Result<(), String> {
+    layout.rss_rule = match choice.rule {
+        RssRule::Atomic => rss_rule::ATOMIC,
+        RssRule::Approximate => rss_rule::APPROXIMATE,
+        RssRule::Exact => rss_rule::EXACT,
+    };
+    if choice.rule != RssRule::Exact {
+        return Ok(());
+    }
+    if layout.rss_counters == FIELD_ABSENT || layout.rss_direct == 0 {
+        return Err("struct percpu_counter has no `counters` member in BTF".into());
+    }
+    let (offsets, cpus) = per_cpu()?;
+    layout.per_cpu_offset = offsets;
+    layout.nr_cpu_ids = cpus.nr_cpu_ids;
+    layout.possible_cpus = cpus.mask;
+    Ok(())
+}
+
+/// `mm_struct.flags` as the task iterator reads it: one 8-byte word whose
+/// bit 21 is MMF_OOM_SKIP, an `unsigned long` up to 6.17 and an
+/// `mm_flags_t { unsigned long __mm_flags[1]; }` from 6.18 (same storage).
+/// Anything else is refused with what BTF says it is.
+pub fn check_mm_flags(flags: &MemberLayout) -> Result<(), String> {
+    let word = flags.elem_size == 8 && flags.count == 1;
+    // type_name is empty for a plain integer (BTF INT kinds are not named
+    // by member_layout), else the typedef's or struct's name.
+    if word && (flags.type_name.is_empty() || flags.type_name == "mm_flags_t") {
+        Ok(())
+    } else {
+        Err(format!(
+            "mm_struct.flags is `{}` of {} byte(s) x {}: neither the unsigned long of \
+             Linux <= 6.17 nor the mm_flags_t of 6.18+",
+            if flags.type_name.is_empty() {
+                "an integer"
+            } else {
+                &flags.type_name
+            },
+            flags.elem_size,
+            flags.count
+        ))
+    }
+}
+
+/// Resolves the offsets the task iterator follows, from the kernel's BTF,
+/// with the rss rule its structures alone show (atomic or the percpu
+/// counters' global count; [`apply_rss_rule`] then sets the rule the
+/// release adds).
+pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, String> {
+    task_iter_offsets(btf).map_err(|e| e.to_string())
+}
+
+fn task_iter_offsets(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
     let off = |ty: &str, m: &str| btf.member_offset(ty, m);
     let opt = |ty: &str, m: &str| btf.member_offset(ty, m).unwrap_or(FIELD_ABSENT);
     // mm->rss_stat: `struct percpu_counter rss_stat[NR_MM_COUNTERS]` (6.2+;
@@ -80,6 +222,14 @@ pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
     let signal_oom_flag_origin = opt("signal_struct", "oom_flag_origin");
     let signal_oom_score_adj = off("signal_struct", "oom_score_adj")?;
     let signal_oom_mm = off("signal_struct", "oom_mm")?;
+    let percpu = rss.type_name == "percpu_counter";
+    let flags = btf.member_layout("mm_struct", "flags")?;
+    if let Err(why) = check_mm_flags(&flags) {
+        return Err(BtfError::NoSuchMember {
+            ty: "mm_struct".into(),
+            member: format!("flags of a known type ({why})"),
+        });
+    }
     Ok(TaskIterLayout {
         cgroup,
         task_flags: off("task_struct", "flags")?,
@@ -92,14 +242,27 @@ pub fn task_iter_layout(btf: &Btf) -> Result<TaskIterLayout, BtfError> {
         signal_oom_score_adj,
         signal_oom_mm,
         signal_oom_flag_origin,
-        mm_flags: off("mm_struct", "flags")?,
+        mm_flags: flags.offset,
         mm_rss_stat,
         rss_stride,
         rss_count,
-        rss_direct: u32::from(rss.type_name == "percpu_counter"),
+        rss_direct: u32::from(percpu),
         counter_index,
         mm_pgtables_bytes: opt("mm_struct", "pgtables_bytes"),
         valid: 1,
+        rss_rule: if percpu {
+            rss_rule::APPROXIMATE
+        } else {
+            rss_rule::ATOMIC
+        },
+        rss_counters: if percpu {
+            opt("percpu_counter", "counters")
+        } else {
+            FIELD_ABSENT
+        },
+        nr_cpu_ids: 0,
+        per_cpu_offset: 0,
+        possible_cpus: [0; 4],
     })
 }
 
@@ -145,6 +308,102 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
+    }
+
+    #[test]
+    fn rss_rule_by_structure_and_release() {
+        // Debian's lines: 5.10/6.1 atomics, 6.12/6.16/6.19 approximate,
+        // 7.0 on exact (doc kernels-5.10-to-7.3 §2.1).
+        let rule = |percpu, r| choose_rss_rule(percpu, r).unwrap().rule;
+        assert_eq!(rule(false, "5.10.0-46-cloud-amd64"), RssRule::Atomic);
+        assert_eq!(rule(false, "6.1.0-57-cloud-amd64"), RssRule::Atomic);
+        assert_eq!(
+            rule(true, "6.12.118+deb13-cloud-amd64"),
+            RssRule::Approximate
+        );
+        assert_eq!(
+            rule(true, "6.19.14+deb13-cloud-amd64"),
+            RssRule::Approximate
+        );
+        assert_eq!(rule(true, "7.0.13+deb13-cloud-amd64"), RssRule::Exact);
+        assert_eq!(rule(true, "7.3.4+deb13-cloud-amd64"), RssRule::Exact);
+        // No release needed for the atomics; an unreadable one is named.
+        assert_eq!(rule(false, "garbage"), RssRule::Atomic);
+        let err = choose_rss_rule(true, "garbage").unwrap_err();
+        assert!(err.contains("`garbage`"), "{err}");
+        let why = choose_rss_rule(true, "7.3.4").unwrap().to_string();
+        assert!(
+            why.starts_with("rss counters exact: release 7.3.4 >= 7.0"),
+            "{why}"
+        );
+    }
+
+    fn percpu_layout() -> TaskIterLayout {
+        TaskIterLayout {
+            rss_direct: 1,
+            rss_counters: 32,
+            rss_rule: rss_rule::APPROXIMATE,
+            ..TaskIterLayout::INVALID
+        }
+    }
+
+    #[test]
+    fn exact_rule_carries_the_per_cpu_inputs() {
+        let exact = choose_rss_rule(true, "7.3.4").unwrap();
+        let mut l = percpu_layout();
+        let cpus = crate::host::cpus::parse_cpu_list("0-1").unwrap();
+        apply_rss_rule(&mut l, &exact, || Ok((0xffff_ffff_ab41_c8a0, cpus))).unwrap();
+        assert_eq!(l.rss_rule, rss_rule::EXACT);
+        assert_eq!(l.per_cpu_offset, 0xffff_ffff_ab41_c8a0);
+        assert_eq!((l.nr_cpu_ids, l.possible_cpus), (2, [0b11, 0, 0, 0]));
+        // Without __per_cpu_offset: the reason, nothing half-set.
+        let mut l = percpu_layout();
+        let err = apply_rss_rule(&mut l, &exact, || Err("hidden".into())).unwrap_err();
+        assert_eq!(err, "hidden");
+        // Approximate and atomic never ask for the per-CPU inputs.
+        let approx = choose_rss_rule(true, "6.12.118").unwrap();
+        let mut l = percpu_layout();
+        apply_rss_rule(&mut l, &approx, || panic!("not read")).unwrap();
+        assert_eq!((l.rss_rule, l.nr_cpu_ids), (rss_rule::APPROXIMATE, 0));
+        // A percpu_counter without `counters` (CONFIG_SMP=n) cannot be summed.
+        let mut l = TaskIterLayout {
+            rss_counters: FIELD_ABSENT,
+            ..percpu_layout()
+        };
+        assert!(apply_rss_rule(&mut l, &exact, || panic!("not read")).is_err());
+    }
+
+    #[test]
+    fn mm_flags_both_types() {
+        let m = |type_name: &str, elem_size, count| MemberLayout {
+            offset: 880,
+            type_name: type_name.into(),
+            elem_size,
+            count,
+        };
+        // 5.10 - 6.17: unsigned long; 6.18+: mm_flags_t (BTF, doc §4.2).
+        assert!(check_mm_flags(&m("", 8, 1)).is_ok());
+        assert!(check_mm_flags(&m("mm_flags_t", 8, 1)).is_ok());
+        let err = check_mm_flags(&m("mm_flags_t", 16, 1)).unwrap_err();
+        assert!(err.contains("mm_flags_t` of 16"), "{err}");
+        assert!(check_mm_flags(&m("", 4, 1)).is_err());
+        assert!(check_mm_flags(&m("something_else", 8, 1)).is_err());
+    }
+
+    #[test]
+    fn running_kernel_mm_flags() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let btf = Btf::from_sys_fs().unwrap();
+        let flags = btf.member_layout("mm_struct", "flags").unwrap();
+        check_mm_flags(&flags).unwrap();
+        let l = task_iter_layout(&btf).unwrap();
+        assert_eq!(l.mm_flags, flags.offset);
+        if l.rss_direct != 0 {
+            assert_eq!(l.rss_counters, 32, "percpu_counter.counters (doc §5)");
+        }
     }
 
     #[test]

@@ -85,6 +85,9 @@ struct HookSpec {
     /// "fentry" or "fexit".
     tracing_kind: &'static str,
     tracing_program: &'static str,
+    /// An fexit twin reading the return value from the context slot after
+    /// the parameters, for kernels without `bpf_get_func_ret` (< 5.17).
+    ctx_ret_program: Option<&'static str>,
     /// The kprobe twin: one program, or a kprobe + kretprobe pair.
     kprobe_programs: &'static [&'static str],
     kprobe_kind: &'static str,
@@ -98,6 +101,7 @@ const HOOKS: &[HookSpec] = &[
         function: "out_of_memory",
         tracing_kind: "fentry",
         tracing_program: "oom_enter_fentry",
+        ctx_ret_program: None,
         kprobe_programs: &["oom_enter_kprobe"],
         kprobe_kind: "kprobe",
         needs_layout: true,
@@ -107,6 +111,7 @@ const HOOKS: &[HookSpec] = &[
         function: "out_of_memory",
         tracing_kind: "fexit",
         tracing_program: "oom_exit_fexit",
+        ctx_ret_program: None,
         kprobe_programs: &["oom_exit_kretprobe"],
         kprobe_kind: "kretprobe",
         needs_layout: true,
@@ -116,6 +121,7 @@ const HOOKS: &[HookSpec] = &[
         function: "oom_badness",
         tracing_kind: "fexit",
         tracing_program: "badness_fexit",
+        ctx_ret_program: Some("badness_fexit_ctx"),
         kprobe_programs: &["badness_kprobe", "badness_kretprobe"],
         kprobe_kind: "kprobe+kretprobe",
         needs_layout: true,
@@ -125,6 +131,7 @@ const HOOKS: &[HookSpec] = &[
         function: "oom_kill_process",
         tracing_kind: "fentry",
         tracing_program: "chosen_fentry",
+        ctx_ret_program: None,
         kprobe_programs: &["chosen_kprobe"],
         kprobe_kind: "kprobe",
         needs_layout: true,
@@ -134,6 +141,7 @@ const HOOKS: &[HookSpec] = &[
         function: "pagefault_out_of_memory",
         tracing_kind: "fentry",
         tracing_program: "pagefault_oom_fentry",
+        ctx_ret_program: None,
         kprobe_programs: &["pagefault_oom_kprobe"],
         kprobe_kind: "kprobe",
         needs_layout: false,
@@ -147,6 +155,7 @@ const FAULT_HOOK: HookSpec = HookSpec {
     function: "handle_mm_fault",
     tracing_kind: "fexit",
     tracing_program: "fault_fexit",
+    ctx_ret_program: None,
     kprobe_programs: &["fault_kretprobe"],
     kprobe_kind: "kretprobe",
     needs_layout: false,
@@ -160,8 +169,39 @@ pub struct KernelHook {
     /// "fentry", "fexit", "kprobe", "kretprobe", "kprobe+kretprobe"; None
     /// when not hooked.
     pub path: Option<&'static str>,
-    /// Why the preferred way (or every way) was not taken.
+    /// Why the preferred way (or every way) was not taken, or how the
+    /// way taken reads what it reads where that depends on the kernel.
     pub reason: Option<String>,
+}
+
+/// What decides how `oom_badness()` is hooked beyond whether fentry/fexit
+/// load: read from BTF and kallsyms before load.
+#[derive(Debug, Clone, Default)]
+struct BadnessPlan {
+    /// BTF `enum bpf_func_id` has `BPF_FUNC_get_func_ret` (5.17+); else
+    /// the fexit reads the return value from the context (`badness_fexit_ctx`).
+    get_func_ret: bool,
+    /// `oom_badness.part.N` in kallsyms: gcc split the function, and the
+    /// OOM scan (`oom_evaluate_task()`, same file) calls the part directly
+    /// (seen on Debian 5.10.0-46: every call of `oom_badness` itself came
+    /// from `proc_oom_score`). The part has no BTF, so only kprobes reach it.
+    part_clone: Option<String>,
+}
+
+impl BadnessPlan {
+    fn read(btf: Option<&crate::host::btf::Btf>) -> Self {
+        let get_func_ret =
+            btf.is_some_and(|b| b.enum_value("bpf_func_id", "BPF_FUNC_get_func_ret").is_ok());
+        let part_clone = crate::host::kallsyms::read().ok().and_then(|t| {
+            crate::host::kallsyms::part_clones(&t, "oom_badness")
+                .into_iter()
+                .next()
+        });
+        BadnessPlan {
+            get_func_ret,
+            part_clone,
+        }
+    }
 }
 
 /// Why an optional part of the probe set is not running.
@@ -255,6 +295,7 @@ struct Layouts {
     reaper_pid: u32,
     /// `task`, or [`TaskLayout::INVALID`] when it could not be read.
     task_global: TaskLayout,
+    badness: BadnessPlan,
 }
 
 impl Layouts {
@@ -267,9 +308,13 @@ impl Layouts {
         // Offsets from the kernel's BTF, parsed once and dropped before aya
         // parses it again to load (the parse is most of the agent's peak
         // memory).
-        let (task, scan_layout) = match read_btf(std::path::Path::new(VMLINUX_BTF)) {
-            Ok(btf) => (task_program_plan_in(&btf), oom_scan_layout(&btf)),
-            Err(e) => (Err(e.clone()), Err(e)),
+        let (task, scan_layout, badness) = match read_btf(std::path::Path::new(VMLINUX_BTF)) {
+            Ok(btf) => (
+                task_program_plan_in(&btf),
+                oom_scan_layout(&btf),
+                BadnessPlan::read(Some(&btf)),
+            ),
+            Err(e) => (Err(e.clone()), Err(e), BadnessPlan::read(None)),
         };
         let field = |c: &str, e: &str, n: &str, size: u32| {
             tracefs::read_field_offset(&tracefs, c, e, n, size).unwrap_or(FIELD_ABSENT)
@@ -297,6 +342,7 @@ impl Layouts {
             fault_code,
             reaper_pid,
             task_global: task_layout,
+            badness,
         })
     }
 }
@@ -390,7 +436,7 @@ impl Probes {
         probes.attach_page_alloc(layouts.page_alloc, &btf);
         probes.attach_reclaim_and_counting();
         probes.attach_user_faults(&btf);
-        probes.attach_kernel_hooks(&layouts.oom_scan, layouts.fault_code, &btf);
+        probes.attach_kernel_hooks(&layouts, &btf);
         Ok(probes)
     }
 
@@ -541,15 +587,15 @@ impl Probes {
     }
 
     /// Hooks the kernel functions in [`HOOKS`], and [`FAULT_HOOK`] where user faults are not seen.
-    fn attach_kernel_hooks(
-        &mut self,
-        scan_layout: &Result<OomScanLayout, String>,
-        fault_code: u32,
-        btf: &Result<aya::Btf, String>,
-    ) {
-        let layout = scan_layout.as_ref().map(|_| ()).map_err(Clone::clone);
+    fn attach_kernel_hooks(&mut self, layouts: &Layouts, btf: &Result<aya::Btf, String>) {
+        let fault_code = layouts.fault_code;
+        let layout = layouts.oom_scan.as_ref().map(|_| ()).map_err(Clone::clone);
         for spec in HOOKS {
-            let hook = self.attach_hook(spec, btf.as_ref(), &layout);
+            let hook = if spec.function == "oom_badness" {
+                self.attach_badness(spec, btf.as_ref(), &layout, &layouts.badness)
+            } else {
+                self.attach_hook(spec, btf.as_ref(), &layout)
+            };
             self.faults |= hook.path.is_some() && spec.function == "pagefault_out_of_memory";
             self.kernel_hooks.push(hook);
         }
@@ -565,6 +611,71 @@ impl Probes {
     /// Whether the program `name` is loaded (attached programs are).
     fn program_attached(&self, name: &str) -> bool {
         self.ebpf.program(name).is_some_and(|p| p.fd().is_ok())
+    }
+
+    /// Hooks `oom_badness()`: kprobe+kretprobe on its `.part` clone where
+    /// gcc split it (the scan calls the clone; fexit cannot reach it), else
+    /// fexit with `bpf_get_func_ret` or, before 5.17, its context-slot twin,
+    /// else kprobe+kretprobe; each way taken says why.
+    fn attach_badness(
+        &mut self,
+        spec: &HookSpec,
+        btf: Result<&aya::Btf, &String>,
+        layout: &Result<(), String>,
+        plan: &BadnessPlan,
+    ) -> KernelHook {
+        let hook = |path, reason: String| KernelHook {
+            what: spec.what,
+            function: spec.function,
+            path,
+            reason: Some(reason),
+        };
+        if let Err(e) = layout {
+            return hook(None, e.clone());
+        }
+        if let Some(part) = &plan.part_clone {
+            let why = format!(
+                "on {part}: gcc split oom_badness and the OOM scan calls {part} directly \
+                 (kallsyms); fexit cannot attach there (no BTF for the part)"
+            );
+            return match self.attach_kprobes(spec, part) {
+                Ok(()) => hook(Some(spec.kprobe_kind), why),
+                Err(e) => hook(None, format!("{why}; {}: {e}", spec.kprobe_kind)),
+            };
+        }
+        let (program, how) = match (plan.get_func_ret, spec.ctx_ret_program) {
+            (false, Some(ctx_program)) => (
+                ctx_program,
+                "return value from the context slot after the 2 parameters: BTF enum \
+                 bpf_func_id has no BPF_FUNC_get_func_ret (Linux 5.17)",
+            ),
+            _ => (
+                spec.tracing_program,
+                "return value from bpf_get_func_ret (BTF enum bpf_func_id has it)",
+            ),
+        };
+        let fexit = match btf {
+            Ok(btf) => self
+                .attach_tracing_program(spec, program, btf)
+                .map_err(|e| format!("{}: {e}", spec.tracing_kind)),
+            Err(e) => Err(format!("{}: no kernel BTF ({e})", spec.tracing_kind)),
+        };
+        let fexit_err = match fexit {
+            Ok(()) => return hook(Some(spec.tracing_kind), how.to_owned()),
+            Err(e) => e,
+        };
+        match self.attach_kprobes(spec, spec.function) {
+            Ok(()) => hook(Some(spec.kprobe_kind), fexit_err),
+            Err(e) => hook(None, format!("{fexit_err}; {}: {e}", spec.kprobe_kind)),
+        }
+    }
+
+    /// Attaches every kprobe program of `spec` to `target`.
+    fn attach_kprobes(&mut self, spec: &HookSpec, target: &str) -> Result<(), String> {
+        for prog in spec.kprobe_programs {
+            self.attach_kprobe(prog, target)?;
+        }
+        Ok(())
     }
 
     /// Hooks one kernel function: fentry/fexit where the kernel takes it,
@@ -609,9 +720,18 @@ impl Probes {
     }
 
     fn attach_tracing(&mut self, spec: &HookSpec, btf: &aya::Btf) -> Result<(), String> {
+        self.attach_tracing_program(spec, spec.tracing_program, btf)
+    }
+
+    fn attach_tracing_program(
+        &mut self,
+        spec: &HookSpec,
+        program: &str,
+        btf: &aya::Btf,
+    ) -> Result<(), String> {
         let prog = self
             .ebpf
-            .program_mut(spec.tracing_program)
+            .program_mut(program)
             .ok_or("program missing from the object")?;
         if spec.tracing_kind == "fentry" {
             let p: &mut FEntry = prog.try_into().map_err(|e| format!("{e}"))?;

@@ -20,7 +20,9 @@ mod victim;
 
 pub use alloc::AllocFailure;
 pub use counters::ProgramStats;
-pub use layout::{task_iter_layout, task_layout};
+pub use layout::{
+    RssRule, RssRuleChoice, apply_rss_rule, choose_rss_rule, task_iter_layout, task_layout,
+};
 pub use load::{Degraded, KernelHook, LoadOptions, Probes, try_load_fentry_fexit};
 pub use oompath::KernelEvent;
 pub use reclaim::ReclaimExhausted;

@@ -1,14 +1,17 @@
 //! What the running kernel offers oomwatch, read from the files it publishes:
 //! its BTF ([`btf`]), tracefs and its event formats ([`tracefs`]), the GFP
 //! flag names it prints ([`gfp`]), where the memory controller is mounted
-//! ([`cgroup`]), this process's capabilities ([`privilege`]) and the release.
+//! ([`cgroup`]), this process's capabilities ([`privilege`]), its symbols
+//! ([`kallsyms`]), the possible CPUs ([`cpus`]) and the release.
 //!
 //! May use: `model` (the layouts and tables it fills). Nothing else of the
 //! crate: everything else reads the host through here.
 
 pub mod btf;
 pub mod cgroup;
+pub mod cpus;
 pub mod gfp;
+pub mod kallsyms;
 pub mod privilege;
 pub mod psi;
 pub mod tracefs;

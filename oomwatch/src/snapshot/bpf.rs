@@ -1,7 +1,8 @@
 //! Processes from a BPF task iterator: every task's OOM-relevant state in one
-//! read, taken from the kernel's own structures the way `oom_badness()` takes
-//! it (`get_mm_counter()`: the percpu counters' global part from 6.2, the
-//! atomics before), rather than from `/proc`, which from about 6.16 shows
+//! read, taken from the kernel's own structures the way that kernel's
+//! `oom_badness()` takes it (the atomics up to 6.1, the percpu counters'
+//! global part 6.2 – 6.19, their precise per-CPU sums from 7.0:
+//! [`ebpf::RssRule`]), rather than from `/proc`, which 6.16 – 6.19 shows
 //! precise per-CPU sums the OOM killer does not use.
 //!
 //! The program (`oomwatch_tasks`, `iter/task` in `oomwatch-ebpf`) writes one
@@ -20,10 +21,11 @@ use oomwatch_common::{MMF_OOM_SKIP, TaskIterLayout, TaskRecord, task_state};
 
 use super::proc::{ProcEntry, ProcSnapshot, read_header};
 use crate::{
-    ebpf,
+    ebpf::{self, RssRuleChoice},
     host::btf::{Btf, VMLINUX_BTF},
     host::cgroup::{self, Hierarchy},
     host::privilege::Privileges,
+    host::{cpus, kallsyms, kernel_release},
     model::{MmCounters, Process, Thread},
 };
 
@@ -42,6 +44,9 @@ pub struct Unavailable(pub String);
 /// The loaded task iterator and what it needs to turn records into
 /// processes. Keep one and call [`TaskIter::read`] for every snapshot.
 pub struct TaskIter {
+    /// How the records' rss counters are read (as this kernel's
+    /// `oom_badness()` reads them), and why.
+    pub rss_rule: RssRuleChoice,
     ebpf: Ebpf,
     hierarchy: Option<Hierarchy>,
     /// Memory cgroup id → path in `hierarchy`, refreshed on a miss.
@@ -93,14 +98,15 @@ impl TaskIter {
                 "the kernel has no BPF task iterator (bpf_iter_task, Linux 5.8+)".into(),
             ));
         }
-        let layout = ebpf::task_iter_layout(&btf).map_err(|e| {
+        let mut layout = ebpf::task_iter_layout(&btf).map_err(|e| {
             Unavailable(format!(
                 "the kernel's structures are not laid out as the task iterator expects ({e})"
             ))
         })?;
         // Its memory is reused by the loader's own parse.
         drop(btf);
-        let it = Self::load_with(&layout);
+        let rss_rule = rss_rule_for(&mut layout, &kernel_release())?;
+        let it = Self::load_with(&layout, rss_rule);
         // The parses are gone; give their memory back to the system rather
         // than keep it in the heap for the life of the process.
         // SAFETY: glibc's malloc_trim only releases free memory.
@@ -111,10 +117,11 @@ impl TaskIter {
         it
     }
 
-    fn load_with(layout: &TaskIterLayout) -> Result<Self, Unavailable> {
+    fn load_with(layout: &TaskIterLayout, rss_rule: RssRuleChoice) -> Result<Self, Unavailable> {
         let ebpf = ebpf::load_task_iterator(layout).map_err(|e| Unavailable(format!("{e:#}")))?;
         let hierarchy = cgroup::memory_hierarchy();
         Ok(TaskIter {
+            rss_rule,
             ebpf,
             hierarchy,
             memcg_paths: HashMap::new(),
@@ -201,6 +208,25 @@ impl TaskIter {
         }
         Ok(snap)
     }
+}
+
+/// Chooses how the iterator reads the rss counters on the kernel
+/// `release` and writes it into `layout`, or says why this kernel's way
+/// cannot be reproduced (then `/proc` is read instead: on 7.0+, where the
+/// kernel sums the per-CPU counters, `/proc/PID/status` shows those same
+/// precise sums).
+fn rss_rule_for(layout: &mut TaskIterLayout, release: &str) -> Result<RssRuleChoice, Unavailable> {
+    let choice = ebpf::choose_rss_rule(layout.rss_direct != 0, release).map_err(Unavailable)?;
+    ebpf::apply_rss_rule(layout, &choice, || {
+        let offsets = kallsyms::read().and_then(|t| kallsyms::per_cpu_offset(&t))?;
+        Ok((offsets, cpus::possible()?))
+    })
+    .map_err(|e| {
+        Unavailable(format!(
+            "{choice}; the task iterator cannot sum them here: {e}"
+        ))
+    })?;
+    Ok(choice)
 }
 
 /// The records in an iterator's output (a partial record at the end, which

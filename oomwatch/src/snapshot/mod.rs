@@ -42,15 +42,24 @@ pub struct SourceInUse {
     pub source: &'static str,
     /// Why `auto` fell back to `/proc` (None when it did not).
     pub fallback: Option<String>,
+    /// With the task iterator: how it reads the rss counters (as this
+    /// kernel's `oom_badness()` does) and why.
+    pub rss_rule: Option<crate::ebpf::RssRuleChoice>,
 }
 
 impl std::fmt::Display for SourceInUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.source, &self.fallback) {
-            ("bpf", _) => write!(
-                f,
-                "BPF task iterator (the kernel's own counters, read as oom_badness reads them)"
-            ),
+            ("bpf", _) => {
+                write!(
+                    f,
+                    "BPF task iterator (the kernel's own counters, read as oom_badness reads them"
+                )?;
+                match &self.rss_rule {
+                    Some(r) => write!(f, "; {r})"),
+                    None => write!(f, ")"),
+                }
+            }
             (_, Some(why)) => write!(f, "/proc (the BPF task iterator is unavailable: {why})"),
             _ => write!(f, "/proc"),
         }
@@ -101,9 +110,14 @@ impl Snapshotter {
             },
         };
         let source = if iter.is_some() { "bpf" } else { "proc" };
+        let rss_rule = iter.as_ref().map(|it| it.rss_rule.clone());
         Ok(Snapshotter {
             iter,
-            in_use: SourceInUse { source, fallback },
+            in_use: SourceInUse {
+                source,
+                fallback,
+                rss_rule,
+            },
         })
     }
 
