@@ -338,7 +338,57 @@ fn judge(results: &Results, log: &Path) -> (u32, u32) {
     check_hot_probes(results, &mut t);
     check_task_iterator(results, &mut t);
     check_scenarios(results, &mut t);
+    check_selftest(results, &mut t);
     (t.passed, t.failed)
+}
+
+/// `oomwatch selftest` in the guest: as root on cgroup v2 nothing needs to
+/// be skipped, so every scenario must pass (predicted, kernel, eBPF and
+/// replay agree), and where the daemon hooked `oom_badness` the kernel's
+/// own points must be there too.
+fn check_selftest(results: &Results, t: &mut Tally) {
+    let Some((exit, json)) = &results.selftest else {
+        return t.fail("selftest: did not run");
+    };
+    let Some(j) = json else {
+        return t.fail(format!("selftest: exit {exit}, no JSON report"));
+    };
+    let hooked = hooked(&results.kernel_hooks(), "oom_badness");
+    let scenarios = j["scenarios"].as_array().cloned().unwrap_or_default();
+    let mut bad = Vec::new();
+    for s in &scenarios {
+        let name = s["name"].as_str().unwrap_or("?");
+        if s["status"] != "passed" {
+            bad.push(format!("{name} {}: {}", s["status"], s["reason"]));
+        } else if hooked && !s["kernel_points"]["unavailable"].is_null() {
+            bad.push(format!(
+                "{name}: kernel points unavailable: {}",
+                s["kernel_points"]["unavailable"]
+            ));
+        }
+    }
+    if *exit == 0 && !scenarios.is_empty() && bad.is_empty() {
+        t.pass(format!(
+            "selftest: {} scenarios passed ({}){}",
+            scenarios.len(),
+            scenarios
+                .iter()
+                .filter_map(|s| s["name"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            if hooked {
+                ", each with the kernel's own points"
+            } else {
+                ""
+            }
+        ));
+    } else {
+        t.fail(format!(
+            "selftest: exit {exit}, {} scenarios; {}",
+            scenarios.len(),
+            bad.join("; ")
+        ));
+    }
 }
 
 /// Checks passed and failed so far, each printed as its `PASS`/`FAIL` line.
@@ -1239,6 +1289,8 @@ struct Results {
     ended: bool,
     /// The knob guest's host-wide OOM with panic_on_oom=1 did not panic.
     no_panic: bool,
+    /// `oomwatch selftest --json` in the guest: its exit status and report.
+    selftest: Option<(i64, Option<serde_json::Value>)>,
 }
 
 fn pid_field(s: &str, key: &str) -> Option<i64> {
@@ -1292,6 +1344,13 @@ fn parse(log: &str) -> Results {
                 });
             }
             "NOPANIC" => r.no_panic = true,
+            "SELFTEST" => {
+                let (exit, json) = rest.split_once(' ').unwrap_or((rest, ""));
+                r.selftest = Some((
+                    pid_field(exit, "exit=").unwrap_or(-1),
+                    serde_json::from_str(json).ok(),
+                ));
+            }
             "HOG" | "PRED" | "KILL" | "REPORT" | "GROUP" | "REPLAY" | "KNOB" => {
                 let (scn, rest) = rest.split_once(' ').unwrap_or((rest, ""));
                 let Some(s) = by_name.get(scn).map(|&i| &mut r.scenarios[i]) else {
@@ -1377,6 +1436,7 @@ oomwatch_hot_probes_attached=1 oomwatch_snapshot_source_info{source=\"bpf\"}=1\n
 @@ ALLOCFAIL 2 pid=101 tgid=101 comm=oomwatch-hog order=9 gfp=GFP_TRANSHUGE migratetype=1;\n\
 @@ STARTS host=1 reclaim_exhausted=0 memcg=2\n\
 @@ SELFCHECK mismatches=0 explained=3\n\
+@@ SELFTEST exit=0 {\"scenarios\": [{\"name\": \"largest\", \"status\": \"passed\", \"kernel_points\": {\"unavailable\": null}}]}\n\
 @@ END\n";
 
     #[test]
@@ -1440,8 +1500,8 @@ oomwatch_hot_probes_attached=1 oomwatch_snapshot_source_info{source=\"bpf\"}=1\n
     #[test]
     fn judges_a_passing_and_a_failing_guest() {
         let log = Path::new("guest.log");
-        // Nine guest-wide checks and one scenario, all passing.
-        assert_eq!(judge(&parse(PASSING_GUEST), log), (10, 0));
+        // Nine guest-wide checks, one scenario and the selftest, all passing.
+        assert_eq!(judge(&parse(PASSING_GUEST), log), (11, 0));
         // The self-check found a difference, the direct-reclaim and
         // kernel-points counters are gone, and the scenario's eBPF victim
         // differs from the kernel's.
@@ -1453,11 +1513,19 @@ oomwatch_hot_probes_attached=1 oomwatch_snapshot_source_info{source=\"bpf\"}=1\n
             )
             .replace("{outcome=\"differ\"}=0", "{outcome=\"differ\"}=1")
             .replace("kernel=102 ebpf=102", "kernel=102 ebpf=101");
-        assert_eq!(judge(&parse(&failing), log), (6, 4));
+        assert_eq!(judge(&parse(&failing), log), (7, 4));
+        // A selftest scenario that failed, or one without the kernel's
+        // points where oom_badness is hooked.
+        for broken in [
+            PASSING_GUEST.replace("\"status\": \"passed\"", "\"status\": \"failed\""),
+            PASSING_GUEST.replace("{\"unavailable\": null}", "{\"unavailable\": \"no hooks\"}"),
+        ] {
+            assert_eq!(judge(&parse(&broken), log), (10, 1));
+        }
         // Nothing but the start and the end: no self-check line, every
         // metric check fails, no scenario.
         let empty = "@@ UNAME 6.1.0-31-cloud-arm64 aarch64\n@@ END\n";
-        assert_eq!(judge(&parse(empty), log), (0, 8));
+        assert_eq!(judge(&parse(empty), log), (0, 9));
     }
 
     #[test]

@@ -90,6 +90,12 @@ memcg() {
 # scenarios instead, and ends there (guest/knobs.sh).
 grep -q 'oomwatch.knobs' /proc/cmdline && . /knobs.sh
 
+# The selftest as a user runs it (`oomwatch selftest`): its own memcgs,
+# each scenario's predicted, kernel, eBPF and replayed victims compared.
+/bin/oomwatch selftest --json > /tmp/selftest.json 2> /tmp/selftest.err; RC=$?
+say "SELFTEST exit=$RC $(tr -d '\n' < /tmp/selftest.json)"
+[ $RC -eq 0 ] || sed 's/^/@@ SELFTESTERR /' /tmp/selftest.err | tail -20 >> /tmp/results
+
 # 1. oom_score_adj -1000 on the largest task: it is never chosen.
 begin adj-1000 B "adj -1000 on the largest (36 MiB), next largest 14 MiB"
 memcg adj-1000
