@@ -501,6 +501,10 @@ mod tests {
             wf.contains("runs-on: ubuntu-24.04-arm"),
             "not an arm64 runner"
         );
+        assert!(
+            wf.contains("oomwatch selftest"),
+            "the arm64 runner does not run the selftest"
+        );
         let packages = packages();
         assert!(
             packages.iter().any(|p| p == "oomwatch-tests"),
