@@ -88,10 +88,13 @@ impl Episode {
                 (None, false) if self.victim.marked_itself() => "exiting",
                 (None, false) => "no_report",
             },
-            points: self
-                .points_check
-                .as_ref()
-                .map(|c| (c.equal as u64, c.differ.len() as u64)),
+            points: self.points_check.as_ref().map(|c| {
+                (
+                    c.equal as u64,
+                    c.differ.len() as u64,
+                    c.changed.len() as u64,
+                )
+            }),
             in_page_fault: self.trigger.as_ref().is_some_and(|t| t.in_page_fault),
         }
     }

@@ -700,6 +700,15 @@ impl Kills {
                 ep.add_kernel_scan(&scan);
             }
         }
+        if let Some(c) = ep.points_check.as_ref().filter(|c| !c.changed.is_empty()) {
+            tracing::info!(
+                "kernel points changed before the report for {} of {} tasks of the kill of pid={} (not the task in the OOM killer: it ran between the scan and the table): {:?}",
+                c.changed.len(),
+                c.compared,
+                ep.victim.pid,
+                c.changed
+            );
+        }
         if let Some(c) = ep.points_check.as_ref().filter(|c| !c.differ.is_empty()) {
             tracing::warn!(
                 "kernel points differ from the model's for {} of {} tasks of the kill of pid={}: {:?}",

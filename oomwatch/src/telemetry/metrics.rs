@@ -139,8 +139,8 @@ pub struct EpisodeCounts<'a> {
     /// The replay's outcome: `agree`, `disagree`, `unreplayable`,
     /// `no_report`, `exiting` or `oom_group`.
     pub replay: &'static str,
-    /// The kernel's points against the model's: (equal, differ).
-    pub points: Option<(u64, u64)>,
+    /// The kernel's points against the model's: (equal, differ, changed).
+    pub points: Option<(u64, u64, u64)>,
     /// The report's call trace runs through `handle_mm_fault`.
     pub in_page_fault: bool,
 }
@@ -596,11 +596,11 @@ impl Metrics {
         let kernel_points_checks = IntCounterVec::new(
             Opts::new(
                 names::KERNEL_POINTS_CHECKS,
-                "Tasks the kernel scored during an OOM (oom_badness, through fexit or kprobe) whose points were compared with the model's over the same task's OOM report row: equal or differ.",
+                "Tasks the kernel scored during an OOM (oom_badness, through fexit or kprobe) whose points were compared with the model's over the same task's OOM report row: equal, differ, or changed (a task other than the one running the OOM killer, whose row printed after the scan shows other numbers: it ran in between).",
             ),
             &["outcome"],
         )?;
-        for o in ["equal", "differ"] {
+        for o in ["equal", "differ", "changed"] {
             kernel_points_checks.with_label_values(&[o]).inc_by(0);
         }
         registry.register(Box::new(kernel_points_checks.clone()))?;
@@ -846,13 +846,16 @@ impl Metrics {
             .with_label_values(&[ep.constraint])
             .inc();
         self.report_replays.with_label_values(&[ep.replay]).inc();
-        if let Some((equal, differ)) = ep.points {
+        if let Some((equal, differ, changed)) = ep.points {
             self.kernel_points_checks
                 .with_label_values(&["equal"])
                 .inc_by(equal);
             self.kernel_points_checks
                 .with_label_values(&["differ"])
                 .inc_by(differ);
+            self.kernel_points_checks
+                .with_label_values(&["changed"])
+                .inc_by(changed);
         }
         if ep.in_page_fault {
             self.page_fault_ooms
