@@ -81,7 +81,7 @@ predict
 say END
 echo "== results"; cat /tmp/results
 echo "== panic-global: a host-wide OOM with panic_on_oom=1"
-hog T $G 0 400
+hog T $G 0 200
 sleep 60
 echo "@@ NOPANIC the host-wide OOM did not panic within 60 s"
 poweroff -f
