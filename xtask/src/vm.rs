@@ -764,12 +764,31 @@ fn judge_knobs(results: &Results, log_text: &str) -> (u32, u32) {
             .ok_or_else(|| format!("(min_free_kbytes, zones agree) {seen:?}"))
     });
     check("allocating-global", &|s| {
-        (same(s, false) && action(s) == "kill_allocating_task")
-            .then(|| {
-                "the allocating task killed without a scan, as predicted (kill_allocating_task)"
-                    .into()
-            })
-            .ok_or_else(|| format!("action {}", action(s)))
+        // Whichever task's allocation failed first (a hog, or the guest's
+        // shell) is killed: the report's invoking task is its victim.
+        let invoked = s.report.iter().find_map(|l| {
+            let (_, rest) = l.split_once("] ")?;
+            rest.split_once(" invoked oom-killer")
+                .map(|(c, _)| c.to_owned())
+        });
+        let killed = s.report.iter().find_map(|l| {
+            let rest = l
+                .split_once("Out of memory (oom_kill_allocating_task): Killed process ")?
+                .1;
+            let (pid, rest) = rest.split_once(" (")?;
+            Some((pid.parse::<i64>().ok()?, rest.split_once(')')?.0.to_owned()))
+        });
+        let ok = action(s) == "kill_allocating_task"
+            && s.kernel.is_some()
+            && s.ebpf == s.kernel
+            && killed.as_ref().is_some_and(|(pid, comm)| {
+                Some(*pid) == s.kernel && invoked.as_deref() == Some(comm.as_str())
+            });
+        ok.then(|| format!(
+            "the allocating task ({}) killed without a scan, as predicted (kill_allocating_task); eBPF saw it",
+            invoked.as_deref().unwrap_or("?")
+        ))
+        .ok_or_else(|| format!("action {}, invoked by {invoked:?}, killed {killed:?}", action(s)))
     });
     check("panic-memcg", &|s| {
         (same(s, true) && action(s) == "kill_victim")
@@ -1488,8 +1507,10 @@ oomwatch_hot_probes_attached=1 oomwatch_snapshot_source_info{source=\"bpf\"}=1\n
                 pred("kill_victim", &zones(3000))
             ),
             format!(
-                "@@ SCN allocating-global expect=T\n@@ HOG allocating-global T 13 adj=0 mib=200\n\
-                 @@ PRED allocating-global {}\n@@ KILL allocating-global kernel=13 ebpf=13\n",
+                "@@ SCN allocating-global expect=allocating\n@@ HOG allocating-global T 13 adj=0 mib=200\n\
+                 @@ PRED allocating-global {}\n@@ KILL allocating-global kernel=13 ebpf=13\n\
+                 @@ REPORT allocating-global [  1.0] oomwatch-hog invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE), order=0, oom_score_adj=0\n\
+                 @@ REPORT allocating-global [  1.1] Out of memory (oom_kill_allocating_task): Killed process 13 (oomwatch-hog) total-vm:2268kB\n",
                 pred("kill_allocating_task", "")
             ),
             memcg("panic-memcg", ""),

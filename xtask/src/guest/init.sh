@@ -60,9 +60,13 @@ finish() {
   for i in $(seq 1 600); do [ "$(kills)" -gt "$K0" ] && break; sleep 0.1; done
   sleep 0.5
   KPID=$(dmesg | tail -n +$((D0+1)) | grep -m1 -o 'Killed process [0-9]*' | grep -o '[0-9]*$')
-  EPID=$(grep 'oom kill: ' /tmp/daemon.log | sed -n "$((K0+1))p" | sed 's/.*oom kill: pid=\([0-9]*\).*/\1/')
+  # eBPF's kill of the kernel's victim if it saw one: the daemon logs a kill
+  # when its episode is complete, so with several kills in a row (an
+  # oom.group, a trigger killed too) the lines need not be in kill order.
+  EPIDS=$(grep 'oom kill: ' /tmp/daemon.log | tail -n +$((K0+1)) | sed 's/.*oom kill: pid=\([0-9]*\).*/\1/')
+  EPID=$(echo "$EPIDS" | grep -x "${KPID:-none}" || echo "$EPIDS" | head -n 1)
   say "KILL $SCN kernel=${KPID:-none} ebpf=${EPID:-none}"
-  grep 'oom kill: ' /tmp/daemon.log | sed -n "$((K0+1))p" | sed "s/^/@@ KILLLINE $SCN /" >> /tmp/results
+  grep "oom kill: pid=${EPID:-none} " /tmp/daemon.log | tail -n 1 | sed "s/^/@@ KILLLINE $SCN /" >> /tmp/results
   dmesg | tail -n +$((D0+1)) | sed -n '/invoked oom-killer/,/Killed process/p' | sed "s/^/@@ REPORT $SCN /" >> /tmp/results
   # `oomwatch replay` on this kernel's own log of the scenario: the first
   # report's kill and verdict, and the exit status over all of them.

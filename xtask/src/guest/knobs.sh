@@ -58,7 +58,7 @@ predict
 # itself is killed, without a scan.
 echo always > /sys/kernel/mm/transparent_hugepage/enabled
 echo never > /sys/kernel/mm/transparent_hugepage/defrag
-begin allocating-global T "oom_kill_allocating_task=1, host-wide: the allocating task is killed"
+begin allocating-global allocating "oom_kill_allocating_task=1, host-wide: the allocating task (whoever it is) is killed"
 knob oom_kill_allocating_task 1
 G=/sys/fs/cgroup/oomwatch-allocating; mkdir $G
 hog A $G 0 40; ready; hog B $G 0 30; ready
