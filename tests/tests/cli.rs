@@ -67,6 +67,17 @@ fn check_json_describes_this_kernel() {
         precise["why"].as_str().unwrap().contains("7.0.0"),
         "{precise}"
     );
+    // What this kernel's own tasks say of its counters: measured, counted.
+    let measured = &rules["measured"];
+    let counted: u64 = ["precise", "approximate", "undecided"]
+        .iter()
+        .map(|k| measured[k].as_u64().expect("a count"))
+        .sum();
+    assert!(counted >= 1, "{measured}");
+    assert!(
+        measured["verdict"].as_str().is_some_and(|v| !v.is_empty()),
+        "{measured}"
+    );
     // fentry/fexit were really tried: either they load, or the kernel's refusal
     // is reported (this lab's 6.18 refuses them with EPERM).
     for key in ["fentry", "fexit"] {

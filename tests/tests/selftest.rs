@@ -168,7 +168,7 @@ fn an_interrupted_run_leaves_no_cgroup() {
     if !can_run("an_interrupted_run_leaves_no_cgroup") {
         return;
     }
-    let mut child = Command::new(OOMWATCH)
+    let child = Command::new(OOMWATCH)
         .args([
             "selftest",
             "--scenarios",

@@ -327,6 +327,7 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
 /// (passed, failed).
 fn judge(results: &Results, log: &Path) -> (u32, u32) {
     let mut t = Tally::default();
+    print_rules(results);
     check_self_check(results, log, &mut t);
     check_direct_reclaim(results, &mut t);
     check_page_alloc_failures(results, &mut t);
@@ -389,6 +390,21 @@ fn check_selftest(results: &Results, t: &mut Tally) {
             bad.join("; ")
         ));
     }
+}
+
+/// The rules `oomwatch check` found for the guest's kernel, and what its
+/// tasks said of the rss counters.
+fn print_rules(results: &Results) {
+    let Some(r) = results.check.as_ref().map(|c| &c["rules"]) else {
+        return println!("   info: no `oomwatch check --json` report");
+    };
+    println!(
+        "   info: rules Linux {} ({}); oom_badness reads rss as {}; measured: {}",
+        r["version"].as_str().unwrap_or("?"),
+        r["version_from"].as_str().unwrap_or("?"),
+        r["rss_counters"].as_str().unwrap_or("?"),
+        r["measured"]["verdict"].as_str().unwrap_or("not measured")
+    );
 }
 
 /// Checks passed and failed so far, each printed as its `PASS`/`FAIL` line.
@@ -1317,6 +1333,8 @@ struct Results {
     no_panic: bool,
     /// `oomwatch selftest --json` in the guest: its exit status and report.
     selftest: Option<(i64, Option<serde_json::Value>)>,
+    /// `oomwatch check --json` at the start.
+    check: Option<serde_json::Value>,
 }
 
 fn pid_field(s: &str, key: &str) -> Option<i64> {
@@ -1370,6 +1388,7 @@ fn parse(log: &str) -> Results {
                 });
             }
             "NOPANIC" => r.no_panic = true,
+            "CHECK" => r.check = serde_json::from_str(rest).ok(),
             "SELFTEST" => {
                 let (exit, json) = rest.split_once(' ').unwrap_or((rest, ""));
                 r.selftest = Some((

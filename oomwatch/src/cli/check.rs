@@ -10,7 +10,11 @@ use crate::{
     host::cgroup::{self, Hierarchy},
     host::privilege::Privileges,
     host::tracefs,
-    model::{KernelBehavior, behavior::Rules},
+    model::{
+        KernelBehavior,
+        behavior::Rules,
+        score::{CounterSample, measure_counters},
+    },
     snapshot::proc::read_header,
 };
 
@@ -343,14 +347,19 @@ pub fn run(proc_root: &Path) -> Report {
         };
     // The rules follow the version the snapshot reads (a distribution's
     // stable sublevel where its build line names one).
-    let rules = read_header(proc_root)
+    let mut rules = read_header(proc_root)
         .ok()
         .map(|h| KernelBehavior::for_version(h.version).rules(&h.version_from));
     let (knobs, knobs_error) = match host_knobs(proc_root) {
         Ok(k) => (Some(k), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
-    let warnings = knobs.as_ref().map_or_else(Vec::new, |k| k.warnings.clone());
+    let mut warnings = knobs.as_ref().map_or_else(Vec::new, |k| k.warnings.clone());
+    if let Some(r) = rules.as_mut() {
+        if let Some(w) = measure_rss_counters(proc_root, r) {
+            warnings.push(w);
+        }
+    }
     Report {
         kernel: crate::host::kernel_release(),
         arch: std::env::consts::ARCH,
@@ -454,6 +463,9 @@ impl Report {
             );
             if let Some(note) = &r.note {
                 let _ = writeln!(s, "{:<w$}{note}", "");
+            }
+            if let Some(m) = &r.measured {
+                let _ = writeln!(s, "{:<w$}measured: {}", "", m.verdict);
             }
         }
         let line = |s: &mut String, label: &str, i: &Item| {
@@ -565,6 +577,36 @@ impl Report {
         }
         s
     }
+}
+
+/// Measures which rss this kernel scores with (every task's precise and
+/// approximate rss against its `oom_score`) into `rules.measured`; returns
+/// a warning when the measurement contradicts the rules the release gave.
+fn measure_rss_counters(proc_root: &Path, rules: &mut Rules) -> Option<String> {
+    let snap = crate::snapshot::proc::read(proc_root).ok()?;
+    let kb = KernelBehavior::for_version(snap.version);
+    let samples = snap.processes.iter().filter_map(|e| {
+        Some(CounterSample {
+            process: &e.process,
+            approx_rss_pages: e.stat_rss_pages?,
+            kernel_score: e.kernel_oom_score?,
+        })
+    });
+    let m = measure_counters(samples, snap.memory.totalpages(), snap.page_size, &kb);
+    let says = match (m.precise, m.approximate) {
+        (p, 0) if p > 0 => Some("precise_sums"),
+        (0, a) if a > 0 => Some("approximate"),
+        _ => None,
+    };
+    let warning = says.filter(|&s| s != rules.rss_counters).map(|s| {
+        format!(
+            "the rules for Linux {} say oom_badness reads rss as {}, but this kernel's tasks say {s} ({}): \
+             a backport the release does not show; the model's scores can be off by the per-CPU counters' error",
+            rules.version, rules.rss_counters, m.verdict
+        )
+    });
+    rules.measured = Some(m);
+    warning
 }
 
 /// `oomwatch check [--json]`: the report, and success when oomwatch can run.

@@ -268,6 +268,7 @@ mod tests {
                 process: Process::simple(100, "hog", mm, 0),
                 kernel_oom_score: Some(kernel_score),
                 start_ticks: 1,
+                stat_rss_pages: None,
             }],
         }
     }

@@ -721,6 +721,9 @@ pub struct Rules {
     pub rss_counters: &'static str,
     /// Set for a release newer than the newest the model was read against.
     pub note: Option<String>,
+    /// What the running kernel's tasks say of its rss counters, where they
+    /// were measured (`oomwatch check`); None where not measured.
+    pub measured: Option<super::score::CountersMeasured>,
     /// Every change the model knows, oldest first.
     pub changes: Vec<RuleRow>,
 }
@@ -786,6 +789,7 @@ impl KernelBehavior {
                      it applies that kernel's rules, unverified here"
                 )
             }),
+            measured: None,
             changes,
         }
     }

@@ -1,8 +1,11 @@
 //! `/proc/PID/oom_score`, and the legacy `oom_adj` ↔ `oom_score_adj`
 //! conversions (fs/proc/base.c; kernel-oom.md §3).
 
+use serde::Serialize;
+
 use super::{
-    badness::Badness,
+    Process,
+    badness::{Badness, oom_badness},
     behavior::{KernelBehavior, ProcScoreFormula},
 };
 
@@ -73,6 +76,85 @@ pub fn explain_score_difference(
             kb.version
         )
     })
+}
+
+/// Which rss the kernel scores with, measured: tasks whose precise sums
+/// (`/proc/PID/status`) and approximate counters (`/proc/PID/stat` rss)
+/// give different scores tell which one `/proc/PID/oom_score` used. Where
+/// the release cannot tell (a stable or vendor backport of 7.0's precise
+/// sums, or of 6.16's precise `/proc`), the running kernel does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CountersMeasured {
+    /// Tasks whose kernel score is the precise sums' and not the approximate one.
+    pub precise: u64,
+    /// Tasks whose kernel score is the approximate counters' and not the precise one.
+    pub approximate: u64,
+    /// Tasks where both give the same score (their per-CPU deltas folded,
+    /// or a kernel whose `/proc` shows one kind only), or neither.
+    pub undecided: u64,
+    /// What the tasks say, in words.
+    pub verdict: String,
+}
+
+/// One task's evidence for [`measure_counters`]: its process (precise
+/// counters), its approximate rss in pages, and its kernel `oom_score`.
+pub struct CounterSample<'a> {
+    pub process: &'a Process,
+    pub approx_rss_pages: u64,
+    pub kernel_score: u64,
+}
+
+/// Scores every sample twice, with the precise and the approximate rss
+/// (the rest of the counters as read), and counts which one each kernel
+/// score matches when they differ.
+pub fn measure_counters<'a>(
+    samples: impl IntoIterator<Item = CounterSample<'a>>,
+    totalpages: u64,
+    page_size: u64,
+    kb: &KernelBehavior,
+) -> CountersMeasured {
+    let mut m = CountersMeasured::default();
+    for s in samples {
+        let Some(mm) = s.process.mm else {
+            continue;
+        };
+        let score = |mm: crate::model::MmCounters| {
+            let p = Process {
+                mm: Some(mm),
+                ..s.process.clone()
+            };
+            proc_oom_score(&oom_badness(&p, totalpages, page_size, kb), totalpages, kb)
+        };
+        // oom_badness adds the three rss counters: only their sum matters.
+        let approx = crate::model::MmCounters {
+            anon_pages: s.approx_rss_pages,
+            file_pages: 0,
+            shmem_pages: 0,
+            ..mm
+        };
+        let (p, a) = (score(mm), score(approx));
+        if p != a && s.kernel_score == p {
+            m.precise += 1;
+        } else if p != a && s.kernel_score == a {
+            m.approximate += 1;
+        } else {
+            m.undecided += 1;
+        }
+    }
+    m.verdict = match (m.precise, m.approximate) {
+        (0, 0) => format!(
+            "no task tells ({} where precise and approximate rss give the same score)",
+            m.undecided
+        ),
+        (p, 0) => format!("the kernel scores with the precise per-CPU sums ({p} tasks tell)"),
+        (0, a) => {
+            format!("the kernel scores with the approximate per-CPU counters ({a} tasks tell)")
+        }
+        (p, a) => format!(
+            "{p} tasks say precise sums, {a} approximate counters: tasks changed while they were read"
+        ),
+    };
+    m
 }
 
 /// Writing `oom_adj` (−17 … 15) sets this `oom_score_adj`; `None` for values
@@ -159,6 +241,51 @@ mod tests {
                 "{ver}"
             );
         }
+    }
+
+    /// A task whose precise and approximate rss straddle a score boundary
+    /// tells which one the kernel used; one far from it tells nothing.
+    #[test]
+    fn measured_counters() {
+        let kb = KernelBehavior::for_version(v(6, 18, 44));
+        let t = 6_170_914;
+        // 6 171 precise pages score 667, 6 100 approximate ones 666.
+        let near = Process::simple(
+            1,
+            "a",
+            crate::model::MmCounters {
+                anon_pages: 6_171,
+                ..Default::default()
+            },
+            0,
+        );
+        let far = Process::simple(
+            2,
+            "b",
+            crate::model::MmCounters {
+                anon_pages: 3_000,
+                ..Default::default()
+            },
+            0,
+        );
+        let sample = |p, approx, kernel| CounterSample {
+            process: p,
+            approx_rss_pages: approx,
+            kernel_score: kernel,
+        };
+        let m = measure_counters(
+            [sample(&near, 6_100, 666), sample(&far, 2_990, 666)],
+            t,
+            4096,
+            &kb,
+        );
+        assert_eq!((m.precise, m.approximate, m.undecided), (0, 1, 1));
+        assert!(m.verdict.contains("approximate"), "{}", m.verdict);
+        let m = measure_counters([sample(&near, 6_100, 667)], t, 4096, &kb);
+        assert_eq!((m.precise, m.approximate), (1, 0));
+        assert!(m.verdict.contains("precise"), "{}", m.verdict);
+        let m = measure_counters([sample(&far, 2_990, 666)], t, 4096, &kb);
+        assert!(m.verdict.starts_with("no task tells"), "{}", m.verdict);
     }
 
     #[test]

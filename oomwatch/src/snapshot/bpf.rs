@@ -335,6 +335,7 @@ pub fn group(records: &[TaskRecord], memcg_paths: &HashMap<u64, String>) -> Vec<
             ProcEntry {
                 process,
                 kernel_oom_score: None,
+                stat_rss_pages: None,
                 start_ticks: leader.start_time / NS_PER_TICK,
             },
         ));

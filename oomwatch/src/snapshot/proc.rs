@@ -43,6 +43,10 @@ pub struct ProcEntry {
     /// Start time in clock ticks since boot (`stat` field 22): the order
     /// `for_each_process` walks, up to tick granularity.
     pub start_ticks: u64,
+    /// `stat` field 24, rss in pages: `get_mm_rss()`, the approximate
+    /// per-CPU counters from 6.2 on, where `status` shows the precise sums
+    /// (6.16+, 6.12.39+). None without an mm, or from the task iterator.
+    pub stat_rss_pages: Option<u64>,
 }
 
 /// Processes plus the global facts the model needs.
@@ -259,7 +263,9 @@ fn read_one(p: &procfs::process::Process) -> Result<ProcEntry, ProcError> {
     let mut threads: Vec<Thread> = threads;
     // Leader first, as for_each_thread walks.
     threads.sort_by_key(|t| (t.pid != p.pid, t.pid));
+    let stat_rss_pages = mm.is_some().then_some(stat.rss);
     Ok(ProcEntry {
+        stat_rss_pages,
         process: Process {
             tgid: p.pid,
             comm: stat.comm.clone(),
