@@ -103,10 +103,14 @@ impl TaskLayout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VictimTask {
     pub tgid: u32,
-    pub _pad: u32,
+    /// The process in the OOM killer (`current`) when the victim was marked.
+    pub marker_tgid: u32,
     /// The memory cgroup's id (kernfs node id) in whichever hierarchy the
     /// memory controller is mounted on (v1 or v2); 0 if unknown.
     pub memcg_id: u64,
+    /// `bpf_ktime_get_boot_ns()` when the victim was marked: the time of a
+    /// kill recovered from this record alone.
+    pub boot_ns: u64,
 }
 
 /// Bits of [`VictimEvent::present`]: which fields the running kernel gave us.
@@ -640,7 +644,7 @@ const _: () = assert!(core::mem::size_of::<MarkVictimLayout>() == 40);
 const _: () = assert!(core::mem::size_of::<TaskLayout>() == 32);
 const _: () = assert!(core::mem::size_of::<TaskIterLayout>() == 168);
 const _: () = assert!(core::mem::size_of::<TaskRecord>() == 112);
-const _: () = assert!(core::mem::size_of::<VictimTask>() == 16);
+const _: () = assert!(core::mem::size_of::<VictimTask>() == 24);
 const _: () = assert!(core::mem::size_of::<VictimEvent>() == 104);
 const _: () = assert!(core::mem::align_of::<VictimEvent>() == 8);
 

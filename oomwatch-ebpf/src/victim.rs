@@ -113,8 +113,10 @@ fn try_oom_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let memcg_id = memcg_id_of(task, &l)?;
     let value = VictimTask {
         tgid: tgid as u32,
-        _pad: 0,
+        marker_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         memcg_id,
+        // SAFETY: plain helper call, no arguments.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
     };
     VICTIM_TASKS.insert(pid as u32, value, 0)
 }

@@ -2,7 +2,11 @@
 //! the event types of [`super::victim`], [`super::oompath`],
 //! [`super::alloc`] and [`super::reclaim`], in batches, with tokio.
 
-use std::{io, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    io,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use oomwatch_common::{AllocFailEvent, EventKind, ReclaimExhaustedEvent, VictimEvent, VictimTask};
@@ -66,6 +70,49 @@ pub struct VictimStream {
     tasks: Option<BpfHashMap<MapData, u32, VictimTask>>,
     dropped: Option<PerCpuArray<MapData, u64>>,
     hierarchy: Option<Hierarchy>,
+    /// Victims the classic program reported lately.
+    recent: VecDeque<u32>,
+    /// `VICTIM_TASKS` records no classic event has claimed, since when.
+    unclaimed: HashMap<u32, Instant>,
+}
+
+/// How long a `VICTIM_TASKS` record may wait for its classic event: both
+/// programs run in the same `trace_mark_victim()` call, and the ring is read
+/// in order, so an event still to come would have come long before.
+const UNCLAIMED_GRACE: Duration = Duration::from_millis(500);
+
+/// Which `VICTIM_TASKS` records are kills whose classic `oom:mark_victim`
+/// program did not run, returned as (to recover, to drop).
+///
+/// The kernel runs a classic (perf) tracepoint's BPF program only when no
+/// other kprobe or tracepoint program is running on that CPU
+/// (`bpf_prog_active`, kernel/trace/bpf_trace.c); the BTF tracepoint program
+/// has a recursion guard of its own. So a victim can be marked with only the
+/// task program's record (seen in the 7.3 x86_64 guests, whose tracepoint
+/// programs run preemptibly). A record whose pid the classic program
+/// reported is stale (it came after the event); one unclaimed past
+/// [`UNCLAIMED_GRACE`] is a kill to recover.
+fn unclaimed_records(
+    keys: &[u32],
+    recent: &VecDeque<u32>,
+    unclaimed: &mut HashMap<u32, Instant>,
+    now: Instant,
+) -> (Vec<u32>, Vec<u32>) {
+    unclaimed.retain(|pid, _| keys.contains(pid));
+    let (mut recover, mut stale) = (Vec::new(), Vec::new());
+    for &pid in keys {
+        if recent.contains(&pid) {
+            stale.push(pid);
+            unclaimed.remove(&pid);
+            continue;
+        }
+        let since = *unclaimed.entry(pid).or_insert(now);
+        if now.duration_since(since) >= UNCLAIMED_GRACE {
+            recover.push(pid);
+            unclaimed.remove(&pid);
+        }
+    }
+    (recover, stale)
 }
 
 impl VictimStream {
@@ -76,8 +123,11 @@ impl VictimStream {
             let mut stalls = Vec::new();
             let mut fails = Vec::new();
             let mut kernel = Vec::new();
+            // At most a second without a look at the unclaimed records.
+            if let Ok(guard) =
+                tokio::time::timeout(Duration::from_secs(1), self.ring.readable_mut()).await
             {
-                let mut guard = self.ring.readable_mut().await?;
+                let mut guard = guard?;
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
                     match read_record(&item) {
@@ -92,19 +142,26 @@ impl VictimStream {
                 }
                 guard.clear_ready();
             }
-            if events.is_empty() && stalls.is_empty() && fails.is_empty() && kernel.is_empty() {
-                continue;
-            }
             let mut out = Vec::with_capacity(events.len());
             for ev in &events {
                 let mut v = Victim::from_event(ev);
                 if v.memcg_id.is_none() {
                     self.join_task(&mut v).await;
                 }
+                self.recent.push_back(v.pid);
+                if self.recent.len() > 256 {
+                    self.recent.pop_front();
+                }
+                out.push(v);
+            }
+            out.extend(self.recover_unclaimed());
+            for v in &mut out {
                 if let (Some(id), Some(h)) = (v.memcg_id, &self.hierarchy) {
                     v.memcg = cgroup::resolve(h, id);
                 }
-                out.push(v);
+            }
+            if out.is_empty() && stalls.is_empty() && fails.is_empty() && kernel.is_empty() {
+                continue;
             }
             return Ok(Batch {
                 victims: out,
@@ -132,6 +189,38 @@ impl VictimStream {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// Kills known only from their `VICTIM_TASKS` record (see
+    /// [`unclaimed_records`]), each logged once.
+    fn recover_unclaimed(&mut self) -> Vec<Victim> {
+        let Some(tasks) = self.tasks.as_mut() else {
+            return Vec::new();
+        };
+        let keys: Vec<u32> = tasks.keys().filter_map(Result::ok).collect();
+        if keys.is_empty() && self.unclaimed.is_empty() {
+            return Vec::new();
+        }
+        let (recover, stale) =
+            unclaimed_records(&keys, &self.recent, &mut self.unclaimed, Instant::now());
+        for pid in stale {
+            let _ = tasks.remove(&pid);
+        }
+        let mut out = Vec::new();
+        for pid in recover {
+            if let Ok(t) = tasks.get(&pid, 0) {
+                tracing::warn!(
+                    pid,
+                    "oom:mark_victim: the kernel did not run the tracepoint program for this victim \
+                     (another BPF program was running on its CPU); the kill is known from the BTF \
+                     tracepoint's record, without the kernel's numbers"
+                );
+                out.push(Victim::from_task_record(pid, &t));
+                self.recent.push_back(pid);
+            }
+            let _ = tasks.remove(&pid);
+        }
+        out
     }
 
     /// Events the kernel side could not queue because the ring buffer was full.
@@ -184,6 +273,35 @@ impl Probes {
             tasks,
             dropped,
             hierarchy: cgroup::memory_hierarchy(),
+            recent: VecDeque::new(),
+            unclaimed: HashMap::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record the classic program reported is dropped at once; an
+    /// unclaimed one is recovered once it has waited the grace period, and
+    /// forgotten when it is gone from the map.
+    #[test]
+    fn unclaimed_records_are_recovered_after_the_grace() {
+        let t0 = Instant::now();
+        let recent: VecDeque<u32> = [7].into();
+        let mut unclaimed = HashMap::new();
+        let (recover, stale) = unclaimed_records(&[7, 9], &recent, &mut unclaimed, t0);
+        assert_eq!((recover, stale), (vec![], vec![7]));
+        let (recover, _) =
+            unclaimed_records(&[9], &recent, &mut unclaimed, t0 + UNCLAIMED_GRACE / 2);
+        assert!(recover.is_empty(), "still within the grace");
+        let (recover, _) = unclaimed_records(&[9], &recent, &mut unclaimed, t0 + UNCLAIMED_GRACE);
+        assert_eq!(recover, vec![9]);
+        assert!(unclaimed.is_empty());
+        // A record that went away (its classic event joined it) is forgotten.
+        let _ = unclaimed_records(&[11], &recent, &mut unclaimed, t0);
+        let _ = unclaimed_records(&[], &recent, &mut unclaimed, t0);
+        assert!(unclaimed.is_empty());
     }
 }

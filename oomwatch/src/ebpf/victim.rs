@@ -55,6 +55,31 @@ impl Victim {
 }
 
 impl Victim {
+    /// A kill known only from the BTF tracepoint program's record: the
+    /// classic `oom:mark_victim` program, which carries the kernel's
+    /// numbers, did not run for it (see [`super::ring`]).
+    pub fn from_task_record(pid: u32, t: &oomwatch_common::VictimTask) -> Self {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim().to_owned());
+        Victim {
+            pid,
+            tgid: Some(t.tgid),
+            comm,
+            uid: None,
+            oom_score_adj: None,
+            total_vm_kb: None,
+            anon_rss_kb: None,
+            file_rss_kb: None,
+            shmem_rss_kb: None,
+            pgtables_kb: None,
+            memcg_id: Some(t.memcg_id),
+            memcg: None,
+            boot_ns: t.boot_ns,
+            marked_by: (t.marker_tgid != 0).then_some(t.marker_tgid),
+        }
+    }
+
     /// The victim marked itself: it was the task in the OOM killer.
     pub fn marked_itself(&self) -> bool {
         self.marked_by
