@@ -157,6 +157,10 @@ pub fn measure_counters<'a>(
     m
 }
 
+fn tasks_say(n: u64) -> &'static str {
+    if n == 1 { "task says" } else { "tasks say" }
+}
+
 /// Writing `oom_adj` (−17 … 15) sets this `oom_score_adj`; `None` for values
 /// the kernel rejects with EINVAL.
 pub fn oom_adj_to_score_adj(oom_adj: i32) -> Option<i16> {
