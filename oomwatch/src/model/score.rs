@@ -146,9 +146,15 @@ pub fn measure_counters<'a>(
             "no task tells ({} where precise and approximate rss give the same score)",
             m.undecided
         ),
-        (p, 0) => format!("the kernel scores with the precise per-CPU sums ({p} tasks tell)"),
+        (p, 0) => format!(
+            "the kernel scores with the precise per-CPU sums ({p} {} so)",
+            tasks_say(p)
+        ),
         (0, a) => {
-            format!("the kernel scores with the approximate per-CPU counters ({a} tasks tell)")
+            format!(
+                "the kernel scores with the approximate per-CPU counters ({a} {} so)",
+                tasks_say(a)
+            )
         }
         (p, a) => format!(
             "{p} tasks say precise sums, {a} approximate counters: tasks changed while they were read"

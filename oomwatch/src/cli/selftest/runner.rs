@@ -411,8 +411,15 @@ pub fn run(sc: &Scenario, ctx: &mut Ctx) -> anyhow::Result<ScenarioResult> {
     // Every available side, or its timeout.
     let first_seen = Instant::now();
     loop {
-        let kernel = kernel_kill(ctx, kills_before, &pids).is_some();
-        let ebpf = ebpf_victim(ctx, victims_before, &pids).is_some();
+        let kernel_pid = kernel_kill(ctx, kills_before, &pids).map(|k| k.pid);
+        let kernel = kernel_pid.is_some();
+        // eBPF's kill of the kernel's victim: a later kill (the trigger,
+        // charging again) can reach the ring first when the victim's event
+        // had to be recovered (ebpf::ring).
+        let ebpf = match kernel_pid {
+            Some(k) => ebpf_victim(ctx, victims_before, &[k]).is_some(),
+            None => ebpf_victim(ctx, victims_before, &pids).is_some(),
+        };
         let report = report_of(ctx, reports_before, &pids).is_some();
         let waited = first_seen.elapsed();
         let done = (kernel || ctx.obs.kmsg_unavailable.is_some())
@@ -615,7 +622,12 @@ fn judge(
         .filter(|k| pids.contains(&k.pid) && Some(k.pid) != r.kernel.pid)
         .map(|k| k.pid)
         .collect();
-    r.ebpf = match (&obs.ebpf_unavailable, ebpf_victim(ctx, victims_from, &pids)) {
+    let seen = r
+        .kernel
+        .pid
+        .and_then(|k| ebpf_victim(ctx, victims_from, &[k]))
+        .or_else(|| ebpf_victim(ctx, victims_from, &pids));
+    r.ebpf = match (&obs.ebpf_unavailable, seen) {
         (Some(why), _) => Side::unavailable(why.clone()),
         (None, Some(v)) => {
             let pid = v.tgid.unwrap_or(v.pid) as i32;
