@@ -821,16 +821,22 @@ fn judge_knobs(results: &Results, log_text: &str) -> (u32, u32) {
 
 /// Under `oom_kill_allocating_task`: each report's kill, against its
 /// header. `(oom_kill_allocating_task)` kills must be of the invoking task
-/// (same comm); other kills only where the invoking task was at -1000 (the
-/// kernel then scans). Returns (kills, the lines that break the rule).
+/// (same comm); other kills only where the kernel may not kill the invoking
+/// task and so scans: at -1000, or the global init (PID 1, named on the
+/// report's `CPU:` line). Returns (kills, the lines that break the rule).
 fn allocating_kills(report: &[String]) -> (usize, Vec<String>) {
-    let mut invoked: Option<(String, i64)> = None;
+    // (comm, oom_score_adj, pid).
+    let mut invoked: Option<(String, i64, Option<i64>)> = None;
     let (mut kills, mut broken) = (0, Vec::new());
     for l in report {
         let body = l.split_once("] ").map_or(l.as_str(), |(_, b)| b);
         if let Some((comm, rest)) = body.split_once(" invoked oom-killer") {
             let adj = pid_field(&rest.replace(',', " "), "oom_score_adj=").unwrap_or(0);
-            invoked = Some((comm.to_owned(), adj));
+            invoked = Some((comm.to_owned(), adj, None));
+        } else if let (Some(inv), true) = (invoked.as_mut(), body.starts_with("CPU: ")) {
+            inv.2 = body
+                .split_once(" PID: ")
+                .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
         } else if let Some((head, rest)) = body.split_once("Killed process ") {
             kills += 1;
             let comm = rest
@@ -838,10 +844,10 @@ fn allocating_kills(report: &[String]) -> (usize, Vec<String>) {
                 .and_then(|(_, r)| r.split_once(')'))
                 .map(|(c, _)| c);
             let fine = match &invoked {
-                Some((by, _)) if head.contains("(oom_kill_allocating_task)") => {
+                Some((by, ..)) if head.contains("(oom_kill_allocating_task)") => {
                     comm == Some(by.as_str())
                 }
-                Some((_, adj)) => *adj == -1000,
+                Some((_, adj, pid)) => *adj == -1000 || *pid == Some(1),
                 None => false,
             };
             if !fine {
@@ -1586,6 +1592,13 @@ oomwatch_hot_probes_attached=1 oomwatch_snapshot_source_info{source=\"bpf\"}=1\n
         assert_eq!(allocating_kills(&lines(-1000, "oomwatch-hog")), (2, vec![]));
         assert_eq!(allocating_kills(&lines(0, "oomwatch-hog")).1.len(), 1);
         assert_eq!(allocating_kills(&lines(-1000, "init")).1.len(), 1);
+        // The global init allocating: unkillable, so the scan chooses.
+        let mut init = lines(0, "oomwatch-hog");
+        init.insert(
+            1,
+            "[1.05] CPU: 0 UID: 0 PID: 1 Comm: init Not tainted 7.3.4 #1".into(),
+        );
+        assert_eq!(allocating_kills(&init), (2, vec![]));
         let panic = "[  9.1] Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled\n";
         let full = format!("{log}{panic}");
         assert_eq!(judge_knobs(&parse(&full), &full), (7, 0));
