@@ -113,14 +113,33 @@ impl ReportAssembler {
 /// completed OOM report. Fails when `/dev/kmsg` cannot be opened (no
 /// CAP_SYSLOG, or `dmesg_restrict` for a non-root user).
 pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KmsgEvent>) -> anyhow::Result<()> {
-    let mut kmsg = std::fs::File::open("/dev/kmsg").context("open /dev/kmsg")?;
+    let mut asm = ReportAssembler::default();
+    follow_kmsg_lines("kmsg", move |line| {
+        let ev = match asm.push(line) {
+            None => return true,
+            Some(Assembled::GroupMember { pid, victim }) => KmsgEvent::GroupMember { pid, victim },
+            Some(Assembled::Report(r)) => {
+                KmsgEvent::Report(Box::new(KernelReport::new(&r, Instant::now())))
+            }
+        };
+        tx.send(ev).is_ok()
+    })
+}
+
+/// Follows `/dev/kmsg` from its end on a thread named `name`, handing each
+/// message line to `on_line` until it returns false or the log ends.
+pub fn follow_kmsg_lines(
+    name: &str,
+    mut on_line: impl FnMut(&str) -> bool + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut kmsg = std::fs::File::open("/dev/kmsg")
+        .context("open /dev/kmsg (the kernel's log needs CAP_SYSLOG)")?;
     // Only what the kernel logs from now on.
     nix::unistd::lseek(kmsg.as_fd(), 0, nix::unistd::Whence::SeekEnd)
         .context("seek /dev/kmsg to its end")?;
     std::thread::Builder::new()
-        .name("kmsg".into())
+        .name(name.into())
         .spawn(move || {
-            let mut asm = ReportAssembler::default();
             // One record per read; records are at most 8 KiB (the kernel's
             // LOG_LINE_MAX plus the prefix).
             let mut buf = vec![0u8; 16 * 1024];
@@ -137,19 +156,8 @@ pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KmsgEvent>) -> anyhow:
                     }
                 };
                 let record = String::from_utf8_lossy(&buf[..n]);
-                let message = kmsg_messages(&record);
-                for line in message.lines() {
-                    let ev = match asm.push(line) {
-                        None => continue,
-                        Some(Assembled::GroupMember { pid, victim }) => {
-                            KmsgEvent::GroupMember { pid, victim }
-                        }
-                        Some(Assembled::Report(r)) => {
-                            KmsgEvent::Report(Box::new(KernelReport::new(&r, Instant::now())))
-                        }
-                    };
-                    let sent = tx.send(ev);
-                    if sent.is_err() {
+                for line in kmsg_messages(&record).lines() {
+                    if !on_line(line) {
                         return;
                     }
                 }

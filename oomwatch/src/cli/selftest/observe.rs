@@ -4,8 +4,6 @@
 //! cut into reports and parsed by `replay`. Each degrades to a reason.
 
 use std::{
-    io::Read as _,
-    os::fd::AsFd as _,
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -18,8 +16,8 @@ use crate::{
     ebpf::{Batch, Degraded, Probes, Victim},
     replay::{
         KernelReport,
-        kmsg::{Assembled, ReportAssembler},
-        parse::{Killed, killed_line, kmsg_messages},
+        kmsg::{Assembled, ReportAssembler, follow_kmsg_lines},
+        parse::{Killed, killed_line},
     },
 };
 
@@ -185,47 +183,18 @@ fn hooks_unavailable(p: &Probes) -> Option<String> {
 /// process` line, and every whole report replayed once (`replay`'s
 /// assembler, parser and analysis).
 fn follow_kmsg(tx: mpsc::Sender<Seen>) -> anyhow::Result<()> {
-    let mut kmsg = std::fs::File::open("/dev/kmsg")
-        .context("open /dev/kmsg (the kernel's log needs CAP_SYSLOG)")?;
-    nix::unistd::lseek(kmsg.as_fd(), 0, nix::unistd::Whence::SeekEnd)
-        .context("seek /dev/kmsg to its end")?;
-    std::thread::Builder::new()
-        .name("selftest-kmsg".into())
-        .spawn(move || {
-            let mut asm = ReportAssembler::default();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match kmsg.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => n,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EPIPE)
-                            || e.kind() == std::io::ErrorKind::Interrupted =>
-                    {
-                        continue;
-                    }
-                    Err(_) => return,
-                };
-                let record = String::from_utf8_lossy(&buf[..n]);
-                for line in kmsg_messages(&record).lines() {
-                    let mut seen = Vec::new();
-                    if let Some(k) = killed_line(line) {
-                        seen.push(Seen::Kill(k));
-                    }
-                    if let Some(Assembled::Report(r)) = asm.push(line) {
-                        seen.push(Seen::Report(Box::new(KernelReport::new(
-                            &r,
-                            Instant::now(),
-                        ))));
-                    }
-                    for s in seen {
-                        if tx.send(s).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        })
-        .context("start the /dev/kmsg reader")?;
-    Ok(())
+    let mut asm = ReportAssembler::default();
+    follow_kmsg_lines("selftest-kmsg", move |line| {
+        let mut seen = Vec::new();
+        if let Some(k) = killed_line(line) {
+            seen.push(Seen::Kill(k));
+        }
+        if let Some(Assembled::Report(r)) = asm.push(line) {
+            seen.push(Seen::Report(Box::new(KernelReport::new(
+                &r,
+                Instant::now(),
+            ))));
+        }
+        seen.into_iter().all(|s| tx.send(s).is_ok())
+    })
 }
