@@ -56,6 +56,15 @@ fn check_json_describes_this_kernel() {
         _ => "precise_sums",
     };
     assert_eq!(rules["rss_counters"], expect, "{rules}");
+    // Why: the release, and what the tasks measured said of it (they
+    // decide only where they contradict it, which this stock kernel's never do).
+    let from = rules["rss_counters_from"]
+        .as_str()
+        .expect("rss_counters_from");
+    assert!(
+        from.starts_with(&format!("the release: Linux {version}")) && from.contains("; measured"),
+        "{from}"
+    );
     let changes = rules["changes"].as_array().unwrap();
     assert!(changes.len() >= 50, "{}", changes.len());
     let precise = changes

@@ -399,11 +399,11 @@ fn print_rules(results: &Results) {
         return println!("   info: no `oomwatch check --json` report");
     };
     println!(
-        "   info: rules Linux {} ({}); oom_badness reads rss as {}; measured: {}",
+        "   info: rules Linux {} ({}); oom_badness reads rss as {}, from {}",
         r["version"].as_str().unwrap_or("?"),
         r["version_from"].as_str().unwrap_or("?"),
         r["rss_counters"].as_str().unwrap_or("?"),
-        r["measured"]["verdict"].as_str().unwrap_or("not measured")
+        r["rss_counters_from"].as_str().unwrap_or("?")
     );
 }
 

@@ -10,11 +10,7 @@ use crate::{
     host::cgroup::{self, Hierarchy},
     host::privilege::Privileges,
     host::tracefs,
-    model::{
-        KernelBehavior,
-        behavior::Rules,
-        score::{CounterSample, measure_counters},
-    },
+    model::{KernelBehavior, behavior::Rules},
     snapshot::proc::read_header,
 };
 
@@ -194,7 +190,7 @@ pub const TRACEPOINTS: &[(&str, &str, bool, &str)] = &[
 /// The knobs of a host-wide OOM, read under `proc_root`.
 pub fn host_knobs(proc_root: &Path) -> anyhow::Result<crate::model::knobs::Knobs> {
     let (procs, sysctls, zones) = crate::snapshot::read_knobs(proc_root)?;
-    let kb = crate::model::KernelBehavior::for_version(procs.version);
+    let kb = procs.behavior();
     Ok(crate::model::knobs::assess(
         &crate::snapshot::knob_inputs(&procs, &sysctls, &zones),
         crate::model::oom::Constraint::ConstraintNone,
@@ -346,20 +342,22 @@ pub fn run(proc_root: &Path) -> Report {
             (Vec::new(), Vec::new())
         };
     // The rules follow the version the snapshot reads (a distribution's
-    // stable sublevel where its build line names one).
-    let mut rules = read_header(proc_root)
-        .ok()
-        .map(|h| KernelBehavior::for_version(h.version).rules(&h.version_from));
+    // stable sublevel where its build line names one), and what the
+    // kernel's own tasks say of its rss counters.
+    let (rules, rules_warning) = match crate::snapshot::proc::read(proc_root) {
+        Ok(snap) => {
+            let rules = snap.rules();
+            let warning = rules_warning(&snap, &rules);
+            (Some(rules), warning)
+        }
+        Err(_) => (read_header(proc_root).ok().map(|h| h.rules()), None),
+    };
     let (knobs, knobs_error) = match host_knobs(proc_root) {
         Ok(k) => (Some(k), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
     let mut warnings = knobs.as_ref().map_or_else(Vec::new, |k| k.warnings.clone());
-    if let Some(r) = rules.as_mut() {
-        if let Some(w) = measure_rss_counters(proc_root, r) {
-            warnings.push(w);
-        }
-    }
+    warnings.extend(rules_warning);
     Report {
         kernel: crate::host::kernel_release(),
         arch: std::env::consts::ARCH,
@@ -464,9 +462,7 @@ impl Report {
             if let Some(note) = &r.note {
                 let _ = writeln!(s, "{:<w$}{note}", "");
             }
-            if let Some(m) = &r.measured {
-                let _ = writeln!(s, "{:<w$}measured: {}", "", m.verdict);
-            }
+            let _ = writeln!(s, "{:<w$}rss counters from {}", "", r.rss_counters_from);
         }
         let line = |s: &mut String, label: &str, i: &Item| {
             let _ = writeln!(s, "{label:<w$}{} {}", mark(i.available), i.detail);
@@ -579,34 +575,17 @@ impl Report {
     }
 }
 
-/// Measures which rss this kernel scores with (every task's precise and
-/// approximate rss against its `oom_score`) into `rules.measured`; returns
-/// a warning when the measurement contradicts the rules the release gave.
-fn measure_rss_counters(proc_root: &Path, rules: &mut Rules) -> Option<String> {
-    let snap = crate::snapshot::proc::read(proc_root).ok()?;
-    let kb = KernelBehavior::for_version(snap.version);
-    let samples = snap.processes.iter().filter_map(|e| {
-        Some(CounterSample {
-            process: &e.process,
-            approx_rss_pages: e.stat_rss_pages?,
-            kernel_score: e.kernel_oom_score?,
-        })
-    });
-    let m = measure_counters(samples, snap.memory.totalpages(), snap.page_size, &kb);
-    let says = match (m.precise, m.approximate) {
-        (p, 0) if p > 0 => Some("precise_sums"),
-        (0, a) if a > 0 => Some("approximate"),
-        _ => None,
-    };
-    let warning = says.filter(|&s| s != rules.rss_counters).map(|s| {
+/// A warning when this kernel's tasks say other rss counters than its
+/// release: the model follows the tasks, and its reader should know why.
+fn rules_warning(snap: &crate::snapshot::proc::ProcSnapshot, rules: &Rules) -> Option<String> {
+    let release = KernelBehavior::for_version(snap.version).rss_counters();
+    (rules.rss_counters != release).then(|| {
         format!(
-            "the rules for Linux {} say oom_badness reads rss as {}, but this kernel's tasks say {s} ({}): \
-             a backport the release does not show; the model's scores can be off by the per-CPU counters' error",
-            rules.version, rules.rss_counters, m.verdict
+            "Linux {} says oom_badness reads rss as {release}, but this kernel's tasks say {}: \
+             the model follows the tasks ({})",
+            rules.version, rules.rss_counters, rules.rss_counters_from
         )
-    });
-    rules.measured = Some(m);
-    warning
+    })
 }
 
 /// `oomwatch check [--json]`: the report, and success when oomwatch can run.

@@ -75,7 +75,7 @@ pub fn predict_first(snap: SystemSnapshot, source: SourceInUse) -> Option<Predic
         return None;
     }
     let domain = domains.remove(0);
-    let kb = KernelBehavior::for_version(procs.version);
+    let kb = procs.behavior();
     let knobs = assess(&knob_inputs, constraint_of(domain.kind), &kb);
     Some(predict_in(procs, domain, source, knobs))
 }
@@ -87,7 +87,7 @@ pub fn predict_in(
     source: SourceInUse,
     knobs: Knobs,
 ) -> Prediction {
-    let kb = KernelBehavior::for_version(snap.version);
+    let kb = snap.behavior();
     let selection = select_in(&snap, &domain, &kb);
     Prediction {
         snap,
@@ -141,7 +141,7 @@ impl Prediction {
             &self.knobs,
         );
         r.source = self.source.source;
-        r.rules = Some(self.kb.rules(&self.snap.version_from));
+        r.rules = Some(self.snap.rules());
         r
     }
 }

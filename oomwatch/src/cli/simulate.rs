@@ -23,7 +23,7 @@ pub fn simulate(gfp: &str, order: u32, cgroup: Option<&str>, json: bool) -> anyh
         );
     }
     let snap = read_snapshot(cgroup)?;
-    let kb = KernelBehavior::for_version(snap.procs.version);
+    let kb = snap.procs.behavior();
     let table = crate::host::gfp::live_gfp_table(&kb);
     let mask = table.parse(gfp).with_context(|| format!("--gfp {gfp:?}"))?;
     let req = AllocRequest {

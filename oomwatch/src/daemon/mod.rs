@@ -96,6 +96,11 @@ fn spawn_predictor(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The rss counters the model scores with, once measurement decides
+        // them (logged when that differs from the start's rules).
+        let mut rss_counters = crate::snapshot::proc::read_header(std::path::Path::new("/proc"))
+            .ok()
+            .map(|h| h.rules().rss_counters);
         loop {
             let mut started: Vec<OomStart> = tokio::select! {
                 _ = tick.tick() => Vec::new(),
@@ -143,6 +148,13 @@ fn spawn_predictor(
                     metrics.update_domains(&domain_states(&domains));
                     if let Some(host) = domains.iter().find(|d| d.cgroup.is_none()) {
                         metrics.update_knobs(&knobs_state(&host.knobs));
+                    }
+                    if let Some(now) = check.rss_counters.filter(|&r| Some(r) != rss_counters) {
+                        tracing::info!(
+                            "model rules: oom_badness reads rss as {now} ({})",
+                            check.rss_counters_from
+                        );
+                        rss_counters = Some(now);
                     }
                     metrics.badness_checks.inc_by(check.compared);
                     metrics
@@ -738,12 +750,13 @@ impl Kills {
 fn log_model_rules(proc_root: &std::path::Path) {
     match crate::snapshot::proc::read_header(proc_root) {
         Ok(h) => {
-            let r = KernelBehavior::for_version(h.version).rules(&h.version_from);
+            let r = h.rules();
             tracing::info!(
-                "model rules: Linux {} ({}); oom_badness reads rss as {}; {} of {} known changes apply",
+                "model rules: Linux {} ({}); oom_badness reads rss as {} ({}); {} of {} known changes apply",
                 r.version,
                 r.version_from,
                 r.rss_counters,
+                r.rss_counters_from,
                 r.changes.iter().filter(|c| c.applies).count(),
                 r.changes.len()
             );

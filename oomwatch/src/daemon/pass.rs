@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::{
     model::{
         KernelBehavior, Scan, Selection,
+        behavior::RssCounters,
         explain::{CandidateJson, VictimJson, candidates, victim},
         knobs::{Knobs, assess},
         oom::Constraint,
@@ -87,6 +88,10 @@ pub struct SelfCheck {
     pub explained: Vec<String>,
     /// Differences nothing explains: model errors, with the task's numbers.
     pub mismatches: Vec<String>,
+    /// The rss counters the model scored with, and why (the release, or
+    /// what this kernel's tasks were measured to say).
+    pub rss_counters: Option<RssCounters>,
+    pub rss_counters_from: String,
 }
 
 /// One pass: a [`SystemSnapshot`] from `snapper` (every domain), then the
@@ -143,7 +148,7 @@ fn read_again<'a>(
 /// Every domain of the snapshot: the model's victim, its margin, the first
 /// `top` candidates and the headroom. No I/O.
 pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary> {
-    let kb = KernelBehavior::for_version(snap.procs.version);
+    let kb = snap.procs.behavior();
     let knob_inputs = snap.knob_inputs();
     snap.domains
         .iter()
@@ -180,7 +185,7 @@ pub fn self_check(
     snap: &ProcSnapshot,
     mut read_again: impl FnMut(i32) -> Option<ProcEntry>,
 ) -> SelfCheck {
-    let kb = KernelBehavior::for_version(snap.version);
+    let kb = snap.behavior();
     let t = snap.memory.totalpages();
     let slack = approximate_counter_slack(snap.nr_cpus);
     let score = |p: &crate::model::task::Process| {
@@ -188,7 +193,12 @@ pub fn self_check(
         let s = proc_oom_score(&b, t, &kb);
         (b, s)
     };
-    let mut c = SelfCheck::default();
+    let rules = snap.rules();
+    let mut c = SelfCheck {
+        rss_counters: Some(rules.rss_counters),
+        rss_counters_from: rules.rss_counters_from,
+        ..SelfCheck::default()
+    };
     for e in &snap.processes {
         let Some(kernel) = e.kernel_oom_score else {
             continue;
@@ -270,6 +280,7 @@ mod tests {
                 start_ticks: 1,
                 stat_rss_pages: None,
             }],
+            rss_measured: None,
         }
     }
 

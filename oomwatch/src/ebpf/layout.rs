@@ -10,7 +10,10 @@ use crate::{
         btf::{Btf, BtfError, MemberLayout},
         cpus::PossibleCpus,
     },
-    model::version::{KernelVersion, v},
+    model::{
+        behavior::RssCounters,
+        version::{KernelVersion, v},
+    },
 };
 
 /// Resolves the `struct oom_control` and `oom_badness()` layout from BTF.
@@ -94,40 +97,71 @@ impl std::fmt::Display for RssRuleChoice {
 pub const EXACT_RSS_FROM: KernelVersion = v(7, 0, 0);
 
 /// Picks the rule: the type of `mm_struct.rss_stat` in BTF tells the
-/// atomics (before 6.2) from the percpu counters (`percpu`), and the
-/// release tells reading their global count from summing them, which has
-/// no BTF trace of its own (`get_mm_rss_sum()` is an inline; 7.0.0 of
-/// 5898aa8f9a0b). A release that does not parse is an error: guessing
+/// atomics (before 6.2) from the percpu counters (`percpu`); between the
+/// two percpu readings, what the kernel's own tasks were measured to score
+/// with (`measured`: the counters and the tasks' verdict) decides where
+/// they tell, and the release where they do not: summing has no BTF trace
+/// of its own (`get_mm_rss_sum()` is an inline; 7.0.0 of 5898aa8f9a0b),
+/// and a stable or vendor kernel may carry it under an older version. A
+/// release that does not parse, with no measurement, is an error: guessing
 /// either way would score some tasks off by up to a per-CPU batch.
-pub fn choose_rss_rule(percpu: bool, release: &str) -> Result<RssRuleChoice, String> {
+pub fn choose_rss_rule(
+    percpu: bool,
+    release: &str,
+    measured: Option<(RssCounters, &str)>,
+) -> Result<RssRuleChoice, String> {
     if !percpu {
         return Ok(RssRuleChoice {
             rule: RssRule::Atomic,
             why: "mm_struct.rss_stat holds atomic counters (before 6.2): read as they are".into(),
         });
     }
-    let ver: KernelVersion = release.parse().map_err(|_| {
-        format!(
-            "release `{release}` is not a kernel version: cannot tell whether oom_badness \
-             sums the per-CPU rss counters (7.0+) or reads their global count"
-        )
-    })?;
-    Ok(if ver >= EXACT_RSS_FROM {
-        RssRuleChoice {
-            rule: RssRule::Exact,
-            why: format!(
-                "release {ver} >= 7.0 and mm_struct.rss_stat is percpu_counter[]: oom_badness \
+    let ver = release.parse::<KernelVersion>();
+    let says_release = match &ver {
+        Ok(ver) if *ver >= EXACT_RSS_FROM => format!("release {ver} >= 7.0"),
+        Ok(ver) => format!("release {ver} < 7.0"),
+        Err(_) => format!("release `{release}` is not a kernel version"),
+    };
+    let rule = match (measured, &ver) {
+        (Some((RssCounters::PreciseSums, verdict)), _) => {
+            return Ok(RssRuleChoice {
+                rule: RssRule::Exact,
+                why: format!(
+                    "mm_struct.rss_stat is percpu_counter[] and this kernel's tasks were measured: \
+                     {verdict} ({says_release}): read count and every CPU's part"
+                ),
+            });
+        }
+        (Some((RssCounters::Approximate, verdict)), _) => {
+            return Ok(RssRuleChoice {
+                rule: RssRule::Approximate,
+                why: format!(
+                    "mm_struct.rss_stat is percpu_counter[] and this kernel's tasks were measured: \
+                     {verdict} ({says_release}): read the global count"
+                ),
+            });
+        }
+        (_, Ok(ver)) if *ver >= EXACT_RSS_FROM => RssRule::Exact,
+        (_, Ok(_)) => RssRule::Approximate,
+        (_, Err(_)) => {
+            return Err(format!(
+                "{says_release} and its tasks did not tell: cannot tell whether oom_badness \
+                 sums the per-CPU rss counters (7.0+) or reads their global count"
+            ));
+        }
+    };
+    Ok(RssRuleChoice {
+        rule,
+        why: match rule {
+            RssRule::Exact => format!(
+                "{says_release} and mm_struct.rss_stat is percpu_counter[]: oom_badness \
                  sums count and every CPU's part (get_mm_rss_sum, 5898aa8f9a0b)"
             ),
-        }
-    } else {
-        RssRuleChoice {
-            rule: RssRule::Approximate,
-            why: format!(
-                "release {ver} < 7.0 and mm_struct.rss_stat is percpu_counter[]: oom_badness \
+            _ => format!(
+                "{says_release} and mm_struct.rss_stat is percpu_counter[]: oom_badness \
                  reads the global count (percpu_counter_read_positive)"
             ),
-        }
+        },
     })
 }
 
@@ -314,7 +348,7 @@ mod tests {
     fn rss_rule_by_structure_and_release() {
         // Debian's lines: 5.10/6.1 atomics, 6.12/6.16/6.19 approximate,
         // 7.0 on exact (doc kernels-5.10-to-7.3 §2.1).
-        let rule = |percpu, r| choose_rss_rule(percpu, r).unwrap().rule;
+        let rule = |percpu, r| choose_rss_rule(percpu, r, None).unwrap().rule;
         assert_eq!(rule(false, "5.10.0-46-cloud-amd64"), RssRule::Atomic);
         assert_eq!(rule(false, "6.1.0-57-cloud-amd64"), RssRule::Atomic);
         assert_eq!(
@@ -329,12 +363,39 @@ mod tests {
         assert_eq!(rule(true, "7.3.4+deb13-cloud-amd64"), RssRule::Exact);
         // No release needed for the atomics; an unreadable one is named.
         assert_eq!(rule(false, "garbage"), RssRule::Atomic);
-        let err = choose_rss_rule(true, "garbage").unwrap_err();
+        let err = choose_rss_rule(true, "garbage", None).unwrap_err();
         assert!(err.contains("`garbage`"), "{err}");
-        let why = choose_rss_rule(true, "7.3.4").unwrap().to_string();
+        let why = choose_rss_rule(true, "7.3.4", None).unwrap().to_string();
         assert!(
             why.starts_with("rss counters exact: release 7.3.4 >= 7.0"),
             "{why}"
+        );
+        // The kernel's tasks decide where they tell: a 6.12 with 7.0's sums
+        // backported, a 7.x without them, and a release that does not parse.
+        let measured = |c, r| choose_rss_rule(true, r, Some((c, "5 tasks say so")));
+        let backport = measured(RssCounters::PreciseSums, "6.12.118+deb13-cloud-amd64").unwrap();
+        assert_eq!(backport.rule, RssRule::Exact);
+        assert!(
+            backport
+                .why
+                .contains("measured: 5 tasks say so (release 6.12.118 < 7.0)"),
+            "{}",
+            backport.why
+        );
+        assert_eq!(
+            measured(RssCounters::Approximate, "7.3.4").unwrap().rule,
+            RssRule::Approximate
+        );
+        assert_eq!(
+            measured(RssCounters::PreciseSums, "garbage").unwrap().rule,
+            RssRule::Exact
+        );
+        // Atomics stay atomics whatever is measured.
+        assert_eq!(
+            choose_rss_rule(false, "7.3.4", Some((RssCounters::PreciseSums, "x")))
+                .unwrap()
+                .rule,
+            RssRule::Atomic
         );
     }
 
@@ -349,7 +410,7 @@ mod tests {
 
     #[test]
     fn exact_rule_carries_the_per_cpu_inputs() {
-        let exact = choose_rss_rule(true, "7.3.4").unwrap();
+        let exact = choose_rss_rule(true, "7.3.4", None).unwrap();
         let mut l = percpu_layout();
         let cpus = crate::host::cpus::parse_cpu_list("0-1").unwrap();
         apply_rss_rule(&mut l, &exact, || Ok((0xffff_ffff_ab41_c8a0, cpus))).unwrap();
@@ -361,7 +422,7 @@ mod tests {
         let err = apply_rss_rule(&mut l, &exact, || Err("hidden".into())).unwrap_err();
         assert_eq!(err, "hidden");
         // Approximate and atomic never ask for the per-CPU inputs.
-        let approx = choose_rss_rule(true, "6.12.118").unwrap();
+        let approx = choose_rss_rule(true, "6.12.118", None).unwrap();
         let mut l = percpu_layout();
         apply_rss_rule(&mut l, &approx, || panic!("not read")).unwrap();
         assert_eq!((l.rss_rule, l.nr_cpu_ids), (rss_rule::APPROXIMATE, 0));

@@ -718,7 +718,10 @@ pub struct Rules {
     /// How this kernel's `oom_badness()` reads rss: `atomic` (≤ 6.1, the
     /// shared atomic counters), `approximate` (6.2 – 6.19: `fbc->count`),
     /// `precise_sums` (7.0+: count plus every CPU's delta).
-    pub rss_counters: &'static str,
+    pub rss_counters: RssCounters,
+    /// Why: the release, and what the running kernel's tasks said of it
+    /// where they were measured (they decide where the two disagree).
+    pub rss_counters_from: String,
     /// Set for a release newer than the newest the model was read against.
     pub note: Option<String>,
     /// What the running kernel's tasks say of its rss counters, where they
@@ -728,16 +731,51 @@ pub struct Rules {
     pub changes: Vec<RuleRow>,
 }
 
+/// How a kernel's `oom_badness()` reads a task's rss counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RssCounters {
+    /// ≤ 6.1: the shared atomic counters, exact.
+    Atomic,
+    /// 6.2 – 6.19: the percpu counters' global part (`fbc->count`).
+    Approximate,
+    /// 7.0+: the percpu counters' global part plus every CPU's delta.
+    PreciseSums,
+}
+
+impl std::fmt::Display for RssCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RssCounters::Atomic => "atomic",
+            RssCounters::Approximate => "approximate",
+            RssCounters::PreciseSums => "precise_sums",
+        })
+    }
+}
+
 impl KernelBehavior {
     /// How `oom_badness()` reads rss on this kernel (see [`Rules::rss_counters`]).
-    pub fn rss_counters(&self) -> &'static str {
+    pub fn rss_counters(&self) -> RssCounters {
         if self.precise_rss_sums {
-            "precise_sums"
+            RssCounters::PreciseSums
         } else if self.approximate_rss {
-            "approximate"
+            RssCounters::Approximate
         } else {
-            "atomic"
+            RssCounters::Atomic
         }
+    }
+
+    /// These rules with the rss counters the running kernel was seen to
+    /// score with, where that differs from what its release says (a stable
+    /// or vendor backport of 7.0's precise sums, or a kernel without it).
+    /// Only between the two percpu readings: a kernel whose release says
+    /// atomic counters has no per-CPU parts to read either way.
+    pub fn with_rss_counters(mut self, seen: RssCounters) -> Self {
+        if self.rss_counters() != RssCounters::Atomic && seen != RssCounters::Atomic {
+            self.approximate_rss = seen == RssCounters::Approximate;
+            self.precise_rss_sums = seen == RssCounters::PreciseSums;
+        }
+        self
     }
 
     /// The rules for this kernel, each with its reason.
@@ -783,6 +821,10 @@ impl KernelBehavior {
             version: ver.to_string(),
             version_from: version_from.to_owned(),
             rss_counters: self.rss_counters(),
+            rss_counters_from: format!(
+                "the release: {}",
+                release_rss_reason(ver, self.rss_counters())
+            ),
             note: self.newer_than_read.map(|n| {
                 format!(
                     "Linux {ver} is newer than the newest kernel the model was read against ({n}): \
@@ -792,6 +834,70 @@ impl KernelBehavior {
             measured: None,
             changes,
         }
+    }
+}
+
+/// Why the release alone gives these rss counters.
+fn release_rss_reason(ver: KernelVersion, counters: RssCounters) -> String {
+    let percpu = change(ChangeId::PercpuRssCounters).mainline;
+    let precise = change(ChangeId::PreciseOomRss).mainline;
+    match counters {
+        RssCounters::Atomic => format!("Linux {ver} < {percpu}: the counters are atomics"),
+        RssCounters::Approximate => {
+            format!("Linux {ver} < {precise}: oom_badness reads the percpu counters' global part")
+        }
+        RssCounters::PreciseSums => {
+            format!("Linux {ver} ≥ {precise}: oom_badness sums every CPU's part")
+        }
+    }
+}
+
+impl Rules {
+    /// Takes what the running kernel's tasks said of its rss counters
+    /// (`measured`, and its verdict `says`): where they say the other
+    /// percpu reading than the release, they decide, and the reason says
+    /// both. Returns the counters to score with where they changed.
+    pub fn follow_measurement(
+        &mut self,
+        measured: super::score::CountersMeasured,
+        says: Option<RssCounters>,
+    ) -> Option<RssCounters> {
+        let release = self.rss_counters;
+        let changed = match says {
+            Some(seen) if release != RssCounters::Atomic && seen != release => {
+                self.rss_counters_from = format!(
+                    "measured: {}; the release says {release} ({}), so this kernel carries a \
+                     backport its version does not show",
+                    measured.verdict,
+                    self.rss_counters_from.trim_start_matches("the release: ")
+                );
+                self.rss_counters = seen;
+                Some(seen)
+            }
+            Some(_) if release == RssCounters::Atomic => {
+                self.rss_counters_from = format!(
+                    "{}; measured: {} (not followed: atomics have no per-CPU parts)",
+                    self.rss_counters_from, measured.verdict
+                );
+                None
+            }
+            Some(_) => {
+                self.rss_counters_from = format!(
+                    "{}; measured, and agreeing: {}",
+                    self.rss_counters_from, measured.verdict
+                );
+                None
+            }
+            None => {
+                self.rss_counters_from = format!(
+                    "{}; measured, no verdict: {}",
+                    self.rss_counters_from, measured.verdict
+                );
+                None
+            }
+        };
+        self.measured = Some(measured);
+        changed
     }
 }
 
@@ -903,7 +1009,7 @@ mod tests {
     #[test]
     fn rules_say_why() {
         let r = KernelBehavior::for_version(v(5, 10, 262)).rules("Debian's package version");
-        assert_eq!(r.rss_counters, "atomic");
+        assert_eq!(r.rss_counters, RssCounters::Atomic);
         let row = |r: &Rules, id| r.changes.iter().find(|c| c.id == id).unwrap().clone();
         let delay = row(&r, ChangeId::ReaperDelay);
         assert!(
@@ -921,13 +1027,75 @@ mod tests {
         assert!(!row(&r, ChangeId::ReaperDelay).applies);
         assert!(row(&r, ChangeId::ReaperDelay).why.contains("< 5.10.113"));
         let r = KernelBehavior::for_version(v(7, 3, 4)).rules("the release");
-        assert_eq!((r.rss_counters, r.note.is_none()), ("precise_sums", true));
+        assert_eq!(
+            (r.rss_counters, r.note.is_none()),
+            (RssCounters::PreciseSums, true)
+        );
         assert_eq!(r.changes.len(), CHANGES.len());
         let r = KernelBehavior::for_version(v(7, 5, 1)).rules("the release");
         assert!(r.note.unwrap().contains("newer than the newest kernel"));
         assert_eq!(
             KernelBehavior::for_version(v(6, 12, 118)).rss_counters(),
-            "approximate"
+            RssCounters::Approximate
+        );
+    }
+
+    /// A measurement decides between the two percpu readings, never for an
+    /// atomic kernel, and the reason says the release's rule and the tasks'.
+    #[test]
+    fn measurement_decides_where_the_release_cannot() {
+        use crate::model::score::CountersMeasured;
+        let measured = |precise| CountersMeasured {
+            precise,
+            verdict: format!("{precise} tasks say precise"),
+            ..Default::default()
+        };
+        // A 6.12 with 7.0's precise sums backported.
+        let kb = KernelBehavior::for_version(v(6, 12, 118));
+        let mut r = kb.rules("the release");
+        let seen = r.follow_measurement(measured(5), Some(RssCounters::PreciseSums));
+        assert_eq!(seen, Some(RssCounters::PreciseSums));
+        assert_eq!(r.rss_counters, RssCounters::PreciseSums);
+        assert!(
+            r.rss_counters_from
+                .starts_with("measured: 5 tasks say precise")
+                && r.rss_counters_from.contains("the release says approximate")
+                && r.rss_counters_from.contains("Linux 6.12.118 < 7.0.0"),
+            "{}",
+            r.rss_counters_from
+        );
+        let kb = kb.with_rss_counters(RssCounters::PreciseSums);
+        assert!(kb.precise_rss_sums && !kb.approximate_rss);
+        // Agreeing, and undecided: the release's rule stays, said so.
+        let mut r = KernelBehavior::for_version(v(7, 3, 4)).rules("the release");
+        assert_eq!(
+            r.follow_measurement(measured(5), Some(RssCounters::PreciseSums)),
+            None
+        );
+        assert!(
+            r.rss_counters_from.contains("agreeing"),
+            "{}",
+            r.rss_counters_from
+        );
+        let mut r = KernelBehavior::for_version(v(7, 3, 4)).rules("the release");
+        assert_eq!(r.follow_measurement(measured(1), None), None);
+        assert!(
+            r.rss_counters_from.contains("no verdict"),
+            "{}",
+            r.rss_counters_from
+        );
+        // Atomic counters have no per-CPU parts: nothing to follow.
+        let kb = KernelBehavior::for_version(v(6, 1, 192));
+        let mut r = kb.rules("the release");
+        assert_eq!(
+            r.follow_measurement(measured(5), Some(RssCounters::PreciseSums)),
+            None
+        );
+        assert_eq!(r.rss_counters, RssCounters::Atomic);
+        assert_eq!(
+            kb.with_rss_counters(RssCounters::PreciseSums)
+                .rss_counters(),
+            RssCounters::Atomic
         );
     }
 

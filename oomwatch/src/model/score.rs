@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{
     Process,
     badness::{Badness, oom_badness},
-    behavior::{KernelBehavior, ProcScoreFormula},
+    behavior::{KernelBehavior, ProcScoreFormula, RssCounters},
 };
 
 /// `/proc/PID/oom_score` for a task whose `oom_badness(task, T)` is `b`, with
@@ -141,7 +141,45 @@ pub fn measure_counters<'a>(
             m.undecided += 1;
         }
     }
-    m.verdict = match (m.precise, m.approximate) {
+    m.verdict = verdict(&m);
+    m
+}
+
+impl CountersMeasured {
+    /// The counters the measured tasks point to, or None while too few say
+    /// it or too many say the other: at least [`VERDICT_MIN_TASKS`], and ten
+    /// times as many as say the other (a task that grew between the reads
+    /// of its counters and its score can match either by chance).
+    pub fn says(&self) -> Option<RssCounters> {
+        let decides = |a: u64, b: u64| a >= VERDICT_MIN_TASKS && a >= b.saturating_mul(10);
+        if decides(self.precise, self.approximate) {
+            Some(RssCounters::PreciseSums)
+        } else if decides(self.approximate, self.precise) {
+            Some(RssCounters::Approximate)
+        } else {
+            None
+        }
+    }
+
+    /// This measurement and `other` together (two reads of the same
+    /// kernel), with the verdict said again for the sum.
+    pub fn add(&self, other: &CountersMeasured) -> CountersMeasured {
+        let mut m = CountersMeasured {
+            precise: self.precise + other.precise,
+            approximate: self.approximate + other.approximate,
+            undecided: self.undecided + other.undecided,
+            verdict: String::new(),
+        };
+        m.verdict = verdict(&m);
+        m
+    }
+}
+
+/// Tasks that must point one way before a measurement decides.
+pub const VERDICT_MIN_TASKS: u64 = 2;
+
+fn verdict(m: &CountersMeasured) -> String {
+    match (m.precise, m.approximate) {
         (0, 0) => format!(
             "no task tells ({} where precise and approximate rss give the same score)",
             m.undecided
@@ -156,11 +194,19 @@ pub fn measure_counters<'a>(
                 tasks_say(a)
             )
         }
+        (p, a) if m.says().is_some() => format!(
+            "the kernel scores with the {} ({p} tasks say precise sums, {a} approximate \
+             counters: those changed while they were read)",
+            if p > a {
+                "precise per-CPU sums"
+            } else {
+                "approximate per-CPU counters"
+            }
+        ),
         (p, a) => format!(
             "{p} tasks say precise sums, {a} approximate counters: tasks changed while they were read"
         ),
-    };
-    m
+    }
 }
 
 fn tasks_say(n: u64) -> &'static str {
@@ -296,6 +342,32 @@ mod tests {
         assert!(m.verdict.contains("precise"), "{}", m.verdict);
         let m = measure_counters([sample(&far, 2_990, 666)], t, 4096, &kb);
         assert!(m.verdict.starts_with("no task tells"), "{}", m.verdict);
+    }
+
+    /// One task decides nothing; two do, against no more than a tenth as
+    /// many saying the other; reads add up.
+    #[test]
+    fn measurements_decide_and_add() {
+        let m = |precise, approximate| CountersMeasured {
+            precise,
+            approximate,
+            ..Default::default()
+        };
+        assert_eq!(m(1, 0).says(), None);
+        assert_eq!(m(2, 0).says(), Some(RssCounters::PreciseSums));
+        assert_eq!(m(0, 3).says(), Some(RssCounters::Approximate));
+        assert_eq!(m(20, 2).says(), Some(RssCounters::PreciseSums));
+        assert_eq!(m(19, 2).says(), None);
+        let sum = m(1, 0).add(&m(1, 0));
+        assert_eq!(sum.says(), Some(RssCounters::PreciseSums));
+        assert!(sum.verdict.contains("2 tasks say so"), "{}", sum.verdict);
+        let sum = m(20, 0).add(&m(0, 1));
+        assert!(
+            sum.verdict
+                .starts_with("the kernel scores with the precise per-CPU sums (20"),
+            "{}",
+            sum.verdict
+        );
     }
 
     #[test]

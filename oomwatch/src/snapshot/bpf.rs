@@ -211,12 +211,23 @@ impl TaskIter {
 }
 
 /// Chooses how the iterator reads the rss counters on the kernel
-/// `release` and writes it into `layout`, or says why this kernel's way
+/// `release` (or as its tasks were measured to score) and writes it into
+/// `layout`, or says why this kernel's way
 /// cannot be reproduced (then `/proc` is read instead: on 7.0+, where the
 /// kernel sums the per-CPU counters, `/proc/PID/status` shows those same
 /// precise sums).
 fn rss_rule_for(layout: &mut TaskIterLayout, release: &str) -> Result<RssRuleChoice, Unavailable> {
-    let choice = ebpf::choose_rss_rule(layout.rss_direct != 0, release).map_err(Unavailable)?;
+    let percpu = layout.rss_direct != 0;
+    // Between the two percpu readings the kernel's own tasks decide where
+    // they tell (a backport the release does not show): one read of /proc
+    // measures them.
+    let measured = percpu
+        .then(|| super::proc::read(Path::new("/proc")).ok()?.rss_measured)
+        .flatten();
+    let says = measured
+        .as_ref()
+        .and_then(|m| Some((m.says()?, m.verdict.as_str())));
+    let choice = ebpf::choose_rss_rule(percpu, release, says).map_err(Unavailable)?;
     ebpf::apply_rss_rule(layout, &choice, || {
         let offsets = kallsyms::read().and_then(|t| kallsyms::per_cpu_offset(&t))?;
         Ok((offsets, cpus::possible()?))

@@ -140,7 +140,7 @@ pub fn memcg(
         }
         at = parent(p);
     };
-    let kb = crate::model::KernelBehavior::for_version(snap.version);
+    let kb = snap.behavior();
     let totalpages =
         crate::model::totalpages::memcg_totalpages(&limits, snap.memory.total_swap_pages, &kb);
     let members = scan_order(&h, &domain, snap);

@@ -12,7 +12,9 @@ use procfs::ProcError;
 use serde::Serialize;
 
 use crate::model::{
-    KernelVersion, MmCounters, Process, Thread,
+    KernelBehavior, KernelVersion, MmCounters, Process, Thread,
+    behavior::Rules,
+    score::{CounterSample, CountersMeasured, measure_counters},
     totalpages::GlobalMemory,
     version::{RunningVersion, running_version},
 };
@@ -72,6 +74,68 @@ pub struct ProcSnapshot {
     /// In `for_each_process` order as far as `/proc` can tell: start time,
     /// then pid.
     pub processes: Vec<ProcEntry>,
+    /// What this kernel's own tasks said of the rss counters it scores
+    /// with, over every full read of this proc root so far (each task's
+    /// precise and approximate rss against its `oom_score`); None before
+    /// the first.
+    pub rss_measured: Option<CountersMeasured>,
+}
+
+impl ProcSnapshot {
+    /// The model's rules for this kernel: its version's, with the rss
+    /// counters its tasks were measured to score with where they decide
+    /// (a backport the version does not show).
+    pub fn behavior(&self) -> KernelBehavior {
+        let kb = KernelBehavior::for_version(self.version);
+        match self.rss_measured.as_ref().and_then(CountersMeasured::says) {
+            Some(seen) => kb.with_rss_counters(seen),
+            None => kb,
+        }
+    }
+
+    /// The rules [`Self::behavior`] applies, each with its reason.
+    pub fn rules(&self) -> Rules {
+        let mut rules = KernelBehavior::for_version(self.version).rules(&self.version_from);
+        if let Some(m) = &self.rss_measured {
+            rules.follow_measurement(m.clone(), m.says());
+        }
+        rules
+    }
+
+    /// Measures this snapshot's tasks (see [`measure_counters`]).
+    fn measure(&self) -> CountersMeasured {
+        let kb = KernelBehavior::for_version(self.version);
+        let samples = self.processes.iter().filter_map(|e| {
+            Some(CounterSample {
+                process: &e.process,
+                approx_rss_pages: e.stat_rss_pages?,
+                kernel_score: e.kernel_oom_score?,
+            })
+        });
+        measure_counters(samples, self.memory.totalpages(), self.page_size, &kb)
+    }
+}
+
+/// Every proc root's measurements so far: a kernel's counters do not change
+/// while it runs, so each full read adds to what earlier ones said.
+static MEASURED: std::sync::Mutex<Vec<(PathBuf, CountersMeasured)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Adds `m` (None: only looks) to `proc_root`'s measurements; returns them.
+fn measured(proc_root: &Path, m: Option<CountersMeasured>) -> Option<CountersMeasured> {
+    let mut all = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
+    let i = match all.iter().position(|(root, _)| root == proc_root) {
+        Some(i) => i,
+        None => {
+            let m = m?;
+            all.push((proc_root.to_path_buf(), m.clone()));
+            return Some(m);
+        }
+    };
+    if let Some(m) = m {
+        all[i].1 = all[i].1.add(&m);
+    }
+    Some(all[i].1.clone())
 }
 
 fn read_err(path: &Path) -> impl FnOnce(ProcError) -> SnapshotError + '_ {
@@ -103,6 +167,7 @@ pub fn read(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     }
     processes.sort_by_key(|e| (e.start_ticks, e.process.tgid));
     snap.processes = processes;
+    snap.rss_measured = measured(proc_root, Some(snap.measure()));
     Ok(snap)
 }
 
@@ -176,6 +241,7 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
         commit_limit: kb("CommitLimit:"),
         committed_as: kb("Committed_AS:"),
         processes: Vec::new(),
+        rss_measured: measured(proc_root, None),
     })
 }
 

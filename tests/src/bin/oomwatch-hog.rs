@@ -29,6 +29,10 @@
 //!   page, unmap it, and print the nanoseconds this thread spent on CPU for
 //!   it (`CLOCK_THREAD_CPUTIME_ID`); exits at the end of input. Benchmarks
 //!   change what is attached between steps;
+//! - `pages`: MIB MiB of anonymous address space in small pages, touched
+//!   on demand: prints `ready`, then for each line `K` read touches the
+//!   next K pages and prints `ok` (a test steps its rss page by page);
+//!   sleeps until killed at the end of input;
 //! - `spawn N`: MIB MiB of anonymous memory, then N child processes that
 //!   sleep until killed (a host with many live tasks, for benchmarks). The
 //!   hog is in its memory cgroup before it forks, so every child is too.
@@ -68,7 +72,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
         eprintln!(
-            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|chunks|spawn N]"
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|chunks|pages|spawn N]"
         );
         std::process::exit(2);
     };
@@ -213,6 +217,29 @@ fn main() {
                 let _ = std::io::stdout().flush();
             }
             std::process::exit(0);
+        }
+        "pages" => {
+            let p = map(len, private | libc::MAP_NORESERVE, -1);
+            // SAFETY: advice on the mapping just made.
+            unsafe { libc::madvise(p.cast(), len, libc::MADV_NOHUGEPAGE) };
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            let mut stdin = std::io::stdin().lock();
+            let mut line = String::new();
+            let mut touched = 0;
+            while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let k: usize = line.trim().parse().unwrap_or(0);
+                line.clear();
+                let k = k.min(len / PAGE - touched);
+                // SAFETY: pages touched..touched+k lie inside the mapping.
+                touch(unsafe { p.add(touched * PAGE) }, k * PAGE, PAGE);
+                touched += k;
+                println!("ok");
+                let _ = std::io::stdout().flush();
+            }
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
         }
         "spawn" => {
             touch(map(len.max(PAGE), private, -1), len, PAGE);
