@@ -11,6 +11,7 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
+use oomwatch::telemetry::metrics::prediction_why;
 use oomwatch_tests::{
     Hog, LoopFs, MemcgGuard, THREE_HOGS_MIB, http_get, killed_by_sigkill, require_root,
     run_hogs_until_one_dies, sample,
@@ -187,17 +188,42 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         Some(1.0),
         "{after}"
     );
-    let judged: f64 = ["match", "mismatch", "no_prediction"]
+    // Every (outcome, why) pair is exported; the kill is counted in one.
+    let counts: Vec<(&str, &str, f64)> = prediction_why::ALL
+        .iter()
+        .map(|&(o, why)| {
+            let n = labelled(
+                &after,
+                "oomwatch_predictions_total",
+                &format!("outcome=\"{o}\",why=\"{why}\""),
+            )
+            .unwrap_or_else(|| panic!("no series for ({o}, {why}):\n{after}"));
+            (o, why, n)
+        })
+        .collect();
+    let judged: f64 = counts.iter().map(|c| c.2).sum();
+    assert_eq!(judged, 1.0, "one kill, one prediction outcome:\n{after}");
+    // A kill judged against a pass has that pass's lead in the histogram.
+    let (judged_as, _, _) = *counts.iter().find(|c| c.2 == 1.0).unwrap();
+    let leads: f64 = ["match", "mismatch"]
         .iter()
         .filter_map(|o| {
             labelled(
                 &after,
-                "oomwatch_predictions_total",
+                "oomwatch_prediction_lead_seconds_count",
                 &format!("outcome=\"{o}\""),
             )
         })
         .sum();
-    assert_eq!(judged, 1.0, "one kill, one prediction outcome:\n{after}");
+    assert_eq!(
+        leads,
+        if judged_as == "no_prediction" {
+            0.0
+        } else {
+            1.0
+        },
+        "{after}"
+    );
     // At normal load nothing is lost.
     assert_eq!(
         sample(&after, "oomwatch_events_dropped_total"),
@@ -374,10 +400,8 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
     assert_eq!(episode["trigger"]["in_page_fault"], true, "{episode}");
     // The kill against the prediction made just before it, with its reason.
     let outcome = episode["prediction"]["outcome"].as_str().unwrap_or("");
-    assert!(
-        ["match", "mismatch", "no_prediction"].contains(&outcome),
-        "{episode}"
-    );
+    let why = episode["prediction"]["why"].as_str().unwrap_or("");
+    assert!(prediction_why::ALL.contains(&(outcome, why)), "{episode}");
     assert!(
         episode["prediction"]["reason"]
             .as_str()
@@ -864,7 +888,12 @@ fn prometheus_scrapes_a_memcg_oom() {
 
     let prom = Prometheus::start(&daemon.addr);
     prom.wait_for("up{job=\"oomwatch\"}", |v| v == 1.0);
-    prom.wait_for("oomwatch_oom_kills_total", |v| v == 0.0);
+    // The daemon counts every kill on the host: another test's OOM may
+    // already be in the count (when tests run in parallel).
+    let before: f64 = prom.wait_for("oomwatch_oom_kills_total", |_| true)["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
 
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     let (hogs, _, status) =
@@ -874,7 +903,7 @@ fn prometheus_scrapes_a_memcg_oom() {
     drop(hogs);
     drop(memcg);
 
-    let kills = prom.wait_for("oomwatch_oom_kills_total", |v| v >= 1.0);
+    let kills = prom.wait_for("oomwatch_oom_kills_total", |v| v > before);
     let outcome = prom.wait_for("sum(oomwatch_predictions_total)", |v| v >= 1.0);
     let agree = prom.wait_for("oomwatch_report_replays_total{outcome=\"agree\"}", |v| {
         v >= 1.0

@@ -127,11 +127,10 @@ fn spawn_predictor(
                 Ok(Ok((domains, check))) => {
                     let predicted: Vec<_> = domains
                         .iter()
-                        .map(|d| {
-                            (
-                                d.cgroup.clone(),
-                                d.victim.as_ref().map(|v| (v.tgid, v.comm.clone())),
-                            )
+                        .map(|d| crate::daemon::oomstart::DomainVictim {
+                            domain: d.cgroup.clone(),
+                            victim: d.victim.as_ref().map(|v| (v.tgid, v.comm.clone())),
+                            scanned: d.scanned.clone(),
                         })
                         .collect();
                     recent
@@ -663,11 +662,11 @@ impl Kills {
             at_ns: v.boot_ns,
         };
         let limited = seen.memcg.as_deref().and_then(limited_memcg);
-        let outcome = self
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .judge(&seen, limited.as_deref());
+        let outcome = self.recent.lock().unwrap_or_else(|e| e.into_inner()).judge(
+            &seen,
+            limited.as_deref(),
+            process_alive,
+        );
         let verdict = self
             .at_start
             .lock()
@@ -675,8 +674,17 @@ impl Kills {
             .on_kill(seen);
         self.metrics
             .predictions
-            .with_label_values(&[outcome.outcome])
+            .with_label_values(&[outcome.outcome, outcome.miss])
             .inc();
+        if let Some(ms) = outcome
+            .age_ms
+            .filter(|_| outcome.outcome != "no_prediction")
+        {
+            self.metrics
+                .prediction_lead
+                .with_label_values(&[outcome.outcome])
+                .observe(ms / 1e3);
+        }
         tracing::info!(
             "oom kill: {v}{verdict}; prediction {}: {}",
             outcome.outcome,
@@ -743,6 +751,15 @@ impl Kills {
             Err(e) => tracing::warn!(error = %e, "cannot encode an OOM episode"),
         }
     }
+}
+
+/// Whether process `tgid` is still there, and not only as a zombie.
+fn process_alive(tgid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tgid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
+    })
 }
 
 /// One line naming the rules the model applies here and where the version

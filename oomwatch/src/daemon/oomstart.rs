@@ -654,10 +654,21 @@ pub struct PassPrediction {
     pub snapshot_ns: u64,
     /// Predicted victim (tgid, comm); None when nothing was eligible.
     pub victim: Option<(i32, String)>,
+    /// Every process the pass scanned there, by tgid: its points, None
+    /// where it was not eligible. Sorted by tgid.
+    pub scanned: Vec<(i32, Option<i64>)>,
 }
 
-/// A domain (None: the host) and its predicted victim (tgid, comm).
-pub type DomainVictim = (Option<String>, Option<(i32, String)>);
+/// One domain of a pass: the domain (None: the host), its predicted victim
+/// (tgid, comm), and every process scanned there (tgid, points).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainVictim {
+    pub domain: Option<String>,
+    pub victim: Option<(i32, String)>,
+    pub scanned: Vec<(i32, Option<i64>)>,
+}
+
+use crate::telemetry::metrics::prediction_why as miss;
 
 /// The recent passes' predictions per domain (None: the host), newest last.
 #[derive(Debug, Default)]
@@ -673,18 +684,21 @@ impl RecentPredictions {
     /// Records one pass over `domains`; domains the pass no longer has are
     /// forgotten once their last prediction is a minute old.
     pub fn record(&mut self, domains: &[DomainVictim], at_ns: u64) {
-        for (d, victim) in domains {
-            let v = self.by_domain.entry(d.clone()).or_default();
+        for d in domains {
+            let v = self.by_domain.entry(d.domain.clone()).or_default();
             if v.len() == KEEP_PASSES {
                 v.remove(0);
             }
+            let mut scanned = d.scanned.clone();
+            scanned.sort_unstable();
             v.push(PassPrediction {
                 snapshot_ns: at_ns,
-                victim: victim.clone(),
+                victim: d.victim.clone(),
+                scanned,
             });
         }
         self.by_domain.retain(|d, v| {
-            domains.iter().any(|(x, _)| x == d)
+            domains.iter().any(|x| &x.domain == d)
                 || v.last()
                     .is_some_and(|p| at_ns.saturating_sub(p.snapshot_ns) < KEEP_NS)
         });
@@ -694,8 +708,14 @@ impl RecentPredictions {
     /// kill's domain: the deepest memcg domain holding the victim, else the
     /// host. `limited` is the memcg with a limit that holds the victim, read
     /// at the kill: when no pass knew it yet, there is no prediction for it
-    /// (the host's is not the one to compare with).
-    pub fn judge(&self, k: &SeenKill, limited: Option<&str>) -> PredictionOutcome {
+    /// (the host's is not the one to compare with). `alive` says whether a
+    /// tgid is still there at the kill (a missed prediction's reason).
+    pub fn judge(
+        &self,
+        k: &SeenKill,
+        limited: Option<&str>,
+        alive: impl Fn(i32) -> bool,
+    ) -> PredictionOutcome {
         let domain = self
             .by_domain
             .keys()
@@ -706,6 +726,7 @@ impl RecentPredictions {
         if let (None, Some(l)) = (&domain, limited) {
             return PredictionOutcome {
                 outcome: "no_prediction",
+                miss: miss::NEW_DOMAIN,
                 domain: Some(l.to_owned()),
                 predicted_pid: None,
                 predicted_comm: None,
@@ -723,6 +744,7 @@ impl RecentPredictions {
         let Some(p) = before else {
             return PredictionOutcome {
                 outcome: "no_prediction",
+                miss: miss::NO_PASS,
                 domain,
                 predicted_pid: None,
                 predicted_comm: None,
@@ -731,30 +753,61 @@ impl RecentPredictions {
             };
         };
         let age_ms = (k.at_ns - p.snapshot_ns) as f64 / 1e6;
-        let (outcome, reason) = match &p.victim {
-            Some((tgid, _)) if *tgid == k.tgid => (
-                "match",
-                format!(
-                    "the last pass for {name} ({age_ms:.0} ms before the kill) named this task"
-                ),
-            ),
-            Some((tgid, comm)) => (
-                "mismatch",
-                format!(
-                    "the last pass for {name} ({age_ms:.0} ms before the kill) named pid={tgid} comm={comm}"
-                ),
-            ),
+        let last = format!("the last pass for {name} ({age_ms:.0} ms before the kill)");
+        let (outcome, why, reason) = match &p.victim {
+            Some((tgid, _)) if *tgid == k.tgid => {
+                ("match", miss::NAMED, format!("{last} named this task"))
+            }
+            Some((tgid, comm)) => {
+                let named = format!("{last} named pid={tgid} comm={comm}");
+                let points_of = |t: i32| {
+                    p.scanned
+                        .binary_search_by_key(&t, |e| e.0)
+                        .ok()
+                        .map(|i| p.scanned[i].1)
+                };
+                let (why, detail) = if !alive(*tgid) {
+                    (
+                        miss::PREDICTED_LEFT,
+                        "which was gone at the kill (it exited, or an earlier kill took it)".into(),
+                    )
+                } else {
+                    match points_of(k.tgid) {
+                        None => (
+                            miss::VICTIM_NEW,
+                            "; the task killed was not in the domain then (it started or moved in after)"
+                                .into(),
+                        ),
+                        Some(had) => (
+                            miss::OVERTAKEN,
+                            format!(
+                                "; the task killed had {} then, against {}: it grew past after the pass",
+                                had.map_or("no points (not eligible)".into(), |p| format!("{p} points")),
+                                points_of(*tgid)
+                                    .flatten()
+                                    .map_or("?".into(), |p| format!("{p}"))
+                            ),
+                        ),
+                    }
+                };
+                let sep = if why == miss::PREDICTED_LEFT {
+                    ", "
+                } else {
+                    ""
+                };
+                ("mismatch", why, format!("{named}{sep}{detail}"))
+            }
             // Nothing was there to predict yet (the tasks came after the
             // pass): no prediction rather than a wrong one.
             None => (
                 "no_prediction",
-                format!(
-                    "the last pass for {name} ({age_ms:.0} ms before the kill) found no eligible task"
-                ),
+                miss::NOTHING_ELIGIBLE,
+                format!("{last} found no eligible task"),
             ),
         };
         PredictionOutcome {
             outcome,
+            miss: why,
             domain,
             predicted_pid: p.victim.as_ref().map(|v| v.0),
             predicted_comm: p.victim.as_ref().map(|v| v.1.clone()),
@@ -770,6 +823,11 @@ pub struct PredictionOutcome {
     /// `match`, `mismatch`, or `no_prediction` (no pass had finished, or
     /// the last one found no eligible task in the domain).
     pub outcome: &'static str,
+    /// Why, one of [`miss`]'s: for a mismatch, what changed between the
+    /// pass and the kill (the live prediction was late, not the model
+    /// wrong: that is judged on the kernel's own report).
+    #[serde(rename = "why")]
+    pub miss: &'static str,
     /// The domain judged (None: the host).
     pub domain: Option<String>,
     pub predicted_pid: Option<i32>,
@@ -791,38 +849,117 @@ mod outcome_tests {
         }
     }
 
+    /// A pass over `domain` that named `victim` and scanned `scanned`.
+    fn pass(domain: Option<&str>, victim: i32, scanned: &[(i32, i64)]) -> DomainVictim {
+        DomainVictim {
+            domain: domain.map(Into::into),
+            victim: Some((victim, "hog".to_owned())),
+            scanned: scanned.iter().map(|&(t, p)| (t, Some(p))).collect(),
+        }
+    }
+
+    fn all_alive(_: i32) -> bool {
+        true
+    }
+
     #[test]
     fn a_kill_is_judged_against_the_last_pass_before_it_in_its_domain() {
         let mut r = RecentPredictions::default();
-        let v = |t: i32| Some((t, "hog".to_owned()));
-        r.record(&[(None, v(1)), (Some("/job".into()), v(7))], 100);
-        r.record(&[(None, v(1)), (Some("/job".into()), v(8))], 200);
+        let job = Some("/job");
+        r.record(
+            &[pass(None, 1, &[(1, 9)]), pass(job, 7, &[(7, 9), (8, 5)])],
+            100,
+        );
+        r.record(
+            &[pass(None, 1, &[(1, 9)]), pass(job, 8, &[(7, 5), (8, 9)])],
+            200,
+        );
         // A pass that finished after the kill does not count.
-        r.record(&[(None, v(1)), (Some("/job".into()), v(9))], 300);
-        let o = r.judge(&kill(Some("/job/task"), 8, 250), Some("/job"));
-        assert_eq!((o.outcome, o.predicted_pid), ("match", Some(8)));
+        r.record(&[pass(None, 1, &[(1, 9)]), pass(job, 9, &[(9, 9)])], 300);
+        let o = r.judge(&kill(Some("/job/task"), 8, 250), job, all_alive);
+        assert_eq!(
+            (o.outcome, o.miss, o.predicted_pid),
+            ("match", miss::NAMED, Some(8))
+        );
         assert_eq!(o.domain.as_deref(), Some("/job"));
         assert_eq!(o.age_ms, Some(50.0 / 1e6));
-        let o = r.judge(&kill(Some("/job"), 7, 250), Some("/job"));
-        assert_eq!(o.outcome, "mismatch");
-        assert!(o.reason.contains("pid=8"), "{}", o.reason);
+        let o = r.judge(&kill(Some("/job"), 7, 250), job, all_alive);
+        assert_eq!((o.outcome, o.miss), ("mismatch", miss::OVERTAKEN));
+        assert!(
+            o.reason.contains("pid=8") && o.reason.contains("had 5 points then, against 9"),
+            "{}",
+            o.reason
+        );
         // Outside every memcg domain: the host's prediction.
-        let o = r.judge(&kill(Some("/other"), 1, 250), None);
+        let o = r.judge(&kill(Some("/other"), 1, 250), None, all_alive);
         assert_eq!((o.outcome, o.domain), ("match", None));
         // A limited memcg no pass knew: not judged against the host.
-        let o = r.judge(&kill(Some("/new"), 1, 250), Some("/new"));
+        let o = r.judge(&kill(Some("/new"), 1, 250), Some("/new"), all_alive);
         assert_eq!(
-            (o.outcome, o.domain.as_deref()),
-            ("no_prediction", Some("/new"))
+            (o.outcome, o.miss, o.domain.as_deref()),
+            ("no_prediction", miss::NEW_DOMAIN, Some("/new"))
         );
-        let o = r.judge(&kill(Some("/job"), 8, 50), Some("/job"));
-        assert_eq!(o.outcome, "no_prediction");
+        let o = r.judge(&kill(Some("/job"), 8, 50), job, all_alive);
+        assert_eq!((o.outcome, o.miss), ("no_prediction", miss::NO_PASS));
+    }
+
+    /// A miss says what changed after the pass: the named task left, the
+    /// task killed came after it, or it grew past the named one.
+    #[test]
+    fn a_miss_has_its_reason() {
+        let mut r = RecentPredictions::default();
+        let job = Some("/job");
+        r.record(&[pass(job, 7, &[(7, 9), (8, 5)])], 100);
+        let o = r.judge(&kill(job, 8, 150), job, |t| t != 7);
+        assert_eq!((o.outcome, o.miss), ("mismatch", miss::PREDICTED_LEFT));
+        assert!(o.reason.contains("gone at the kill"), "{}", o.reason);
+        let o = r.judge(&kill(job, 12, 150), job, all_alive);
+        assert_eq!((o.outcome, o.miss), ("mismatch", miss::VICTIM_NEW));
+        let o = r.judge(&kill(job, 8, 150), job, all_alive);
+        assert_eq!((o.outcome, o.miss), ("mismatch", miss::OVERTAKEN));
+        // An ineligible task at the pass that became the victim.
+        r.record(
+            &[DomainVictim {
+                domain: job.map(Into::into),
+                victim: Some((7, "a".into())),
+                scanned: vec![(7, Some(9)), (8, None)],
+            }],
+            200,
+        );
+        let o = r.judge(&kill(job, 8, 250), job, all_alive);
+        assert_eq!(o.miss, miss::OVERTAKEN);
+        assert!(o.reason.contains("not eligible"), "{}", o.reason);
+        // A pass that found nobody eligible.
+        r.record(
+            &[DomainVictim {
+                domain: job.map(Into::into),
+                victim: None,
+                scanned: vec![],
+            }],
+            300,
+        );
+        let o = r.judge(&kill(job, 8, 350), job, all_alive);
+        assert_eq!(
+            (o.outcome, o.miss),
+            ("no_prediction", miss::NOTHING_ELIGIBLE)
+        );
+        // Every reason is one of the counter's pairs.
+        for (outcome, why) in [("match", miss::NAMED), ("mismatch", miss::OVERTAKEN)] {
+            assert!(miss::ALL.contains(&(outcome, why)));
+        }
     }
 
     #[test]
     fn vanished_domains_are_forgotten_after_a_minute() {
         let mut r = RecentPredictions::default();
-        r.record(&[(Some("/gone".into()), None)], 0);
+        r.record(
+            &[DomainVictim {
+                domain: Some("/gone".into()),
+                victim: None,
+                scanned: vec![],
+            }],
+            0,
+        );
         r.record(&[], 1_000);
         assert!(r.by_domain.contains_key(&Some("/gone".to_owned())));
         r.record(&[], KEEP_NS + 1);

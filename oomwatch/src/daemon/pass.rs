@@ -77,6 +77,10 @@ pub struct DomainSummary {
     /// The OOM sysctls and what they mean for this domain's OOM (the host's
     /// also carries its zones' headroom to the min watermarks).
     pub knobs: Knobs,
+    /// Every process scanned here (tgid, points; None where not eligible),
+    /// for judging a kill that the pass did not predict.
+    #[serde(skip)]
+    pub scanned: Vec<(i32, Option<i64>)>,
 }
 
 /// The model against the kernel on one pass.
@@ -168,9 +172,26 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
                 victim: victim(&sel),
                 top: candidates(&sel, Some(top)),
                 knobs: assess(&knob_inputs, constraint_of(dom.kind), &kb),
+                scanned: scanned(&sel),
             }
         })
         .collect()
+}
+
+/// Each process of `sel` once (tgid, points where it was scored).
+fn scanned(sel: &Selection) -> Vec<(i32, Option<i64>)> {
+    let mut out: Vec<(i32, Option<i64>)> = sel
+        .candidates
+        .iter()
+        .map(|c| {
+            let scored = c.verdict == crate::model::select::Verdict::Scored;
+            (c.tgid, c.badness.points.filter(|_| scored))
+        })
+        .collect();
+    // Threads of one process: the process once, scored if any thread was.
+    out.sort_unstable_by_key(|e| (e.0, e.1.is_none()));
+    out.dedup_by_key(|e| e.0);
+    out
 }
 
 /// Model vs kernel `/proc/PID/oom_score` for every task of the snapshot

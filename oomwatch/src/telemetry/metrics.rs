@@ -8,7 +8,8 @@ use std::{
 };
 
 use prometheus::{
-    CounterVec, Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder as _, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Metric names, the single list the daemon, the docs and the tests share.
@@ -40,6 +41,7 @@ pub mod names {
     pub const KERNEL_HOOKS: &str = "oomwatch_kernel_hook_info";
     pub const SNAPSHOT_SOURCE: &str = "oomwatch_snapshot_source_info";
     pub const PREDICTIONS: &str = "oomwatch_predictions_total";
+    pub const PREDICTION_LEAD: &str = "oomwatch_prediction_lead_seconds";
     pub const DOMAIN_CONTAINER: &str = "oomwatch_domain_container_info";
     pub const HOT_PROBES_ATTACHED: &str = "oomwatch_hot_probes_attached";
     pub const HOT_PROBES_ATTACHED_SECONDS: &str = "oomwatch_hot_probes_attached_seconds_total";
@@ -77,6 +79,7 @@ pub mod names {
         KERNEL_HOOKS,
         SNAPSHOT_SOURCE,
         PREDICTIONS,
+        PREDICTION_LEAD,
         DOMAIN_CONTAINER,
         HOT_PROBES_ATTACHED,
         HOT_PROBES_ATTACHED_SECONDS,
@@ -85,6 +88,38 @@ pub mod names {
         COMMIT_LIMIT,
         COMMIT_HEADROOM,
         ZONE_MIN_WATERMARK_HEADROOM,
+    ];
+}
+
+/// Why a live prediction met its kill as it did: the `why` label of
+/// `oomwatch_predictions_total`, a bounded set.
+pub mod prediction_why {
+    /// `match`: the pass named the task the kernel killed.
+    pub const NAMED: &str = "named";
+    /// `mismatch`: the task the pass named was gone at the kill (it
+    /// exited, or an earlier kill took it).
+    pub const PREDICTED_LEFT: &str = "predicted_left";
+    /// `mismatch`: the task killed was not in the domain at the pass (it
+    /// started, or moved in, after it).
+    pub const VICTIM_NEW: &str = "victim_new";
+    /// `mismatch`: the task killed was there with fewer points, or not
+    /// eligible, and grew past the named one after the pass.
+    pub const OVERTAKEN: &str = "overtaken";
+    /// `no_prediction`: no pass over the domain finished before the kill.
+    pub const NO_PASS: &str = "no_pass";
+    /// `no_prediction`: a memcg with a limit that no pass had seen yet.
+    pub const NEW_DOMAIN: &str = "new_domain";
+    /// `no_prediction`: the last pass found no eligible task there.
+    pub const NOTHING_ELIGIBLE: &str = "nothing_eligible";
+    /// Every (outcome, reason) pair the counter takes.
+    pub const ALL: [(&str, &str); 7] = [
+        ("match", NAMED),
+        ("mismatch", PREDICTED_LEFT),
+        ("mismatch", VICTIM_NEW),
+        ("mismatch", OVERTAKEN),
+        ("no_prediction", NO_PASS),
+        ("no_prediction", NEW_DOMAIN),
+        ("no_prediction", NOTHING_ELIGIBLE),
     ];
 }
 
@@ -191,6 +226,8 @@ pub struct Metrics {
     pub snapshot_source: IntGaugeVec,
     /// Kills against the prediction made just before them.
     pub predictions: IntCounterVec,
+    /// How long before each judged kill its prediction's pass finished.
+    pub prediction_lead: HistogramVec,
     /// Kubernetes identity of memcg domains that are pods or containers.
     pub domain_container: IntGaugeVec,
     /// Whether the programs on the hot events are attached (`--hot-probes`).
@@ -276,7 +313,8 @@ impl Metrics {
         let retry_decisions = Self::register_retry_decisions(&registry)?;
         let reaper_events = Self::register_reaper_events(&registry)?;
         let kernel_hooks = Self::register_kernel_hooks(&registry)?;
-        let (snapshot_source, predictions) = Self::register_predictions(&registry)?;
+        let (snapshot_source, predictions, prediction_lead) =
+            Self::register_predictions(&registry)?;
         let domain_container = Self::register_domain_container(&registry)?;
         let (hot_attached, hot_attached_seconds) = Self::register_hot_probes(&registry)?;
         let (domain_oom_action, knobs) = Self::register_knobs(&registry)?;
@@ -311,6 +349,7 @@ impl Metrics {
             kernel_hooks,
             snapshot_source,
             predictions,
+            prediction_lead,
             domain_container,
             hot_attached,
             hot_attached_seconds,
@@ -691,7 +730,7 @@ impl Metrics {
     /// Predictions: the passes' snapshot source, and kills against the prediction.
     fn register_predictions(
         registry: &Registry,
-    ) -> prometheus::Result<(IntGaugeVec, IntCounterVec)> {
+    ) -> prometheus::Result<(IntGaugeVec, IntCounterVec, HistogramVec)> {
         let snapshot_source = IntGaugeVec::new(
             Opts::new(
                 names::SNAPSHOT_SOURCE,
@@ -703,15 +742,29 @@ impl Metrics {
         let predictions = IntCounterVec::new(
             Opts::new(
                 names::PREDICTIONS,
-                "OOM kills against the victim the last prediction pass before the kill named for the kill's domain (the deepest memcg with a limit holding the victim, else the host): match, mismatch, or no_prediction (no pass had finished, or it found no eligible task there).",
+                "OOM kills against the victim the last prediction pass before the kill named for the kill's domain (the deepest memcg with a limit holding the victim, else the host): outcome match, mismatch or no_prediction, and why: named (match); predicted_left (the named task was gone at the kill), victim_new (the task killed was not in the domain at the pass), overtaken (it was, and grew past the named one after the pass) for a mismatch; no_pass, new_domain, nothing_eligible for no_prediction. A mismatch is a late prediction, not a model error: those are oomwatch_report_replays_total{outcome=\"disagree\"} and oomwatch_kernel_points_checks_total{outcome=\"differ\"}.",
             ),
-            &["outcome"],
+            &["outcome", "why"],
         )?;
-        for o in ["match", "mismatch", "no_prediction"] {
-            predictions.with_label_values(&[o]).inc_by(0);
+        for (o, why) in prediction_why::ALL {
+            predictions.with_label_values(&[o, why]).inc_by(0);
         }
         registry.register(Box::new(predictions.clone()))?;
-        Ok((snapshot_source, predictions))
+        let prediction_lead = HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                names::PREDICTION_LEAD,
+                "For each kill judged against a prediction (outcome match or mismatch), how long before the kill that prediction's pass finished.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["outcome"],
+        )?;
+        for o in ["match", "mismatch"] {
+            let _ = prediction_lead.with_label_values(&[o]);
+        }
+        registry.register(Box::new(prediction_lead.clone()))?;
+        Ok((snapshot_source, predictions, prediction_lead))
     }
 
     /// Domains: the Kubernetes identity of memcg domains that are pods or containers.
