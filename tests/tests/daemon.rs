@@ -224,6 +224,36 @@ fn run_exports_a_memcg_oom_kill_and_stops_on_sigterm() {
         },
         "{after}"
     );
+    // The kernel's own count of the kill, mirrored per domain: the
+    // cgroup's (memory.events or memory.oom_control), and the host's
+    // /proc/vmstat, which counts every kill on the machine.
+    let events = |b: &str, cg: &str, domain: &str, event: &str| {
+        labelled(
+            b,
+            "oomwatch_domain_memory_events_total",
+            &format!("cgroup=\"{cg}\",domain=\"{domain}\",event=\"{event}\""),
+        )
+    };
+    let counted = daemon.scrape_until(10, |b| {
+        events(b, &memcg_path, "memcg", "oom_kill").is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(
+        events(&counted, &memcg_path, "memcg", "oom_kill"),
+        Some(1.0),
+        "{counted}"
+    );
+    assert!(
+        events(&counted, "", "global", "oom_kill").is_some_and(|n| n >= 1.0),
+        "{counted}"
+    );
+    // v2 counts each charge that hit memory.max (v1's failcnt counts only
+    // the memory counter's, and the test's limit may be the memsw one's).
+    if memcg.hierarchy.version == oomwatch::host::cgroup::CgroupVersion::V2 {
+        assert!(
+            events(&counted, &memcg_path, "memcg", "max").is_some_and(|n| n >= 1.0),
+            "{counted}"
+        );
+    }
     // At normal load nothing is lost.
     assert_eq!(
         sample(&after, "oomwatch_events_dropped_total"),

@@ -64,6 +64,7 @@ fn read_snapshot(cgroup: Option<&str>) -> anyhow::Result<SystemSnapshot> {
         domains: cgroup.map_or(Domains::Host, |p| Domains::Memcg(p.to_owned())),
         zones: cgroup.is_none(),
         kernel_scores: 0,
+        events: false,
     };
     Snapshotter::open(Source::Proc)?.read_system(std::path::Path::new("/proc"), &want)
 }

@@ -191,6 +191,12 @@ fn domain_states(domains: &[crate::daemon::pass::DomainSummary]) -> Vec<DomainSt
             victim_points: d.victim.as_ref().map(|v| v.points),
             margin: d.margin,
             action: d.knobs.action.kind(),
+            events: d
+                .events
+                .as_ref()
+                .map_or_else(Vec::new, |e| e.counters.clone()),
+            under_oom: d.events.as_ref().and_then(|e| e.under_oom),
+            pressure_us: d.events.as_ref().and_then(|e| e.pressure_us),
         })
         .collect()
 }

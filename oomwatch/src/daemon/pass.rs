@@ -81,6 +81,10 @@ pub struct DomainSummary {
     /// for judging a kill that the pass did not predict.
     #[serde(skip)]
     pub scanned: Vec<(i32, Option<i64>)>,
+    /// The kernel's memory events and pressure for the domain (None where
+    /// they could not be read).
+    #[serde(skip)]
+    pub events: Option<crate::snapshot::memcg::DomainEvents>,
 }
 
 /// The model against the kernel on one pass.
@@ -112,6 +116,7 @@ pub fn refresh(
             domains: Domains::All,
             zones: false,
             kernel_scores: SELF_CHECK_SAMPLE,
+            events: true,
         },
     )?;
     let check = self_check(&snap.procs, read_again(snapper, proc_root));
@@ -173,6 +178,7 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
                 top: candidates(&sel, Some(top)),
                 knobs: assess(&knob_inputs, constraint_of(dom.kind), &kb),
                 scanned: scanned(&sel),
+                events: dom.events.clone().and_then(Result::ok),
             }
         })
         .collect()

@@ -38,6 +38,10 @@ pub struct OomDomain {
     /// `oom_kill_disable`), or why it could not be read; None for the host.
     #[serde(skip)]
     pub charge: Option<Result<MemcgState, String>>,
+    /// The kernel's memory event counters and memory pressure for the
+    /// domain, or why they could not be read; None where not asked for.
+    #[serde(skip)]
+    pub events: Option<Result<memcg::DomainEvents, String>>,
 }
 
 impl OomDomain {
@@ -48,6 +52,16 @@ impl OomDomain {
             .iter()
             .map(|&i| &snap.processes[i].process)
             .collect()
+    }
+
+    /// Reads the domain's memory events and pressure: the memcg's, or the
+    /// host's from `proc_root`.
+    pub fn read_events(&mut self, h: Option<&Hierarchy>, proc_root: &std::path::Path) {
+        self.events = match (&self.cgroup, h) {
+            (None, _) => Some(Ok(memcg::host_events(proc_root))),
+            (Some(path), Some(h)) => Some(memcg::read_events(h, path).map_err(|e| e.to_string())),
+            (Some(_), None) => Some(Err("no memory cgroup hierarchy is mounted".into())),
+        };
     }
 
     /// Reads the memcg's charge state (nothing for the host).
@@ -99,6 +113,7 @@ pub fn global(snap: &ProcSnapshot) -> OomDomain {
         members: (0..snap.processes.len()).collect(),
         oom_groups: Vec::new(),
         charge: None,
+        events: None,
     }
 }
 
@@ -172,6 +187,7 @@ pub fn memcg(
         members,
         oom_groups,
         charge: None,
+        events: None,
     })
 }
 

@@ -154,6 +154,86 @@ pub fn read_charge_state(
     })
 }
 
+/// The event counters each v2 memory cgroup keeps in `memory.events`
+/// (`oom_group_kill` from 5.18: 0 before).
+pub const V2_EVENTS: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oom_group_kill"];
+/// The v1 ones: `memory.failcnt` (charges that hit the limit) and
+/// `memory.oom_control`'s `oom_kill` (4.13+).
+pub const V1_EVENTS: [&str; 2] = ["failcnt", "oom_kill"];
+
+/// What the kernel counts for one OOM domain: its memory events and its
+/// memory pressure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainEvents {
+    /// (event, count) for every name of the domain's set ([`V2_EVENTS`],
+    /// [`V1_EVENTS`], or the host's `oom_kill` from `/proc/vmstat`), 0
+    /// where the kernel does not print one.
+    pub counters: Vec<(&'static str, u64)>,
+    /// v1 `memory.oom_control` `under_oom` (None elsewhere).
+    pub under_oom: Option<bool>,
+    /// Memory pressure stall totals in µs, `some` and `full` (None without
+    /// PSI: a kernel without it, or a v1 cgroup).
+    pub pressure_us: Option<(u64, Option<u64>)>,
+}
+
+/// `key value` lines → the values of `names` (0 where missing).
+fn keyed(text: &str, names: &[&'static str]) -> Vec<(&'static str, u64)> {
+    names
+        .iter()
+        .map(|&n| {
+            let v = text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(k, _)| *k == n)
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            (n, v)
+        })
+        .collect()
+}
+
+/// The memory events and pressure of memcg `path`.
+pub fn read_events(h: &Hierarchy, path: &str) -> Result<DomainEvents, MemcgError> {
+    let d = dir(h, path)?;
+    let pressure_us = std::fs::read_to_string(d.join("memory.pressure"))
+        .ok()
+        .and_then(|t| crate::host::psi::parse_totals(&t));
+    Ok(match h.version {
+        CgroupVersion::V2 => DomainEvents {
+            counters: keyed(&read_value(&d.join("memory.events"))?, &V2_EVENTS),
+            under_oom: None,
+            pressure_us,
+        },
+        CgroupVersion::V1 => {
+            let control = read_value(&d.join("memory.oom_control"))?;
+            let failcnt = read_value(&d.join("memory.failcnt"))?;
+            let mut counters = keyed(&control, &V1_EVENTS);
+            counters[0].1 = failcnt.parse().map_err(|_| MemcgError::Parse {
+                path: d.join("memory.failcnt"),
+                value: failcnt.clone(),
+            })?;
+            DomainEvents {
+                counters,
+                under_oom: Some(keyed(&control, &["under_oom"])[0].1 == 1),
+                pressure_us,
+            }
+        }
+    })
+}
+
+/// The host's: `/proc/vmstat`'s `oom_kill` (4.13+) and
+/// `/proc/pressure/memory`.
+pub fn host_events(proc_root: &Path) -> DomainEvents {
+    let vmstat = std::fs::read_to_string(proc_root.join("vmstat")).unwrap_or_default();
+    DomainEvents {
+        counters: keyed(&vmstat, &["oom_kill"]),
+        under_oom: None,
+        pressure_us: std::fs::read_to_string(proc_root.join("pressure/memory"))
+            .ok()
+            .and_then(|t| crate::host::psi::parse_totals(&t)),
+    }
+}
+
 /// `memory.oom.group` of memcg `path` (v2; false on v1).
 pub fn oom_group(h: &Hierarchy, path: &str) -> bool {
     h.version == CgroupVersion::V2
@@ -232,5 +312,54 @@ mod tests {
         assert!(e.contains("memory cgroup /nope does not exist"), "{e}");
         let e = read_limits(&h, "/c", 4096, 60).unwrap_err().to_string();
         assert!(e.contains("cannot parse \"lots\""), "{e}");
+    }
+
+    /// Each version's event set, in full, 0 where the kernel prints none;
+    /// pressure where the cgroup has it.
+    #[test]
+    fn events_per_version() {
+        let (_t, h) = tree(
+            CgroupVersion::V2,
+            &[
+                (
+                    "job/memory.events",
+                    "low 0\nhigh 3\nmax 17\noom 2\noom_kill 2\n",
+                ),
+                (
+                    "job/memory.pressure",
+                    "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=900\n",
+                ),
+            ],
+        );
+        let e = read_events(&h, "/job").unwrap();
+        assert_eq!(
+            e.counters,
+            vec![
+                ("low", 0),
+                ("high", 3),
+                ("max", 17),
+                ("oom", 2),
+                ("oom_kill", 2),
+                ("oom_group_kill", 0)
+            ]
+        );
+        assert_eq!(
+            (e.under_oom, e.pressure_us),
+            (None, Some((1500, Some(900))))
+        );
+        let (_t, h) = tree(
+            CgroupVersion::V1,
+            &[
+                ("job/memory.failcnt", "41\n"),
+                (
+                    "job/memory.oom_control",
+                    "oom_kill_disable 0\nunder_oom 1\noom_kill 4\n",
+                ),
+            ],
+        );
+        let e = read_events(&h, "/job").unwrap();
+        assert_eq!(e.counters, vec![("failcnt", 41), ("oom_kill", 4)]);
+        assert_eq!((e.under_oom, e.pressure_us), (Some(true), None));
+        assert!(read_events(&h, "/gone").is_err());
     }
 }

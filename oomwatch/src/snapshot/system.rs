@@ -37,6 +37,8 @@ pub struct Want {
     /// processes (the next ones each pass) for the self-check; `/proc`
     /// snapshots read every process's.
     pub kernel_scores: usize,
+    /// Each domain's memory events and pressure (the daemon's gauges).
+    pub events: bool,
 }
 
 impl Want {
@@ -46,6 +48,7 @@ impl Want {
             domains,
             zones: false,
             kernel_scores: 0,
+            events: false,
         }
     }
 }
@@ -264,6 +267,11 @@ impl Snapshotter {
         if let Some(h) = &hierarchy {
             for d in &mut domains {
                 d.read_charge(h, procs.page_size);
+            }
+        }
+        if want.events {
+            for d in &mut domains {
+                d.read_events(hierarchy.as_ref(), proc_root);
             }
         }
         // Every prediction shows the host's headroom to the min watermarks:

@@ -50,6 +50,9 @@ pub mod names {
     pub const COMMIT_LIMIT: &str = "oomwatch_commit_limit_bytes";
     pub const COMMIT_HEADROOM: &str = "oomwatch_commit_headroom_bytes";
     pub const ZONE_MIN_WATERMARK_HEADROOM: &str = "oomwatch_zone_min_watermark_headroom_bytes";
+    pub const DOMAIN_MEMORY_EVENTS: &str = "oomwatch_domain_memory_events_total";
+    pub const DOMAIN_UNDER_OOM: &str = "oomwatch_domain_under_oom";
+    pub const DOMAIN_MEMORY_PRESSURE: &str = "oomwatch_domain_memory_pressure_seconds_total";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -88,6 +91,9 @@ pub mod names {
         COMMIT_LIMIT,
         COMMIT_HEADROOM,
         ZONE_MIN_WATERMARK_HEADROOM,
+        DOMAIN_MEMORY_EVENTS,
+        DOMAIN_UNDER_OOM,
+        DOMAIN_MEMORY_PRESSURE,
     ];
 }
 
@@ -138,6 +144,64 @@ pub struct DomainState {
     pub margin: Option<i64>,
     /// What an OOM here does: one of [`OOM_ACTIONS`].
     pub action: &'static str,
+    /// The kernel's memory event counters for the domain, each name of its
+    /// set (v2 `memory.events`, v1 failcnt and `oom_kill`, the host's
+    /// `oom_kill`) with its count; empty when they could not be read.
+    pub events: Vec<(&'static str, u64)>,
+    /// v1 `under_oom`.
+    pub under_oom: Option<bool>,
+    /// Memory pressure stall totals in µs: `some`, and `full` where kept.
+    pub pressure_us: Option<(u64, Option<u64>)>,
+}
+
+/// A counter that mirrors one the kernel keeps: each update adds what the
+/// kernel's count grew by since the last (a count that went down, as for a
+/// cgroup made again under the same path, starts the series again).
+struct Mirrored<C: prometheus::core::Atomic> {
+    vec: prometheus::core::GenericCounterVec<C>,
+    /// The kernel's count at the last update, per label set.
+    last: Mutex<std::collections::HashMap<Vec<String>, u64>>,
+    /// Kernel units → the metric's.
+    to_metric: fn(u64) -> C::T,
+}
+
+impl<C: prometheus::core::Atomic> Mirrored<C> {
+    fn set(&self, labels: &[&str], kernel: u64) {
+        let key: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let grew = match last.get(&key) {
+            Some(&before) if kernel >= before => kernel - before,
+            Some(_) => {
+                let _ = self.vec.remove_label_values(labels);
+                kernel
+            }
+            None => kernel,
+        };
+        self.vec
+            .with_label_values(labels)
+            .inc_by((self.to_metric)(grew));
+        last.insert(key, kernel);
+    }
+
+    /// Drops every series whose labels start with `prefix`.
+    fn remove(&self, prefix: &[&str]) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.retain(|k, _| {
+            let gone = k.iter().zip(prefix).all(|(a, b)| a == b);
+            if gone {
+                let labels: Vec<&str> = k.iter().map(String::as_str).collect();
+                let _ = self.vec.remove_label_values(&labels);
+            }
+            !gone
+        });
+    }
+}
+
+/// The per-domain gauges and counters of the kernel's own memory events.
+struct DomainKernelCounts {
+    events: Mirrored<prometheus::core::AtomicU64>,
+    under_oom: IntGaugeVec,
+    pressure: Mirrored<prometheus::core::AtomicF64>,
 }
 
 /// The values of `oomwatch_domain_oom_action_info`'s `action` label.
@@ -230,6 +294,8 @@ pub struct Metrics {
     pub prediction_lead: HistogramVec,
     /// Kubernetes identity of memcg domains that are pods or containers.
     pub domain_container: IntGaugeVec,
+    /// Each domain's memory events and pressure, as the kernel counts them.
+    domain_kernel: DomainKernelCounts,
     /// Whether the programs on the hot events are attached (`--hot-probes`).
     hot_attached: prometheus::IntGauge,
     hot_attached_seconds: prometheus::Counter,
@@ -316,6 +382,7 @@ impl Metrics {
         let (snapshot_source, predictions, prediction_lead) =
             Self::register_predictions(&registry)?;
         let domain_container = Self::register_domain_container(&registry)?;
+        let domain_kernel = Self::register_domain_kernel_counts(&registry)?;
         let (hot_attached, hot_attached_seconds) = Self::register_hot_probes(&registry)?;
         let (domain_oom_action, knobs) = Self::register_knobs(&registry)?;
         Ok(Self {
@@ -351,6 +418,7 @@ impl Metrics {
             predictions,
             prediction_lead,
             domain_container,
+            domain_kernel,
             hot_attached,
             hot_attached_seconds,
             domain_oom_action,
@@ -767,6 +835,49 @@ impl Metrics {
         Ok((snapshot_source, predictions, prediction_lead))
     }
 
+    /// Domains: the kernel's memory events and pressure for each.
+    fn register_domain_kernel_counts(
+        registry: &Registry,
+    ) -> prometheus::Result<DomainKernelCounts> {
+        let events = prometheus::IntCounterVec::new(
+            Opts::new(
+                names::DOMAIN_MEMORY_EVENTS,
+                "The kernel's memory event counters for each OOM domain, mirrored: a v2 memory cgroup's memory.events (low, high, max, oom, oom_kill, oom_group_kill), a v1 one's memory.failcnt (failcnt) and memory.oom_control oom_kill, the host's /proc/vmstat oom_kill. Every event of the domain's set is there, at 0 until the kernel counts one.",
+            ),
+            &["domain", "cgroup", "event"],
+        )?;
+        let under_oom = IntGaugeVec::new(
+            Opts::new(
+                names::DOMAIN_UNDER_OOM,
+                "1 while a v1 memory cgroup is under OOM (memory.oom_control under_oom: its OOM killer is disabled, or a victim is still dying), else 0. v1 only.",
+            ),
+            &["domain", "cgroup"],
+        )?;
+        let pressure = prometheus::CounterVec::new(
+            Opts::new(
+                names::DOMAIN_MEMORY_PRESSURE,
+                "Memory pressure stall time of each OOM domain (PSI total, in seconds): some (at least one task stalled on memory) and full (all non-idle tasks stalled), from the cgroup's memory.pressure (v2) or /proc/pressure/memory (host). rate() is the share of time stalled.",
+            ),
+            &["domain", "cgroup", "kind"],
+        )?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(under_oom.clone()))?;
+        registry.register(Box::new(pressure.clone()))?;
+        Ok(DomainKernelCounts {
+            events: Mirrored {
+                vec: events,
+                last: Mutex::default(),
+                to_metric: |n| n,
+            },
+            under_oom,
+            pressure: Mirrored {
+                vec: pressure,
+                last: Mutex::default(),
+                to_metric: |us| us as f64 / 1e6,
+            },
+        })
+    }
+
     /// Domains: the Kubernetes identity of memcg domains that are pods or containers.
     fn register_domain_container(registry: &Registry) -> prometheus::Result<IntGaugeVec> {
         let domain_container = IntGaugeVec::new(
@@ -984,6 +1095,19 @@ impl Metrics {
                     ])
                     .set(1);
             }
+            let k = &self.domain_kernel;
+            for (event, n) in &d.events {
+                k.events.set(&[kind, cg.as_str(), event], *n);
+            }
+            if let Some(u) = d.under_oom {
+                k.under_oom.with_label_values(&labels).set(i64::from(u));
+            }
+            if let Some((some, full)) = d.pressure_us {
+                k.pressure.set(&[kind, cg.as_str(), "some"], some);
+                if let Some(full) = full {
+                    k.pressure.set(&[kind, cg.as_str(), "full"], full);
+                }
+            }
             now.insert((kind.to_owned(), cg));
         }
         let mut old = self.domains.lock().unwrap_or_else(|e| e.into_inner());
@@ -993,6 +1117,10 @@ impl Metrics {
             let _ = self.domain_size.remove_label_values(&labels);
             let _ = self.domain_victim_points.remove_label_values(&labels);
             let _ = self.domain_victim_margin.remove_label_values(&labels);
+            let k = &self.domain_kernel;
+            k.events.remove(&labels);
+            k.pressure.remove(&labels);
+            let _ = k.under_oom.remove_label_values(&labels);
             for a in OOM_ACTIONS {
                 let _ =
                     self.domain_oom_action
@@ -1138,6 +1266,10 @@ mod tests {
             } else {
                 "kill_victim"
             },
+            // The kernel's counts grow with the points here.
+            events: vec![("failcnt", points as u64), ("oom_kill", 0)],
+            under_oom: Some(points == 600),
+            pressure_us: Some((points as u64 * 1000, Some(250_000))),
         };
         m.update_domains(&[
             dom("/a", 500),
@@ -1218,6 +1350,28 @@ mod tests {
         assert!(
             text.contains("oomwatch_domain_victim_points{cgroup=\"/b\",domain=\"memcg\"} 600"),
             "{text}"
+        );
+        for want in [
+            "oomwatch_domain_memory_events_total{cgroup=\"/a\",domain=\"memcg\",event=\"failcnt\"} 500\n",
+            "oomwatch_domain_memory_events_total{cgroup=\"/a\",domain=\"memcg\",event=\"oom_kill\"} 0\n",
+            "oomwatch_domain_under_oom{cgroup=\"/b\",domain=\"memcg\"} 1\n",
+            "oomwatch_domain_memory_pressure_seconds_total{cgroup=\"/a\",domain=\"memcg\",kind=\"some\"} 0.5\n",
+            "oomwatch_domain_memory_pressure_seconds_total{cgroup=\"/a\",domain=\"memcg\",kind=\"full\"} 0.25\n",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        // The mirrored counters follow the kernel's: up by what it grew,
+        // started again where its count went down (a cgroup made anew).
+        m.update_domains(&[dom("/a", 510), dom("/b", 600)]);
+        m.update_domains(&[dom("/a", 7), dom("/b", 600)]);
+        let mirrored = m.render();
+        assert!(
+            mirrored.contains("oomwatch_domain_memory_events_total{cgroup=\"/a\",domain=\"memcg\",event=\"failcnt\"} 7\n"),
+            "{mirrored}"
+        );
+        m.update_domains(&[dom("/a", 9), dom("/b", 600)]);
+        assert!(
+            m.render().contains("oomwatch_domain_memory_events_total{cgroup=\"/a\",domain=\"memcg\",event=\"failcnt\"} 9\n")
         );
         // A vanished domain loses its series; a domain's action changes
         // its one series; a vanished zone loses its series.
