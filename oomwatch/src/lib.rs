@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod ebpf;
+pub mod forecast;
 pub mod host;
 pub mod model;
 pub mod replay;

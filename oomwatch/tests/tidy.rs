@@ -17,15 +17,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("snapshot", &["ebpf", "host", "model"]),
     ("replay", &["host", "model"]),
     ("telemetry", &["ebpf", "model"]),
+    ("forecast", &["model"]),
     (
         "daemon",
-        &["ebpf", "host", "model", "replay", "snapshot", "telemetry"],
+        &[
+            "ebpf",
+            "forecast",
+            "host",
+            "model",
+            "replay",
+            "snapshot",
+            "telemetry",
+        ],
     ),
     (
         "cli",
         &[
             "daemon",
             "ebpf",
+            "forecast",
             "host",
             "model",
             "replay",

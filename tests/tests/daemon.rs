@@ -482,6 +482,69 @@ fn labelled(text: &str, name: &str, labels: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
 }
 
+/// A steady leak in a memory cgroup is forecast to its OOM: halfway from
+/// the leak's start to the kernel's kill, `oomwatch_domain_seconds_to_oom`
+/// puts the kill within 20 % of the time that was then left, with its error
+/// beside it; before the leak there is no finite forecast.
+#[test]
+fn run_forecasts_a_steady_leak_to_its_oom() {
+    require_root();
+    let (daemon, _) = Daemon::start();
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let path = memcg.path.clone();
+    let series =
+        |b: &str, name: &str| labelled(b, name, &format!("cgroup=\"{path}\",domain=\"memcg\""));
+    // The domain's first passes, before anything grows: no finite forecast.
+    let idle = daemon.scrape_until(10, |b| {
+        series(b, "oomwatch_domain_seconds_to_oom").is_some()
+    });
+    assert_eq!(
+        series(&idle, "oomwatch_domain_seconds_to_oom"),
+        Some(f64::INFINITY),
+        "{idle}"
+    );
+    // 2 MiB a second into 64 MiB: the kill comes about half a minute on.
+    let mut hog = oomwatch_tests::Hog::start_mode(
+        env!("CARGO_BIN_EXE_oomwatch-hog"),
+        &memcg,
+        256,
+        &["leak", "2048"],
+    )
+    .expect("start the leak");
+    let start = Instant::now();
+    let mut seen: Vec<(f64, f64, Option<f64>)> = Vec::new();
+    let killed_after = loop {
+        if hog.child.try_wait().unwrap().is_some() {
+            break start.elapsed().as_secs_f64();
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "no OOM in 90 s");
+        let b = http_get(&daemon.addr, "/metrics").expect("scrape");
+        if let Some(s) = series(&b, "oomwatch_domain_seconds_to_oom") {
+            seen.push((
+                start.elapsed().as_secs_f64(),
+                s,
+                series(&b, "oomwatch_domain_seconds_to_oom_error"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let (at, left, error) = *seen
+        .iter()
+        .rfind(|s| s.0 <= killed_after / 2.0 && s.1.is_finite())
+        .unwrap_or_else(|| panic!("no finite forecast by halfway ({killed_after:.1} s): {seen:?}"));
+    let off = (at + left - killed_after) / (killed_after - at);
+    eprintln!(
+        "killed {killed_after:.1} s after the leak began; at {at:.1} s the forecast said {left:.1} s \
+         (± {:.1}), off by {:.0} % of the {:.1} s then left",
+        error.unwrap_or(f64::NAN),
+        off * 100.0,
+        killed_after - at
+    );
+    assert!(off.abs() <= 0.20, "{seen:?}");
+    assert!(error.is_some_and(f64::is_finite), "{seen:?}");
+    assert!(killed_by_sigkill(&hog.child.wait().unwrap()));
+}
+
 /// The prediction loop: a memory cgroup with a limit gets its own series
 /// (victim points, margin, headroom) matching its hogs, the self-check finds
 /// no unexplained difference, and the series go when the cgroup goes.

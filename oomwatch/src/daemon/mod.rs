@@ -98,6 +98,7 @@ fn spawn_predictor(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The rss counters the model scores with, once measurement decides
         // them (logged when that differs from the start's rules).
+        let mut forecaster = crate::forecast::Forecaster::default();
         let mut rss_counters = crate::snapshot::proc::read_header(std::path::Path::new("/proc"))
             .ok()
             .map(|h| h.rules().rss_counters);
@@ -124,7 +125,18 @@ fn spawn_predictor(
             // if the whole pass finished before it.
             let snapshot_ns = crate::daemon::oomstart::boot_ns();
             match pass {
-                Ok(Ok((domains, check))) => {
+                Ok(Ok((mut domains, check))) => {
+                    for d in &mut domains {
+                        d.forecast = Some(forecaster.observe(
+                            &d.cgroup,
+                            &crate::forecast::DomainPass {
+                                at_ns: snapshot_ns,
+                                headroom_bytes: d.unreclaimable_headroom_bytes,
+                                scanned: &d.scanned,
+                            },
+                        ));
+                    }
+                    forecaster.forget_older_than(snapshot_ns);
                     let predicted: Vec<_> = domains
                         .iter()
                         .map(|d| crate::daemon::oomstart::DomainVictim {
@@ -179,6 +191,8 @@ fn spawn_predictor(
     })
 }
 
+use crate::forecast::TimeToOom;
+
 /// The per-domain gauges' view of a pass.
 fn domain_states(domains: &[crate::daemon::pass::DomainSummary]) -> Vec<DomainState> {
     domains
@@ -191,6 +205,18 @@ fn domain_states(domains: &[crate::daemon::pass::DomainSummary]) -> Vec<DomainSt
             victim_points: d.victim.as_ref().map(|v| v.points),
             margin: d.margin,
             action: d.knobs.action.kind(),
+            seconds_to_oom: d.forecast.as_ref().and_then(|f| match f.time_to_oom {
+                TimeToOom::Unknown => None,
+                TimeToOom::NotGrowing => Some((f64::INFINITY, None)),
+                TimeToOom::In {
+                    seconds,
+                    error_seconds,
+                } => Some((seconds, Some(error_seconds))),
+            }),
+            forecast_victim: d.forecast.as_ref().and_then(|f| {
+                let (tgid, points) = f.victim_at_oom?;
+                Some((points, d.victim.as_ref().is_some_and(|v| v.tgid == tgid)))
+            }),
             events: d
                 .events
                 .as_ref()

@@ -85,6 +85,14 @@ pub struct DomainSummary {
     /// they could not be read).
     #[serde(skip)]
     pub events: Option<crate::snapshot::memcg::DomainEvents>,
+    /// What the limit leaves above the memory reclaim cannot free (the
+    /// memcg's usage less its file LRU pages; the host's MemAvailable):
+    /// what the forecast follows.
+    #[serde(skip)]
+    pub unreclaimable_headroom_bytes: Option<u64>,
+    /// The forecast, once the loop has put this pass into it.
+    #[serde(skip)]
+    pub forecast: Option<crate::forecast::DomainForecast>,
 }
 
 /// The model against the kernel on one pass.
@@ -166,6 +174,14 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
                 None => snap.procs.mem_available,
                 Some(_) => dom.headroom_pages().map(|p| snap.bytes(p)),
             };
+            let unreclaimable_headroom_bytes = match (&dom.cgroup, &dom.charge) {
+                (None, _) => snap.procs.mem_available,
+                (Some(_), Some(Ok(c))) if c.limit_pages != u64::MAX => {
+                    let unreclaimable = c.usage_pages.saturating_sub(c.reclaimable_pages);
+                    Some(snap.bytes(c.limit_pages.saturating_sub(unreclaimable)))
+                }
+                _ => None,
+            };
             let sel = select_in(&snap.procs, dom, &kb);
             DomainSummary {
                 kind: dom.kind,
@@ -179,6 +195,8 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
                 knobs: assess(&knob_inputs, constraint_of(dom.kind), &kb),
                 scanned: scanned(&sel),
                 events: dom.events.clone().and_then(Result::ok),
+                unreclaimable_headroom_bytes,
+                forecast: None,
             }
         })
         .collect()

@@ -51,6 +51,11 @@ pub mod names {
     pub const COMMIT_HEADROOM: &str = "oomwatch_commit_headroom_bytes";
     pub const ZONE_MIN_WATERMARK_HEADROOM: &str = "oomwatch_zone_min_watermark_headroom_bytes";
     pub const DOMAIN_MEMORY_EVENTS: &str = "oomwatch_domain_memory_events_total";
+    pub const DOMAIN_SECONDS_TO_OOM: &str = "oomwatch_domain_seconds_to_oom";
+    pub const DOMAIN_SECONDS_TO_OOM_ERROR: &str = "oomwatch_domain_seconds_to_oom_error";
+    pub const DOMAIN_FORECAST_VICTIM_POINTS: &str = "oomwatch_domain_forecast_victim_points";
+    pub const DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW: &str =
+        "oomwatch_domain_forecast_victim_is_victim_now";
     pub const DOMAIN_UNDER_OOM: &str = "oomwatch_domain_under_oom";
     pub const DOMAIN_MEMORY_PRESSURE: &str = "oomwatch_domain_memory_pressure_seconds_total";
     /// Every name above.
@@ -92,6 +97,10 @@ pub mod names {
         COMMIT_HEADROOM,
         ZONE_MIN_WATERMARK_HEADROOM,
         DOMAIN_MEMORY_EVENTS,
+        DOMAIN_SECONDS_TO_OOM,
+        DOMAIN_SECONDS_TO_OOM_ERROR,
+        DOMAIN_FORECAST_VICTIM_POINTS,
+        DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW,
         DOMAIN_UNDER_OOM,
         DOMAIN_MEMORY_PRESSURE,
     ];
@@ -144,6 +153,13 @@ pub struct DomainState {
     pub margin: Option<i64>,
     /// What an OOM here does: one of [`OOM_ACTIONS`].
     pub action: &'static str,
+    /// Seconds until the domain's OOM on the trend of its headroom, and the
+    /// error (two standard errors of the trend): (+Inf, None) when the
+    /// headroom is not falling; None before enough passes.
+    pub seconds_to_oom: Option<(f64, Option<f64>)>,
+    /// The victim when that OOM comes: its projected points, and whether it
+    /// is the victim now.
+    pub forecast_victim: Option<(i64, bool)>,
     /// The kernel's memory event counters for the domain, each name of its
     /// set (v2 `memory.events`, v1 failcnt and `oom_kill`, the host's
     /// `oom_kill`) with its count; empty when they could not be read.
@@ -199,6 +215,10 @@ impl<C: prometheus::core::Atomic> Mirrored<C> {
 
 /// The per-domain gauges and counters of the kernel's own memory events.
 struct DomainKernelCounts {
+    seconds_to_oom: prometheus::GaugeVec,
+    seconds_to_oom_error: prometheus::GaugeVec,
+    forecast_victim_points: IntGaugeVec,
+    forecast_victim_is_now: IntGaugeVec,
     events: Mirrored<prometheus::core::AtomicU64>,
     under_oom: IntGaugeVec,
     pressure: Mirrored<prometheus::core::AtomicF64>,
@@ -860,10 +880,46 @@ impl Metrics {
             ),
             &["domain", "cgroup", "kind"],
         )?;
+        let seconds_to_oom = prometheus::GaugeVec::new(
+            Opts::new(
+                names::DOMAIN_SECONDS_TO_OOM,
+                "Seconds until the OOM domain runs out of memory reclaim cannot free, on the trend (least squares over the last minute of prediction passes) of its headroom: a memory cgroup's limit minus its usage less its file LRU pages (anon, shmem and kernel memory stay), the host's MemAvailable. +Inf when that headroom is not falling by more than its noise; absent until three passes over two seconds.",
+            ),
+            &["domain", "cgroup"],
+        )?;
+        let seconds_to_oom_error = prometheus::GaugeVec::new(
+            Opts::new(
+                names::DOMAIN_SECONDS_TO_OOM_ERROR,
+                "The error of oomwatch_domain_seconds_to_oom, in seconds either way: half the range the forecast spans with the trend's slope two standard errors steeper or flatter (+Inf when the flatter one does not fall). Present with a finite forecast only.",
+            ),
+            &["domain", "cgroup"],
+        )?;
+        let forecast_victim_points = IntGaugeVec::new(
+            Opts::new(
+                names::DOMAIN_FORECAST_VICTIM_POINTS,
+                "The points of the task the kernel's scan would choose when the forecast OOM comes, each eligible task's points carried forward on its own trend over the same passes. Present with a finite forecast only.",
+            ),
+            &["domain", "cgroup"],
+        )?;
+        let forecast_victim_is_now = IntGaugeVec::new(
+            Opts::new(
+                names::DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW,
+                "1 when the victim at the forecast OOM is the task the scan would choose now, 0 when a faster grower will overtake it. Present with a finite forecast only.",
+            ),
+            &["domain", "cgroup"],
+        )?;
+        registry.register(Box::new(seconds_to_oom.clone()))?;
+        registry.register(Box::new(seconds_to_oom_error.clone()))?;
+        registry.register(Box::new(forecast_victim_points.clone()))?;
+        registry.register(Box::new(forecast_victim_is_now.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(under_oom.clone()))?;
         registry.register(Box::new(pressure.clone()))?;
         Ok(DomainKernelCounts {
+            seconds_to_oom,
+            seconds_to_oom_error,
+            forecast_victim_points,
+            forecast_victim_is_now,
             events: Mirrored {
                 vec: events,
                 last: Mutex::default(),
@@ -1096,6 +1152,35 @@ impl Metrics {
                     .set(1);
             }
             let k = &self.domain_kernel;
+            match d.seconds_to_oom {
+                Some((secs, err)) => {
+                    k.seconds_to_oom.with_label_values(&labels).set(secs);
+                    match err {
+                        Some(e) => k.seconds_to_oom_error.with_label_values(&labels).set(e),
+                        None => {
+                            let _ = k.seconds_to_oom_error.remove_label_values(&labels);
+                        }
+                    }
+                }
+                None => {
+                    let _ = k.seconds_to_oom.remove_label_values(&labels);
+                    let _ = k.seconds_to_oom_error.remove_label_values(&labels);
+                }
+            }
+            match d.forecast_victim {
+                Some((points, is_now)) => {
+                    k.forecast_victim_points
+                        .with_label_values(&labels)
+                        .set(points);
+                    k.forecast_victim_is_now
+                        .with_label_values(&labels)
+                        .set(i64::from(is_now));
+                }
+                None => {
+                    let _ = k.forecast_victim_points.remove_label_values(&labels);
+                    let _ = k.forecast_victim_is_now.remove_label_values(&labels);
+                }
+            }
             for (event, n) in &d.events {
                 k.events.set(&[kind, cg.as_str(), event], *n);
             }
@@ -1118,6 +1203,10 @@ impl Metrics {
             let _ = self.domain_victim_points.remove_label_values(&labels);
             let _ = self.domain_victim_margin.remove_label_values(&labels);
             let k = &self.domain_kernel;
+            let _ = k.seconds_to_oom.remove_label_values(&labels);
+            let _ = k.seconds_to_oom_error.remove_label_values(&labels);
+            let _ = k.forecast_victim_points.remove_label_values(&labels);
+            let _ = k.forecast_victim_is_now.remove_label_values(&labels);
             k.events.remove(&labels);
             k.pressure.remove(&labels);
             let _ = k.under_oom.remove_label_values(&labels);
@@ -1266,6 +1355,8 @@ mod tests {
             } else {
                 "kill_victim"
             },
+            seconds_to_oom: Some((points as f64 / 10.0, Some(1.5))),
+            forecast_victim: Some((points + 50, points != 600)),
             // The kernel's counts grow with the points here.
             events: vec![("failcnt", points as u64), ("oom_kill", 0)],
             under_oom: Some(points == 600),
@@ -1355,6 +1446,10 @@ mod tests {
             "oomwatch_domain_memory_events_total{cgroup=\"/a\",domain=\"memcg\",event=\"failcnt\"} 500\n",
             "oomwatch_domain_memory_events_total{cgroup=\"/a\",domain=\"memcg\",event=\"oom_kill\"} 0\n",
             "oomwatch_domain_under_oom{cgroup=\"/b\",domain=\"memcg\"} 1\n",
+            "oomwatch_domain_seconds_to_oom{cgroup=\"/a\",domain=\"memcg\"} 50\n",
+            "oomwatch_domain_seconds_to_oom_error{cgroup=\"/a\",domain=\"memcg\"} 1.5\n",
+            "oomwatch_domain_forecast_victim_points{cgroup=\"/b\",domain=\"memcg\"} 650\n",
+            "oomwatch_domain_forecast_victim_is_victim_now{cgroup=\"/b\",domain=\"memcg\"} 0\n",
             "oomwatch_domain_memory_pressure_seconds_total{cgroup=\"/a\",domain=\"memcg\",kind=\"some\"} 0.5\n",
             "oomwatch_domain_memory_pressure_seconds_total{cgroup=\"/a\",domain=\"memcg\",kind=\"full\"} 0.25\n",
         ] {

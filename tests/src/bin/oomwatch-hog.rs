@@ -33,6 +33,9 @@
 //!   on demand: prints `ready`, then for each line `K` read touches the
 //!   next K pages and prints `ok` (a test steps its rss page by page);
 //!   sleeps until killed at the end of input;
+//! - `leak N`: prints `ready` at once, then touches MIB MiB of anonymous
+//!   memory at N KiB a second, in 10 steps a second (a steady leak), and
+//!   sleeps once done;
 //! - `spawn N`: MIB MiB of anonymous memory, then N child processes that
 //!   sleep until killed (a host with many live tasks, for benchmarks). The
 //!   hog is in its memory cgroup before it forks, so every child is too.
@@ -72,7 +75,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
         eprintln!(
-            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|chunks|pages|spawn N]"
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|chunks|pages|leak N|spawn N]"
         );
         std::process::exit(2);
     };
@@ -217,6 +220,28 @@ fn main() {
                 let _ = std::io::stdout().flush();
             }
             std::process::exit(0);
+        }
+        "leak" => {
+            let p = map(len, private | libc::MAP_NORESERVE, -1);
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            let per_step = (n * 1024 / 10).max(PAGE);
+            let start = std::time::Instant::now();
+            let mut touched = 0;
+            let mut step = 0u32;
+            while touched < len {
+                let k = per_step.min(len - touched);
+                // SAFETY: touched..touched+k lie inside the mapping.
+                touch(unsafe { p.add(touched) }, k, PAGE);
+                touched += k;
+                step += 1;
+                // Steps on a fixed schedule, so the rate does not drift.
+                let due = start + std::time::Duration::from_millis(100) * step;
+                std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            }
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
         }
         "pages" => {
             let p = map(len, private | libc::MAP_NORESERVE, -1);
