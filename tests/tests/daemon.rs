@@ -545,6 +545,82 @@ fn run_forecasts_a_steady_leak_to_its_oom() {
     assert!(killed_by_sigkill(&hog.child.wait().unwrap()));
 }
 
+/// `run --on-forecast CMD` runs CMD before a real kill, with the domain
+/// and the victim to be in its environment, and its cooldown holds over a
+/// second OOM of the same domain.
+#[test]
+fn on_forecast_runs_a_command_before_the_kill() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$OOMWATCH_DOMAIN $OOMWATCH_CGROUP $OOMWATCH_VICTIM_PID $OOMWATCH_SECONDS_TO_OOM $(date +%s%N)\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (daemon, _) = Daemon::start_with(&[
+        "--on-forecast",
+        script.to_str().unwrap(),
+        "--on-forecast-within",
+        "600",
+        "--on-forecast-cooldown",
+        "600",
+    ]);
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let runs = || std::fs::read_to_string(&out).unwrap_or_default();
+    let mut pids = Vec::new();
+    let mut killed_at_ns = Vec::new();
+    // Two leaks of 8 MiB a second, one after the other, into the same cgroup.
+    for _ in 0..2 {
+        let mut hog = oomwatch_tests::Hog::start_mode(
+            env!("CARGO_BIN_EXE_oomwatch-hog"),
+            &memcg,
+            256,
+            &["leak", "8192"],
+        )
+        .expect("start the leak");
+        pids.push(hog.pid());
+        let status = hog.child.wait().unwrap();
+        killed_at_ns.push(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        assert!(killed_by_sigkill(&status), "{status:?}");
+    }
+    let metrics = daemon.scrape_until(10, |b| {
+        labelled(b, "oomwatch_on_forecast_runs_total", "result=\"ok\"") == Some(1.0)
+    });
+    let lines: Vec<String> = runs().lines().map(str::to_owned).collect();
+    eprintln!("on-forecast runs: {lines:?}; kills at {killed_at_ns:?}");
+    assert_eq!(lines.len(), 1, "one run, then the cooldown: {lines:?}");
+    let f: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(
+        f[..3],
+        ["memcg", memcg.path.as_str(), &pids[0].to_string()],
+        "{lines:?}"
+    );
+    let seconds: f64 = f[3].parse().unwrap();
+    assert!(seconds > 0.0 && seconds <= 600.0, "{lines:?}");
+    let ran_at: u128 = f[4].parse().unwrap();
+    assert!(
+        ran_at < killed_at_ns[0],
+        "the command ran after the kill: {lines:?}"
+    );
+    assert_eq!(
+        labelled(&metrics, "oomwatch_on_forecast_runs_total", "result=\"ok\""),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
 /// The prediction loop: a memory cgroup with a limit gets its own series
 /// (victim points, margin, headroom) matching its hogs, the self-check finds
 /// no unexplained difference, and the series go when the cgroup goes.

@@ -6,6 +6,13 @@
 //! listen = "127.0.0.1:7707"   # the /metrics and /events address
 //! interval = 1.0              # seconds between prediction passes
 //! events = "/var/log/oomwatch/events.jsonl"   # or "-" for stdout
+//!
+//! [on_forecast]               # off unless command is given
+//! command = ["/usr/local/bin/heap-dump", "--all"]   # never through a shell
+//! within = 60                 # run when an OOM is forecast this close (s)
+//! timeout = 30                # kill the command after this long (s)
+//! cooldown = 300              # not again for the same domain before (s)
+//! max_running = 2             # runs at once
 //! ```
 
 use std::{
@@ -23,6 +30,28 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub interval: Option<f64>,
     pub events: Option<PathBuf>,
+    pub on_forecast: Option<OnForecastFile>,
+}
+
+/// The `[on_forecast]` table.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OnForecastFile {
+    pub command: Option<Vec<String>>,
+    pub within: Option<f64>,
+    pub timeout: Option<f64>,
+    pub cooldown: Option<f64>,
+    pub max_running: Option<usize>,
+}
+
+/// `run`'s `--on-forecast*` flags, as given.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct OnForecastFlags {
+    pub command: Option<String>,
+    pub within: Option<f64>,
+    pub timeout: Option<f64>,
+    pub cooldown: Option<f64>,
+    pub max_running: Option<usize>,
 }
 
 /// The daemon's settings after merging.
@@ -31,6 +60,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub interval: f64,
     pub events: Option<PathBuf>,
+    pub on_forecast: Option<crate::daemon::on_forecast::OnForecast>,
 }
 
 /// Reads and checks `path`; every error names the file and the fix.
@@ -44,7 +74,7 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
 pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
     let c: FileConfig = toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "{}(known keys: listen, interval, events)",
+            "{}(known keys: listen, interval, events, and the table [on_forecast] with command, within, timeout, cooldown, max_running)",
             e.to_string().trim_end().to_owned() + "\n"
         )
     })?;
@@ -68,12 +98,85 @@ pub fn check_interval(v: f64) -> Result<f64, String> {
     }
 }
 
+/// The on-forecast hook from its flags over its table over the defaults;
+/// None when no command is given (off).
+pub fn merge_on_forecast(
+    file: Option<OnForecastFile>,
+    flags: OnForecastFlags,
+) -> anyhow::Result<Option<crate::daemon::on_forecast::OnForecast>> {
+    use crate::daemon::on_forecast::OnForecast;
+    let file = file.unwrap_or_default();
+    let argv: Vec<String> = match (&flags.command, file.command) {
+        (Some(c), _) => c.split_whitespace().map(str::to_owned).collect(),
+        (None, Some(argv)) => argv,
+        (None, None) => {
+            if flags != OnForecastFlags::default() {
+                bail!("--on-forecast-* settings need a command: give --on-forecast CMD");
+            }
+            return Ok(None);
+        }
+    };
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        bail!(
+            "the on-forecast command is empty: give the program to run, e.g. --on-forecast \"/usr/local/bin/heap-dump --all\""
+        );
+    }
+    let secs = |name: &str, v: f64, min: f64, max: f64| {
+        if v.is_finite() && (min..=max).contains(&v) {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(anyhow::anyhow!(
+                "on-forecast {name} {v} s is out of range: use {min} to {max}"
+            ))
+        }
+    };
+    let max_running = flags
+        .max_running
+        .or(file.max_running)
+        .unwrap_or(OnForecast::DEFAULT_MAX_RUNNING);
+    if !(1..=64).contains(&max_running) {
+        bail!("on-forecast max_running {max_running} is out of range: use 1 to 64");
+    }
+    Ok(Some(OnForecast {
+        argv,
+        within: secs(
+            "within",
+            flags
+                .within
+                .or(file.within)
+                .unwrap_or(OnForecast::DEFAULT_WITHIN),
+            0.1,
+            86_400.0,
+        )?,
+        timeout: secs(
+            "timeout",
+            flags
+                .timeout
+                .or(file.timeout)
+                .unwrap_or(OnForecast::DEFAULT_TIMEOUT),
+            0.1,
+            3_600.0,
+        )?,
+        cooldown: secs(
+            "cooldown",
+            flags
+                .cooldown
+                .or(file.cooldown)
+                .unwrap_or(OnForecast::DEFAULT_COOLDOWN),
+            0.0,
+            86_400.0,
+        )?,
+        max_running,
+    }))
+}
+
 /// Flags over the file over the defaults.
 pub fn merge(
     file: FileConfig,
     listen: Option<SocketAddr>,
     interval: Option<f64>,
     events: Option<PathBuf>,
+    on_forecast: OnForecastFlags,
 ) -> anyhow::Result<Settings> {
     let listen = match (listen, file.listen) {
         (Some(l), _) => l,
@@ -88,6 +191,7 @@ pub fn merge(
         listen,
         interval,
         events: events.or(file.events),
+        on_forecast: merge_on_forecast(file.on_forecast, on_forecast)?,
     })
 }
 
@@ -98,11 +202,19 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let f = parse("listen = \"0.0.0.0:9000\"\ninterval = 5\nevents = \"-\"\n").unwrap();
-        let s = merge(f, None, Some(2.0), None).unwrap();
+        let s = merge(f, None, Some(2.0), None, OnForecastFlags::default()).unwrap();
         assert_eq!(s.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(s.interval, 2.0);
         assert_eq!(s.events.as_deref(), Some(Path::new("-")));
-        let s = merge(FileConfig::default(), None, None, None).unwrap();
+        let s = merge(
+            FileConfig::default(),
+            None,
+            None,
+            None,
+            OnForecastFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(s.on_forecast, None);
         assert_eq!(s.listen, crate::daemon::DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(s.interval, 1.0);
         assert_eq!(s.events, None);
@@ -113,6 +225,10 @@ mod tests {
         let e = parse("lisen = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `lisen`"), "{e}");
         assert!(e.contains("known keys: listen, interval, events"), "{e}");
+        let e = parse("[on_forecast]\ncomand = [\"x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `comand`"), "{e}");
         let e = parse("listen = \"localhost\"\n").unwrap_err().to_string();
         assert_eq!(
             e,
@@ -130,6 +246,67 @@ mod tests {
             format!("{e:#}")
                 .starts_with("read the config file /nonexistent/oomwatch.toml (--config): "),
             "{e:#}"
+        );
+    }
+
+    /// The hook: off without a command; the flag's command (split at
+    /// whitespace, never a shell) wins over the file's argv; each setting
+    /// from the flag, the file or the default; bad values are named.
+    #[test]
+    fn on_forecast_settings() {
+        let f = parse(
+            "[on_forecast]\ncommand = [\"/bin/dump\", \"a b\"]\nwithin = 120\ncooldown = 0\n",
+        )
+        .unwrap();
+        let h = merge_on_forecast(f.on_forecast, OnForecastFlags::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.argv, ["/bin/dump", "a b"]);
+        assert_eq!(h.within.as_secs(), 120);
+        assert_eq!(h.cooldown.as_secs(), 0);
+        assert_eq!(h.timeout.as_secs(), 30);
+        assert_eq!(h.max_running, 2);
+        let flags = OnForecastFlags {
+            command: Some("/bin/other  --x".into()),
+            max_running: Some(1),
+            ..Default::default()
+        };
+        let h = merge_on_forecast(None, flags).unwrap().unwrap();
+        assert_eq!(h.argv, ["/bin/other", "--x"]);
+        assert_eq!(h.max_running, 1);
+        let e = merge_on_forecast(
+            None,
+            OnForecastFlags {
+                within: Some(30.0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("give --on-forecast CMD"), "{e}");
+        let e = merge_on_forecast(
+            None,
+            OnForecastFlags {
+                command: Some("x".into()),
+                timeout: Some(0.0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "on-forecast timeout 0 s is out of range: use 0.1 to 3600"
+        );
+        assert!(
+            merge_on_forecast(
+                None,
+                OnForecastFlags {
+                    command: Some("  ".into()),
+                    ..Default::default()
+                }
+            )
+            .is_err()
         );
     }
 }

@@ -26,7 +26,9 @@ pub struct Flags {
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Read settings from a TOML file with the keys listen, interval and
-    /// events; flags given here win over it.
+    /// events, and an [on_forecast] table (command as an argv array,
+    /// within, timeout, cooldown, max_running); flags given here win over
+    /// it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Turn on the kernel's run-time statistics for BPF programs
@@ -60,6 +62,31 @@ pub struct Flags {
     /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
     #[arg(long, value_enum, value_name = "SOURCE", default_value_t = Source::Auto)]
     pub source: Source,
+    /// Run CMD when an OOM domain is forecast to OOM within
+    /// --on-forecast-within seconds (oomwatch_domain_seconds_to_oom), e.g.
+    /// to take a heap profile of the task the kernel will kill. CMD is split
+    /// at whitespace into the program and its arguments and never given to
+    /// a shell. Its environment adds OOMWATCH_DOMAIN (host or memcg),
+    /// OOMWATCH_CGROUP, OOMWATCH_SECONDS_TO_OOM, OOMWATCH_SECONDS_TO_OOM_ERROR,
+    /// OOMWATCH_VICTIM_PID (the victim when the OOM comes) and
+    /// OOMWATCH_VICTIM_NOW_PID. Off by default.
+    #[arg(long, value_name = "CMD")]
+    pub on_forecast: Option<String>,
+    /// Run --on-forecast when the forecast OOM is at most this many seconds
+    /// away [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub on_forecast_within: Option<f64>,
+    /// Kill --on-forecast's command after this many seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub on_forecast_timeout: Option<f64>,
+    /// Do not run --on-forecast again for the same domain before this many
+    /// seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub on_forecast_cooldown: Option<f64>,
+    /// Runs of --on-forecast's command at once, over every domain
+    /// [default: 2].
+    #[arg(long, value_name = "N")]
+    pub on_forecast_max_running: Option<usize>,
 }
 
 /// Merges the settings, starts the runtime and runs the daemon until
@@ -76,6 +103,13 @@ pub fn run(flags: Flags) -> ExitCode {
                 flags.listen,
                 flags.interval,
                 flags.events,
+                super::config::OnForecastFlags {
+                    command: flags.on_forecast,
+                    within: flags.on_forecast_within,
+                    timeout: flags.on_forecast_timeout,
+                    cooldown: flags.on_forecast_cooldown,
+                    max_running: flags.on_forecast_max_running,
+                },
             )
         });
     let settings = match settings {
@@ -104,6 +138,7 @@ pub fn run(flags: Flags) -> ExitCode {
         program_stats: flags.program_stats,
         hot_probes: flags.hot_probes,
         hot_hold: std::time::Duration::from_secs(flags.hot_probes_hold),
+        on_forecast: settings.on_forecast,
     };
     match rt.block_on(daemon::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 pub mod episode;
 pub mod hot;
 pub mod kernel_scan;
+pub mod on_forecast;
 pub mod oomstart;
 pub mod pass;
 
@@ -70,6 +71,8 @@ pub struct RunOptions {
     pub hot_probes: crate::daemon::hot::HotProbes,
     /// How long they stay after the last sign of memory pressure.
     pub hot_hold: Duration,
+    /// The command to run when a domain is forecast to OOM soon.
+    pub on_forecast: Option<on_forecast::OnForecast>,
 }
 
 type AtStart = Arc<Mutex<StartTracker>>;
@@ -91,6 +94,7 @@ fn spawn_predictor(
     at_start: AtStart,
     recent: Recent,
     snapper: crate::snapshot::Snapshotter,
+    on_forecast: Option<on_forecast::OnForecast>,
 ) -> tokio::task::JoinHandle<()> {
     let snapper = Arc::new(std::sync::Mutex::new(snapper));
     tokio::spawn(async move {
@@ -99,6 +103,7 @@ fn spawn_predictor(
         // The rss counters the model scores with, once measurement decides
         // them (logged when that differs from the start's rules).
         let mut forecaster = crate::forecast::Forecaster::default();
+        let mut hook = on_forecast.map(|cfg| on_forecast::Hook::new(cfg, Arc::clone(&metrics)));
         let mut rss_counters = crate::snapshot::proc::read_header(std::path::Path::new("/proc"))
             .ok()
             .map(|h| h.rules().rss_counters);
@@ -137,6 +142,9 @@ fn spawn_predictor(
                         ));
                     }
                     forecaster.forget_older_than(snapshot_ns);
+                    if let Some(h) = &mut hook {
+                        h.consider(&domains);
+                    }
                     let predicted: Vec<_> = domains
                         .iter()
                         .map(|d| crate::daemon::oomstart::DomainVictim {
@@ -349,6 +357,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Arc::clone(&at_start),
         Arc::clone(&recent),
         snapper,
+        opts.on_forecast.clone(),
     );
     let logger = probes.spawn_logger();
     let mut victims = probes.victims()?;

@@ -52,6 +52,7 @@ pub mod names {
     pub const ZONE_MIN_WATERMARK_HEADROOM: &str = "oomwatch_zone_min_watermark_headroom_bytes";
     pub const DOMAIN_MEMORY_EVENTS: &str = "oomwatch_domain_memory_events_total";
     pub const DOMAIN_SECONDS_TO_OOM: &str = "oomwatch_domain_seconds_to_oom";
+    pub const ON_FORECAST_RUNS: &str = "oomwatch_on_forecast_runs_total";
     pub const DOMAIN_SECONDS_TO_OOM_ERROR: &str = "oomwatch_domain_seconds_to_oom_error";
     pub const DOMAIN_FORECAST_VICTIM_POINTS: &str = "oomwatch_domain_forecast_victim_points";
     pub const DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW: &str =
@@ -98,6 +99,7 @@ pub mod names {
         ZONE_MIN_WATERMARK_HEADROOM,
         DOMAIN_MEMORY_EVENTS,
         DOMAIN_SECONDS_TO_OOM,
+        ON_FORECAST_RUNS,
         DOMAIN_SECONDS_TO_OOM_ERROR,
         DOMAIN_FORECAST_VICTIM_POINTS,
         DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW,
@@ -312,6 +314,8 @@ pub struct Metrics {
     pub predictions: IntCounterVec,
     /// How long before each judged kill its prediction's pass finished.
     pub prediction_lead: HistogramVec,
+    /// `run --on-forecast` runs by how they ended.
+    pub on_forecast_runs: IntCounterVec,
     /// Kubernetes identity of memcg domains that are pods or containers.
     pub domain_container: IntGaugeVec,
     /// Each domain's memory events and pressure, as the kernel counts them.
@@ -401,6 +405,17 @@ impl Metrics {
         let kernel_hooks = Self::register_kernel_hooks(&registry)?;
         let (snapshot_source, predictions, prediction_lead) =
             Self::register_predictions(&registry)?;
+        let on_forecast_runs = IntCounterVec::new(
+            Opts::new(
+                names::ON_FORECAST_RUNS,
+                "Runs of the run --on-forecast command, by how they ended: ok (exit 0), failed (another exit, or a signal), timeout (killed at --on-forecast-timeout), spawn_error (could not start), busy (a domain was forecast to OOM, but --on-forecast-max-running runs were still going).",
+            ),
+            &["result"],
+        )?;
+        for r in ["ok", "failed", "timeout", "spawn_error", "busy"] {
+            on_forecast_runs.with_label_values(&[r]).inc_by(0);
+        }
+        registry.register(Box::new(on_forecast_runs.clone()))?;
         let domain_container = Self::register_domain_container(&registry)?;
         let domain_kernel = Self::register_domain_kernel_counts(&registry)?;
         let (hot_attached, hot_attached_seconds) = Self::register_hot_probes(&registry)?;
@@ -437,6 +452,7 @@ impl Metrics {
             snapshot_source,
             predictions,
             prediction_lead,
+            on_forecast_runs,
             domain_container,
             domain_kernel,
             hot_attached,
