@@ -543,6 +543,20 @@ fn run_forecasts_a_steady_leak_to_its_oom() {
     assert!(off.abs() <= 0.20, "{seen:?}");
     assert!(error.is_some_and(f64::is_finite), "{seen:?}");
     assert!(killed_by_sigkill(&hog.child.wait().unwrap()));
+    // The kill against the growth-aware victim forecast before it: the
+    // leak itself, the only task there.
+    let judged = daemon.scrape_until(10, |b| {
+        labelled(b, "oomwatch_forecast_victims_total", "outcome=\"match\"") == Some(1.0)
+    });
+    assert_eq!(
+        labelled(
+            &judged,
+            "oomwatch_forecast_victims_total",
+            "outcome=\"match\""
+        ),
+        Some(1.0),
+        "{judged}"
+    );
 }
 
 /// `run --on-forecast CMD` runs CMD before a real kill, with the domain

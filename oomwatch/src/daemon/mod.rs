@@ -151,6 +151,12 @@ fn spawn_predictor(
                             domain: d.cgroup.clone(),
                             victim: d.victim.as_ref().map(|v| (v.tgid, v.comm.clone())),
                             scanned: d.scanned.clone(),
+                            forecast: d.forecast.as_ref().and_then(|f| match f.time_to_oom {
+                                TimeToOom::In { seconds, .. } => {
+                                    Some((seconds, f.victim_at_oom.map(|v| v.0)))
+                                }
+                                _ => None,
+                            }),
                         })
                         .collect();
                     recent
@@ -716,6 +722,10 @@ impl Kills {
         self.metrics
             .predictions
             .with_label_values(&[outcome.outcome, outcome.miss])
+            .inc();
+        self.metrics
+            .forecast_victims
+            .with_label_values(&[outcome.forecast])
             .inc();
         if let Some(ms) = outcome
             .age_ms

@@ -648,7 +648,7 @@ mod tracker_tests {
 }
 
 /// What one finished prediction pass said for a domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PassPrediction {
     /// When the pass finished (CLOCK_BOOTTIME ns).
     pub snapshot_ns: u64,
@@ -657,15 +657,20 @@ pub struct PassPrediction {
     /// Every process the pass scanned there, by tgid: its points, None
     /// where it was not eligible. Sorted by tgid.
     pub scanned: Vec<(i32, Option<i64>)>,
+    /// The pass's forecast: seconds to the domain's OOM, and the victim
+    /// then (tgid); None without a finite forecast.
+    pub forecast: Option<(f64, Option<i32>)>,
 }
 
 /// One domain of a pass: the domain (None: the host), its predicted victim
 /// (tgid, comm), and every process scanned there (tgid, points).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DomainVictim {
     pub domain: Option<String>,
     pub victim: Option<(i32, String)>,
     pub scanned: Vec<(i32, Option<i64>)>,
+    /// Seconds to the domain's OOM and the victim then, where forecast.
+    pub forecast: Option<(f64, Option<i32>)>,
 }
 
 use crate::telemetry::metrics::prediction_why as miss;
@@ -695,6 +700,7 @@ impl RecentPredictions {
                 snapshot_ns: at_ns,
                 victim: d.victim.clone(),
                 scanned,
+                forecast: d.forecast,
             });
         }
         self.by_domain.retain(|d, v| {
@@ -727,6 +733,9 @@ impl RecentPredictions {
             return PredictionOutcome {
                 outcome: "no_prediction",
                 miss: miss::NEW_DOMAIN,
+                forecast: "none",
+                forecast_victim_pid: None,
+                forecast_seconds_to_oom: None,
                 domain: Some(l.to_owned()),
                 predicted_pid: None,
                 predicted_comm: None,
@@ -745,6 +754,9 @@ impl RecentPredictions {
             return PredictionOutcome {
                 outcome: "no_prediction",
                 miss: miss::NO_PASS,
+                forecast: "none",
+                forecast_victim_pid: None,
+                forecast_seconds_to_oom: None,
                 domain,
                 predicted_pid: None,
                 predicted_comm: None,
@@ -805,9 +817,17 @@ impl RecentPredictions {
                 format!("{last} found no eligible task"),
             ),
         };
+        let forecast_victim = p.forecast.and_then(|f| f.1);
         PredictionOutcome {
             outcome,
             miss: why,
+            forecast: match forecast_victim {
+                Some(t) if t == k.tgid => "match",
+                Some(_) => "mismatch",
+                None => "none",
+            },
+            forecast_victim_pid: forecast_victim,
+            forecast_seconds_to_oom: p.forecast.map(|f| f.0),
             domain,
             predicted_pid: p.victim.as_ref().map(|v| v.0),
             predicted_comm: p.victim.as_ref().map(|v| v.1.clone()),
@@ -828,6 +848,13 @@ pub struct PredictionOutcome {
     /// wrong: that is judged on the kernel's own report).
     #[serde(rename = "why")]
     pub miss: &'static str,
+    /// The same pass's growth-aware victim (the one its forecast said the
+    /// kernel would kill when the domain's OOM comes) against the kill:
+    /// `match`, `mismatch`, or `none` (no finite forecast then).
+    pub forecast: &'static str,
+    pub forecast_victim_pid: Option<i32>,
+    /// Seconds to the OOM that pass forecast.
+    pub forecast_seconds_to_oom: Option<f64>,
     /// The domain judged (None: the host).
     pub domain: Option<String>,
     pub predicted_pid: Option<i32>,
@@ -855,6 +882,7 @@ mod outcome_tests {
             domain: domain.map(Into::into),
             victim: Some((victim, "hog".to_owned())),
             scanned: scanned.iter().map(|&(t, p)| (t, Some(p))).collect(),
+            forecast: None,
         }
     }
 
@@ -917,12 +945,30 @@ mod outcome_tests {
         assert_eq!((o.outcome, o.miss), ("mismatch", miss::VICTIM_NEW));
         let o = r.judge(&kill(job, 8, 150), job, all_alive);
         assert_eq!((o.outcome, o.miss), ("mismatch", miss::OVERTAKEN));
+        assert_eq!((o.forecast, o.forecast_victim_pid), ("none", None));
+        // The growth-aware victim of the same pass, judged beside it: it
+        // named the task that overtook.
+        r.record(
+            &[DomainVictim {
+                forecast: Some((4.5, Some(8))),
+                ..pass(job, 7, &[(7, 9), (8, 5)])
+            }],
+            160,
+        );
+        let o = r.judge(&kill(job, 8, 170), job, all_alive);
+        assert_eq!(
+            (o.outcome, o.forecast, o.forecast_seconds_to_oom),
+            ("mismatch", "match", Some(4.5))
+        );
+        let o = r.judge(&kill(job, 7, 170), job, all_alive);
+        assert_eq!((o.outcome, o.forecast), ("match", "mismatch"));
         // An ineligible task at the pass that became the victim.
         r.record(
             &[DomainVictim {
                 domain: job.map(Into::into),
                 victim: Some((7, "a".into())),
                 scanned: vec![(7, Some(9)), (8, None)],
+                forecast: None,
             }],
             200,
         );
@@ -935,6 +981,7 @@ mod outcome_tests {
                 domain: job.map(Into::into),
                 victim: None,
                 scanned: vec![],
+                forecast: None,
             }],
             300,
         );
@@ -957,6 +1004,7 @@ mod outcome_tests {
                 domain: Some("/gone".into()),
                 victim: None,
                 scanned: vec![],
+                forecast: None,
             }],
             0,
         );

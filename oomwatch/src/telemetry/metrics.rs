@@ -53,6 +53,7 @@ pub mod names {
     pub const DOMAIN_MEMORY_EVENTS: &str = "oomwatch_domain_memory_events_total";
     pub const DOMAIN_SECONDS_TO_OOM: &str = "oomwatch_domain_seconds_to_oom";
     pub const ON_FORECAST_RUNS: &str = "oomwatch_on_forecast_runs_total";
+    pub const FORECAST_VICTIMS: &str = "oomwatch_forecast_victims_total";
     pub const DOMAIN_SECONDS_TO_OOM_ERROR: &str = "oomwatch_domain_seconds_to_oom_error";
     pub const DOMAIN_FORECAST_VICTIM_POINTS: &str = "oomwatch_domain_forecast_victim_points";
     pub const DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW: &str =
@@ -100,6 +101,7 @@ pub mod names {
         DOMAIN_MEMORY_EVENTS,
         DOMAIN_SECONDS_TO_OOM,
         ON_FORECAST_RUNS,
+        FORECAST_VICTIMS,
         DOMAIN_SECONDS_TO_OOM_ERROR,
         DOMAIN_FORECAST_VICTIM_POINTS,
         DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW,
@@ -316,6 +318,8 @@ pub struct Metrics {
     pub prediction_lead: HistogramVec,
     /// `run --on-forecast` runs by how they ended.
     pub on_forecast_runs: IntCounterVec,
+    /// Kills against the growth-aware victim forecast just before them.
+    pub forecast_victims: IntCounterVec,
     /// Kubernetes identity of memcg domains that are pods or containers.
     pub domain_container: IntGaugeVec,
     /// Each domain's memory events and pressure, as the kernel counts them.
@@ -416,6 +420,17 @@ impl Metrics {
             on_forecast_runs.with_label_values(&[r]).inc_by(0);
         }
         registry.register(Box::new(on_forecast_runs.clone()))?;
+        let forecast_victims = IntCounterVec::new(
+            Opts::new(
+                names::FORECAST_VICTIMS,
+                "OOM kills against the growth-aware victim (oomwatch_domain_forecast_victim_points) of the last pass before the kill, in the kill's domain: match, mismatch, or none (that pass had no finite forecast).",
+            ),
+            &["outcome"],
+        )?;
+        for o in ["match", "mismatch", "none"] {
+            forecast_victims.with_label_values(&[o]).inc_by(0);
+        }
+        registry.register(Box::new(forecast_victims.clone()))?;
         let domain_container = Self::register_domain_container(&registry)?;
         let domain_kernel = Self::register_domain_kernel_counts(&registry)?;
         let (hot_attached, hot_attached_seconds) = Self::register_hot_probes(&registry)?;
@@ -453,6 +468,7 @@ impl Metrics {
             predictions,
             prediction_lead,
             on_forecast_runs,
+            forecast_victims,
             domain_container,
             domain_kernel,
             hot_attached,
