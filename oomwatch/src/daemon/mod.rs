@@ -131,17 +131,7 @@ fn spawn_predictor(
             let snapshot_ns = crate::daemon::oomstart::boot_ns();
             match pass {
                 Ok(Ok((mut domains, check))) => {
-                    for d in &mut domains {
-                        d.forecast = Some(forecaster.observe(
-                            &d.cgroup,
-                            &crate::forecast::DomainPass {
-                                at_ns: snapshot_ns,
-                                headroom_bytes: d.unreclaimable_headroom_bytes,
-                                scanned: &d.scanned,
-                            },
-                        ));
-                    }
-                    forecaster.forget_older_than(snapshot_ns);
+                    crate::daemon::pass::forecast(&mut forecaster, &mut domains, snapshot_ns);
                     if let Some(h) = &mut hook {
                         h.consider(&domains);
                     }

@@ -202,6 +202,29 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
         .collect()
 }
 
+/// Puts one pass into `forecaster` (its domains' headroom and every
+/// scanned task's points, at `at_ns` on CLOCK_BOOTTIME) and sets each
+/// domain's forecast; domains no pass has had for a window are forgotten.
+/// The daemon's loop, `predict --forecast`, `top` and the backtest all
+/// forecast through this.
+pub fn forecast(
+    forecaster: &mut crate::forecast::Forecaster,
+    domains: &mut [DomainSummary],
+    at_ns: u64,
+) {
+    for d in domains.iter_mut() {
+        d.forecast = Some(forecaster.observe(
+            &d.cgroup,
+            &crate::forecast::DomainPass {
+                at_ns,
+                headroom_bytes: d.unreclaimable_headroom_bytes,
+                scanned: &d.scanned,
+            },
+        ));
+    }
+    forecaster.forget_older_than(at_ns);
+}
+
 /// Each process of `sel` once (tgid, points where it was scored).
 fn scanned(sel: &Selection) -> Vec<(i32, Option<i64>)> {
     let mut out: Vec<(i32, Option<i64>)> = sel
