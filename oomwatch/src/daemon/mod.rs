@@ -120,6 +120,46 @@ fn spawn_predictor(
                     started.push(s);
                 }
             }
+            for s in &started {
+                at_start
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .on_signal(s.cgroup.clone(), s.signal_ns);
+            }
+            // An OOM's start: its own domain first, alone (the fastest pass,
+            // the one that can come before the kill), then every domain.
+            for s in std::mem::take(&mut started) {
+                let snapper = Arc::clone(&snapper);
+                let domain = s.cgroup.clone();
+                let fast = tokio::task::spawn_blocking(move || {
+                    let mut snapper = snapper.lock().unwrap_or_else(|e| e.into_inner());
+                    crate::daemon::pass::refresh_one(
+                        &mut snapper,
+                        std::path::Path::new("/proc"),
+                        3,
+                        &domain,
+                    )
+                })
+                .await;
+                let snapshot_ns = crate::daemon::oomstart::boot_ns();
+                match fast {
+                    Ok(Ok(mut domains)) => {
+                        crate::daemon::pass::forecast(&mut forecaster, &mut domains, snapshot_ns);
+                        recent
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record(&domain_victims(&domains), snapshot_ns);
+                        metrics.oom_starts.inc();
+                        log_start_prediction(&s, &domains, snapshot_ns, &at_start);
+                    }
+                    // The full pass below logs it instead.
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %format!("{e:#}"), "OOM-start pass of one domain failed");
+                        started.push(s);
+                    }
+                    Err(_) => started.push(s),
+                }
+            }
             let snapper = Arc::clone(&snapper);
             let pass = tokio::task::spawn_blocking(move || {
                 let mut snapper = snapper.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,24 +175,10 @@ fn spawn_predictor(
                     if let Some(h) = &mut hook {
                         h.consider(&domains);
                     }
-                    let predicted: Vec<_> = domains
-                        .iter()
-                        .map(|d| crate::daemon::oomstart::DomainVictim {
-                            domain: d.cgroup.clone(),
-                            victim: d.victim.as_ref().map(|v| (v.tgid, v.comm.clone())),
-                            scanned: d.scanned.clone(),
-                            forecast: d.forecast.as_ref().and_then(|f| match f.time_to_oom {
-                                TimeToOom::In { seconds, .. } => {
-                                    Some((seconds, f.victim_at_oom.map(|v| v.0)))
-                                }
-                                _ => None,
-                            }),
-                        })
-                        .collect();
                     recent
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .record(&predicted, snapshot_ns);
+                        .record(&domain_victims(&domains), snapshot_ns);
                     for s in &started {
                         metrics.oom_starts.inc();
                         log_start_prediction(s, &domains, snapshot_ns, &at_start);
@@ -196,6 +222,24 @@ fn spawn_predictor(
 }
 
 use crate::forecast::TimeToOom;
+
+/// What a pass predicted per domain, as kills are judged against it.
+fn domain_victims(
+    domains: &[crate::daemon::pass::DomainSummary],
+) -> Vec<crate::daemon::oomstart::DomainVictim> {
+    domains
+        .iter()
+        .map(|d| crate::daemon::oomstart::DomainVictim {
+            domain: d.cgroup.clone(),
+            victim: d.victim.as_ref().map(|v| (v.tgid, v.comm.clone())),
+            scanned: d.scanned.clone(),
+            forecast: d.forecast.as_ref().and_then(|f| match f.time_to_oom {
+                TimeToOom::In { seconds, .. } => Some((seconds, f.victim_at_oom.map(|v| v.0))),
+                _ => None,
+            }),
+        })
+        .collect()
+}
 
 /// The per-domain gauges' view of a pass.
 fn domain_states(domains: &[crate::daemon::pass::DomainSummary]) -> Vec<DomainState> {
@@ -297,9 +341,14 @@ fn log_start_prediction(
         _ if victim.is_some() => tracing::info!(
             "oom start: {name}: predicted victim {scan} ({ms:.1} ms after the signal)"
         ),
-        _ => tracing::info!(
-            "oom start: {name}: no eligible task predicted ({ms:.1} ms after the signal)"
-        ),
+        _ => match d.and_then(|d| d.waiting_for) {
+            Some(pid) => tracing::info!(
+                "oom start: {name}: no kill predicted: the scan stops at pid={pid}, an OOM victim not yet gone ({ms:.1} ms after the signal)"
+            ),
+            None => tracing::info!(
+                "oom start: {name}: no eligible task predicted ({ms:.1} ms after the signal)"
+            ),
+        },
     }
     let paired = at_start
         .lock()

@@ -394,6 +394,9 @@ pub struct StartTracker {
     pending: Vec<StartPrediction>,
     /// Recent kills, and whether each was paired already.
     kills: Vec<(SeenKill, bool)>,
+    /// Every recent start signal given a pass (domain, signal ns), its
+    /// prediction made or not yet.
+    signals: Vec<(Option<String>, u64)>,
 }
 
 /// Older than this, a pending prediction or an unpaired kill is dropped.
@@ -404,8 +407,26 @@ const HOST_KEEP_NS: u64 = 10_000_000_000;
 impl StartTracker {
     /// A kill arrived: the verdict for its line (empty when no prediction
     /// waits for it).
+    /// A start signal that a pass will answer: a newer OOM start of its
+    /// domain, which settles a prediction of no kill made before it.
+    pub fn on_signal(&mut self, domain: Option<String>, signal_ns: u64) {
+        self.expire(signal_ns);
+        self.signals.push((domain, signal_ns));
+    }
+
     pub fn on_kill(&mut self, k: SeenKill) -> String {
         self.expire(k.at_ns);
+        // A prediction of no kill (nothing eligible) followed by a newer
+        // start of its domain before this kill: its OOM ended without one
+        // (e.g. the tasks it saw were exiting), and the newer start is this
+        // kill's. Its prediction, still being made, pairs when it comes.
+        let signals = &self.signals;
+        self.pending.retain(|p| {
+            p.victim.is_some()
+                || !signals
+                    .iter()
+                    .any(|(d, s)| *d == p.domain && *s > p.signal_ns && *s <= k.at_ns)
+        });
         // The deepest domain holding the victim; within it, of the start
         // predictions made since (an OOM can signal several times before
         // its kill), the last one finished before the kill, else the last.
@@ -481,6 +502,7 @@ impl StartTracker {
             None => now_ns.saturating_sub(p.signal_ns) < HOST_KEEP_NS,
         });
         self.kills.retain(|(k, _)| keep(k.at_ns));
+        self.signals.retain(|(_, s)| keep(*s));
     }
 }
 
@@ -579,6 +601,33 @@ mod tracker_tests {
         // Only a late one: said, not compared.
         t.on_prediction(pred("/job", 400, 2_000_500, 9));
         assert!(t.on_kill(kill("/job", 9, 500)).contains("not compared"));
+    }
+
+    /// Seen in a churn of memcg OOMs: a start signalled while the last
+    /// OOM's tasks were exiting found nothing eligible (the kernel killed
+    /// nothing either), and the next OOM's own start pass finished after
+    /// its kill. The kill is not compared with the stale prediction; it
+    /// pairs with its own, which says it came too late.
+    #[test]
+    fn a_prediction_of_no_kill_is_settled_by_a_newer_start() {
+        let mut t = StartTracker::default();
+        let mut nothing = pred("/job", 100, 110, 0);
+        nothing.victim = None;
+        t.on_signal(Some("/job".into()), 100);
+        assert_eq!(t.on_prediction(nothing.clone()), None);
+        t.on_signal(Some("/job".into()), 500);
+        assert_eq!(t.on_kill(kill("/job", 7, 502)), "");
+        let l = t.on_prediction(pred("/job", 500, 509, 7)).unwrap();
+        assert!(l.contains("after the kill: not compared"), "{l}");
+        // Without a newer start, nothing eligible against a kill is a
+        // disagreement, as before.
+        let mut t = StartTracker::default();
+        t.on_signal(Some("/job".into()), 100);
+        t.on_prediction(nothing);
+        assert!(
+            t.on_kill(kill("/job", 7, 502))
+                .contains("nothing eligible (DISAGREE)")
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct DomainSummary {
     /// The forecast, once the loop has put this pass into it.
     #[serde(skip)]
     pub forecast: Option<crate::forecast::DomainForecast>,
+    /// The scan stops here (no kill) for this OOM victim, not yet gone.
+    #[serde(skip)]
+    pub waiting_for: Option<i32>,
 }
 
 /// The model against the kernel on one pass.
@@ -129,6 +132,31 @@ pub fn refresh(
     )?;
     let check = self_check(&snap.procs, read_again(snapper, proc_root));
     Ok((summarize_domains(&snap, top), check))
+}
+
+/// The pass an OOM start calls for: one domain (a memcg's path, or None:
+/// the host) and nothing else (no self-check, no events, no other
+/// domain), so it can be done before the kernel's own scan where the
+/// kernel takes long enough.
+pub fn refresh_one(
+    snapper: &mut Snapshotter,
+    proc_root: &Path,
+    top: usize,
+    domain: &Option<String>,
+) -> anyhow::Result<Vec<DomainSummary>> {
+    let snap = snapper.read_system(
+        proc_root,
+        &Want {
+            domains: match domain {
+                Some(path) => Domains::Memcg(path.clone()),
+                None => Domains::Host,
+            },
+            zones: false,
+            kernel_scores: 0,
+            events: false,
+        },
+    )?;
+    Ok(summarize_domains(&snap, top))
 }
 
 /// The self-check's second look at a task, from the source of the first:
@@ -197,6 +225,10 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
                 events: dom.events.clone().and_then(Result::ok),
                 unreclaimable_headroom_bytes,
                 forecast: None,
+                waiting_for: match sel.outcome {
+                    crate::model::select::Outcome::Aborted { waiting_for } => Some(waiting_for),
+                    _ => None,
+                },
             }
         })
         .collect()
