@@ -75,7 +75,8 @@ enum Task {
         #[arg(long = "tasks", value_name = "N")]
         tasks: Vec<u32>,
         /// Only these sections (comma-separated: scan, probes, latency,
-        /// daemon); the result then goes to target/benchmarks.md.
+        /// daemon, forecast); they replace their own sections and targets
+        /// in docs/benchmarks.md, and the rest of it stays.
         #[arg(long, value_name = "LIST")]
         only: Option<String>,
     },
@@ -434,11 +435,8 @@ fn bench(rounds: u32, tasks: &[u32], only: Option<&str>) -> anyhow::Result<()> {
     ]);
     status(c)?;
     let root = workspace_root();
-    // A partial run (--only) leaves docs/benchmarks.md alone.
-    let out = match only {
-        None => root.join("docs/benchmarks.md"),
-        Some(_) => root.join("target/benchmarks.md"),
-    };
+    // A partial run (--only) replaces only its own sections and targets.
+    let out = root.join("docs/benchmarks.md");
     let mut b = Command::new(root.join("target/release/oomwatch-bench"));
     b.args(["--rounds", &rounds.to_string(), "--markdown"])
         .arg(&out);

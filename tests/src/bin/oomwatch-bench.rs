@@ -17,9 +17,16 @@
 //!   polled in the same loop.
 //! - `daemon` (P5): the daemon's RSS and CPU at a 1 s refresh with 1 000
 //!   tasks, against a process that does what earlyoom does each second.
+//! - `forecast` (F1–F3): the forecast backtest. Real workloads in a
+//!   64 MiB memory cgroup run to a real OOM kill (a steady leak, a
+//!   staircase, a small task that grows past a big one) with a prediction
+//!   pass every second, as the daemon's: the forecast at 50 % and 80 % of
+//!   the time to the kill against the real kill, and the growth-aware
+//!   victim against the kernel's; and a page-cache churn that fills the
+//!   limit and never OOMs, where no forecast may fall under 10 minutes.
 //!
-//! `oomwatch-bench [--only scan,probes,latency,daemon] [--tasks N]...
-//! [--rounds R] [--kills N] [--seconds S] [--markdown FILE]`
+//! `oomwatch-bench [--only scan,probes,latency,daemon,forecast] [--tasks N]...
+//! [--rounds R] [--kills N] [--seconds S] [--runs N] [--markdown FILE]`
 
 use std::{
     io::Write as _,
@@ -30,6 +37,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use oomwatch::{
     daemon::pass,
+    forecast::TimeToOom,
     model::KernelBehavior,
     snapshot::{bpf::TaskIter, domain, proc},
 };
@@ -149,6 +157,7 @@ fn main() -> anyhow::Result<()> {
         rounds: 9,
         kills: 25,
         seconds: 30,
+        runs: 3,
     };
     let mut only: Option<Vec<String>> = None;
     let mut markdown: Option<std::path::PathBuf> = None;
@@ -159,10 +168,11 @@ fn main() -> anyhow::Result<()> {
             "--rounds" => o.rounds = args.next().context("--rounds R")?.parse()?,
             "--kills" => o.kills = args.next().context("--kills N")?.parse()?,
             "--seconds" => o.seconds = args.next().context("--seconds S")?.parse()?,
+            "--runs" => o.runs = args.next().context("--runs N")?.parse()?,
             "--only" => {
                 only = Some(
                     args.next()
-                        .context("--only scan,probes,latency,daemon")?
+                        .context("--only scan,probes,latency,daemon,forecast")?
                         .split(',')
                         .map(str::to_owned)
                         .collect(),
@@ -175,8 +185,8 @@ fn main() -> anyhow::Result<()> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: oomwatch-bench [--only scan,probes,latency,daemon] [--tasks N]... \
-                     [--rounds R] [--kills N] [--seconds S] [--markdown FILE]"
+                    "usage: oomwatch-bench [--only scan,probes,latency,daemon,forecast] [--tasks N]... \
+                     [--rounds R] [--kills N] [--seconds S] [--runs N] [--markdown FILE]"
                 );
                 return Ok(());
             }
@@ -190,11 +200,12 @@ fn main() -> anyhow::Result<()> {
         bail!("the benchmarks load eBPF and create memory cgroups: run them as root");
     }
     type Section = fn(&Options) -> anyhow::Result<(String, Vec<Verdict>)>;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("scan", scan),
         ("probes", probes),
         ("latency", latency),
         ("daemon", daemon_cost),
+        ("forecast", forecast),
     ];
     let all: Vec<&str> = sections.iter().map(|(name, _)| *name).collect();
     if let Some(bad) = only.iter().flatten().find(|s| !all.contains(&s.as_str())) {
@@ -212,10 +223,12 @@ fn main() -> anyhow::Result<()> {
         describe_machine()
     );
     let mut verdicts = Vec::new();
+    let mut texts = Vec::new();
     for (name, section) in sections {
         if want(name) {
             let (text, v) = section(&o)?;
             doc.push_str(&text);
+            texts.push(text);
             verdicts.extend(v);
         }
     }
@@ -224,10 +237,80 @@ fn main() -> anyhow::Result<()> {
     println!("{summary}");
     doc.push_str(&summary);
     if let Some(path) = markdown {
+        // A partial run replaces its own sections and targets in an
+        // existing file, and keeps the rest.
+        let doc = match (&only, std::fs::read_to_string(&path)) {
+            (Some(_), Ok(old)) => splice(&old, &texts, &summary, &describe_machine()),
+            _ => doc,
+        };
         std::fs::write(&path, doc).with_context(|| format!("write {}", path.display()))?;
         println!("written to {}", path.display());
     }
     Ok(())
+}
+
+/// The heading of a section's text (its first `## ` line).
+fn heading(text: &str) -> Option<&str> {
+    text.lines().find(|l| l.starts_with("## "))
+}
+
+/// `old` (a whole benchmarks file) with `sections` in place of the
+/// sections of the same heading (new ones go before the targets), and
+/// the targets table's rows replaced by those of `summary` with the same
+/// id. Each replaced section says which run measured it.
+fn splice(old: &str, sections: &[String], summary: &str, machine: &str) -> String {
+    const TARGETS: &str = "## Where the targets stand";
+    // Split at each heading: the preamble, then one part per section.
+    let mut parts: Vec<String> = Vec::new();
+    for line in old.split_inclusive('\n') {
+        if line.starts_with("## ") || parts.is_empty() {
+            parts.push(String::new());
+        }
+        parts.last_mut().expect("pushed above").push_str(line);
+    }
+    for text in sections {
+        let Some(h) = heading(text) else { continue };
+        let marked = format!(
+            "{}\n\nThis section was measured alone (`cargo xtask bench --only`) on {machine}.\n\n",
+            text.trim_end()
+        );
+        let body = marked.trim_start_matches('\n').to_owned();
+        match parts.iter().position(|p| heading(p) == Some(h)) {
+            Some(i) => parts[i] = body,
+            None => {
+                let at = parts
+                    .iter()
+                    .position(|p| heading(p) == Some(TARGETS))
+                    .unwrap_or(parts.len());
+                parts.insert(at, body);
+            }
+        }
+    }
+    // The targets: every old row whose id this run did not measure, and
+    // this run's rows, by id.
+    let row_id = |l: &str| -> Option<String> {
+        let id = l.strip_prefix("| ")?.split(" |").next()?.trim().to_owned();
+        (!id.is_empty() && !id.starts_with(['-', '|'])).then_some(id)
+    };
+    let new_rows: Vec<&str> = summary.lines().filter(|l| row_id(l).is_some()).collect();
+    let new_ids: Vec<String> = new_rows.iter().filter_map(|l| row_id(l)).collect();
+    if let Some(i) = parts.iter().position(|p| heading(p) == Some(TARGETS)) {
+        let mut head = Vec::new();
+        let mut rows: Vec<String> = Vec::new();
+        for l in parts[i].lines() {
+            match row_id(l) {
+                Some(id) if !new_ids.contains(&id) => rows.push(l.to_owned()),
+                Some(_) => {}
+                None => head.push(l.to_owned()),
+            }
+        }
+        rows.extend(new_rows.iter().map(|l| (*l).to_owned()));
+        rows.sort_by_key(|l| row_id(l));
+        parts[i] = format!("{}\n{}\n", head.join("\n").trim_end(), rows.join("\n"));
+    } else {
+        parts.push(summary.trim_start_matches('\n').to_owned());
+    }
+    parts.concat()
 }
 
 struct Options {
@@ -235,6 +318,8 @@ struct Options {
     rounds: usize,
     kills: usize,
     seconds: u64,
+    /// Rounds of the forecast backtest's workloads.
+    runs: usize,
 }
 
 /// Reaps children that came back to this subreaper.
@@ -1021,4 +1106,445 @@ fn earlyoom_loop(secs: u64) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
     }
     Ok(())
+}
+
+/// What one prediction pass said about the workload's cgroup.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Seconds from the workload's start to the pass's end.
+    at: f64,
+    time_to_oom: TimeToOom,
+    victim_now: Option<i32>,
+    victim_at_oom: Option<i32>,
+    /// Bytes above what reclaim cannot free, and above everything charged.
+    unreclaimable_headroom: Option<u64>,
+    headroom: Option<u64>,
+}
+
+/// One workload run to its kill (or to its end, for the churn).
+struct Backtest {
+    workload: &'static str,
+    /// Seconds from the start to the kill; None: no OOM.
+    killed_after: Option<f64>,
+    /// The pid the kernel killed.
+    victim: Option<i32>,
+    seen: Vec<Seen>,
+}
+
+/// What the last pass at or before `fraction` of the time to the kill said.
+struct AtFraction<'a> {
+    seen: &'a Seen,
+    /// Seconds really left then.
+    left: f64,
+}
+
+impl Backtest {
+    fn at(&self, fraction: f64) -> Option<AtFraction<'_>> {
+        let t = self.killed_after?;
+        let seen = self.seen.iter().rfind(|s| s.at <= fraction * t)?;
+        Some(AtFraction {
+            seen,
+            left: t - seen.at,
+        })
+    }
+}
+
+impl AtFraction<'_> {
+    /// The forecast's error as a share of the time really left (positive:
+    /// the kill came sooner than forecast).
+    fn off(&self) -> Option<f64> {
+        match self.seen.time_to_oom {
+            TimeToOom::In { seconds, .. } => Some((seconds - self.left) / self.left),
+            _ => None,
+        }
+    }
+
+    fn cell(&self) -> String {
+        match self.seen.time_to_oom {
+            TimeToOom::In {
+                seconds,
+                error_seconds,
+            } => format!(
+                "{seconds:.1} ± {error_seconds:.1} s (at {:.1} s; {:.1} s left: {:+.0} %)",
+                self.seen.at,
+                self.left,
+                self.off().unwrap_or(f64::NAN) * 100.0
+            ),
+            TimeToOom::NotGrowing => format!("not growing (at {:.1} s)", self.seen.at),
+            TimeToOom::Unknown => format!("too few passes (at {:.1} s)", self.seen.at),
+        }
+    }
+}
+
+/// Runs `hogs` (already started in `memcg`) with a prediction pass every
+/// second, as the daemon runs them (`pass::refresh`, then `pass::forecast`),
+/// until one of them is killed or `max` has passed.
+fn backtest(
+    workload: &'static str,
+    snapper: &mut oomwatch::snapshot::Snapshotter,
+    memcg: &MemcgGuard,
+    hogs: &mut [Hog],
+    start: Instant,
+    max: Duration,
+) -> anyhow::Result<Backtest> {
+    let mut forecaster = oomwatch::forecast::Forecaster::default();
+    let kills_before = memcg.oom_kills()?;
+    let mut seen = Vec::new();
+    let mut next = start;
+    loop {
+        let (mut domains, _) = pass::refresh(snapper, Path::new("/proc"), 3)?;
+        pass::forecast(
+            &mut forecaster,
+            &mut domains,
+            oomwatch::daemon::oomstart::boot_ns(),
+        );
+        let at = start.elapsed().as_secs_f64();
+        if let Some(d) = domains
+            .iter()
+            .find(|d| d.cgroup.as_deref() == Some(memcg.path.as_str()))
+        {
+            let f = d.forecast.as_ref();
+            seen.push(Seen {
+                at,
+                time_to_oom: f.map_or(TimeToOom::Unknown, |f| f.time_to_oom),
+                victim_now: d.victim.as_ref().map(|v| v.tgid),
+                victim_at_oom: f.and_then(|f| f.victim_at_oom).map(|v| v.0),
+                unreclaimable_headroom: d.unreclaimable_headroom_bytes,
+                headroom: d.headroom_bytes,
+            });
+        }
+        next += Duration::from_secs(1);
+        // Until the next pass: watch for the kill every 5 ms.
+        while Instant::now() < next {
+            for h in hogs.iter_mut() {
+                if let Some(status) = h.try_wait() {
+                    let after = start.elapsed().as_secs_f64();
+                    if !oomwatch_tests::killed_by_sigkill(&status) {
+                        bail!("{workload}: a hog ended on its own ({status:?})");
+                    }
+                    if memcg.oom_kills()? <= kills_before {
+                        bail!("{workload}: a hog was killed, but not by the memcg's OOM killer");
+                    }
+                    return Ok(Backtest {
+                        workload,
+                        killed_after: Some(after),
+                        victim: Some(h.pid() as i32),
+                        seen,
+                    });
+                }
+            }
+            if start.elapsed() >= max {
+                return Ok(Backtest {
+                    workload,
+                    killed_after: None,
+                    victim: None,
+                    seen,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A file of `mib` MiB on a disk filesystem (not tmpfs: its pages must be
+/// page cache that reclaim can drop), synced and dropped from the cache,
+/// so a reader in a memory cgroup charges every page it reads there.
+fn cold_file(mib: usize) -> anyhow::Result<tempfile::NamedTempFile> {
+    use std::os::fd::AsRawFd as _;
+    let f = tempfile::NamedTempFile::new_in("/var/tmp").context("a file in /var/tmp")?;
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..mib {
+        f.as_file().write_all(&chunk)?;
+    }
+    f.as_file().sync_all()?;
+    // SAFETY: advice on an open descriptor.
+    let r =
+        unsafe { libc::posix_fadvise(f.as_file().as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r != 0 {
+        bail!("posix_fadvise(DONTNEED): error {r}");
+    }
+    Ok(f)
+}
+
+/// The forecast backtest: real workloads in a 64 MiB memory cgroup, run
+/// to a real kill with a prediction pass every second.
+fn forecast(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
+    let hog = sibling("oomwatch-hog")?;
+    let mut snapper =
+        oomwatch::cli::predict::open_source(oomwatch::snapshot::Source::Auto, Path::new("/proc"))?;
+    let limit = 64u64 << 20;
+    let churn_file = cold_file(256)?;
+    let mut runs: Vec<Backtest> = Vec::new();
+    for round in 0..o.runs {
+        println!("forecast: round {} of {}", round + 1, o.runs);
+        // A steady leak: 2 MiB a second.
+        {
+            let memcg = MemcgGuard::create(limit)?;
+            let start = Instant::now();
+            let mut hogs = vec![Hog::start_mode(&hog, &memcg, 256, &["leak", "2048"])?];
+            runs.push(backtest(
+                "steady leak",
+                &mut snapper,
+                &memcg,
+                &mut hogs,
+                start,
+                Duration::from_secs(120),
+            )?);
+        }
+        // A staircase: 8 MiB at once every 4 s (2 MiB a second on average).
+        {
+            let memcg = MemcgGuard::create(limit)?;
+            let start = Instant::now();
+            let mut hogs = vec![Hog::start_mode(
+                &hog,
+                &memcg,
+                256,
+                &["leak", "2048", "4000"],
+            )?];
+            runs.push(backtest(
+                "step (8 MiB every 4 s)",
+                &mut snapper,
+                &memcg,
+                &mut hogs,
+                start,
+                Duration::from_secs(120),
+            )?);
+        }
+        // Overtaking: 24 MiB that stays, and a leak of 1.5 MiB a second
+        // that passes it about two thirds of the way to the kill.
+        {
+            let memcg = MemcgGuard::create(limit)?;
+            let mut big = Hog::start(&hog, &memcg, 24)?;
+            if !big.wait_ready() {
+                bail!("overtaking: the 24 MiB task did not get its memory");
+            }
+            let start = Instant::now();
+            let leak = Hog::start_mode(&hog, &memcg, 256, &["leak", "1536"])?;
+            let mut hogs = vec![big, leak];
+            runs.push(backtest(
+                "overtaking (24 MiB, and a 1.5 MiB/s leak)",
+                &mut snapper,
+                &memcg,
+                &mut hogs,
+                start,
+                Duration::from_secs(120),
+            )?);
+        }
+        // Cache churn: 8 MiB of anonymous memory, and a 256 MiB file read
+        // over and over: the limit fills with file pages; no OOM.
+        {
+            let memcg = MemcgGuard::create(limit)?;
+            let path = churn_file.path().to_str().context("a non-UTF-8 path")?;
+            let mut reader = Hog::start_mode(&hog, &memcg, 8, &["churn", path])?;
+            if !reader.wait_ready() {
+                bail!("churn: the reader did not start");
+            }
+            let start = Instant::now();
+            let mut hogs = vec![reader];
+            let run = backtest(
+                "cache churn (256 MiB file read again and again)",
+                &mut snapper,
+                &memcg,
+                &mut hogs,
+                start,
+                Duration::from_secs(o.seconds.max(30)),
+            )?;
+            if run.killed_after.is_some() {
+                bail!("churn: the reader was OOM-killed");
+            }
+            runs.push(run);
+        }
+    }
+    reap();
+    forecast_report(o, &runs, limit)
+}
+
+fn forecast_report(
+    o: &Options,
+    runs: &[Backtest],
+    limit: u64,
+) -> anyhow::Result<(String, Vec<Verdict>)> {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let who = |p: Option<i32>, victim: Option<i32>| match (p, victim) {
+        (None, _) => "none".to_owned(),
+        (Some(p), Some(v)) if p == v => "the victim".to_owned(),
+        (Some(_), _) => "**another task**".to_owned(),
+    };
+    let mut t = String::from(
+        "| workload | killed after | forecast at 50 % of the time to the kill | at 80 % | victim now, growth-aware victim at 50 % | at 80 % |\n|---|---:|---|---|---|---|\n",
+    );
+    let mut churn = String::new();
+    let (mut leak_offs, mut overtakes, mut overtakes_right) = (Vec::new(), 0, 0);
+    let mut churn_min = f64::INFINITY;
+    let mut churn_passes = 0;
+    for r in runs {
+        let Some(killed) = r.killed_after else {
+            // The churn: every pass's forecast, and how full the limit got.
+            for s in &r.seen {
+                if let TimeToOom::In { seconds, .. } = s.time_to_oom {
+                    churn_min = churn_min.min(seconds);
+                }
+            }
+            churn_passes += r.seen.len();
+            let fullest = r.seen.iter().filter_map(|s| s.headroom).min().unwrap_or(0);
+            let unrecl = r
+                .seen
+                .iter()
+                .filter_map(|s| s.unreclaimable_headroom)
+                .min()
+                .unwrap_or(0);
+            let finite = r
+                .seen
+                .iter()
+                .filter(|s| matches!(s.time_to_oom, TimeToOom::In { .. }))
+                .count();
+            churn.push_str(&format!(
+                "| {} | {} passes over {:.0} s | {:.1} MiB of {:.0} MiB | {:.1} MiB | {} | {} |\n",
+                r.workload,
+                r.seen.len(),
+                r.seen.last().map_or(0.0, |s| s.at),
+                mib(fullest),
+                mib(limit),
+                mib(unrecl),
+                finite,
+                if churn_min.is_finite() {
+                    format!("{churn_min:.0} s")
+                } else {
+                    "none".into()
+                }
+            ));
+            continue;
+        };
+        let cells: Vec<(String, String)> = [0.5, 0.8]
+            .iter()
+            .map(|&f| match r.at(f) {
+                Some(a) => {
+                    if r.workload.starts_with("steady") && f == 0.5 {
+                        leak_offs.push(a.off());
+                    }
+                    if r.workload.starts_with("overtaking") && a.seen.victim_now != r.victim {
+                        overtakes += 1;
+                        if a.seen.victim_at_oom == r.victim {
+                            overtakes_right += 1;
+                        }
+                    }
+                    (
+                        a.cell(),
+                        format!(
+                            "{}, {}",
+                            who(a.seen.victim_now, r.victim),
+                            who(a.seen.victim_at_oom, r.victim)
+                        ),
+                    )
+                }
+                None => ("no pass yet".into(), "–".into()),
+            })
+            .collect();
+        t.push_str(&format!(
+            "| {} | {killed:.1} s | {} | {} | {} | {} |\n",
+            r.workload, cells[0].0, cells[1].0, cells[0].1, cells[1].1
+        ));
+    }
+    println!("\n{t}\n{churn}");
+    let worst_leak = leak_offs
+        .iter()
+        .map(|o| o.map_or(f64::INFINITY, f64::abs))
+        .fold(0.0, f64::max);
+    let verdicts = vec![
+        Verdict {
+            id: "F1",
+            target: "steady leak: the forecast at half the time to the kill within ±20 %".into(),
+            measured: format!(
+                "worst {:.0} % over {} runs",
+                worst_leak * 100.0,
+                leak_offs.len()
+            ),
+            met: if !leak_offs.is_empty() && worst_leak <= 0.20 {
+                Met::Yes
+            } else {
+                Met::No
+            },
+        },
+        Verdict {
+            id: "F2",
+            target:
+                "overtaking: where the victim now is not the kernel's, the growth-aware victim is"
+                    .into(),
+            measured: format!("{overtakes_right} of {overtakes} such passes"),
+            met: if overtakes > 0 && overtakes_right == overtakes {
+                Met::Yes
+            } else {
+                Met::No
+            },
+        },
+        Verdict {
+            id: "F3",
+            target: "cache churn: no forecast under 10 minutes".into(),
+            measured: if churn_min.is_finite() {
+                format!("shortest {churn_min:.0} s over {churn_passes} passes")
+            } else {
+                format!("no finite forecast in {churn_passes} passes")
+            },
+            met: if churn_passes > 0 && churn_min >= 600.0 {
+                Met::Yes
+            } else {
+                Met::No
+            },
+        },
+    ];
+    Ok((
+        format!(
+            "\n## F1–F3 forecast backtest: time to OOM and the growth-aware victim\n\n\
+             Real workloads in a {:.0} MiB memory cgroup, each run to a real memcg OOM kill \
+             (the kernel is the oracle), {} rounds. A prediction pass every second, as the \
+             daemon runs them (`pass::refresh`, then `pass::forecast`: a least-squares trend \
+             over the last minute of the headroom reclaim cannot give back, and each task's \
+             points on its own trend). For each kill, the last pass at or before 50 % and \
+             80 % of the time from the start to the kill: its forecast against the time \
+             really left, and whether the victim now (the scan's) and the growth-aware victim \
+             (the scan at the forecast OOM) are the task the kernel killed.\n\n\
+             - steady leak: `oomwatch-hog 256 leak 2048` (2 MiB a second, in 10 steps a second);\n\
+             - step: `oomwatch-hog 256 leak 2048 4000` (8 MiB at once every 4 s);\n\
+             - overtaking: a 24 MiB task that stays, then `oomwatch-hog 256 leak 1536`, which \
+             passes it about two thirds of the way to the kill;\n\
+             - cache churn: 8 MiB of anonymous memory and a 256 MiB file (on disk, synced, \
+             dropped from the cache) read from end to end again and again for {} s: the limit \
+             fills with clean file pages that reclaim takes back, and nothing is killed.\n\n\
+             {t}\n\
+             | cache churn | passes | least headroom above everything charged | least headroom above what reclaim cannot free | passes with a finite forecast | shortest forecast |\n\
+             |---|---:|---:|---:|---:|---:|\n{churn}",
+            mib(limit),
+            o.runs,
+            o.seconds.max(30)
+        ),
+        verdicts,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice;
+
+    #[test]
+    fn a_partial_run_replaces_its_sections_and_targets_only() {
+        let old = "# Benchmarks\n\nintro\n\n## P3 scan\n\nold scan\n\n## P4 latency\n\nold latency\n\n\
+                   ## Where the targets stand\n\nGenerated.\n\n| | target | measured | met |\n|---|---|---|---|\n\
+                   | P3 | a | 1 | yes |\n| P4 | b | 2 | yes |\n| P5 | c | 3 | yes |\n| P5 | d | 4 | yes |\n";
+        let new = vec![
+            "\n## P4 latency\n\nnew latency\n".to_owned(),
+            "\n## F1–F3 forecast\n\nnew forecast\n".to_owned(),
+        ];
+        let summary = "\n## Where the targets stand\n\nGenerated.\n\n| | target | measured | met |\n|---|---|---|---|\n\
+                       | F1 | e | 5 | yes |\n| P4 | b | 9 | **no** |\n";
+        let out = splice(old, &new, summary, "host X");
+        assert!(out.starts_with("# Benchmarks\n\nintro\n\n## P3 scan\n\nold scan\n\n## P4 latency\n\nnew latency\n\nThis section was measured alone"), "{out}");
+        assert!(!out.contains("old latency"), "{out}");
+        let forecast = out.find("## F1–F3 forecast").expect(&out);
+        let targets = out.find("## Where the targets stand").expect(&out);
+        assert!(forecast < targets, "{out}");
+        assert!(
+            out.ends_with("| | target | measured | met |\n|---|---|---|---|\n| F1 | e | 5 | yes |\n| P3 | a | 1 | yes |\n| P4 | b | 9 | **no** |\n| P5 | c | 3 | yes |\n| P5 | d | 4 | yes |\n"),
+            "{out}"
+        );
+    }
 }

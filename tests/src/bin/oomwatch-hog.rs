@@ -33,9 +33,15 @@
 //!   on demand: prints `ready`, then for each line `K` read touches the
 //!   next K pages and prints `ok` (a test steps its rss page by page);
 //!   sleeps until killed at the end of input;
-//! - `leak N`: prints `ready` at once, then touches MIB MiB of anonymous
-//!   memory at N KiB a second, in 10 steps a second (a steady leak), and
+//! - `leak N [MS]`: prints `ready` at once, then touches MIB MiB of
+//!   anonymous memory at N KiB a second, one step every MS milliseconds
+//!   (100 by default: a steady leak; a few seconds: a staircase), and
 //!   sleeps once done;
+//! - `churn PATH`: MIB MiB of anonymous memory, prints `ready`, then reads
+//!   the file PATH from start to end with `read(2)`, again and again until
+//!   killed: a page-cache churn. A file larger than the cgroup's limit
+//!   (written outside it, its cache dropped) fills the limit with clean
+//!   file pages that reclaim takes back: pressure, and never an OOM;
 //! - `spawn N`: MIB MiB of anonymous memory, then N child processes that
 //!   sleep until killed (a host with many live tasks, for benchmarks). The
 //!   hog is in its memory cgroup before it forks, so every child is too.
@@ -75,7 +81,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(mib) = args.get(1).and_then(|a| a.parse::<usize>().ok()) else {
         eprintln!(
-            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|chunks|pages|leak N|spawn N]"
+            "usage: oomwatch-hog MIB [anon|sparse|shmem|file PATH|threads N|leaderexit|stuckwrite PATH|storm N|chunks|pages|leak N [MS]|churn PATH|spawn N]"
         );
         std::process::exit(2);
     };
@@ -225,7 +231,8 @@ fn main() {
             let p = map(len, private | libc::MAP_NORESERVE, -1);
             println!("ready");
             let _ = std::io::stdout().flush();
-            let per_step = (n * 1024 / 10).max(PAGE);
+            let every_ms: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(100);
+            let per_step = (n * 1024 * every_ms as usize / 1000).max(PAGE);
             let start = std::time::Instant::now();
             let mut touched = 0;
             let mut step = 0u32;
@@ -236,11 +243,23 @@ fn main() {
                 touched += k;
                 step += 1;
                 // Steps on a fixed schedule, so the rate does not drift.
-                let due = start + std::time::Duration::from_millis(100) * step;
+                let due = start + std::time::Duration::from_millis(every_ms) * step;
                 std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
             }
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        "churn" => {
+            use std::io::Read as _;
+            touch(map(len, private, -1), len, PAGE);
+            let path = args.get(3).expect("churn mode needs a PATH");
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let mut f = std::fs::File::open(path).expect("open the churn file");
+                while f.read(&mut buf).expect("read the churn file") > 0 {}
             }
         }
         "pages" => {
