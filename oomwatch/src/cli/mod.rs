@@ -93,6 +93,22 @@ enum Command {
         /// Print the prediction as JSON (a stable contract: see the README).
         #[arg(long)]
         json: bool,
+        /// Also forecast the OOM: take a pass once a second for --over
+        /// seconds (progress on stderr), then say when, on the trend of
+        /// those passes, the domain runs out of the memory reclaim cannot
+        /// free, and whom the kernel would kill then, each task's points
+        /// carried forward on its own trend. Use it on a domain that is
+        /// filling up: a task growing faster than today's victim may be
+        /// the one that dies.
+        #[arg(long)]
+        forecast: bool,
+        /// Seconds of passes --forecast draws its trend through, 2 to 3600
+        /// (a trend needs three passes over two seconds; it looks back one
+        /// minute at most). Longer sees a slow leak through noise; shorter
+        /// answers sooner.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0,
+              value_parser = predict::parse_over, requires = "forecast")]
+        over: f64,
         /// Where to read the processes: `bpf`, the kernel's own counters in
         /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
         /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
@@ -270,9 +286,18 @@ pub fn main() -> ExitCode {
             cgroup,
             top,
             json,
+            forecast,
+            over,
             source,
             proc_root,
-        } => match predict::predict(cgroup.as_deref(), top, json, source, &proc_root) {
+        } => match predict::predict(
+            cgroup.as_deref(),
+            top,
+            json,
+            source,
+            &proc_root,
+            forecast.then_some(over),
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
