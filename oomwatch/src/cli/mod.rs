@@ -121,8 +121,10 @@ enum Command {
         proc_root: std::path::PathBuf,
     },
     /// A live view of every OOM domain (the host and each memory cgroup with
-    /// a limit): headroom to the limit, the next victims and the margin
-    /// between the first and the second. Refreshes until Ctrl-C.
+    /// a limit): headroom to the limit, the time to its OOM on the trend of
+    /// the refreshes (OOM IN), the next victims, the margin between the
+    /// first and the second, and a line naming a faster grower that will
+    /// overtake the first before the OOM. Refreshes until Ctrl-C.
     Top {
         /// Seconds between refreshes.
         #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_interval)]
@@ -130,7 +132,8 @@ enum Command {
         /// Candidates shown per domain.
         #[arg(long, value_name = "N", default_value_t = 3)]
         top: usize,
-        /// Print one refresh and exit (for scripts and logs).
+        /// Print one refresh and exit (for scripts and logs). One refresh
+        /// has no trend: OOM IN shows `…`.
         #[arg(long)]
         once: bool,
         /// Where to read the processes: `bpf`, the kernel's own counters in
