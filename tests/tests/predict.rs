@@ -206,3 +206,84 @@ fn predict_matches_the_kernel_in_memcg_scenarios() {
         );
     }
 }
+
+/// The memory charged to `memcg` now (v1 `memory.usage_in_bytes`, v2
+/// `memory.current`).
+fn usage_bytes(memcg: &MemcgGuard) -> u64 {
+    let file = match memcg.hierarchy.version {
+        CgroupVersion::V1 => "memory.usage_in_bytes",
+        CgroupVersion::V2 => "memory.current",
+    };
+    std::fs::read_to_string(memcg.dir.join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `predict --forecast` on a steady leak, 2 MiB a second into a 64 MiB
+/// cgroup: after 6 s of passes the domain's OOM is ahead (`in`), as far
+/// ahead as the leak's rate and the room left say, the leak is the victim
+/// then, and the kernel kills it about when forecast.
+#[test]
+fn predict_forecast_times_a_steady_leak() {
+    require_root();
+    const RATE: f64 = (2 << 20) as f64;
+    let memcg = MemcgGuard::create(LIMIT).unwrap();
+    let mut leak = Hog::start_mode(HOG, &memcg, 256, &["leak", "2048"]).unwrap();
+    assert!(leak.wait_ready(), "the leak did not start");
+    let began = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args([
+            "predict",
+            "--cgroup",
+            &memcg.path,
+            "--forecast",
+            "--over",
+            "6",
+        ])
+        .arg("--json")
+        .output()
+        .unwrap();
+    let answered = std::time::Instant::now();
+    // What the rate says is left once predict answers.
+    let by_rate = LIMIT.saturating_sub(usage_bytes(&memcg)) as f64 / RATE;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "predict --forecast: {stderr}");
+    assert!(
+        stderr.contains("sampling 0/6 s…") && stderr.contains("sampling 6/6 s…"),
+        "progress goes to stderr: {stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("predict --forecast --json is JSON alone");
+    assert_eq!(v["domain"]["cgroup"], memcg.path.as_str(), "{v}");
+    let f = &v["forecast"];
+    assert_eq!(f["state"], "in", "{f}");
+    let seconds = f["seconds_to_oom"]
+        .as_f64()
+        .expect("a finite seconds_to_oom");
+    let error = f["error_seconds"].as_f64().expect("a finite error_seconds");
+    assert_eq!(f["victim_at_oom"]["tgid"], leak.pid(), "{f}");
+    assert_eq!(f["victim_at_oom"]["comm"], "oomwatch-hog", "{f}");
+    assert_eq!(f["victim_now_tgid"], v["victim"]["tgid"], "{v}");
+    assert_eq!(f["overtaken"], false, "{f}");
+    let status = leak
+        .wait_exit(Duration::from_secs(90))
+        .expect("the leak was not killed within 90 s");
+    let killed = answered.elapsed().as_secs_f64();
+    eprintln!(
+        "predict answered {:.1} s into the leak: OOM in {seconds:.1} s ± {error:.1} s; the rate \
+         says {by_rate:.1} s; killed {killed:.1} s after the answer",
+        (answered - began).as_secs_f64()
+    );
+    assert!(oomwatch_tests::killed_by_sigkill(&status), "{status:?}");
+    assert!((5.0..=40.0).contains(&seconds), "{f}");
+    assert!(
+        (seconds - by_rate).abs() <= 0.2 * by_rate + 1.0,
+        "forecast {seconds:.1} s, the rate says {by_rate:.1} s"
+    );
+    assert!(
+        (seconds - killed).abs() <= 0.2 * killed + 1.0,
+        "forecast {seconds:.1} s, killed after {killed:.1} s"
+    );
+}

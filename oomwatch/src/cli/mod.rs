@@ -93,6 +93,22 @@ enum Command {
         /// Print the prediction as JSON (a stable contract: see the README).
         #[arg(long)]
         json: bool,
+        /// Also forecast the OOM: take a pass once a second for --over
+        /// seconds (progress on stderr), then say when, on the trend of
+        /// those passes, the domain runs out of the memory reclaim cannot
+        /// free, and whom the kernel would kill then, each task's points
+        /// carried forward on its own trend. Use it on a domain that is
+        /// filling up: a task growing faster than today's victim may be
+        /// the one that dies.
+        #[arg(long)]
+        forecast: bool,
+        /// Seconds of passes --forecast draws its trend through, 2 to 3600
+        /// (a trend needs three passes over two seconds; it looks back one
+        /// minute at most). Longer sees a slow leak through noise; shorter
+        /// answers sooner.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0,
+              value_parser = predict::parse_over, requires = "forecast")]
+        over: f64,
         /// Where to read the processes: `bpf`, the kernel's own counters in
         /// one read through a BPF task iterator (root; Linux 5.8+ with BTF);
         /// `proc`, /proc files; `auto`, bpf where it loads, else proc.
@@ -105,8 +121,10 @@ enum Command {
         proc_root: std::path::PathBuf,
     },
     /// A live view of every OOM domain (the host and each memory cgroup with
-    /// a limit): headroom to the limit, the next victims and the margin
-    /// between the first and the second. Refreshes until Ctrl-C.
+    /// a limit): headroom to the limit, the time to its OOM on the trend of
+    /// the refreshes (OOM IN), the next victims, the margin between the
+    /// first and the second, and a line naming a faster grower that will
+    /// overtake the first before the OOM. Refreshes until Ctrl-C.
     Top {
         /// Seconds between refreshes.
         #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_interval)]
@@ -114,7 +132,8 @@ enum Command {
         /// Candidates shown per domain.
         #[arg(long, value_name = "N", default_value_t = 3)]
         top: usize,
-        /// Print one refresh and exit (for scripts and logs).
+        /// Print one refresh and exit (for scripts and logs). One refresh
+        /// has no trend: OOM IN shows `…`.
         #[arg(long)]
         once: bool,
         /// Where to read the processes: `bpf`, the kernel's own counters in
@@ -270,9 +289,18 @@ pub fn main() -> ExitCode {
             cgroup,
             top,
             json,
+            forecast,
+            over,
             source,
             proc_root,
-        } => match predict::predict(cgroup.as_deref(), top, json, source, &proc_root) {
+        } => match predict::predict(
+            cgroup.as_deref(),
+            top,
+            json,
+            source,
+            &proc_root,
+            forecast.then_some(over),
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

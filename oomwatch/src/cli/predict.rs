@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     daemon::pass::{constraint_of, select_in},
+    forecast::{DomainForecast, TimeToOom},
     model::{
         KernelBehavior, Selection,
         behavior::Rules,
@@ -128,6 +129,173 @@ pub struct PredictReport {
     /// Each OOM sysctl's value and what it means here, the commit headroom,
     /// the host's zones' headroom to their min watermarks, and warnings.
     pub knobs: Knobs,
+    /// With `--forecast` only (absent otherwise): when the domain runs out
+    /// of the memory reclaim cannot free, and who dies then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastJson>,
+}
+
+/// `forecast` of the JSON contract (`predict --forecast`): the trend of the
+/// passes says when the domain's headroom above what reclaim cannot free
+/// reaches 0, and each eligible task's points carried forward on its own
+/// trend say whom the kernel would kill then.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForecastJson {
+    /// `in` (an OOM ahead), `not_growing` (the headroom does not fall by
+    /// more than its noise) or `unknown` (too few passes).
+    pub state: &'static str,
+    /// Seconds from the last pass to the OOM; null unless `in`.
+    pub seconds_to_oom: Option<f64>,
+    /// Give or take (two standard errors of the trend); null unless `in`,
+    /// or when unbounded.
+    pub error_seconds: Option<f64>,
+    /// The task the scan would choose at the OOM; null unless `in`.
+    pub victim_at_oom: Option<ForecastVictimJson>,
+    /// The scan's victim at the last pass (`victim.tgid`).
+    pub victim_now_tgid: Option<i32>,
+    /// A faster grower overtakes today's victim before the OOM.
+    pub overtaken: bool,
+}
+
+/// `forecast.victim_at_oom` of the JSON contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForecastVictimJson {
+    pub tgid: i32,
+    /// null when the task is no longer known.
+    pub comm: Option<String>,
+    /// Its points at the OOM, on its own trend.
+    pub points: i64,
+}
+
+impl ForecastJson {
+    /// The view of `forecast` (None: no pass had the domain) against the
+    /// scan's victim now; `comm` names a task by its tgid.
+    pub fn new(
+        forecast: Option<&DomainForecast>,
+        victim_now_tgid: Option<i32>,
+        comm: impl Fn(i32) -> Option<String>,
+    ) -> Self {
+        let time = forecast.map_or(TimeToOom::Unknown, |f| f.time_to_oom);
+        let (state, seconds_to_oom, error_seconds) = match time {
+            TimeToOom::Unknown => ("unknown", None, None),
+            TimeToOom::NotGrowing => ("not_growing", None, None),
+            TimeToOom::In {
+                seconds,
+                error_seconds,
+            } => (
+                "in",
+                Some(seconds),
+                Some(error_seconds).filter(|e| e.is_finite()),
+            ),
+        };
+        let victim_at_oom = forecast
+            .and_then(|f| f.victim_at_oom)
+            .filter(|_| state == "in")
+            .map(|(tgid, points)| ForecastVictimJson {
+                tgid,
+                comm: comm(tgid),
+                points,
+            });
+        let overtaken = match (&victim_at_oom, victim_now_tgid) {
+            (Some(v), Some(now)) => v.tgid != now,
+            _ => false,
+        };
+        ForecastJson {
+            state,
+            seconds_to_oom,
+            error_seconds,
+            victim_at_oom,
+            victim_now_tgid,
+            overtaken,
+        }
+    }
+}
+
+/// A time to OOM in words: `OOM in 12.3 s ± 1.0 s`, `not growing`, `too
+/// few passes`.
+pub fn time_to_oom_text(t: &TimeToOom) -> String {
+    match *t {
+        TimeToOom::Unknown => "too few passes".to_owned(),
+        TimeToOom::NotGrowing => "not growing".to_owned(),
+        TimeToOom::In {
+            seconds,
+            error_seconds,
+        } if error_seconds.is_finite() => format!("OOM in {seconds:.1} s ± {error_seconds:.1} s"),
+        TimeToOom::In { seconds, .. } => format!("OOM in {seconds:.1} s (error unbounded)"),
+    }
+}
+
+/// A time to OOM in a table cell: `12 s ±1` (`4.2 s ±0.3` under 10 s,
+/// minutes and hours beyond), `—` not growing, `…` too few passes.
+pub fn oom_in_cell(t: Option<&TimeToOom>) -> String {
+    match t {
+        None | Some(TimeToOom::Unknown) => "…".to_owned(),
+        Some(TimeToOom::NotGrowing) => "—".to_owned(),
+        Some(&TimeToOom::In {
+            seconds,
+            error_seconds,
+        }) => {
+            let (unit, div) = match seconds {
+                s if s < 100.0 => ("s", 1.0),
+                s if s < 6000.0 => ("min", 60.0),
+                _ => ("h", 3600.0),
+            };
+            let (v, e) = (seconds / div, error_seconds / div);
+            let prec = usize::from(v < 10.0);
+            if e.is_finite() {
+                format!("{v:.prec$} {unit} ±{e:.prec$}")
+            } else {
+                format!("{v:.prec$} {unit} ±∞")
+            }
+        }
+    }
+}
+
+/// The line naming who overtakes today's victim before the OOM: `then: pid
+/// 123 (hog) overtakes, 812 points at the OOM`.
+pub fn overtaken_line(v: &ForecastVictimJson) -> String {
+    let who = match &v.comm {
+        Some(c) => format!("pid {} ({c})", v.tgid),
+        None => format!("pid {}", v.tgid),
+    };
+    format!("then: {who} overtakes, {} points at the OOM", v.points)
+}
+
+/// `predict --forecast`'s block: the time to OOM, the victim now (`now`,
+/// the report's) and the victim then.
+pub fn forecast_lines(f: &Forecast, now: Option<&VictimJson>) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "forecast ({} passes over {:.1} s): {}\n",
+        f.passes,
+        f.span_s,
+        time_to_oom_text(&f.time_to_oom)
+    );
+    let _ = match now {
+        Some(v) => writeln!(
+            s,
+            "  victim now:        {} ({}) with {} points",
+            v.comm, v.tgid, v.points
+        ),
+        None => writeln!(s, "  victim now:        none"),
+    };
+    if let Some(v) = &f.json.victim_at_oom {
+        let who = match &v.comm {
+            Some(c) => format!("{c} ({})", v.tgid),
+            None => format!("pid {} (exited since)", v.tgid),
+        };
+        let _ = writeln!(
+            s,
+            "  victim at the OOM: {who} with {} points projected: {}",
+            v.points,
+            if f.json.overtaken {
+                "a faster grower overtakes"
+            } else {
+                "the same task"
+            }
+        );
+    }
+    s
 }
 
 impl Prediction {
@@ -170,20 +338,142 @@ pub fn report(
             rules: None,
             action: knobs.action.clone(),
             knobs: knobs.clone(),
+            forecast: None,
         }
     }
 }
 
-/// `oomwatch predict`.
+/// The passes of `predict --forecast`, one a second.
+pub const FORECAST_PASS_NS: u64 = 1_000_000_000;
+
+/// `--over`: seconds of passes for `predict --forecast`, 2 to 3600.
+pub fn parse_over(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds, e.g. 10"))?;
+    if !(2.0..=3600.0).contains(&v) {
+        return Err(format!(
+            "{v} s is out of range: use 2 to 3600 (a forecast needs three passes, one a \
+             second, over at least 2 s)"
+        ));
+    }
+    Ok(v)
+}
+
+/// The forecast of the domain `predict --forecast` was asked about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    pub json: ForecastJson,
+    pub time_to_oom: TimeToOom,
+    /// How many passes it was drawn through, over how many seconds.
+    pub passes: usize,
+    pub span_s: f64,
+}
+
+/// Runs a pass over every domain once a second for `over` seconds,
+/// forecasting as the daemon does (progress on stderr), then builds the
+/// prediction of the domain asked for (the host, or memcg `cgroup`) from
+/// the last pass, and its forecast.
+pub fn sample_forecast(
+    cgroup: Option<&str>,
+    source: Source,
+    proc_root: &Path,
+    over: f64,
+) -> anyhow::Result<(Prediction, Forecast)> {
+    use crate::daemon::{oomstart::boot_ns, pass};
+    let mut snapper = open_source(source, proc_root)?;
+    let mut forecaster = crate::forecast::Forecaster::default();
+    let over_ns = (over * 1e9) as u64;
+    let mut first_ns = None;
+    let mut passes = 0usize;
+    let (mut snap, domains, last_ns) = loop {
+        let (snap, mut domains, _) = pass::refresh_keeping(&mut snapper, proc_root, 1)?;
+        let at = boot_ns();
+        pass::forecast(&mut forecaster, &mut domains, at);
+        let first = *first_ns.get_or_insert(at);
+        if passes == 0 {
+            // A --cgroup that names no domain fails now, not after the wait.
+            asked_domain(&snap, cgroup)?;
+        }
+        passes += 1;
+        let elapsed = at - first;
+        eprintln!(
+            "sampling {}/{over} s…",
+            (elapsed / 1_000_000_000).min(over as u64)
+        );
+        if elapsed >= over_ns {
+            break (snap, domains, at);
+        }
+        // On a schedule from the first pass, so n passes span n − 1 s at
+        // least however long each takes.
+        let next = first + passes as u64 * FORECAST_PASS_NS;
+        let wait = next.min(first + over_ns).saturating_sub(boot_ns());
+        std::thread::sleep(std::time::Duration::from_nanos(wait));
+    };
+    let domain = asked_domain(&snap, cgroup)?;
+    let forecast = domains
+        .iter()
+        .find(|d| d.cgroup == domain.cgroup)
+        .and_then(|d| d.forecast.clone());
+    snap.domains = vec![domain];
+    let prediction =
+        predict_first(snap, snapper.in_use().clone()).context("the snapshot built no domain")?;
+    let victim_now = victim(&prediction.selection).map(|v| v.tgid);
+    let json = ForecastJson::new(forecast.as_ref(), victim_now, |tgid| {
+        prediction
+            .snap
+            .processes
+            .iter()
+            .find(|e| e.process.tgid == tgid)
+            .map(|e| e.process.comm.clone())
+    });
+    let forecast = Forecast {
+        json,
+        time_to_oom: forecast.map_or(TimeToOom::Unknown, |f| f.time_to_oom),
+        passes,
+        span_s: (last_ns - first_ns.unwrap_or(last_ns)) as f64 / 1e9,
+    };
+    Ok((prediction, forecast))
+}
+
+/// The domain `predict` is asked about in a snapshot of every domain: the
+/// host, or the memcg `cgroup` is charged against (it, or its nearest
+/// ancestor with a limit).
+fn asked_domain(snap: &SystemSnapshot, cgroup: Option<&str>) -> anyhow::Result<OomDomain> {
+    match cgroup {
+        Some(path) => Ok(crate::snapshot::domain::memcg(
+            &snap.procs,
+            path,
+            snap.sysctls.swappiness,
+        )?),
+        None => snap
+            .domains
+            .iter()
+            .find(|d| d.cgroup.is_none())
+            .cloned()
+            .context("the snapshot has no host domain"),
+    }
+}
+
+/// `oomwatch predict`; with `forecast` (`--over` seconds), after passes
+/// over that time, with the forecast.
 pub fn predict(
     cgroup: Option<&str>,
     top: Option<usize>,
     json: bool,
     source: Source,
     proc_root: &Path,
+    forecast: Option<f64>,
 ) -> anyhow::Result<()> {
-    let p = prepare(cgroup, source, proc_root)?;
-    let r = p.report(top);
+    let (p, f) = match forecast {
+        Some(over) => {
+            let (p, f) = sample_forecast(cgroup, source, proc_root, over)?;
+            (p, Some(f))
+        }
+        None => (prepare(cgroup, source, proc_root)?, None),
+    };
+    let mut r = p.report(top);
+    r.forecast = f.as_ref().map(|f| f.json.clone());
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -234,6 +524,9 @@ pub fn predict(
         );
     }
     print!("{}", knob_lines(&p.knobs));
+    if let Some(f) = &f {
+        print!("{}", forecast_lines(f, r.victim.as_ref()));
+    }
     Ok(())
 }
 
@@ -344,5 +637,134 @@ pub fn human_bytes(b: i64) -> String {
         format!("{b} B")
     } else {
         format!("{sign}{v:.1} {}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_(seconds: f64, error_seconds: f64) -> TimeToOom {
+        TimeToOom::In {
+            seconds,
+            error_seconds,
+        }
+    }
+
+    #[test]
+    fn time_to_oom_in_words_and_in_a_cell() {
+        assert_eq!(time_to_oom_text(&in_(12.34, 1.0)), "OOM in 12.3 s ± 1.0 s");
+        assert_eq!(time_to_oom_text(&TimeToOom::NotGrowing), "not growing");
+        assert_eq!(time_to_oom_text(&TimeToOom::Unknown), "too few passes");
+        assert_eq!(
+            time_to_oom_text(&in_(3.0, f64::INFINITY)),
+            "OOM in 3.0 s (error unbounded)"
+        );
+        assert_eq!(oom_in_cell(Some(&in_(12.3, 1.2))), "12 s ±1");
+        assert_eq!(oom_in_cell(Some(&in_(4.24, 0.31))), "4.2 s ±0.3");
+        assert_eq!(oom_in_cell(Some(&in_(750.0, 90.0))), "12 min ±2");
+        assert_eq!(oom_in_cell(Some(&in_(36_000.0, 3_600.0))), "10 h ±1");
+        assert_eq!(oom_in_cell(Some(&in_(20.0, f64::INFINITY))), "20 s ±∞");
+        assert_eq!(oom_in_cell(Some(&TimeToOom::NotGrowing)), "—");
+        assert_eq!(oom_in_cell(Some(&TimeToOom::Unknown)), "…");
+        assert_eq!(oom_in_cell(None), "…");
+    }
+
+    fn forecast(time_to_oom: TimeToOom, victim_at_oom: Option<(i32, i64)>) -> DomainForecast {
+        DomainForecast {
+            time_to_oom,
+            victim_at_oom,
+        }
+    }
+
+    fn comm(tgid: i32) -> Option<String> {
+        (tgid == 123).then(|| "hog".to_owned())
+    }
+
+    #[test]
+    fn a_faster_grower_overtakes() {
+        let f = ForecastJson::new(
+            Some(&forecast(in_(12.0, 1.0), Some((123, 812)))),
+            Some(77),
+            comm,
+        );
+        assert_eq!(f.state, "in");
+        assert_eq!((f.seconds_to_oom, f.error_seconds), (Some(12.0), Some(1.0)));
+        assert!(f.overtaken);
+        let v = f.victim_at_oom.as_ref().unwrap();
+        assert_eq!(
+            overtaken_line(v),
+            "then: pid 123 (hog) overtakes, 812 points at the OOM"
+        );
+        let now = VictimJson {
+            pid: 77,
+            tgid: 77,
+            comm: "big".into(),
+            points: 900,
+        };
+        let sampled = |json: &ForecastJson, time_to_oom| Forecast {
+            json: json.clone(),
+            time_to_oom,
+            passes: 11,
+            span_s: 10.0,
+        };
+        assert_eq!(
+            forecast_lines(&sampled(&f, in_(12.0, 1.0)), Some(&now)),
+            "forecast (11 passes over 10.0 s): OOM in 12.0 s ± 1.0 s\n\
+             \x20 victim now:        big (77) with 900 points\n\
+             \x20 victim at the OOM: hog (123) with 812 points projected: a faster grower overtakes\n"
+        );
+        // A task no longer known is named by its pid alone.
+        let gone = ForecastJson::new(
+            Some(&forecast(in_(12.0, 1.0), Some((5, 40)))),
+            Some(77),
+            comm,
+        );
+        let v = gone.victim_at_oom.as_ref().unwrap();
+        assert_eq!(v.comm, None);
+        assert_eq!(
+            overtaken_line(v),
+            "then: pid 5 overtakes, 40 points at the OOM"
+        );
+    }
+
+    #[test]
+    fn the_same_victim_no_forecast_and_the_json() {
+        let same = ForecastJson::new(
+            Some(&forecast(in_(30.0, f64::INFINITY), Some((123, 500)))),
+            Some(123),
+            comm,
+        );
+        assert!(!same.overtaken);
+        assert_eq!(same.error_seconds, None, "unbounded: null");
+        assert_eq!(
+            serde_json::to_value(&same).unwrap(),
+            serde_json::json!({"state": "in", "seconds_to_oom": 30.0, "error_seconds": null,
+                "victim_at_oom": {"tgid": 123, "comm": "hog", "points": 500},
+                "victim_now_tgid": 123, "overtaken": false})
+        );
+        let flat = ForecastJson::new(
+            Some(&forecast(TimeToOom::NotGrowing, None)),
+            Some(123),
+            comm,
+        );
+        assert_eq!(
+            serde_json::to_value(&flat).unwrap(),
+            serde_json::json!({"state": "not_growing", "seconds_to_oom": null,
+                "error_seconds": null, "victim_at_oom": null, "victim_now_tgid": 123,
+                "overtaken": false})
+        );
+        let none = ForecastJson::new(None, None, comm);
+        assert_eq!((none.state, none.overtaken), ("unknown", false));
+        let sampled = Forecast {
+            json: flat,
+            time_to_oom: TimeToOom::NotGrowing,
+            passes: 3,
+            span_s: 2.0,
+        };
+        assert_eq!(
+            forecast_lines(&sampled, None),
+            "forecast (3 passes over 2.0 s): not growing\n  victim now:        none\n"
+        );
     }
 }

@@ -26,12 +26,29 @@ pub fn top_view(
     source: Source,
     proc_root: &std::path::Path,
 ) -> anyhow::Result<()> {
+    use crate::cli::predict::{ForecastJson, oom_in_cell, overtaken_line};
     use crate::model::knobs::OomAction;
     use std::io::{IsTerminal as _, Write as _};
     let tty = std::io::stdout().is_terminal() && !once;
     let mut snapper = crate::cli::predict::open_source(source, proc_root)?;
+    // One forecaster over the refreshes: each domain's time to OOM from
+    // their trend (with --once, one pass: none).
+    let mut forecaster = crate::forecast::Forecaster::default();
     loop {
-        let (domains, check) = crate::daemon::pass::refresh(&mut snapper, proc_root, top)?;
+        let (snap, mut domains, check) =
+            crate::daemon::pass::refresh_keeping(&mut snapper, proc_root, top)?;
+        crate::daemon::pass::forecast(
+            &mut forecaster,
+            &mut domains,
+            crate::daemon::oomstart::boot_ns(),
+        );
+        let comm = |tgid: i32| {
+            snap.procs
+                .processes
+                .iter()
+                .find(|e| e.process.tgid == tgid)
+                .map(|e| e.process.comm.clone())
+        };
         let mut out = String::new();
         if tty {
             out.push_str("\x1b[2J\x1b[H");
@@ -48,8 +65,8 @@ pub fn top_view(
             }
         ));
         out.push_str(&format!(
-            "{:<36} {:>11}  {:<28} {:>9} {:>8}\n",
-            "DOMAIN", "HEADROOM", "NEXT VICTIM", "POINTS", "MARGIN"
+            "{:<36} {:>11} {:>11}  {:<28} {:>9} {:>8}\n",
+            "DOMAIN", "HEADROOM", "OOM IN", "NEXT VICTIM", "POINTS", "MARGIN"
         ));
         for d in &domains {
             let name = match &d.cgroup {
@@ -66,29 +83,41 @@ pub fn top_view(
                 OomAction::KillAllocatingTask => "the allocating task".to_owned(),
             };
             out.push_str(&format!(
-                "{:<36} {:>11}  {:<28} {:>9} {:>8}\n",
+                "{:<36} {:>11} {:>11}  {:<28} {:>9} {:>8}\n",
                 name,
                 d.headroom_bytes.map_or("-".into(), human_bytes),
+                oom_in_cell(d.forecast.as_ref().map(|f| &f.time_to_oom)),
                 victim,
                 d.victim
                     .as_ref()
                     .map_or("-".into(), |v| v.points.to_string()),
                 d.margin.map_or("-".into(), |m| m.to_string()),
             ));
+            let f = ForecastJson::new(d.forecast.as_ref(), d.victim.as_ref().map(|v| v.tgid), comm);
+            if let Some(v) = f.victim_at_oom.as_ref().filter(|_| f.overtaken) {
+                out.push_str(&format!(
+                    "{:<36} {:>11} {:>11}  {}\n",
+                    "",
+                    "",
+                    "",
+                    overtaken_line(v)
+                ));
+            }
             match &d.knobs.action {
                 OomAction::KillVictim => {}
                 OomAction::Panic { .. } => out.push_str(&format!(
-                    "{:<36} {:>11}  vm.panic_on_oom={}: this OOM panics the machine; the scan would pick {scan_victim}\n",
-                    "", "", d.knobs.panic_on_oom.value
+                    "{:<36} {:>11} {:>11}  vm.panic_on_oom={}: this OOM panics the machine; the scan would pick {scan_victim}\n",
+                    "", "", "", d.knobs.panic_on_oom.value
                 )),
                 OomAction::KillAllocatingTask => out.push_str(&format!(
-                    "{:<36} {:>11}  vm.oom_kill_allocating_task=1: the allocating task dies without a scan; if it is not killable: {scan_victim}\n",
-                    "", ""
+                    "{:<36} {:>11} {:>11}  vm.oom_kill_allocating_task=1: the allocating task dies without a scan; if it is not killable: {scan_victim}\n",
+                    "", "", ""
                 )),
             }
             for (i, c) in d.top.iter().enumerate().skip(1).filter(|(_, c)| c.eligible) {
                 out.push_str(&format!(
-                    "{:<36} {:>11}  {:<28} {:>9}\n",
+                    "{:<36} {:>11} {:>11}  {:<28} {:>9}\n",
+                    "",
                     "",
                     format!("#{}", i + 1),
                     format!("{} ({})", c.comm, c.tgid),

@@ -121,6 +121,17 @@ pub fn refresh(
     proc_root: &Path,
     top: usize,
 ) -> anyhow::Result<(Vec<DomainSummary>, SelfCheck)> {
+    refresh_keeping(snapper, proc_root, top).map(|(_, domains, check)| (domains, check))
+}
+
+/// As [`refresh`], and the snapshot the pass read too: for the command
+/// line, which names tasks the summaries hold only by tgid (a forecast
+/// victim) and builds `predict`'s report from the very pass it forecast on.
+pub fn refresh_keeping(
+    snapper: &mut Snapshotter,
+    proc_root: &Path,
+    top: usize,
+) -> anyhow::Result<(SystemSnapshot, Vec<DomainSummary>, SelfCheck)> {
     let snap = snapper.read_system(
         proc_root,
         &Want {
@@ -131,7 +142,8 @@ pub fn refresh(
         },
     )?;
     let check = self_check(&snap.procs, read_again(snapper, proc_root));
-    Ok((summarize_domains(&snap, top), check))
+    let domains = summarize_domains(&snap, top);
+    Ok((snap, domains, check))
 }
 
 /// The pass an OOM start calls for: one domain (a memcg's path, or None:
