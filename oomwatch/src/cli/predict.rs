@@ -441,11 +441,24 @@ pub fn sample_forecast(
 /// ancestor with a limit).
 fn asked_domain(snap: &SystemSnapshot, cgroup: Option<&str>) -> anyhow::Result<OomDomain> {
     match cgroup {
-        Some(path) => Ok(crate::snapshot::domain::memcg(
-            &snap.procs,
-            path,
-            snap.sysctls.swappiness,
-        )?),
+        Some(path) => {
+            let asked = crate::snapshot::domain::memcg(&snap.procs, path, snap.sysctls.swappiness)?;
+            // The pass's own domain carries its charge and events, read
+            // with it; a memcg without a limit of its own is not one of
+            // the pass's domains.
+            Ok(snap
+                .domains
+                .iter()
+                .find(|d| d.cgroup == asked.cgroup)
+                .cloned()
+                .unwrap_or_else(|| {
+                    let mut asked = asked;
+                    if let Some(h) = crate::host::cgroup::memory_hierarchy() {
+                        asked.read_charge(&h, snap.procs.page_size);
+                    }
+                    asked
+                }))
+        }
         None => snap
             .domains
             .iter()
