@@ -120,12 +120,6 @@ fn spawn_predictor(
                     started.push(s);
                 }
             }
-            for s in &started {
-                at_start
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .on_signal(s.cgroup.clone(), s.signal_ns);
-            }
             // An OOM's start: its own domain first, alone (the fastest pass,
             // the one that can come before the kill), then every domain.
             for s in std::mem::take(&mut started) {
@@ -231,7 +225,20 @@ fn domain_victims(
         .iter()
         .map(|d| crate::daemon::oomstart::DomainVictim {
             domain: d.cgroup.clone(),
-            victim: d.victim.as_ref().map(|v| (v.tgid, v.comm.clone())),
+            // A scan that stops at an OOM victim not yet gone kills nothing
+            // now; the domain's next kill is the scan's choice once it has
+            // gone: the first eligible task after it.
+            victim: d
+                .victim
+                .as_ref()
+                .map(|v| (v.tgid, v.comm.clone()))
+                .or_else(|| {
+                    let gone = d.waiting_for?;
+                    d.top
+                        .iter()
+                        .find(|c| c.eligible && c.tgid != gone)
+                        .map(|c| (c.tgid, c.comm.clone()))
+                }),
             scanned: d.scanned.clone(),
             forecast: d.forecast.as_ref().and_then(|f| match f.time_to_oom {
                 TimeToOom::In { seconds, .. } => Some((seconds, f.victim_at_oom.map(|v| v.0))),
@@ -357,6 +364,7 @@ fn log_start_prediction(
             domain: s.cgroup.clone(),
             signal_ns: s.signal_ns,
             snapshot_ns,
+            held: d.is_some_and(|d| d.held),
             // Under vm.oom_kill_allocating_task the task that started the
             // OOM is the one expected to die.
             victim: match (action, &s.allocating) {
@@ -390,8 +398,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let poke = Arc::new(tokio::sync::Notify::new());
     let (start_tx, start_rx) = tokio::sync::mpsc::unbounded_channel();
-    let watch = watch_oom_starts(&start_tx);
     let at_start: AtStart = Arc::default();
+    let start_tx = crate::daemon::oomstart::StartSender {
+        tx: start_tx,
+        tracker: Arc::clone(&at_start),
+    };
+    let watch = watch_oom_starts(&start_tx);
     let recent: Recent = Arc::default();
     let predictor = spawn_predictor(
         Arc::clone(&metrics),
@@ -497,9 +509,7 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 
 /// Watches every memory cgroup for the start of its OOM (None where the
 /// memory controller is absent or the watch cannot start).
-fn watch_oom_starts(
-    start_tx: &tokio::sync::mpsc::UnboundedSender<OomStart>,
-) -> Option<OomStartWatch> {
+fn watch_oom_starts(start_tx: &crate::daemon::oomstart::StartSender) -> Option<OomStartWatch> {
     let h = cgroup::memory_hierarchy()?;
     match OomStartWatch::spawn(h, start_tx.clone()) {
         Ok(w) => Some(w),
@@ -631,7 +641,7 @@ struct Kills {
     events_tx: tokio::sync::broadcast::Sender<String>,
     recent: Recent,
     at_start: AtStart,
-    start_tx: tokio::sync::mpsc::UnboundedSender<OomStart>,
+    start_tx: crate::daemon::oomstart::StartSender,
     joiner: Joiner,
     scans: ScanAssembler,
     /// Recent kills (pid -> boot ns), for the reaper's timings.
@@ -665,7 +675,7 @@ impl Kills {
                 r.comm,
                 r.order.map_or_else(|| "?".into(), |o| o.to_string())
             );
-            let _ = self.start_tx.send(OomStart {
+            self.start_tx.send(OomStart {
                 cgroup: None,
                 signal_ns: r.boot_ns,
                 allocating: Some((r.tgid as i32, r.comm.clone())),
@@ -709,7 +719,7 @@ impl Kills {
                     if *memcg { "memcg" } else { "host" }
                 );
                 if !*memcg {
-                    let _ = self.start_tx.send(OomStart {
+                    self.start_tx.send(OomStart {
                         cgroup: None,
                         signal_ns: *boot_ns,
                         allocating: Some((*tgid as i32, comm.clone())),

@@ -53,6 +53,25 @@ pub struct OomStart {
     pub allocating: Option<(i32, String)>,
 }
 
+/// Where OOM starts go: the predictor's channel, and the start tracker at
+/// once (a kill can be judged before the predictor takes the signal, and
+/// must know a newer start of its domain came).
+#[derive(Clone)]
+pub struct StartSender {
+    pub tx: tokio::sync::mpsc::UnboundedSender<OomStart>,
+    pub tracker: std::sync::Arc<std::sync::Mutex<StartTracker>>,
+}
+
+impl StartSender {
+    pub fn send(&self, s: OomStart) {
+        self.tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_signal(s.cgroup.clone(), s.signal_ns);
+        let _ = self.tx.send(s);
+    }
+}
+
 /// Handle to the watcher thread.
 pub struct OomStartWatch {
     domains: mpsc::Sender<Vec<String>>,
@@ -62,10 +81,7 @@ pub struct OomStartWatch {
 impl OomStartWatch {
     /// Starts the watcher for the memory controller's hierarchy `h`; OOM
     /// starts are sent to `tx`.
-    pub fn spawn(
-        h: Hierarchy,
-        tx: tokio::sync::mpsc::UnboundedSender<OomStart>,
-    ) -> anyhow::Result<Self> {
+    pub fn spawn(h: Hierarchy, tx: StartSender) -> anyhow::Result<Self> {
         let wake = Arc::new(
             EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .context("create the OOM-start watcher's eventfd")?,
@@ -116,7 +132,7 @@ struct Watcher {
     inotify: Inotify,
     wake: Arc<EventFd>,
     domains: mpsc::Receiver<Vec<String>>,
-    out: tokio::sync::mpsc::UnboundedSender<OomStart>,
+    out: StartSender,
 }
 
 impl Watcher {
@@ -167,7 +183,7 @@ impl Watcher {
                     self.read_v1(k);
                 }
             }
-            if self.out.is_closed() {
+            if self.out.tx.is_closed() {
                 return;
             }
         }
@@ -242,7 +258,7 @@ impl Watcher {
     }
 
     fn send(&self, path: &str) {
-        let _ = self.out.send(OomStart {
+        self.out.send(OomStart {
             cgroup: Some(path.to_owned()),
             signal_ns: boot_ns(),
             allocating: None,
@@ -333,7 +349,15 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let w = OomStartWatch::spawn(h, tx).unwrap();
+            let tracker = std::sync::Arc::default();
+            let w = OomStartWatch::spawn(
+                h,
+                StartSender {
+                    tx,
+                    tracker: std::sync::Arc::clone(&tracker),
+                },
+            )
+            .unwrap();
             w.set_domains(vec!["/job".into()]);
             // Let the thread register before the file changes.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -347,6 +371,9 @@ mod tests {
                 .expect("no OOM start within 5 s")
                 .unwrap();
             assert_eq!(got.cgroup.as_deref(), Some("/job"));
+            // The tracker knew of it as it was sent.
+            let t = tracker.lock().unwrap();
+            assert_eq!(t.signals, vec![(Some("/job".to_owned()), got.signal_ns)]);
         });
     }
 }
@@ -374,6 +401,9 @@ pub struct StartPrediction {
     pub snapshot_ns: u64,
     /// Predicted victim (tgid, comm), None when nothing was eligible.
     pub victim: Option<(i32, String)>,
+    /// The domain's OOM killer was disabled (v1 `oom_kill_disable`): the
+    /// OOM waits, and later signals wake the same OOM.
+    pub held: bool,
 }
 
 /// A kill as the eBPF side saw it.
@@ -416,13 +446,15 @@ impl StartTracker {
 
     pub fn on_kill(&mut self, k: SeenKill) -> String {
         self.expire(k.at_ns);
-        // A prediction of no kill (nothing eligible) followed by a newer
-        // start of its domain before this kill: its OOM ended without one
-        // (e.g. the tasks it saw were exiting), and the newer start is this
-        // kill's. Its prediction, still being made, pairs when it comes.
+        // A prediction followed by a newer start of its domain before this
+        // kill: its OOM ended without one (the kernel's scan stopped at a
+        // victim still exiting, or nothing was eligible), and the newer
+        // start is this kill's; that one's prediction, if still being made,
+        // pairs when it comes. Not where the OOM was held (its killer
+        // disabled): there a newer signal wakes the same OOM.
         let signals = &self.signals;
         self.pending.retain(|p| {
-            p.victim.is_some()
+            p.held
                 || !signals
                     .iter()
                     .any(|(d, s)| *d == p.domain && *s > p.signal_ns && *s <= k.at_ns)
@@ -558,6 +590,7 @@ mod tracker_tests {
             signal_ns: signal,
             snapshot_ns: snap,
             victim: Some((tgid, "hog".into())),
+            held: false,
         }
     }
 
@@ -590,7 +623,11 @@ mod tracker_tests {
     #[test]
     fn the_last_pass_finished_before_the_kill_counts() {
         let mut t = StartTracker::default();
-        assert_eq!(t.on_prediction(pred("/job", 100, 110, 7)), None);
+        t.on_signal(Some("/job".into()), 100);
+        let mut held = pred("/job", 100, 110, 7);
+        held.held = true;
+        assert_eq!(t.on_prediction(held), None);
+        t.on_signal(Some("/job".into()), 190);
         let mut late = pred("/job", 190, 205, 7);
         late.victim = None;
         assert_eq!(t.on_prediction(late), None);
@@ -604,10 +641,11 @@ mod tracker_tests {
     }
 
     /// Seen in a churn of memcg OOMs: a start signalled while the last
-    /// OOM's tasks were exiting found nothing eligible (the kernel killed
-    /// nothing either), and the next OOM's own start pass finished after
-    /// its kill. The kill is not compared with the stale prediction; it
-    /// pairs with its own, which says it came too late.
+    /// OOM's victim was exiting (the kernel killed nothing: its scan stopped
+    /// there) was predicted by a pass that found nothing eligible, or, once
+    /// the victim was gone, named another task; the next OOM's own start
+    /// pass finished after its kill. The kill is not compared with the
+    /// stale prediction; it pairs with its own, which says it came too late.
     #[test]
     fn a_prediction_of_no_kill_is_settled_by_a_newer_start() {
         let mut t = StartTracker::default();
@@ -619,6 +657,17 @@ mod tracker_tests {
         assert_eq!(t.on_kill(kill("/job", 7, 502)), "");
         let l = t.on_prediction(pred("/job", 500, 509, 7)).unwrap();
         assert!(l.contains("after the kill: not compared"), "{l}");
+        // The same with a victim named: a newer start settles it.
+        let mut t = StartTracker::default();
+        t.on_signal(Some("/job".into()), 100);
+        t.on_prediction(pred("/job", 100, 110, 5));
+        t.on_signal(Some("/job".into()), 500);
+        assert_eq!(t.on_kill(kill("/job", 7, 502)), "");
+        assert!(
+            t.on_prediction(pred("/job", 500, 509, 7))
+                .unwrap()
+                .contains("not compared")
+        );
         // Without a newer start, nothing eligible against a kill is a
         // disagreement, as before.
         let mut t = StartTracker::default();

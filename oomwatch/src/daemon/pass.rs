@@ -96,6 +96,9 @@ pub struct DomainSummary {
     /// The scan stops here (no kill) for this OOM victim, not yet gone.
     #[serde(skip)]
     pub waiting_for: Option<i32>,
+    /// Its OOM killer is disabled (v1 `oom_kill_disable`): an OOM waits.
+    #[serde(skip)]
+    pub held: bool,
 }
 
 /// The model against the kernel on one pass.
@@ -237,6 +240,7 @@ pub fn summarize_domains(snap: &SystemSnapshot, top: usize) -> Vec<DomainSummary
                 events: dom.events.clone().and_then(Result::ok),
                 unreclaimable_headroom_bytes,
                 forecast: None,
+                held: matches!(&dom.charge, Some(Ok(c)) if c.oom_kill_disable),
                 waiting_for: match sel.outcome {
                     crate::model::select::Outcome::Aborted { waiting_for } => Some(waiting_for),
                     _ => None,
