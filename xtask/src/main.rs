@@ -74,6 +74,10 @@ enum Task {
         /// Default: 1000 and 10000.
         #[arg(long = "tasks", value_name = "N")]
         tasks: Vec<u32>,
+        /// Rounds of the forecast backtest's workloads (each round runs
+        /// three of them to a real memcg OOM kill, and the cache churn).
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        runs: u32,
         /// Only these sections (comma-separated: scan, probes, latency,
         /// daemon, forecast); they replace their own sections and targets
         /// in docs/benchmarks.md, and the rest of it stays.
@@ -108,8 +112,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             rounds,
             tasks,
+            runs,
             only,
-        } => bench(rounds, &tasks, only.as_deref()),
+        } => bench(rounds, &tasks, runs, only.as_deref()),
     }
 }
 
@@ -413,7 +418,7 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
         .context("the fuzzer found a crash: the input is under oomwatch/fuzz/artifacts/replay/")
 }
 
-fn bench(rounds: u32, tasks: &[u32], only: Option<&str>) -> anyhow::Result<()> {
+fn bench(rounds: u32, tasks: &[u32], runs: u32, only: Option<&str>) -> anyhow::Result<()> {
     if !is_root() {
         bail!(
             "the benchmarks load eBPF and create memory cgroups: run `cargo xtask bench` as root"
@@ -438,8 +443,14 @@ fn bench(rounds: u32, tasks: &[u32], only: Option<&str>) -> anyhow::Result<()> {
     // A partial run (--only) replaces only its own sections and targets.
     let out = root.join("docs/benchmarks.md");
     let mut b = Command::new(root.join("target/release/oomwatch-bench"));
-    b.args(["--rounds", &rounds.to_string(), "--markdown"])
-        .arg(&out);
+    b.args([
+        "--rounds",
+        &rounds.to_string(),
+        "--runs",
+        &runs.to_string(),
+        "--markdown",
+    ])
+    .arg(&out);
     for t in tasks {
         b.args(["--tasks", &t.to_string()]);
     }

@@ -1380,11 +1380,15 @@ fn forecast_report(
     for r in runs {
         let Some(killed) = r.killed_after else {
             // The churn: every pass's forecast, and how full the limit got.
-            for s in &r.seen {
-                if let TimeToOom::In { seconds, .. } = s.time_to_oom {
-                    churn_min = churn_min.min(seconds);
-                }
-            }
+            let shortest = r
+                .seen
+                .iter()
+                .filter_map(|s| match s.time_to_oom {
+                    TimeToOom::In { seconds, .. } => Some(seconds),
+                    _ => None,
+                })
+                .fold(f64::INFINITY, f64::min);
+            churn_min = churn_min.min(shortest);
             churn_passes += r.seen.len();
             let fullest = r.seen.iter().filter_map(|s| s.headroom).min().unwrap_or(0);
             let unrecl = r
@@ -1407,8 +1411,8 @@ fn forecast_report(
                 mib(limit),
                 mib(unrecl),
                 finite,
-                if churn_min.is_finite() {
-                    format!("{churn_min:.0} s")
+                if shortest.is_finite() {
+                    format!("{shortest:.0} s")
                 } else {
                     "none".into()
                 }
