@@ -434,18 +434,25 @@ const KEEP_NS: u64 = 60_000_000_000;
 /// The same for a prediction made for the host.
 const HOST_KEEP_NS: u64 = 10_000_000_000;
 
+/// A signal is stamped when the watcher wakes to it, which can be after
+/// the kill it announced (this lab's kernel kills 0.2 – 0.6 ms after a v1
+/// memcg's OOM signal): a signal stamped up to this long after a kill may
+/// be that kill's OOM's.
+const SIGNAL_LAG_NS: u64 = 10_000_000;
+
 impl StartTracker {
-    /// A kill arrived: the verdict for its line (empty when no prediction
-    /// waits for it).
     /// A start signal that a pass will answer: a newer OOM start of its
-    /// domain, which settles a prediction of no kill made before it.
+    /// domain, which settles the predictions made before it.
     pub fn on_signal(&mut self, domain: Option<String>, signal_ns: u64) {
         self.expire(signal_ns);
         self.signals.push((domain, signal_ns));
     }
 
+    /// A kill arrived: the verdict for its line (empty when no prediction
+    /// waits for it).
     pub fn on_kill(&mut self, k: SeenKill) -> String {
         self.expire(k.at_ns);
+        let by = k.at_ns + SIGNAL_LAG_NS;
         // A prediction followed by a newer start of its domain before this
         // kill: its OOM ended without one (the kernel's scan stopped at a
         // victim still exiting, or nothing was eligible), and the newer
@@ -457,7 +464,7 @@ impl StartTracker {
             p.held
                 || !signals
                     .iter()
-                    .any(|(d, s)| *d == p.domain && *s > p.signal_ns && *s <= k.at_ns)
+                    .any(|(d, s)| *d == p.domain && *s > p.signal_ns && *s <= by)
         });
         // The deepest domain holding the victim; within it, of the start
         // predictions made since (an OOM can signal several times before
@@ -465,7 +472,7 @@ impl StartTracker {
         let deepest = self
             .pending
             .iter()
-            .filter(|p| p.signal_ns <= k.at_ns && within(&k, &p.domain))
+            .filter(|p| p.signal_ns <= by && within(&k, &p.domain))
             .map(|p| p.domain.clone())
             .max_by_key(|d| d.as_ref().map_or(0, |d| d.len() + 1));
         let v = match deepest {
@@ -473,7 +480,7 @@ impl StartTracker {
                 let candidates = || {
                     self.pending
                         .iter()
-                        .filter(|p| p.domain == domain && p.signal_ns <= k.at_ns)
+                        .filter(|p| p.domain == domain && p.signal_ns <= by)
                 };
                 let chosen = candidates()
                     .filter(|p| p.snapshot_ns <= k.at_ns)
@@ -482,7 +489,7 @@ impl StartTracker {
                     .cloned();
                 // The OOM ended in this kill: its start predictions are spent.
                 self.pending
-                    .retain(|p| !(p.domain == domain && p.signal_ns <= k.at_ns));
+                    .retain(|p| !(p.domain == domain && p.signal_ns <= by));
                 chosen.map_or_else(String::new, |p| verdict(&p, &k))
             }
             None => String::new(),
@@ -497,7 +504,7 @@ impl StartTracker {
     /// paired (a repeated signal for one OOM) is dropped.
     pub fn on_prediction(&mut self, p: StartPrediction) -> Option<String> {
         self.expire(p.snapshot_ns);
-        let ours = |k: &SeenKill| k.at_ns >= p.signal_ns && within(k, &p.domain);
+        let ours = |k: &SeenKill| k.at_ns + SIGNAL_LAG_NS >= p.signal_ns && within(k, &p.domain);
         // An unpaired kill first; a paired one only settles the OOM.
         self.kills.sort_by_key(|(_, paired)| *paired);
         let kill = self.kills.iter_mut().find(|(k, _)| ours(k));
@@ -634,10 +641,13 @@ mod tracker_tests {
         let v = t.on_kill(kill("/job", 7, 200));
         assert!(v.ends_with("pid=7 comm=hog (agree)"), "{v}");
         // Both are spent with the kill.
-        assert_eq!(t.on_kill(kill("/job", 8, 300)), "");
+        assert_eq!(t.on_kill(kill("/job", 8, 300_000_000)), "");
         // Only a late one: said, not compared.
-        t.on_prediction(pred("/job", 400, 2_000_500, 9));
-        assert!(t.on_kill(kill("/job", 9, 500)).contains("not compared"));
+        t.on_prediction(pred("/job", 400_000_000, 2_000_500_000, 9));
+        assert!(
+            t.on_kill(kill("/job", 9, 500_000_000))
+                .contains("not compared")
+        );
     }
 
     /// Seen in a churn of memcg OOMs: a start signalled while the last
@@ -677,6 +687,23 @@ mod tracker_tests {
             t.on_kill(kill("/job", 7, 502))
                 .contains("nothing eligible (DISAGREE)")
         );
+    }
+
+    /// The watcher stamped the signal 0.2 ms after the kill it announced
+    /// (the kernel is that fast): its late prediction is that kill's, not
+    /// left waiting to be set against the next OOM's.
+    #[test]
+    fn a_signal_stamped_just_after_its_kill_is_that_kills() {
+        let mut t = StartTracker::default();
+        t.on_signal(Some("/job".into()), 1_000_200);
+        assert_eq!(t.on_kill(kill("/job", 7, 1_000_000)), "");
+        let mut p = pred("/job", 1_000_200, 1_900_000, 0);
+        p.victim = None;
+        assert!(t.on_prediction(p).unwrap().contains("not compared"));
+        // Nothing waits for the next kill.
+        t.on_signal(Some("/job".into()), 900_000_000);
+        assert_eq!(t.on_kill(kill("/job", 8, 900_000_100)), "");
+        assert!(t.pending.is_empty());
     }
 
     #[test]
@@ -725,20 +752,24 @@ mod tracker_tests {
     #[test]
     fn other_domains_and_old_kills_do_not_pair() {
         let mut t = StartTracker::default();
-        t.on_kill(kill("/other", 7, 150));
-        // A kill before the signal belongs to an earlier OOM.
-        t.on_kill(kill("/job", 7, 50));
-        assert_eq!(t.on_prediction(pred("/job", 100, 120, 7)), None);
+        t.on_kill(kill("/other", 7, 150_000_000));
+        // A kill well before the signal (more than the signal's lag)
+        // belongs to an earlier OOM.
+        t.on_kill(kill("/job", 7, 50_000_000));
+        assert_eq!(
+            t.on_prediction(pred("/job", 100_000_000, 120_000_000, 7)),
+            None
+        );
         // The deepest domain wins for a nested victim.
-        t.on_prediction(pred("/job/inner", 100, 120, 9));
-        let v = t.on_kill(kill("/job/inner/x", 9, 200));
+        t.on_prediction(pred("/job/inner", 100_000_000, 120_000_000, 9));
+        let v = t.on_kill(kill("/job/inner/x", 9, 200_000_000));
         assert!(v.contains("in memcg /job/inner:"), "{v}");
         // Kills with no memcg path are not paired.
         assert_eq!(
             t.on_kill(SeenKill {
                 memcg: None,
                 tgid: 7,
-                at_ns: 300
+                at_ns: 300_000_000
             }),
             ""
         );

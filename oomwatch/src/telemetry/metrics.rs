@@ -862,7 +862,7 @@ impl Metrics {
         let predictions = IntCounterVec::new(
             Opts::new(
                 names::PREDICTIONS,
-                "OOM kills against the victim the last prediction pass before the kill named for the kill's domain (the deepest memcg with a limit holding the victim, else the host): outcome match, mismatch or no_prediction, and why: named (match); predicted_left (the named task was gone at the kill), victim_new (the task killed was not in the domain at the pass), overtaken (it was, and grew past the named one after the pass) for a mismatch; no_pass, new_domain, nothing_eligible for no_prediction. A mismatch is a late prediction, not a model error: those are oomwatch_report_replays_total{outcome=\"disagree\"} and oomwatch_kernel_points_checks_total{outcome=\"differ\"}.",
+                "OOM kills against the victim the last prediction pass before the kill named for the kill's domain (the deepest memcg with a limit holding the victim, else the host): outcome match, mismatch or no_prediction, and why: named (match); predicted_left (the named task was gone at the kill), victim_new (the task killed was not in the domain at the pass), overtaken (it was, and grew past the named one after the pass) for a mismatch; no_pass, new_domain, nothing_eligible for no_prediction (a pass whose scan stopped at an OOM victim not yet gone predicts the first eligible task after it). A mismatch is a late prediction, not a model error: those are oomwatch_report_replays_total{outcome=\"disagree\"} and oomwatch_kernel_points_checks_total{outcome=\"differ\"}.",
             ),
             &["outcome", "why"],
         )?;
