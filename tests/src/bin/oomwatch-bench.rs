@@ -1266,6 +1266,18 @@ fn cold_file(mib: usize) -> anyhow::Result<tempfile::NamedTempFile> {
     Ok(f)
 }
 
+/// The forecast backtest's workloads run to a kill: name, a task that
+/// stays (MiB, started first), the leak's `oomwatch-hog 256` mode.
+const TO_A_KILL: [(&str, Option<usize>, &[&str]); 3] = [
+    ("steady leak", None, &["leak", "2048"]),
+    ("step (8 MiB every 4 s)", None, &["leak", "2048", "4000"]),
+    (
+        "overtaking (24 MiB, and a 1.5 MiB/s leak)",
+        Some(24),
+        &["leak", "1536"],
+    ),
+];
+
 /// The forecast backtest: real workloads in a 64 MiB memory cgroup, run
 /// to a real kill with a prediction pass every second.
 fn forecast(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
@@ -1277,52 +1289,25 @@ fn forecast(o: &Options) -> anyhow::Result<(String, Vec<Verdict>)> {
     let mut runs: Vec<Backtest> = Vec::new();
     for round in 0..o.runs {
         println!("forecast: round {} of {}", round + 1, o.runs);
-        // A steady leak: 2 MiB a second.
-        {
-            let memcg = MemcgGuard::create(limit)?;
-            let start = Instant::now();
-            let mut hogs = vec![Hog::start_mode(&hog, &memcg, 256, &["leak", "2048"])?];
-            runs.push(backtest(
-                "steady leak",
-                &mut snapper,
-                &memcg,
-                &mut hogs,
-                start,
-                Duration::from_secs(120),
-            )?);
-        }
-        // A staircase: 8 MiB at once every 4 s (2 MiB a second on average).
-        {
-            let memcg = MemcgGuard::create(limit)?;
-            let start = Instant::now();
-            let mut hogs = vec![Hog::start_mode(
-                &hog,
-                &memcg,
-                256,
-                &["leak", "2048", "4000"],
-            )?];
-            runs.push(backtest(
-                "step (8 MiB every 4 s)",
-                &mut snapper,
-                &memcg,
-                &mut hogs,
-                start,
-                Duration::from_secs(120),
-            )?);
-        }
+        // Each to a kill: (workload, a task that stays, started first
+        // (MiB), the leak's mode). The steady leak: 2 MiB a second. The
+        // staircase: 8 MiB at once every 4 s (2 MiB a second on average).
         // Overtaking: 24 MiB that stays, and a leak of 1.5 MiB a second
         // that passes it about two thirds of the way to the kill.
-        {
+        for (workload, stays, leak) in TO_A_KILL {
             let memcg = MemcgGuard::create(limit)?;
-            let mut big = Hog::start(&hog, &memcg, 24)?;
-            if !big.wait_ready() {
-                bail!("overtaking: the 24 MiB task did not get its memory");
+            let mut hogs = Vec::new();
+            if let Some(mib) = stays {
+                let mut big = Hog::start(&hog, &memcg, mib)?;
+                if !big.wait_ready() {
+                    bail!("{workload}: the {mib} MiB task did not get its memory");
+                }
+                hogs.push(big);
             }
             let start = Instant::now();
-            let leak = Hog::start_mode(&hog, &memcg, 256, &["leak", "1536"])?;
-            let mut hogs = vec![big, leak];
+            hogs.push(Hog::start_mode(&hog, &memcg, 256, leak)?);
             runs.push(backtest(
-                "overtaking (24 MiB, and a 1.5 MiB/s leak)",
+                workload,
                 &mut snapper,
                 &memcg,
                 &mut hogs,
