@@ -102,9 +102,9 @@ enum Command {
         /// the one that dies.
         #[arg(long)]
         forecast: bool,
-        /// Seconds of passes --forecast draws its trend through, 2 to 3600
-        /// (a trend needs three passes over two seconds; it looks back one
-        /// minute at most). Longer sees a slow leak through noise; shorter
+        /// Seconds of passes --forecast draws its trend through, 4 to 3600
+        /// (a fall needs five passes in order to count; the trend looks
+        /// back one minute at most). Longer sees a slow leak through noise; shorter
         /// answers sooner.
         #[arg(long, value_name = "SECONDS", default_value_t = 10.0,
               value_parser = predict::parse_over, requires = "forecast")]

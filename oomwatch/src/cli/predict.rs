@@ -346,15 +346,15 @@ pub fn report(
 /// The passes of `predict --forecast`, one a second.
 pub const FORECAST_PASS_NS: u64 = 1_000_000_000;
 
-/// `--over`: seconds of passes for `predict --forecast`, 2 to 3600.
+/// `--over`: seconds of passes for `predict --forecast`, 4 to 3600.
 pub fn parse_over(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds, e.g. 10"))?;
-    if !(2.0..=3600.0).contains(&v) {
+    if !(4.0..=3600.0).contains(&v) {
         return Err(format!(
-            "{v} s is out of range: use 2 to 3600 (a forecast needs three passes, one a \
-             second, over at least 2 s)"
+            "{v} s is out of range: use 4 to 3600 (a forecast needs five passes, one a \
+             second, falling in order)"
         ));
     }
     Ok(v)

@@ -7,11 +7,12 @@
 //! The headroom a domain forecasts on is what its limit leaves above the
 //! memory reclaim cannot free: for a memory cgroup, the limit minus its
 //! usage less its file LRU pages (anon, shmem and kernel memory stay); for
-//! the host, `MemAvailable`. Its trend is a least-squares line over the
+//! the host, `MemAvailable`. Its trend is a robust line ([`trend`]) over the
 //! last [`WINDOW_NS`] of passes; the OOM comes when the line reaches 0. The
 //! error comes from the slope's standard error (two of them either way);
-//! a headroom that does not fall by more than that is not growing towards
-//! an OOM, and has no forecast.
+//! a headroom that does not fall by more than that, or whose samples do not
+//! fall in order beyond chance ([`falls_beyond_chance`]), is not growing
+//! towards an OOM, and has no forecast.
 //!
 //! May use: `model` (nothing yet). Never `snapshot`, `daemon`, `cli`,
 //! `telemetry`: it is fed, it reads nothing.
@@ -25,15 +26,37 @@ pub const MIN_SAMPLES: usize = 3;
 /// The shortest time they must span.
 pub const MIN_SPAN_NS: u64 = 2_000_000_000;
 
-/// A least-squares line through `(t, y)` samples.
+/// A line through `(t, y)` samples, robust to outliers: its slope is the
+/// median of the slopes between every two samples (Theil–Sen), its value
+/// now the median of each sample carried along that slope. A memcg's
+/// headroom is read from two files that are not read at one instant
+/// (`memory.usage_in_bytes`, then `memory.stat`), and under reclaim one
+/// read in ten or so lands 1 – 2 MiB high; a least-squares line through a
+/// flat series with one such spike early in its window falls, and
+/// forecast an OOM 157 s away for a page-cache churn that never OOMs (the
+/// backtest, before this). The median pays no heed to a few spikes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Trend {
     /// y's change per second.
     pub slope: f64,
-    /// The slope's standard error (0 through exactly collinear samples).
+    /// The slope's standard error, from the samples' spread about the line
+    /// (0 through exactly collinear samples): spikes widen it.
     pub slope_stderr: f64,
     /// The line's value at the newest sample's time.
     pub now: f64,
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 /// The trend of `samples` (time in ns, value), oldest first; None below
@@ -49,24 +72,32 @@ pub fn trend(samples: &[(u64, f64)]) -> Option<Trend> {
         .iter()
         .map(|(t, _)| -((last - t) as f64) / 1e9)
         .collect();
+    let mut slopes = Vec::with_capacity(n * (n - 1) / 2);
+    for i in 0..n {
+        for j in i + 1..n {
+            let dx = xs[j] - xs[i];
+            if dx > 0.0 {
+                slopes.push((samples[j].1 - samples[i].1) / dx);
+            }
+        }
+    }
+    let slope = median(&mut slopes)?;
+    let mut at_now: Vec<f64> = xs
+        .iter()
+        .zip(samples)
+        .map(|(x, s)| s.1 - slope * x)
+        .collect();
+    let now = median(&mut at_now)?;
     let nf = n as f64;
     let mx = xs.iter().sum::<f64>() / nf;
-    let my = samples.iter().map(|s| s.1).sum::<f64>() / nf;
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
     if sxx <= 0.0 {
         return None;
     }
-    let sxy: f64 = xs
-        .iter()
-        .zip(samples)
-        .map(|(x, s)| (x - mx) * (s.1 - my))
-        .sum();
-    let slope = sxy / sxx;
-    let intercept = my - slope * mx;
     let residual: f64 = xs
         .iter()
         .zip(samples)
-        .map(|(x, s)| (s.1 - (intercept + slope * x)).powi(2))
+        .map(|(x, s)| (s.1 - (now + slope * x)).powi(2))
         .sum();
     let slope_stderr = if n > 2 {
         (residual / (nf - 2.0) / sxx).sqrt()
@@ -76,7 +107,7 @@ pub fn trend(samples: &[(u64, f64)]) -> Option<Trend> {
     Some(Trend {
         slope,
         slope_stderr,
-        now: intercept,
+        now,
     })
 }
 
@@ -102,7 +133,7 @@ pub fn time_to_oom(headroom: &[(u64, f64)]) -> TimeToOom {
     let now = headroom.last().map_or(0.0, |s| s.1).max(0.0);
     let fall = -t.slope;
     let noise = 2.0 * t.slope_stderr;
-    if fall <= noise || fall <= 0.0 {
+    if fall <= noise || fall <= 0.0 || !falls_beyond_chance(headroom) {
         return TimeToOom::NotGrowing;
     }
     let seconds = now / fall;
@@ -116,6 +147,31 @@ pub fn time_to_oom(headroom: &[(u64, f64)]) -> TimeToOom {
         seconds,
         error_seconds,
     }
+}
+
+/// The Mann–Kendall test: whether the samples fall, later ones below
+/// earlier ones, more often than chance would have it (z ≤ −1.96: under
+/// 2.5 % by chance). It asks for order, not size, so a few reads that land
+/// high cannot make a fall of a flat series; a steady fall passes from five
+/// samples on (z = −2.2), never with fewer.
+pub fn falls_beyond_chance(samples: &[(u64, f64)]) -> bool {
+    let n = samples.len();
+    let mut s = 0i64;
+    for i in 0..n {
+        for j in i + 1..n {
+            s += match samples[j].1.total_cmp(&samples[i].1) {
+                std::cmp::Ordering::Less => -1,
+                std::cmp::Ordering::Greater => 1,
+                std::cmp::Ordering::Equal => 0,
+            };
+        }
+    }
+    let nf = n as f64;
+    let variance = nf * (nf - 1.0) * (2.0 * nf + 5.0) / 18.0;
+    if s >= 0 || variance <= 0.0 {
+        return false;
+    }
+    (s as f64 + 1.0) / variance.sqrt() <= -1.96
 }
 
 /// One pass over one domain, as the forecaster takes it.
@@ -244,6 +300,38 @@ mod tests {
         assert_eq!(time_to_oom(&noisy), TimeToOom::NotGrowing);
         let rising: Vec<_> = (0..5).map(|i| (i * S, 100.0 + i as f64)).collect();
         assert_eq!(time_to_oom(&rising), TimeToOom::NotGrowing);
+        // A steady fall: not beyond chance in four samples, in five it is.
+        let falling: Vec<_> = (0..5).map(|i| (i * S, 100.0 - i as f64)).collect();
+        assert_eq!(time_to_oom(&falling[..4]), TimeToOom::NotGrowing);
+        assert!(matches!(time_to_oom(&falling), TimeToOom::In { .. }));
+    }
+
+    /// A page-cache churn's headroom as this lab's kernel showed it, read
+    /// twice a second: flat at 54.48 MiB, with reads that land high while
+    /// reclaim runs. No OOM is coming.
+    #[test]
+    fn spikes_in_a_flat_headroom_are_not_a_fall() {
+        let mib = 1048576.0;
+        let seen = [
+            55.10, 54.50, 54.43, 56.48, 54.48, 54.48, 54.48, 54.48, 54.48, 54.48, 54.48, 54.48,
+            54.48, 56.48, 55.72, 54.48, 54.33, 54.75, 54.48, 54.48, 54.48, 54.48,
+        ];
+        let samples: Vec<(u64, f64)> = seen
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64 * S / 2, v * mib))
+            .collect();
+        // Every window of it, as the passes come: a least-squares line
+        // said 56 s through the five samples from the first spike on, and
+        // 373 s through the fourteen from the sample before it.
+        for start in 0..samples.len() {
+            for end in start + MIN_SAMPLES..=samples.len() {
+                let window = &samples[start..end];
+                if let TimeToOom::In { seconds, .. } = time_to_oom(window) {
+                    assert!(seconds >= 600.0, "{seconds} s over {start}..{end}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -915,7 +915,7 @@ impl Metrics {
         let seconds_to_oom = prometheus::GaugeVec::new(
             Opts::new(
                 names::DOMAIN_SECONDS_TO_OOM,
-                "Seconds until the OOM domain runs out of memory reclaim cannot free, on the trend (least squares over the last minute of prediction passes) of its headroom: a memory cgroup's limit minus its usage less its file LRU pages (anon, shmem and kernel memory stay), the host's MemAvailable. +Inf when that headroom is not falling by more than its noise; absent until three passes over two seconds.",
+                "Seconds until the OOM domain runs out of memory reclaim cannot free, on the trend (Theil–Sen, robust to outliers, over the last minute of prediction passes) of its headroom: a memory cgroup's limit minus its usage less its file LRU pages (anon, shmem and kernel memory stay), the host's MemAvailable. +Inf when that headroom is not falling by more than its noise, or its passes do not fall in order beyond chance (Mann–Kendall); absent until three passes over two seconds.",
             ),
             &["domain", "cgroup"],
         )?;

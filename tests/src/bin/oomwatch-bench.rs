@@ -1486,8 +1486,9 @@ fn forecast_report(
             "\n## F1–F3 forecast backtest: time to OOM and the growth-aware victim\n\n\
              Real workloads in a {:.0} MiB memory cgroup, each run to a real memcg OOM kill \
              (the kernel is the oracle), {} rounds. A prediction pass every second, as the \
-             daemon runs them (`pass::refresh`, then `pass::forecast`: a least-squares trend \
-             over the last minute of the headroom reclaim cannot give back, and each task's \
+             daemon runs them (`pass::refresh`, then `pass::forecast`: a robust trend \
+             (Theil–Sen, and a Mann–Kendall test that the passes fall in order) over the last \
+             minute of the headroom reclaim cannot give back, and each task's \
              points on its own trend). For each kill, the last pass at or before 50 % and \
              80 % of the time from the start to the kill: its forecast against the time \
              really left, and whether the victim now (the scan's) and the growth-aware victim \
