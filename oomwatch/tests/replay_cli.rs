@@ -33,7 +33,9 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn agreement_and_contradiction_set_the_exit_status() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = corpus("agreement_and_contradiction_set_the_exit_status") else {
+        return;
+    };
     let ok = dir.join("004-memcg-v1-lxc-syzkaller-61tasks.log");
     let out = oomwatch(&["replay", ok.to_str().unwrap()], None);
     let stdout = text(&out.stdout);
@@ -61,7 +63,9 @@ fn agreement_and_contradiction_set_the_exit_status() {
 /// The JSON contract: one object per report, these fields with these types.
 #[test]
 fn json_contract_over_the_whole_corpus() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = corpus("json_contract_over_the_whole_corpus") else {
+        return;
+    };
     let mut all = Vec::new();
     let files = log_files(&dir);
     for f in &files {
@@ -174,7 +178,9 @@ fn help_documents_the_exit_status() {
 /// print. The printed score then checks the given totalpages.
 #[test]
 fn kernel_and_totalpages_from_the_user() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = corpus("kernel_and_totalpages_from_the_user") else {
+        return;
+    };
     let f = dir.join("012-memcg-v1-apiscp-site-adj600.log");
     let f = f.to_str().unwrap();
     let json = |args: &[&str]| -> serde_json::Value {

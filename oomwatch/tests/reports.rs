@@ -54,8 +54,7 @@ fn verdict(r: &ReplayReport) -> String {
 
 #[test]
 fn replay_the_public_corpus() {
-    let Some(dir) = corpus() else {
-        eprintln!("skipped: no ../shared/oom-reports (set OOMWATCH_REPORTS to a copy)");
+    let Some(dir) = corpus("replay_the_public_corpus") else {
         return;
     };
     let files = log_files(&dir);
@@ -118,7 +117,9 @@ fn replay_the_public_corpus() {
 /// 27 million points: the replay must say that plainly.
 #[test]
 fn a_contradiction_is_named() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = corpus("a_contradiction_is_named") else {
+        return;
+    };
     let f = dir.join("003-next-badness-patch-kills-dbus.log");
     let r = &replay_all(&read(&f))[0];
     assert_eq!(r.agrees, Some(false));
@@ -135,7 +136,9 @@ fn a_contradiction_is_named() {
 /// is found, in order, each the same as on its own.
 #[test]
 fn one_input_many_reports() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = corpus("one_input_many_reports") else {
+        return;
+    };
     let files = log_files(&dir);
     let mut all = String::new();
     let mut alone = Vec::new();
@@ -163,7 +166,9 @@ fn one_input_many_reports() {
 /// mail quoting and indentation, `dmesg -T`.
 #[test]
 fn every_log_format_gives_the_same_replay() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = corpus("every_log_format_gives_the_same_replay") else {
+        return;
+    };
     // A plain dmesg report with a foreign line in its table.
     let text = read(&dir.join("004-memcg-v1-lxc-syzkaller-61tasks.log"));
     let bodies: Vec<&str> = text
@@ -245,7 +250,9 @@ fn every_log_format_gives_the_same_replay() {
 /// not judged, and says why.
 #[test]
 fn truncated_reports() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = corpus("truncated_reports") else {
+        return;
+    };
     for file in [
         "004-memcg-v1-lxc-syzkaller-61tasks.log",
         "017-k8s-aks-kubepods-slice-oomgroup.log",

@@ -28,6 +28,29 @@ pub fn require_root() {
     );
 }
 
+/// A test that cannot run its subject here (the host lacks what it needs):
+/// under `CI=true` that is a failure, since CI must run every test; elsewhere
+/// the test says so on stderr and is counted: with `OOMWATCH_SKIPPED` set to a
+/// file (`cargo xtask test` sets it), one line is appended there, and the
+/// suite lists them at its end. Call it, then return.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: cannot run its subject under CI=true: {why}");
+    }
+    eprintln!("{test}: skipped: {why}");
+    if let Some(path) = std::env::var_os("OOMWATCH_SKIPPED") {
+        use std::io::Write as _;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{test}: {why}"));
+        if let Err(e) = appended {
+            panic!("{test}: skipped, and cannot count it in {path:?}: {e}");
+        }
+    }
+}
+
 /// A memory cgroup created for one test, with `oomwatch` in its name and a
 /// verified limit. Dropping it kills whatever is still inside and removes it,
 /// whether the test passed or panicked.
@@ -323,6 +346,57 @@ impl Drop for Hog {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Keeps the calling thread, and every process it starts while this lives,
+/// on one CPU (the first it may run on); the old set comes back on drop.
+///
+/// Why a memcg test wants this: a charge takes 64 pages at a time
+/// (`MEMCG_CHARGE_BATCH`) and keeps what it does not use in a per-CPU stock,
+/// counted in the memcg's usage. When a charge fails, the kernel drains the
+/// stock of its own CPU at once but only schedules the other CPUs' drains
+/// (`drain_all_stock`), and goes on to the OOM without waiting for them. On a
+/// busy machine they run after it: a memcg frozen in its OOM (v1
+/// `oom_kill_disable`) then reads up to 64 pages per other CPU below its
+/// limit, and a new charge of a page would fit: the state the test meant to
+/// freeze is not the one it reads. With every task of the memcg on one CPU
+/// there is no other CPU's stock to drain later.
+pub struct OneCpu {
+    old: libc::cpu_set_t,
+    pub cpu: usize,
+}
+
+impl OneCpu {
+    pub fn pin() -> anyhow::Result<Self> {
+        // SAFETY: cpu_set_t is plain data; the calls get its size and fill it.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of_val(&old), &mut old) != 0 {
+                anyhow::bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+            }
+            let cpu = (0..libc::CPU_SETSIZE as usize)
+                .find(|&c| libc::CPU_ISSET(c, &old))
+                .context("this thread may run on no CPU")?;
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            if libc::sched_setaffinity(0, std::mem::size_of_val(&one), &one) != 0 {
+                anyhow::bail!(
+                    "sched_setaffinity to CPU {cpu}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(OneCpu { old, cpu })
+        }
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        // SAFETY: restores the set read in `pin`.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of_val(&self.old), &self.old);
+        }
     }
 }
 

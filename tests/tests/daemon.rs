@@ -710,7 +710,10 @@ fn run_predicts_when_a_memcg_oom_starts() {
     let (mut daemon, _) = Daemon::start();
     let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
     if memcg.hierarchy.version != oomwatch::host::cgroup::CgroupVersion::V1 {
-        eprintln!("skipped: holds the OOM with cgroup v1's oom_kill_disable");
+        oomwatch_tests::skip(
+            "run_predicts_when_a_memcg_oom_starts",
+            "holds the OOM with cgroup v1's oom_kill_disable",
+        );
         return;
     }
     // The daemon registers on the domain after its next pass (1 s period).
@@ -802,7 +805,10 @@ fn run_reports_the_oom_reaper_for_a_victim_that_cannot_exit() {
     let fs = match LoopFs::create() {
         Ok(fs) => fs,
         Err(why) => {
-            eprintln!("skipped: cannot loop-mount a filesystem to freeze: {why}");
+            oomwatch_tests::skip(
+                "run_reports_the_oom_reaper_for_a_victim_that_cannot_exit",
+                &format!("cannot loop-mount a filesystem to freeze: {why}"),
+            );
             return;
         }
     };

@@ -29,11 +29,8 @@ fn can_run(test: &str) -> bool {
     };
     match why {
         None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: cannot run its subject under CI=true: {why}")
-        }
         Some(why) => {
-            eprintln!("{test}: skipped: {why}");
+            oomwatch_tests::skip(test, why);
             false
         }
     }

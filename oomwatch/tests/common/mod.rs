@@ -2,14 +2,39 @@
 
 use std::path::{Path, PathBuf};
 
-/// `../shared/oom-reports` (or `$OOMWATCH_REPORTS`), when present.
-pub fn corpus() -> Option<PathBuf> {
+/// `../shared/oom-reports` (or `$OOMWATCH_REPORTS`), when present. When it
+/// is not, `test` cannot run its subject: under `CI=true` that fails it;
+/// elsewhere it is said on stderr and counted as skipped (one line in the
+/// file `$OOMWATCH_SKIPPED`, which `cargo xtask test` sets and lists).
+pub fn corpus(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("OOMWATCH_REPORTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/oom-reports")
         });
-    dir.is_dir().then_some(dir)
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let why = format!(
+        "no report corpus at {} (set OOMWATCH_REPORTS to a copy of ../shared/oom-reports)",
+        dir.display()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: cannot run its subject under CI=true: {why}");
+    }
+    eprintln!("{test}: skipped: {why}");
+    if let Some(path) = std::env::var_os("OOMWATCH_SKIPPED") {
+        use std::io::Write as _;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{test}: {why}"));
+        if let Err(e) = appended {
+            panic!("{test}: skipped, and cannot count it in {path:?}: {e}");
+        }
+    }
+    None
 }
 
 /// The `*.log` files of `dir`, sorted.
