@@ -1252,6 +1252,17 @@ fn episodes_reach_the_event_log_and_watchers() {
     assert_eq!(lines.len(), 1, "{logged}\n{log}");
     let ep: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(ep["victim"]["pid"], victim, "{ep}");
+    // The kill on the wall clock: RFC 3339, and within the test's minute.
+    let time = ep["time"].as_str().expect("an RFC 3339 time");
+    let at = humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+    let age = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(60), "{time} is {age:?} old");
+    // Created by a root daemon: not world-readable, not group-writable.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "{mode:o}");
     assert_eq!(
         json_line.trim(),
         lines[0],
@@ -1306,6 +1317,21 @@ fn run_refuses_an_unwritable_event_log() {
         err.contains("open the event log /nonexistent-dir/events.jsonl for appending (--events)"),
         "{err}"
     );
+    // A link, e.g. planted in a shared directory, is never followed.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "keep me\n").unwrap();
+    let link = dir.path().join("events.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["run", "--listen", "127.0.0.1:0", "--events"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
 }
 
 /// `run --config FILE`: the daemon listens where the file says; a bad file

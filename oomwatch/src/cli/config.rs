@@ -6,6 +6,8 @@
 //! listen = "127.0.0.1:7707"   # the /metrics and /events address
 //! interval = 1.0              # seconds between prediction passes
 //! events = "/var/log/oomwatch/events.jsonl"   # or "-" for stdout
+//! events_max_bytes = "64M"    # rotate there (bytes, K, M or G; 0: never)
+//! events_keep = 4             # rotated files kept: events.jsonl.1 … .4
 //!
 //! [on_forecast]               # off unless command is given
 //! command = ["/usr/local/bin/heap-dump", "--all"]   # never through a shell
@@ -30,7 +32,35 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub interval: Option<f64>,
     pub events: Option<PathBuf>,
+    pub events_max_bytes: Option<SizeSetting>,
+    pub events_keep: Option<usize>,
     pub on_forecast: Option<OnForecastFile>,
+}
+
+/// A size in the file: a number of bytes, or a string with a K, M or G.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeSetting {
+    fn bytes(&self) -> anyhow::Result<u64> {
+        match self {
+            SizeSetting::Bytes(b) => Ok(*b),
+            SizeSetting::Text(t) => super::run::parse_size(t)
+                .map_err(|e| anyhow::anyhow!("events_max_bytes = {t:?}: {e}")),
+        }
+    }
+}
+
+/// `run`'s `--events*` flags, as given.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EventsFlags {
+    pub path: Option<PathBuf>,
+    pub max_bytes: Option<u64>,
+    pub keep: Option<usize>,
 }
 
 /// The `[on_forecast]` table.
@@ -60,6 +90,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub interval: f64,
     pub events: Option<PathBuf>,
+    pub events_rotation: crate::telemetry::events::Rotation,
     pub on_forecast: Option<crate::daemon::on_forecast::OnForecast>,
 }
 
@@ -74,7 +105,7 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
 pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
     let c: FileConfig = toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "{}(known keys: listen, interval, events, and the table [on_forecast] with command, within, timeout, cooldown, max_running)",
+            "{}(known keys: listen, interval, events, events_max_bytes, events_keep, and the table [on_forecast] with command, within, timeout, cooldown, max_running)",
             e.to_string().trim_end().to_owned() + "\n"
         )
     })?;
@@ -86,7 +117,22 @@ pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
     if let Some(i) = c.interval {
         check_interval(i).map_err(|e| anyhow::anyhow!("interval = {i}: {e}"))?;
     }
+    if let Some(m) = &c.events_max_bytes {
+        m.bytes()?;
+    }
+    if let Some(k) = c.events_keep {
+        check_keep(k).map_err(|e| anyhow::anyhow!("events_keep = {k}: {e}"))?;
+    }
     Ok(c)
+}
+
+/// Rotated event logs kept: 0 (the full file is removed) to 1000.
+pub fn check_keep(k: usize) -> Result<usize, String> {
+    if k <= 1000 {
+        Ok(k)
+    } else {
+        Err(format!("{k} rotated files is out of range: use 0 to 1000"))
+    }
 }
 
 /// Prediction passes run every 0.1 to 3600 seconds.
@@ -175,7 +221,7 @@ pub fn merge(
     file: FileConfig,
     listen: Option<SocketAddr>,
     interval: Option<f64>,
-    events: Option<PathBuf>,
+    events: EventsFlags,
     on_forecast: OnForecastFlags,
 ) -> anyhow::Result<Settings> {
     let listen = match (listen, file.listen) {
@@ -187,10 +233,22 @@ pub fn merge(
     if check_interval(interval).is_err() {
         bail!("interval {interval} s is out of range: use 0.1 to 3600");
     }
+    use crate::telemetry::events::Rotation;
+    let max_bytes = match (events.max_bytes, &file.events_max_bytes) {
+        (Some(b), _) => b,
+        (None, Some(m)) => m.bytes()?,
+        (None, None) => Rotation::DEFAULT_MAX_BYTES,
+    };
+    let keep = events
+        .keep
+        .or(file.events_keep)
+        .unwrap_or(Rotation::DEFAULT_KEEP);
+    check_keep(keep).map_err(|e| anyhow::anyhow!("--events-keep {keep}: {e}"))?;
     Ok(Settings {
         listen,
         interval,
-        events: events.or(file.events),
+        events: events.path.or(file.events),
+        events_rotation: Rotation { max_bytes, keep },
         on_forecast: merge_on_forecast(file.on_forecast, on_forecast)?,
     })
 }
@@ -202,7 +260,14 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let f = parse("listen = \"0.0.0.0:9000\"\ninterval = 5\nevents = \"-\"\n").unwrap();
-        let s = merge(f, None, Some(2.0), None, OnForecastFlags::default()).unwrap();
+        let s = merge(
+            f,
+            None,
+            Some(2.0),
+            EventsFlags::default(),
+            OnForecastFlags::default(),
+        )
+        .unwrap();
         assert_eq!(s.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(s.interval, 2.0);
         assert_eq!(s.events.as_deref(), Some(Path::new("-")));
@@ -210,14 +275,57 @@ mod tests {
             FileConfig::default(),
             None,
             None,
-            None,
+            EventsFlags::default(),
             OnForecastFlags::default(),
         )
         .unwrap();
+        assert_eq!(
+            s.events_rotation,
+            crate::telemetry::events::Rotation::default()
+        );
         assert_eq!(s.on_forecast, None);
         assert_eq!(s.listen, crate::daemon::DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(s.interval, 1.0);
         assert_eq!(s.events, None);
+    }
+
+    /// Rotation: flags over the file (a number or a string with a suffix)
+    /// over the defaults; bad values named.
+    #[test]
+    fn event_log_rotation_settings() {
+        let f = parse("events = \"/x\"\nevents_max_bytes = \"8M\"\nevents_keep = 2\n").unwrap();
+        let s = merge(
+            f,
+            None,
+            None,
+            EventsFlags::default(),
+            OnForecastFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.events_rotation.max_bytes, s.events_rotation.keep),
+            (8 << 20, 2)
+        );
+        let f = parse("events_max_bytes = 1000\n").unwrap();
+        let flags = EventsFlags {
+            path: None,
+            max_bytes: None,
+            keep: Some(7),
+        };
+        let s = merge(f, None, None, flags, OnForecastFlags::default()).unwrap();
+        assert_eq!(
+            (s.events_rotation.max_bytes, s.events_rotation.keep),
+            (1000, 7)
+        );
+        let e = parse("events_max_bytes = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("events_max_bytes = \"lots\": "), "{e}");
+        let e = parse("events_keep = 5000\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "events_keep = 5000: 5000 rotated files is out of range: use 0 to 1000"
+        );
     }
 
     #[test]

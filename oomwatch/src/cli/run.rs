@@ -23,8 +23,21 @@ pub struct Flags {
     pub interval: Option<f64>,
     /// Also append each OOM episode, as one JSON line, to FILE (`-` for
     /// stdout). `oomwatch watch` streams the same lines from the daemon.
+    ///
+    /// The file is opened as a root daemon should: never through a
+    /// symbolic link, only a regular file, created with mode 0640; it is
+    /// written by its own thread, so a stalled disk costs lines (counted in
+    /// oomwatch_event_log_lines_lost_total), never the daemon's loop.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Rotate the --events file when it would grow past SIZE (bytes, or
+    /// with a K, M or G suffix; 0: never) [default: 64M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub events_max_bytes: Option<u64>,
+    /// Rotated --events files to keep (FILE.1 the newest … FILE.N)
+    /// [default: 4].
+    #[arg(long, value_name = "N")]
+    pub events_keep: Option<usize>,
     /// Read settings from a TOML file with the keys listen, interval and
     /// events, and an [on_forecast] table (command as an argv array,
     /// within, timeout, cooldown, max_running); flags given here win over
@@ -102,7 +115,11 @@ pub fn run(flags: Flags) -> ExitCode {
                 file.unwrap_or_default(),
                 flags.listen,
                 flags.interval,
-                flags.events,
+                super::config::EventsFlags {
+                    path: flags.events,
+                    max_bytes: flags.events_max_bytes,
+                    keep: flags.events_keep,
+                },
                 super::config::OnForecastFlags {
                     command: flags.on_forecast,
                     within: flags.on_forecast_within,
@@ -134,6 +151,7 @@ pub fn run(flags: Flags) -> ExitCode {
         listen: settings.listen,
         interval: std::time::Duration::from_secs_f64(settings.interval),
         events: settings.events,
+        events_rotation: settings.events_rotation,
         source: flags.source,
         program_stats: flags.program_stats,
         hot_probes: flags.hot_probes,
@@ -145,6 +163,40 @@ pub fn run(flags: Flags) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A size in bytes: a number, with an optional K, M or G (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size: give bytes, e.g. 67108864, 64M or 1G"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("8K"), Ok(8192));
+        for bad in ["", "M", "-1", "1.5G", "64MB", "99999999999999999999G"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("is not a size"), "{bad}: {e}");
         }
     }
 }

@@ -22,6 +22,10 @@ use crate::{
 /// report of it, and what the model says about the kernel's choice.
 #[derive(Debug, Clone, Serialize)]
 pub struct Episode {
+    /// When the kernel marked the victim, on the wall clock (RFC 3339, UTC,
+    /// microseconds): the victim's `boot_ns` moved by the distance between
+    /// CLOCK_BOOTTIME and CLOCK_REALTIME when the episode was made.
+    pub time: String,
     pub victim: Victim,
     /// From the report header: the allocation that failed and who made it.
     pub trigger: Option<Trigger>,
@@ -163,10 +167,22 @@ pub struct ReplaySummary {
     pub totalpages_exact: bool,
 }
 
+/// `boot_ns` (CLOCK_BOOTTIME, as the eBPF side stamps kills) as RFC 3339 on
+/// the wall clock.
+pub fn wall_clock(boot_ns: u64) -> String {
+    let ago =
+        std::time::Duration::from_nanos(crate::daemon::oomstart::boot_ns().saturating_sub(boot_ns));
+    let at = std::time::SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
 impl Episode {
     /// A kill made because the victim's memcg has `memory.oom.group` set.
     fn group_member(victim: Victim, of: i32) -> Self {
         Episode {
+            time: wall_clock(victim.boot_ns),
             victim,
             trigger: None,
             oom_kill: Default::default(),
@@ -194,6 +210,7 @@ impl Episode {
         let Some(kr) = report else {
             let missing = no_report_reason(&victim);
             return Episode {
+                time: wall_clock(victim.boot_ns),
                 victim,
                 trigger: None,
                 oom_kill: Default::default(),
@@ -216,6 +233,7 @@ impl Episode {
             -(victim_seen.duration_since(kr.seen).as_secs_f64() * 1e3)
         };
         Episode {
+            time: wall_clock(victim.boot_ns),
             victim,
             trigger: Some(Trigger {
                 comm: a.trigger.comm.clone(),

@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Where each episode is also written as one JSON line (`-`: stdout).
     pub events: Option<std::path::PathBuf>,
+    /// When that file is rotated.
+    pub events_rotation: crate::telemetry::events::Rotation,
     /// Where prediction passes read the processes.
     pub source: crate::snapshot::Source,
     /// Turn on the kernel's run-time statistics for BPF programs (for the
@@ -391,7 +393,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let snapper = open_snapshotter(opts.source, &metrics)?;
     let listener = bind(opts.listen).await?;
     let served = listener.local_addr().unwrap_or(opts.listen);
-    let event_log = opts.events.as_deref().map(EventLog::open).transpose()?;
+    let event_log = opts
+        .events
+        .as_deref()
+        .map(|path| EventLog::open(path, opts.events_rotation, metrics.event_log_lost.clone()))
+        .transpose()?;
     let (events_tx, _) = tokio::sync::broadcast::channel::<String>(EVENT_BACKLOG);
     let app = crate::telemetry::http::router(Arc::clone(&metrics), events_tx.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -16,6 +16,7 @@ use prometheus::{
 pub mod names {
     pub const OOM_KILLS: &str = "oomwatch_oom_kills_total";
     pub const EVENTS_DROPPED: &str = "oomwatch_events_dropped_total";
+    pub const EVENT_LOG_LOST: &str = "oomwatch_event_log_lines_lost_total";
     pub const BUILD_INFO: &str = "oomwatch_build_info";
     pub const DOMAIN_HEADROOM: &str = "oomwatch_domain_headroom_bytes";
     pub const DOMAIN_SIZE: &str = "oomwatch_domain_size_bytes";
@@ -274,6 +275,8 @@ pub struct Metrics {
     pub oom_kills: IntCounter,
     /// Events the eBPF side could not queue (ring buffer full).
     pub events_dropped: IntCounter,
+    /// Episode lines the event log (`--events`) could not write.
+    pub event_log_lost: IntCounter,
     pub domain_headroom: IntGaugeVec,
     pub domain_size: IntGaugeVec,
     pub domain_victim_points: IntGaugeVec,
@@ -389,7 +392,7 @@ impl Metrics {
         let registry = Registry::new();
         let (program_runs, program_run_seconds, program_instructions) =
             Self::register_program_stats(&registry)?;
-        let (oom_kills, events_dropped) = Self::register_kills(&registry)?;
+        let (oom_kills, events_dropped, event_log_lost) = Self::register_kills(&registry)?;
         Self::register_build_info(&registry, kernel)?;
         let [
             domain_headroom,
@@ -439,6 +442,7 @@ impl Metrics {
             registry,
             oom_kills,
             events_dropped,
+            event_log_lost,
             domain_headroom,
             domain_size,
             domain_victim_points,
@@ -590,7 +594,9 @@ impl Metrics {
     }
 
     /// Kills: victims the kernel marked, and events lost to a full ring buffer.
-    fn register_kills(registry: &Registry) -> prometheus::Result<(IntCounter, IntCounter)> {
+    fn register_kills(
+        registry: &Registry,
+    ) -> prometheus::Result<(IntCounter, IntCounter, IntCounter)> {
         let oom_kills = IntCounter::with_opts(Opts::new(
             names::OOM_KILLS,
             "OOM kills seen by oomwatch (the oom:mark_victim tracepoint), host and memory cgroups together.",
@@ -599,9 +605,14 @@ impl Metrics {
             names::EVENTS_DROPPED,
             "Events lost in the kernel because oomwatch's ring buffer was full.",
         ))?;
+        let event_log_lost = IntCounter::with_opts(Opts::new(
+            names::EVENT_LOG_LOST,
+            "Episode lines the event log (--events) could not write: its writer was 1024 lines behind, or the write failed (the log says why).",
+        ))?;
         registry.register(Box::new(oom_kills.clone()))?;
         registry.register(Box::new(events_dropped.clone()))?;
-        Ok((oom_kills, events_dropped))
+        registry.register(Box::new(event_log_lost.clone()))?;
+        Ok((oom_kills, events_dropped, event_log_lost))
     }
 
     /// Build info: the constant series labelled with oomwatch's version and the kernel.
