@@ -207,3 +207,36 @@ fn replay_exited_leader() {
         (vec![orphan, pusher], 0, worker)
     });
 }
+
+/// A report whose task table names a task with terminal escapes: `oomwatch
+/// replay` prints it escaped (no ESC or BEL byte reaches the terminal) and
+/// `--json` keeps the name exact.
+#[test]
+fn replay_escapes_task_names_for_the_terminal() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../oomwatch/tests/fixtures/host-reports/x86_64-6.18.44-fc-v669-three-hogs.log"
+    );
+    let name = "\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    let text = std::fs::read_to_string(fixture)
+        .expect("the three-hogs fixture")
+        .replace(" oomwatch-hog\n", &format!(" {name}\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("escape.log");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .arg("replay")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        !stdout.bytes().any(|b| b == 0x1b || b == 0x07),
+        "raw control bytes: {stdout:?}"
+    );
+    assert!(stdout.contains(r"\x1b[2J\x1b]0;pwned\x07"), "{stdout}");
+    let (code, v) = replay_json(file.to_str().unwrap());
+    assert_eq!(code, Some(0));
+    assert_eq!(v[0]["candidates"][0]["comm"], name, "{v:#}");
+}

@@ -1,6 +1,6 @@
 //! `oomwatch explain`: why the kernel would, or would not, kill one task.
 
-use crate::snapshot::Source;
+use crate::{model::printable, snapshot::Source};
 
 /// `oomwatch explain`.
 pub fn explain(
@@ -50,8 +50,12 @@ pub fn explain(
         return Ok(());
     }
     let where_ = match (&dom.cgroup, &dom.requested) {
-        (Some(c), Some(r)) => format!("memory cgroup {c} (the limit above {r})"),
-        (Some(c), None) => format!("memory cgroup {c}"),
+        (Some(c), Some(r)) => format!(
+            "memory cgroup {} (the limit above {})",
+            printable(c),
+            printable(r)
+        ),
+        (Some(c), None) => format!("memory cgroup {}", printable(c)),
         (None, _) => "the host (global OOM)".to_owned(),
     };
     println!(
@@ -63,7 +67,7 @@ pub fn explain(
     if let Some(c) = &ex.candidate {
         println!(
             "task:      {} ({pid}), oom_score_adj {}, {}",
-            c.comm,
+            printable(&c.comm),
             c.oom_score_adj,
             crate::model::explain::breakdown(&c.badness)
         );
@@ -76,14 +80,14 @@ pub fn explain(
     match sel.chosen() {
         Some(v) => println!(
             "{label}: {} ({}) with {} points",
-            v.comm,
+            printable(&v.comm),
             v.tgid,
             v.badness.points.unwrap_or(0)
         ),
         None => println!("{label}: none ({:?})", sel.outcome),
     }
-    println!("why:       {}", ex.why);
-    println!("to change: {}", ex.to_change);
+    println!("why:       {}", printable(&ex.why));
+    println!("to change: {}", printable(&ex.to_change));
     print!("{}", knob_lines(&knobs));
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::{
         behavior::Rules,
         explain::{CandidateJson, VictimJson, candidates, victim},
         knobs::{Knobs, OomAction, assess},
+        printable,
         select::Domain,
     },
     snapshot::{
@@ -255,7 +256,7 @@ pub fn oom_in_cell(t: Option<&TimeToOom>) -> String {
 /// 123 (hog) overtakes, 812 points at the OOM`.
 pub fn overtaken_line(v: &ForecastVictimJson) -> String {
     let who = match &v.comm {
-        Some(c) => format!("pid {} ({c})", v.tgid),
+        Some(c) => format!("pid {} ({})", v.tgid, printable(c)),
         None => format!("pid {}", v.tgid),
     };
     format!("then: {who} overtakes, {} points at the OOM", v.points)
@@ -275,13 +276,15 @@ pub fn forecast_lines(f: &Forecast, now: Option<&VictimJson>) -> String {
         Some(v) => writeln!(
             s,
             "  victim now:        {} ({}) with {} points",
-            v.comm, v.tgid, v.points
+            printable(&v.comm),
+            v.tgid,
+            v.points
         ),
         None => writeln!(s, "  victim now:        none"),
     };
     if let Some(v) = &f.json.victim_at_oom {
         let who = match &v.comm {
-            Some(c) => format!("{c} ({})", v.tgid),
+            Some(c) => format!("{} ({})", printable(c), v.tgid),
             None => format!("pid {} (exited since)", v.tgid),
         };
         let _ = writeln!(
@@ -492,7 +495,7 @@ pub fn predict(
         return Ok(());
     }
     let where_ = match &r.domain.cgroup {
-        Some(c) => format!("memory cgroup {c}"),
+        Some(c) => format!("memory cgroup {}", printable(c)),
         None => "the host (global OOM)".into(),
     };
     println!(
@@ -513,11 +516,15 @@ pub fn predict(
     match (&r.victim, p.selection.margin()) {
         (Some(v), Some(m)) => println!(
             "{label}: {} ({}) with {} points, {m} ahead of the next",
-            v.comm, v.tgid, v.points
+            printable(&v.comm),
+            v.tgid,
+            v.points
         ),
         (Some(v), None) => println!(
             "{label}: {} ({}) with {} points, the only eligible task",
-            v.comm, v.tgid, v.points
+            printable(&v.comm),
+            v.tgid,
+            v.points
         ),
         (None, _) => println!("{label}: none ({:?})", p.selection.outcome),
     }
@@ -530,10 +537,10 @@ pub fn predict(
             "{:>8} {:>8} {:<16} {:>10} {:>6}  {}",
             c.pid,
             c.tgid,
-            c.comm,
+            printable(&c.comm),
             c.points.map_or("-".into(), |p| p.to_string()),
             c.oom_score_adj,
-            c.reason
+            printable(&c.reason)
         );
     }
     print!("{}", knob_lines(&p.knobs));

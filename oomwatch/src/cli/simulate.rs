@@ -215,7 +215,7 @@ impl Simulation<'_> {
                     if let Some(c) = selection.chosen() {
                         println!(
                             "victim:     {} ({}) — {}; margin {} points over the runner-up",
-                            c.comm,
+                            crate::model::printable(&c.comm),
                             kill.victim_tgid,
                             crate::model::explain::breakdown(&c.badness),
                             selection.margin().map_or("n/a".into(), |m| m.to_string())

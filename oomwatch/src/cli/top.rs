@@ -1,6 +1,6 @@
 //! `oomwatch top`: every OOM domain's next victim, refreshed.
 
-use crate::snapshot::Source;
+use crate::{model::printable, snapshot::Source};
 
 /// Bytes as a short human string (KiB … TiB).
 fn human_bytes(b: u64) -> String {
@@ -70,13 +70,12 @@ pub fn top_view(
         ));
         for d in &domains {
             let name = match &d.cgroup {
-                Some(c) => format!("memcg {c}"),
+                Some(c) => format!("memcg {}", printable(c)),
                 None => "host".to_owned(),
             };
-            let scan_victim = d
-                .victim
-                .as_ref()
-                .map_or("-".to_owned(), |v| format!("{} ({})", v.comm, v.tgid));
+            let scan_victim = d.victim.as_ref().map_or("-".to_owned(), |v| {
+                format!("{} ({})", printable(&v.comm), v.tgid)
+            });
             let victim = match &d.knobs.action {
                 OomAction::KillVictim => scan_victim.clone(),
                 OomAction::Panic { .. } => "PANIC".to_owned(),
@@ -120,7 +119,7 @@ pub fn top_view(
                     "",
                     "",
                     format!("#{}", i + 1),
-                    format!("{} ({})", c.comm, c.tgid),
+                    format!("{} ({})", printable(&c.comm), c.tgid),
                     c.points.map_or("-".into(), |p| p.to_string()),
                 ));
             }
@@ -129,7 +128,7 @@ pub fn top_view(
             out.push_str(&knobs_summary(&host.knobs));
         }
         for m in &check.mismatches {
-            out.push_str(&format!("\nmodel ≠ kernel: {m}"));
+            out.push_str(&format!("\nmodel ≠ kernel: {}", printable(m)));
         }
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(out.as_bytes())?;

@@ -10,6 +10,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+use crate::model::printable;
+
 /// Connects to the daemon at `from` and prints every episode until the
 /// daemon stops (an error) or the output is closed.
 pub fn watch(from: SocketAddr, json: bool) -> anyhow::Result<()> {
@@ -70,8 +72,10 @@ pub fn describe(ep: &Value) -> String {
     if let Some(n) = ep["lost"].as_u64() {
         return format!("({n} episodes lost: this reader fell behind)");
     }
+    // The daemon's strings carry task names and paths: escaped for the
+    // terminal.
     let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s).into_owned(),
         Value::Null => "?".into(),
         other => other.to_string(),
     };
@@ -81,10 +85,10 @@ pub fn describe(ep: &Value) -> String {
         utc_now(),
         s(&v["pid"]),
         s(&v["comm"]),
-        v["memcg"]["path"].as_str().unwrap_or("?")
+        printable(v["memcg"]["path"].as_str().unwrap_or("?"))
     );
     if let Some(c) = ep["oom_kill"]["constraint"].as_str() {
-        out += &format!(" constraint={c}");
+        out += &format!(" constraint={}", printable(c));
     }
     let t = &ep["trigger"];
     if !t.is_null() {
@@ -176,5 +180,22 @@ mod tests {
             describe(&serde_json::json!({"lost": 3})),
             "(3 episodes lost: this reader fell behind)"
         );
+    }
+
+    /// A task name from the daemon reaches the terminal escaped.
+    #[test]
+    fn names_from_the_daemon_are_escaped() {
+        let ep: Value = serde_json::from_str(
+            r#"{"victim":{"pid":7,"comm":"\u001b[2J\nfake","memcg":{"path":"/a\u001b[H","version":"v1"}},
+                "prediction":{"outcome":"match","reason":"named \u001b[2J"}}"#,
+        )
+        .unwrap();
+        let text = describe(&ep);
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(
+            text.contains("comm=\\x1b[2J\\x0afake memcg=/a\\x1b[H"),
+            "{text}"
+        );
+        assert!(text.contains("(named \\x1b[2J)"), "{text}");
     }
 }

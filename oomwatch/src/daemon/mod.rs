@@ -791,10 +791,14 @@ impl Kills {
                 .with_label_values(&[outcome.outcome])
                 .observe(ms / 1e3);
         }
+        // The victim's name is any 15 bytes: escaped, so that a name with a
+        // newline or a terminal escape is no log line of its own.
         tracing::info!(
-            "oom kill: {v}{verdict}; prediction {}: {}",
-            outcome.outcome,
-            outcome.reason
+            "{}",
+            crate::model::printable(&format!(
+                "oom kill: {v}{verdict}; prediction {}: {}",
+                outcome.outcome, outcome.reason
+            ))
         );
         if self.outcomes.len() > 1024 {
             self.outcomes.clear();

@@ -31,5 +31,5 @@ pub mod watermark;
 pub use badness::{Badness, Ineligible, oom_badness};
 pub use behavior::KernelBehavior;
 pub use select::{Domain, Scan, Selection, select_bad_process};
-pub use task::{MmCounters, Process, Thread};
+pub use task::{MmCounters, Process, Thread, printable};
 pub use version::KernelVersion;

@@ -138,3 +138,55 @@ pub fn memcg_within(path: &str, ancestor: &str) -> bool {
             .strip_prefix(ancestor)
             .is_some_and(|rest| rest.starts_with('/'))
 }
+
+/// `text` fit for a terminal or a log line: a task's name (`comm`) is any
+/// 15 bytes but NUL, and may hold terminal escapes (`\x1b[2J`), newlines
+/// or bidi overrides. Every control character becomes `\xNN` (the form
+/// `/dev/kmsg` and `/proc/PID/status` use: ESC is the four characters
+/// `\x1b`), and an invisible formatting character (zero-width, bidi) becomes
+/// `\u{NNNN}`; printable text, UTF-8 included, is kept. Borrowed when
+/// nothing needs escaping. JSON output needs none of this: serde escapes.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    fn invisible(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    }
+    if !text.chars().any(invisible) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if invisible(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if invisible(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped_and_printable_text_kept() {
+        assert_eq!(printable("\u{1b}[2J\u{1b}[H"), "\\x1b[2J\\x1b[H");
+        assert_eq!(printable("a\nb\rc\td\u{7f}"), "a\\x0ab\\x0dc\\x09d\\x7f");
+        assert_eq!(printable("\u{9b}31m"), "\\x9b31m");
+        assert_eq!(printable("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
+        assert_eq!(printable("kworker/0:1H-kb"), "kworker/0:1H-kb");
+        assert_eq!(printable("naïve ünïcødé 日本"), "naïve ünïcødé 日本");
+        assert!(matches!(
+            printable("oomwatch-hog"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // The kernel's own escapes, already text, stay as they are.
+        assert_eq!(printable("\\x1b[2J"), "\\x1b[2J");
+    }
+}

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use super::{
     analysis::{ReplayReport, analyze},
-    parse::{Report, killed_line, kmsg_messages, parse},
+    parse::{Report, kernel_killed_line, kmsg_messages, parse_kernel_messages, split_killed},
 };
 
 /// One OOM report read from `/dev/kmsg`, replayed once: the analysis (which
@@ -80,7 +80,8 @@ pub struct ReportAssembler {
 const MAX_REPORT_LINES: usize = 20_000;
 
 impl ReportAssembler {
-    /// Feeds one message (no kmsg prefix); returns what it completes.
+    /// Feeds one kernel message (no kmsg prefix: [`kmsg_messages`] keeps the
+    /// kernel's records only); returns what it completes.
     pub fn push(&mut self, message: &str) -> Option<Assembled> {
         if message.contains("invoked oom-killer:") {
             self.lines.clear();
@@ -89,9 +90,10 @@ impl ReportAssembler {
             return None;
         }
         if self.lines.is_empty() {
-            if message.contains("due to memory.oom.group set") {
+            if message.starts_with("Tasks in ") && message.ends_with("due to memory.oom.group set")
+            {
                 self.group_of = self.last_victim;
-            } else if let (Some(victim), Some(k)) = (self.group_of, killed_line(message)) {
+            } else if let (Some(victim), Some(k)) = (self.group_of, kernel_killed_line(message)) {
                 return Some(Assembled::GroupMember { pid: k.pid, victim });
             }
             return None;
@@ -99,9 +101,11 @@ impl ReportAssembler {
         if self.lines.len() < MAX_REPORT_LINES {
             self.lines.push(message.to_owned());
         }
-        if message.contains("Killed process ") {
-            let text = std::mem::take(&mut self.lines).join("\n");
-            let r = parse(&text)?;
+        // The kill line by its structure: a task-table row whose task is
+        // named `Killed process ` does not end the report.
+        if split_killed(message).is_some() {
+            let lines = std::mem::take(&mut self.lines);
+            let r = parse_kernel_messages(&lines)?;
             self.last_victim = r.killed.first().map(|k| k.pid);
             return Some(Assembled::Report(Box::new(r)));
         }

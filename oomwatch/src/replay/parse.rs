@@ -13,7 +13,14 @@
 //! `memory.oom.group` follow-up kills and the lines that end an OOM without a
 //! kill. Line prefixes are skipped: syslog and journal (`… kernel: `), printk
 //! levels (`<4>`), `/dev/kmsg` records, timestamps (`[  12.345678]`, `dmesg
-//! -T`), printk caller ids (`[ T1778]`), mail indentation and `>` quoting.
+//! -T`), printk caller ids (`[ T1778]`), mail indentation and `>` quoting,
+//! and any other run of `[…]` blocks the report's own anchor lines (`CPU: `,
+//! `Call Trace:`, the table's header, the `invoked oom-killer` header) show
+//! before the kernel's text (vendor kernels' tags). A line whose prefix
+//! names a facility other than the kernel's (a `/dev/kmsg` record or a
+//! `dmesg -r` `<N>` that user space wrote) is skipped. Kill lines are told by
+//! their structure (they start with `Killed process` or the kernel's own
+//! message), and a task-table row is a row whatever its task's name holds.
 //! Lines a mail client wrapped are joined again when the input's lines carry
 //! a prefix and the continuation does not.
 
@@ -169,6 +176,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// Inside the task table: its header seen, no kill or selection yet,
+    /// and no `oom-kill:` summary after it.
+    fn in_table(&self) -> bool {
+        !self.columns.is_empty()
+            && self.killed.is_empty()
+            && self.selected.is_none()
+            && !self.table_closed
+    }
+
     /// An `oom-kill:` field.
     pub fn oom_kill_field(&self, key: &str) -> Option<&str> {
         self.oom_kill
@@ -190,14 +206,27 @@ impl Report {
     }
 }
 
-/// Whether `head` is a `/dev/kmsg` record prefix: `prio,seq,usec,flags`.
-fn is_kmsg_head(head: &str) -> bool {
+/// The syslog facility of a `/dev/kmsg` record prefix `prio,seq,usec,flags`
+/// (`prio` is `facility << 3 | level`), or `None` when `head` is no such
+/// prefix.
+fn kmsg_head_facility(head: &str) -> Option<u32> {
     let parts: Vec<&str> = head.split(',').collect();
-    parts.len() >= 3
+    let ok = parts.len() >= 3
         && parts[..3]
             .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    ok.then(|| parts[0].parse::<u32>().map_or(u32::MAX, |p| p >> 3))
 }
+
+/// Whether `head` is a `/dev/kmsg` record prefix: `prio,seq,usec,flags`.
+fn is_kmsg_head(head: &str) -> bool {
+    kmsg_head_facility(head).is_some()
+}
+
+/// The kernel's syslog facility (`LOG_KERN`). User space writing to
+/// `/dev/kmsg` cannot log under it: the kernel sets `LOG_USER` (1) when
+/// the writer names facility 0 or none (`devkmsg_write`).
+pub const KERNEL_FACILITY: u32 = 0;
 
 /// A bracket's inside that is a line prefix: a timestamp (`  246.610518`,
 /// `Fri Sep 25 15:29:47 2020`) or a printk caller id (`T1778`, `C3`). A
@@ -210,6 +239,122 @@ fn is_bracket_prefix(inner: &str) -> bool {
         && inner.len() > 1
         && inner[1..].bytes().all(|b| b.is_ascii_digit());
     ts || date || caller
+}
+
+/// What kind of bracket block `[…]` opens a line, for matching the prefix a
+/// report's lines share: a task-table pid is never mistaken for a vendor's
+/// block, nor the table's header or an arm32 frame address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// Digits only: `[  31407]` (a task-table pid).
+    Number,
+    /// `[  pid  ]`, the task table's header.
+    PidHeader,
+    /// `[<c0411500>]`, a call-trace address.
+    Address,
+    /// Anything else: a timestamp, a caller id, a CPU, a vendor's tag.
+    Other,
+}
+
+fn block_kind(inner: &str) -> Block {
+    let t = inner.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        Block::Number
+    } else if t == "pid" {
+        Block::PidHeader
+    } else if t.starts_with('<') {
+        Block::Address
+    } else {
+        Block::Other
+    }
+}
+
+/// The bracket block that opens `s` (after blanks): its kind and the rest.
+fn leading_block(s: &str) -> Option<(Block, &str)> {
+    let s = s.trim_start().strip_prefix('[')?;
+    let end = s.find(']')?;
+    Some((block_kind(&s[..end]), &s[end + 1..]))
+}
+
+/// A report's own line prefix, learnt from its lines: the kinds of the
+/// bracket blocks that precede the kernel's text, after the heads every
+/// input may carry (syslog, `/dev/kmsg`, printk level).
+type Shape = Vec<Block>;
+
+/// Texts the kernel starts a report's lines with, wherever they come from.
+const ANCHORS: [&str; 13] = [
+    "CPU: ",
+    "Hardware name: ",
+    "Call Trace:",
+    "Mem-Info:",
+    "Tasks state (memory values in pages)",
+    "oom-kill:",
+    "memory: usage ",
+    "Memory cgroup out of memory: ",
+    "Out of memory: ",
+    "Killed process ",
+    "[  pid  ]",
+    "[ pid ]",
+    "Node 0 ",
+];
+
+/// At most this many bracket blocks make a prefix.
+const MAX_PREFIX_BLOCKS: usize = 8;
+
+/// The prefix shape of one line, if it is an anchor: the blocks before a
+/// text the kernel starts lines with, or before the `invoked oom-killer`
+/// header's task name.
+fn anchor_shape(line: &str) -> Option<Shape> {
+    let (_, _, mut s) = strip_heads(line);
+    if !s.trim_start().starts_with('[') {
+        return None;
+    }
+    let header = s.contains(" invoked oom-killer:");
+    let mut shape = Shape::new();
+    loop {
+        let t = s.trim_start();
+        if !shape.is_empty() && ANCHORS.iter().any(|a| t.starts_with(a)) {
+            return Some(shape);
+        }
+        match leading_block(t) {
+            Some((kind, rest)) if shape.len() < MAX_PREFIX_BLOCKS => {
+                shape.push(kind);
+                s = rest;
+            }
+            // The header's task name follows the prefix.
+            _ => return (header && !shape.is_empty()).then_some(shape),
+        }
+    }
+}
+
+/// The prefix shapes a text's reports show on their anchor lines, the
+/// longest first.
+fn learn_shapes(raw: &[&str]) -> Vec<Shape> {
+    let mut shapes: Vec<Shape> = Vec::new();
+    for line in raw {
+        if shapes.len() >= 16 {
+            break;
+        }
+        if let Some(shape) = anchor_shape(line)
+            && !shapes.contains(&shape)
+        {
+            shapes.push(shape);
+        }
+    }
+    shapes.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    shapes
+}
+
+/// `s` without a prefix of this shape, if it opens with one.
+fn strip_shape<'a>(mut s: &'a str, shape: &[Block]) -> Option<&'a str> {
+    for want in shape {
+        let (kind, rest) = leading_block(s)?;
+        if kind != *want {
+            return None;
+        }
+        s = rest;
+    }
+    Some(s)
 }
 
 /// Whether `s` starts with a syslog time (`Dec  1 19:50:01`) or an ISO
@@ -239,26 +384,73 @@ fn starts_with_log_time(s: &str) -> bool {
         && clock(&b[11..])
 }
 
-/// The line without its prefixes, and whether it had one of the prefixes
-/// a log tool adds (syslog/journal, kmsg, timestamp).
-fn strip_prefix(line: &str) -> (bool, &str) {
+/// The heads any input may put before the kernel's text: mail quoting, a
+/// syslog or journal head up to `kernel: `, a `/dev/kmsg` record prefix,
+/// printk levels (`<4>`; `dmesg -r` adds the facility: `<14>` is user
+/// space's). Returns whether there was one, the facility the line states
+/// (`None`: it states none) and the rest.
+fn strip_heads(line: &str) -> (bool, Option<u32>, &str) {
     let mut s = line.trim_start();
+    let mut facility = None;
     // Mail quoting.
     while let Some(r) = s.strip_prefix('>') {
         s = r.trim_start();
     }
     // A syslog or journal line, from the kernel or not: "Dec  1 19:50:01
     // host …" or "2026-12-01T19:50:01.123+00:00 host …".
-    let mut prefixed = starts_with_log_time(s);
+    let log_time = starts_with_log_time(s);
+    let mut prefixed = log_time;
     if let Some((head, msg)) = s.split_once(';')
-        && is_kmsg_head(head)
+        && let Some(f) = kmsg_head_facility(head)
     {
         s = msg;
         prefixed = true;
+        facility = Some(f);
     }
-    if let Some(i) = s.find("kernel: ") {
+    // "host kernel: ": only in a head (a time, or one bracket block, and a
+    // host name), never a task's name further on.
+    if let Some(i) = s.find("kernel: ")
+        && (log_time || s.starts_with('['))
+        && s[..i].split_whitespace().count() <= 6
+    {
         s = &s[i + 8..];
         prefixed = true;
+    }
+    let mut first = true;
+    loop {
+        s = s.trim_start();
+        // printk level: "<4>"; "<14>": facility 1, level 6.
+        if let Some(rest) = s.strip_prefix('<')
+            && let Some(end) = rest.find('>')
+            && (1..=3).contains(&end)
+            && rest[..end].bytes().all(|b| b.is_ascii_digit())
+        {
+            if first && facility.is_none() {
+                facility = rest[..end].parse::<u32>().ok().map(|p| p >> 3);
+            }
+            s = &rest[end + 1..];
+            first = false;
+            continue;
+        }
+        break;
+    }
+    (prefixed, facility, s)
+}
+
+/// The line without its prefixes, and whether it had one of the prefixes
+/// a log tool adds (syslog/journal, kmsg, timestamp).
+fn strip_prefix(line: &str) -> (bool, &str) {
+    let (p, _, s) = strip_prefix_learnt(line, &[]);
+    (p, s)
+}
+
+/// The line without its prefixes: the heads, then a prefix of one of the
+/// `shapes` the report's own lines taught, else the known bracket forms.
+/// Returns whether it had a prefix, the facility it states and the rest.
+fn strip_prefix_learnt<'a>(line: &'a str, shapes: &[Shape]) -> (bool, Option<u32>, &'a str) {
+    let (mut prefixed, facility, mut s) = strip_heads(line);
+    if let Some(rest) = shapes.iter().find_map(|sh| strip_shape(s, sh)) {
+        return (true, facility, rest.trim_start());
     }
     loop {
         s = s.trim_start();
@@ -281,11 +473,13 @@ fn strip_prefix(line: &str) -> (bool, &str) {
         s = &s[end + 1..];
         prefixed = true;
     }
-    if !prefixed {
+    if !prefixed && !s.starts_with('[') {
         // Console output of another program before the kernel's timestamp:
         // "Creating journal (131072 blocks): [   31.251333] mkfs.ext4 …".
         // Only near the start: console text before a timestamp is short,
         // and a long line of brackets must not cost a scan per bracket.
+        // Never inside a line that opens with a bracket (a task-table
+        // row, whose name may hold one).
         let mut from = 0;
         while from < 256
             && let Some(i) = s[from..].find('[')
@@ -295,12 +489,12 @@ fn strip_prefix(line: &str) -> (bool, &str) {
                 && s[at + 1..at + end].contains('.')
                 && is_bracket_prefix(&s[at + 1..at + end])
             {
-                return (true, s[at + end + 1..].trim_start());
+                return (true, facility, s[at + end + 1..].trim_start());
             }
             from = at + 1;
         }
     }
-    (prefixed, s.trim_start())
+    (prefixed, facility, s.trim_start())
 }
 
 /// The line without its syslog/journal/timestamp prefix.
@@ -308,14 +502,20 @@ fn body(line: &str) -> &str {
     strip_prefix(line).1
 }
 
-/// The input as (line number, message) pairs: prefixes stripped, `/dev/kmsg`
-/// continuation lines (` KEY=value`) dropped, and lines a mail client wrapped
-/// joined again.
+/// The input as (line number, message) pairs: prefixes stripped (the known
+/// forms, and the shape the input's own anchor lines show), `/dev/kmsg`
+/// continuation lines (` KEY=value`) dropped, lines whose prefix names a
+/// facility other than the kernel's dropped, and lines a mail client
+/// wrapped joined again.
 pub fn messages(text: &str) -> Vec<(usize, String)> {
     let raw: Vec<&str> = text.lines().collect();
     let nonempty = raw.iter().filter(|l| !l.trim().is_empty()).count().max(1);
-    let stripped: Vec<(bool, &str)> = raw.iter().map(|l| strip_prefix(l)).collect();
-    let prefixed = stripped.iter().filter(|(p, _)| *p).count();
+    let shapes = learn_shapes(&raw);
+    let stripped: Vec<(bool, Option<u32>, &str)> = raw
+        .iter()
+        .map(|l| strip_prefix_learnt(l, &shapes))
+        .collect();
+    let prefixed = stripped.iter().filter(|(p, _, _)| *p).count();
     let records = raw
         .iter()
         .filter(|l| l.split_once(';').is_some_and(|(h, _)| is_kmsg_head(h)))
@@ -327,8 +527,14 @@ pub fn messages(text: &str) -> Vec<(usize, String)> {
     let unwrap = prefixed * 10 >= nonempty * 3;
     let mut out: Vec<(usize, String)> = Vec::with_capacity(raw.len());
     let (mut last_prefixed, mut chain) = (false, 0);
-    for (i, (&line, &(has_prefix, body))) in raw.iter().zip(&stripped).enumerate() {
+    for (i, (&line, &(has_prefix, facility, body))) in raw.iter().zip(&stripped).enumerate() {
         if kmsg && line.starts_with(' ') {
+            continue;
+        }
+        // A line whose prefix names another facility is user space's
+        // (`echo '<2>…' > /dev/kmsg` logs as LOG_USER), never the kernel's.
+        if facility.is_some_and(|f| f != KERNEL_FACILITY) {
+            last_prefixed = false;
             continue;
         }
         if body.is_empty() {
@@ -369,13 +575,17 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(&rest[..end])
 }
 
-/// The message of each `/dev/kmsg` record (`prio,seq,usec,flags;message`),
-/// one per line, continuation lines (` KEY=value`) dropped.
+/// The message of each kernel record of `/dev/kmsg`
+/// (`prio,seq,usec,flags;message`), one per line; continuation lines
+/// (` KEY=value`) and records user space wrote (any facility but the
+/// kernel's) dropped.
 pub fn kmsg_messages(records: &str) -> String {
     records
         .lines()
         .filter(|l| !l.starts_with(' '))
-        .filter_map(|l| l.split_once(';').map(|(_, m)| m))
+        .filter_map(|l| l.split_once(';'))
+        .filter(|(head, _)| kmsg_head_facility(head) == Some(KERNEL_FACILITY))
+        .map(|(_, m)| m)
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -472,10 +682,13 @@ fn sniff_arch(arch: &mut Option<String>, line: &str) {
 /// `… [Kk]ill process P (comm) score S or sacrifice child` / `or a child`,
 /// and 3.10's `Kill process P (comm) sharing same memory`.
 fn parse_kill_process(line: &str) -> Option<(i32, String, Option<u64>, bool)> {
-    let i = line
-        .find("Kill process ")
-        .or_else(|| line.find("kill process "))?;
-    let rest = &line[i + 13..];
+    let after_message = KILL_MESSAGES
+        .iter()
+        .find_map(|m| line.strip_prefix(m)?.strip_prefix(": "));
+    let rest = after_message.unwrap_or(line);
+    let rest = rest
+        .strip_prefix("Kill process ")
+        .or_else(|| rest.strip_prefix("kill process "))?;
     let sp = rest.find(" (")?;
     let pid = rest[..sp].trim().parse().ok()?;
     let after = &rest[sp + 2..];
@@ -491,9 +704,35 @@ fn parse_kill_process(line: &str) -> Option<(i32, String, Option<u64>, bool)> {
 /// header to its last line, and each `Killed process` line outside a
 /// report as a report of its own (its header rate-limited or cut away).
 pub fn parse_all(text: &str) -> Vec<Report> {
+    parse_messages(messages(text))
+}
+
+/// The first OOM report among kernel messages as the kernel logged them,
+/// one per line and with no prefix (the live `/dev/kmsg` reader's): no
+/// prefix is looked for, so no task name can pass for one.
+pub fn parse_kernel_messages<S: AsRef<str>>(lines: &[S]) -> Option<Report> {
+    let msgs = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.as_ref().to_owned()));
+    parse_messages(msgs).into_iter().find(|r| r.has_header)
+}
+
+/// Every OOM report among (line number, message) pairs.
+fn parse_messages(msgs: impl IntoIterator<Item = (usize, String)>) -> Vec<Report> {
     let mut reports = Vec::new();
     let mut cur: Option<Report> = None;
-    for (no, line) in messages(text) {
+    for (no, line) in msgs {
+        // A task-table row is a row whatever its name holds.
+        if let Some(r) = cur.as_mut()
+            && r.in_table()
+            && line.starts_with('[')
+            && let Some(t) = parse_row(&line, &r.columns, no)
+        {
+            r.tasks.push(t);
+            r.last_line = no;
+            continue;
+        }
         if let Some(i) = line.find(" invoked oom-killer:") {
             reports.extend(cur.take());
             let mut r = Report {
@@ -505,7 +744,7 @@ pub fn parse_all(text: &str) -> Vec<Report> {
             cur = Some(r);
             continue;
         }
-        let kill = line.contains("Killed process ");
+        let kill = split_killed(&line).is_some();
         let select = parse_kill_process(&line);
         // A kill line after this report's kill opens a report of its own,
         // unless memory.oom.group announced more kills.
@@ -547,9 +786,16 @@ fn feed(
     line: &str,
     select: Option<(i32, String, Option<u64>, bool)>,
 ) -> bool {
-    sniff_arch(&mut r.arch, line);
     let done = !r.killed.is_empty() || r.selected.is_some();
-    let in_table = !r.columns.is_empty() && !done && !r.table_closed;
+    let in_table = r.in_table();
+    if in_table
+        && line.starts_with('[')
+        && let Some(t) = parse_row(line, &r.columns, no)
+    {
+        r.tasks.push(t);
+        return true;
+    }
+    sniff_arch(&mut r.arch, line);
     if line.contains("handle_mm_fault+") || line.contains("(handle_mm_fault)") {
         r.in_page_fault = true;
     }
@@ -581,8 +827,8 @@ fn feed(
         }
         return true;
     }
-    if let Some(i) = line.find("Killed process ") {
-        if let Some(k) = parse_killed(&line[..i], &line[i + 15..], no) {
+    if let Some((message, rest)) = split_killed(line) {
+        if let Some(k) = parse_killed(message, rest, no) {
             // memory.oom.group kills the victim again with its group.
             if !r.killed.iter().any(|o| o.pid == k.pid) {
                 r.killed.push(k);
@@ -666,12 +912,6 @@ fn feed(
         return true;
     }
     if in_table {
-        if line.starts_with('[')
-            && let Some(t) = parse_row(line, &r.columns, no)
-        {
-            r.tasks.push(t);
-            return true;
-        }
         r.foreign_lines.push(no);
     }
     false
@@ -760,9 +1000,33 @@ fn parse_oom_kill(rest: &str) -> Vec<(String, String)> {
 /// A lone `…: Killed process N (comm) …` line (no prefix), e.g. a
 /// `memory.oom.group` member killed after the report.
 pub fn killed_line(line: &str) -> Option<Killed> {
-    let line = body(line);
-    let i = line.find("Killed process ")?;
-    parse_killed(&line[..i], &line[i + 15..], 0)
+    kernel_killed_line(body(line))
+}
+
+/// A kernel message (no prefix) that is a `Killed process` line.
+pub fn kernel_killed_line(message: &str) -> Option<Killed> {
+    let (m, rest) = split_killed(message)?;
+    parse_killed(m, rest, 0)
+}
+
+/// The messages the kernel puts before `: Killed process ` and `: Kill
+/// process ` (`oom_kill_process` callers, 2.6.32 – 6.18).
+const KILL_MESSAGES: [&str; 3] = [
+    "Out of memory",
+    "Memory cgroup out of memory",
+    "Out of memory (oom_kill_allocating_task)",
+];
+
+/// A kill line, told by its structure: a message that starts with
+/// `Killed process ` or with one of the kernel's [`KILL_MESSAGES`] and
+/// `: Killed process `; a task-table row whose task is named `Killed
+/// process ` is none. Returns the message before and the text after.
+pub fn split_killed(message: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = message.strip_prefix("Killed process ") {
+        return Some(("", rest));
+    }
+    let (m, rest) = message.split_once(": Killed process ")?;
+    KILL_MESSAGES.contains(&m).then_some((m, rest))
 }
 
 /// After `Killed process `: `N (comm) total-vm:…` (3.x+), `N (comm), UID N,
@@ -1041,5 +1305,187 @@ total-vm:72804kB, anon-rss:2948kB, file-rss:7568kB, shmem-rss:0kB,
         assert_eq!(r.foreign_lines, vec![5]);
         assert_eq!(r.elided_lines, vec![2]);
         assert!(!r.table_elided);
+    }
+
+    /// A real report: this lab's 6.18 kernel, three hogs in a 64 MiB memcg.
+    const THREE_HOGS: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/host-reports/x86_64-6.18.44-fc-v669-three-hogs.log"
+    ));
+
+    /// `text` with the first two task-table rows' names replaced by `name`
+    /// (the victim keeps its own).
+    fn rename_rows(text: &str, name: &str) -> String {
+        let mut n = 0;
+        text.lines()
+            .map(|l| {
+                if n < 2 && l.trim_end().ends_with("0 oomwatch-hog") && l.contains("]     0 ") {
+                    n += 1;
+                    format!("{}{name}", l.strip_suffix("oomwatch-hog").unwrap())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect()
+    }
+
+    /// Task names that look like the kernel's own lines or a terminal's
+    /// commands, each within the 15 bytes of a comm.
+    const HOSTILE_NAMES: [&str; 9] = [
+        "Killed process ",
+        "Out of memory: ",
+        "\u{1b}[2J\u{1b}[H",
+        "kernel: x",
+        "[1.5] x",
+        "handle_mm_fault+",
+        "el0_svc",
+        "CPU: 1 Comm: x",
+        "Kill process 1 ",
+    ];
+
+    /// The parse of `r` with every task named as in `plain`.
+    fn with_names_of(mut r: Report, plain: &Report) -> Report {
+        for (t, p) in r.tasks.iter_mut().zip(&plain.tasks) {
+            t.name.clone_from(&p.name);
+        }
+        r
+    }
+
+    /// A task-table row is a row whatever its task's name holds: the
+    /// report parses as it does with plain names, from a file and from the
+    /// live reader's messages.
+    #[test]
+    fn hostile_task_names_do_not_change_the_parse() {
+        let plain = parse(THREE_HOGS).unwrap();
+        assert_eq!(plain.tasks.len(), 3);
+        let live_lines = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        let live_plain = parse_kernel_messages(&live_lines(THREE_HOGS)).unwrap();
+        for name in HOSTILE_NAMES {
+            let text = rename_rows(THREE_HOGS, name);
+            let r = parse(&text).unwrap_or_else(|| panic!("{name:?}: no report"));
+            assert_eq!(r.tasks[0].name, name.trim(), "{name:?}");
+            assert_eq!(with_names_of(r, &plain), plain, "{name:?}");
+            let live = parse_kernel_messages(&live_lines(&text)).unwrap();
+            assert_eq!(with_names_of(live, &live_plain), live_plain, "{name:?}");
+            // Behind a dmesg timestamp too.
+            let stamped: String = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("[ 5503.494263] {l}\n"))
+                .collect();
+            let r = parse(&stamped).unwrap();
+            assert_eq!(r.tasks.len(), 3, "{name:?}");
+            assert_eq!(r.killed[0].pid, 27_156, "{name:?}");
+            assert_eq!(r.arch.as_deref(), Some("x86_64"), "{name:?}");
+        }
+    }
+
+    /// The live reader cuts a report at its kill line, not at a row whose
+    /// task is named like one.
+    #[test]
+    fn the_live_report_is_cut_at_the_kill_line_not_a_row() {
+        let text = rename_rows(THREE_HOGS, "Killed process ");
+        let mut a = crate::replay::kmsg::ReportAssembler::default();
+        let mut done = Vec::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            done.extend(a.push(l));
+        }
+        let [crate::replay::kmsg::Assembled::Report(r)] = &done[..] else {
+            panic!("one report: {done:?}")
+        };
+        assert_eq!(r.tasks.len(), 3);
+        assert_eq!(r.killed[0].pid, 27_156);
+        assert_eq!(r.oom_kill_field("pid"), Some("27156"));
+    }
+
+    #[test]
+    fn kill_lines_by_structure() {
+        assert!(split_killed("Killed process 5 (x) total-vm:1kB").is_some());
+        assert_eq!(
+            split_killed("Memory cgroup out of memory: Killed process 5 (x)"),
+            Some(("Memory cgroup out of memory", "5 (x)"))
+        );
+        assert!(
+            split_killed("Out of memory (oom_kill_allocating_task): Killed process 5 (x)")
+                .is_some()
+        );
+        assert!(
+            split_killed("[  27154]     0 27154  3846  3616  69632  0  0 Killed process ")
+                .is_none()
+        );
+        assert!(split_killed("worker: Killed process 5 (x)").is_none());
+        assert!(
+            parse_kill_process("Out of memory: Kill process 5 (x) score 9 or sacrifice child")
+                .is_some()
+        );
+        assert!(parse_kill_process("[ 5] 0 5 1 1 0 0 Kill process 1 (x) score 9").is_none());
+    }
+
+    /// Vendor kernels put their own blocks before every line: the parser
+    /// learns them from the report's anchor lines (`CPU: `, `Call Trace:`,
+    /// the table's header, the header's task name) and the report parses as
+    /// it does bare.
+    #[test]
+    fn vendor_prefixes_are_learnt_from_the_report() {
+        let bare = parse(THREE_HOGS).unwrap();
+        let body: Vec<&str> = THREE_HOGS.lines().collect();
+        for prefix in [
+            "[Tue Jan  2 03:04:05 2024] [cpu3] [pid 77] ",
+            "<6>[ 12.345][  C1] [  foo] ",
+            "Jan  2 03:04:05 node-7 kernel: [ 9.876543][node:a1][ssd-0x3] ",
+            "[ 123.456789][ T1234] [ 17] ",
+        ] {
+            let text: String = body
+                .iter()
+                .map(|l| {
+                    if l.starts_with('#') {
+                        format!("{l}\n")
+                    } else {
+                        format!("{prefix}{l}\n")
+                    }
+                })
+                .collect();
+            let r = parse(&text).unwrap_or_else(|| panic!("{prefix:?}: no report"));
+            assert_eq!(r, bare, "{prefix:?}");
+            // Hostile names behind a vendor prefix.
+            let hostile = rename_rows(&text, "[cpu3] x");
+            let r = parse(&hostile).unwrap();
+            assert_eq!(r.tasks[0].name, "[cpu3] x", "{prefix:?}");
+            assert_eq!(with_names_of(r, &bare), bare, "{prefix:?}");
+        }
+    }
+
+    /// `/dev/kmsg` records user space wrote (`echo '<2>…' > /dev/kmsg`
+    /// logs as facility 1, LOG_USER) are no kernel lines, live or saved;
+    /// neither are `dmesg -r` lines whose `<N>` names another facility.
+    #[test]
+    fn user_space_records_are_not_the_kernels() {
+        let forged = "Memory cgroup out of memory: Killed process 4242 (forged) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB";
+        let raw = format!(
+            "6,1234,5503494000,-;oomwatch-hog invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n\
+             10,1235,5503494100,-;{forged}\n\
+             4,1236,5503494300,-;Memory cgroup out of memory: Killed process 31408 (oomwatch-hog) total-vm:29712kB, anon-rss:26752kB, file-rss:1808kB, shmem-rss:0kB, UID:0 pgtables:104kB oom_score_adj:0\n"
+        );
+        let live = kmsg_messages(&raw);
+        assert!(!live.contains("forged"), "{live}");
+        assert_eq!(live.lines().count(), 2);
+        let all = parse_all(&raw);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].killed.len(), 1);
+        assert_eq!(all[0].killed[0].pid, 31_408);
+        // A forged report alone is no report.
+        assert!(parse_all(&format!("12,1,1,-;{forged}\n")).is_empty());
+        // dmesg -r: <14> is user.info, <6> and <3> the kernel's.
+        assert!(parse_all(&format!("<14>[  1.0] {forged}\n")).is_empty());
+        assert_eq!(parse_all(&format!("<3>[  1.0] {forged}\n")).len(), 1);
+        // Without a facility (plain dmesg, a journal) a line is taken as
+        // the kernel's.
+        assert_eq!(parse_all(&format!("[  1.0] {forged}\n")).len(), 1);
     }
 }
