@@ -65,6 +65,7 @@ pub mod names {
     pub const ALL: &[&str] = &[
         OOM_KILLS,
         EVENTS_DROPPED,
+        EVENT_LOG_LOST,
         BUILD_INFO,
         DOMAIN_HEADROOM,
         DOMAIN_SIZE,
