@@ -191,6 +191,10 @@ fn spawn_predictor(
                         );
                         rss_counters = Some(now);
                     }
+                    for t in &check.skipped {
+                        metrics.count_skipped_task(t.reason.as_str());
+                        tracing::debug!(tgid = t.tgid, reason = t.reason.as_str(), error = %t.error, "process left out of the pass");
+                    }
                     metrics.badness_checks.inc_by(check.compared);
                     metrics
                         .badness_mismatches
