@@ -1490,3 +1490,187 @@ fn hot_probes_follow_memory_pressure() {
         "the switches are not logged, attached then detached:\n{log}"
     );
 }
+
+/// The capability masks of `/proc/PID[/task/TID]/status` (`CapEff`,
+/// `CapPrm`, `CapBnd`, `CapInh`, `CapAmb`) and `NoNewPrivs`, by name.
+fn cap_masks(status: &str) -> std::collections::BTreeMap<String, u64> {
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let v = v.trim();
+            match k {
+                "CapEff" | "CapPrm" | "CapBnd" | "CapInh" | "CapAmb" => {
+                    Some((k.to_owned(), u64::from_str_radix(v, 16).ok()?))
+                }
+                "NoNewPrivs" => Some((k.to_owned(), v.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Least privilege: once its programs are attached and `/metrics` answers,
+/// the daemon started as root with every capability holds only what it
+/// still uses, in every thread and every set, the bounding set included,
+/// with no_new_privs; a command it runs (`--on-forecast`) starts with no
+/// more. On 6.5 and later with BTF tracepoints for the hot events that is
+/// nothing at all (before 6.5 every bpf() command wants CAP_BPF; without
+/// BTF tracepoints the hot probes' later attaching wants CAP_PERFMON). And
+/// it still works: a memcg OOM kill is counted and the hot probes attach
+/// under the pressure it brings.
+#[test]
+fn run_keeps_only_the_capabilities_it_still_uses_after_attaching() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(
+        cap_masks(&status)["CapEff"] & (1 << 21),
+        1 << 21,
+        "this test starts the daemon with CAP_SYS_ADMIN: run it as root with all capabilities"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("child-caps");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ngrep -E '^(Cap|NoNewPrivs)' /proc/self/status > {0}.tmp && mv {0}.tmp {0}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mut daemon, _) = Daemon::start_with(&[
+        "--on-forecast",
+        script.to_str().unwrap(),
+        "--on-forecast-within",
+        "600",
+    ]);
+    let pid = daemon.child.id();
+
+    // What must be left, worked out here from the kernel and the programs.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut nums = release
+        .trim()
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (nums.next().unwrap(), nums.next().unwrap());
+    let cap_last_cap: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let log = daemon.log();
+    let hot_line = log
+        .lines()
+        .find(|l| l.contains("hot probes (") && l.contains("attached while"))
+        .unwrap_or_else(|| panic!("no hot-probes line:\n{log}"));
+    let late_tracepoints = hot_line
+        .split(['(', ')'])
+        .nth(1)
+        .unwrap()
+        .split(", ")
+        .any(|p| !p.ends_with("_btf"));
+    let mut kept = 0u64;
+    if cap_last_cap < 39 {
+        kept |= 1 << 21; // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON
+    } else {
+        if (major, minor) < (6, 5) {
+            kept |= 1 << 39; // CAP_BPF
+        }
+        if late_tracepoints {
+            kept |= 1 << 38; // CAP_PERFMON
+        }
+    }
+    assert!(
+        log.contains("capabilities after attaching: kept only what the daemon still uses"),
+        "{log}"
+    );
+    let check_threads = |when: &str| {
+        let mut n = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let path = task.unwrap().path();
+            let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+                continue; // a thread that just ended
+            };
+            let m = cap_masks(&status);
+            let got = [
+                m["CapEff"],
+                m["CapPrm"],
+                m["CapBnd"],
+                m["CapInh"],
+                m["CapAmb"],
+                m["NoNewPrivs"],
+            ];
+            assert_eq!(
+                got,
+                [kept, kept, kept, 0, 0, 1],
+                "{when}: thread {} ([eff, prm, bnd, inh, amb, no_new_privs]; kept {kept:#x})",
+                path.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 2, "{when}: only {n} threads");
+    };
+    check_threads("at the first scrape");
+
+    // A leak of 8 MiB a second into 64 MiB: forecast (the hook runs), then
+    // killed, under pressure that attaches the hot probes.
+    let memcg = MemcgGuard::create(64 << 20).expect("create a 64 MiB memory cgroup");
+    let mut hog = Hog::start_mode(
+        env!("CARGO_BIN_EXE_oomwatch-hog"),
+        &memcg,
+        256,
+        &["leak", "8192"],
+    )
+    .expect("start the leak");
+    let status = hog.child.wait().unwrap();
+    assert!(killed_by_sigkill(&status), "{status:?}");
+    let after = daemon.scrape_until(10, |b| sample(b, "oomwatch_oom_kills_total") == Some(1.0));
+    assert_eq!(
+        sample(&after, "oomwatch_oom_kills_total"),
+        Some(1.0),
+        "the kill was not counted after the drop:\n{after}\n{}",
+        daemon.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("hot probes attached: ") {
+        assert!(
+            Instant::now() < deadline,
+            "the hot probes did not attach after the drop:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check_threads("after the kill");
+
+    // The command the daemon ran: no capability beyond the kept ones.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child = loop {
+        if let Ok(s) = std::fs::read_to_string(&out) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the --on-forecast command did not run:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let m = cap_masks(&child);
+    for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+        assert_eq!(
+            m[set] & !kept,
+            0,
+            "the --on-forecast command has {set} {:#x} beyond the kept {kept:#x}:\n{child}",
+            m[set]
+        );
+    }
+    assert_eq!(m["NoNewPrivs"], 1, "{child}");
+
+    let (status, log) = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}\n{log}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}

@@ -193,6 +193,10 @@ fn spawn_predictor(
                         );
                         rss_counters = Some(now);
                     }
+                    for t in &check.skipped {
+                        metrics.count_skipped_task(t.reason.as_str());
+                        tracing::debug!(tgid = t.tgid, reason = t.reason.as_str(), error = %t.error, "process left out of the pass");
+                    }
                     metrics.badness_checks.inc_by(check.compared);
                     metrics
                         .badness_mismatches
@@ -398,6 +402,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .as_deref()
         .map(|path| EventLog::open(path, opts.events_rotation, metrics.event_log_lost.clone()))
         .transpose()?;
+    // /dev/kmsg is opened once, here: the last use of CAP_SYSLOG.
+    let mut reports = follow_reports();
+    // Before /metrics answers: from the first scrape on, the daemon holds
+    // only what it still uses (every thread, the event log's writer too).
+    drop_privileges(&probes, opts.hot_probes);
     let (events_tx, _) = tokio::sync::broadcast::channel::<String>(EVENT_BACKLOG);
     let app = crate::telemetry::http::router(Arc::clone(&metrics), events_tx.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -444,7 +453,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         killed_at: Default::default(),
         outcomes: Default::default(),
     };
-    let mut reports = follow_reports();
     loop {
         tokio::select! {
             Some(ev) = reports.recv() => kills.on_kmsg(ev),
@@ -488,6 +496,50 @@ fn load_probes(program_stats: bool) -> anyhow::Result<Probes> {
         tracing::warn!(part = d.part, reason = %d.reason, "running without an optional probe");
     }
     Ok(probes)
+}
+
+/// Drops every capability the daemon no longer uses now that everything
+/// is loaded, attached and opened, from every thread, and says in one line
+/// what it kept, dropped and could not drop. A failure is logged: the
+/// daemon still works, with more than it needs.
+fn drop_privileges(probes: &Probes, hot: HotProbes) {
+    use crate::host::privilege::{AfterAttach, drop_after_attach};
+    let late = hot == HotProbes::Pressure && probes.hot_use_tracepoints();
+    let keep = AfterAttach::current(late).keep();
+    let caps: Vec<_> = keep.iter().map(|k| k.cap).collect();
+    let list = |c: &[caps::Capability]| {
+        if c.is_empty() {
+            "none".to_owned()
+        } else {
+            c.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    match drop_after_attach(&caps) {
+        Ok(d) => tracing::info!(
+            kept = %list(&d.kept),
+            why = %if keep.is_empty() {
+                "none is checked after attaching on this kernel".to_owned()
+            } else {
+                keep.iter().map(|k| format!("{}: {}", k.cap, k.why)).collect::<Vec<_>>().join("; ")
+            },
+            dropped = %list(&d.dropped),
+            not_dropped_from_bounding = %list(&d.bounding_left),
+            securebits = %match &d.securebits {
+                Ok(()) => "noroot,no_cap_ambient_raise,keep_caps_locked (locked)".to_owned(),
+                Err(why) => format!("unchanged ({why})"),
+            },
+            no_new_privs = true,
+            threads = d.threads,
+            "capabilities after attaching: kept only what the daemon still uses"
+        ),
+        Err(e) => tracing::warn!(
+            error = %format!("{e:#}"),
+            "capabilities after attaching: the drop failed, threads may hold more than the daemon uses"
+        ),
+    }
 }
 
 /// Opens the process snapshots' source and says which one it is.

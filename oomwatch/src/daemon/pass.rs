@@ -114,6 +114,10 @@ pub struct SelfCheck {
     /// what this kernel's tasks were measured to say).
     pub rss_counters: Option<RssCounters>,
     pub rss_counters_from: String,
+    /// Processes the pass's snapshot left out, other than by exiting
+    /// (`oomwatch_snapshot_tasks_skipped_total`), each with its reason.
+    #[serde(skip)]
+    pub skipped: Vec<crate::snapshot::proc::Skipped>,
 }
 
 /// One pass: a [`SystemSnapshot`] from `snapper` (every domain), then the
@@ -313,6 +317,7 @@ pub fn self_check(
     let mut c = SelfCheck {
         rss_counters: Some(rules.rss_counters),
         rss_counters_from: rules.rss_counters_from,
+        skipped: snap.skipped.clone(),
         ..SelfCheck::default()
     };
     for e in &snap.processes {
@@ -397,6 +402,7 @@ mod tests {
                 stat_rss_pages: None,
             }],
             rss_measured: None,
+            skipped: Vec::new(),
         }
     }
 
@@ -442,5 +448,14 @@ mod tests {
         assert!(c.explained[0].contains("exited"), "{c:?}");
         let c = self_check(&snapshot(ver, 6_100, 666), |_| None);
         assert_eq!((c.exact, c.explained.len()), (1, 0));
+    }
+
+    #[test]
+    fn skip_reasons_are_the_metrics_labels() {
+        let reasons: Vec<&str> = crate::snapshot::proc::SkipReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(reasons, crate::telemetry::metrics::SKIP_REASONS);
     }
 }

@@ -853,6 +853,12 @@ impl Probes {
         self.hot.iter().map(|s| s.program).collect()
     }
 
+    /// Whether attaching the hot programs again goes through classic
+    /// tracepoints (`perf_event_open`, tracefs), not BTF ones.
+    pub fn hot_use_tracepoints(&self) -> bool {
+        self.hot.iter().any(|s| s.tracepoint.is_some())
+    }
+
     /// Loads the empty programs `floor_alloc` and `floor_fault` for the two
     /// hot events, detached, for benchmarks ([`Probes::set_floor_attached`]):
     /// beside the real programs, their run time per event under the

@@ -4,7 +4,10 @@
 //!
 //! A process that exits while it is being read is a normal outcome and is
 //! left out; kernel threads and zombies are kept and marked, as the kernel
-//! scans them too (and skips them).
+//! scans them too (and skips them). A process that cannot be read for any
+//! other reason (denied, an I/O error, a file that does not parse) is left
+//! out of that snapshot too, not the snapshot: it is named in
+//! [`ProcSnapshot::skipped`] with the reason.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +37,63 @@ pub enum SnapshotError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+}
+
+/// Why a process was left out of a snapshot other than by exiting: a
+/// bounded set, the values of `oomwatch_snapshot_tasks_skipped_total`'s
+/// `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SkipReason {
+    /// EACCES or EPERM (e.g. `hidepid`, an LSM).
+    Permission,
+    /// Another I/O error (EIO, ...).
+    Io,
+    /// A file that is not what procfs should hold: a missing field, a
+    /// value that does not parse.
+    Malformed,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 3] = [
+        SkipReason::Permission,
+        SkipReason::Io,
+        SkipReason::Malformed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Permission => "permission",
+            SkipReason::Io => "io",
+            SkipReason::Malformed => "malformed",
+        }
+    }
+
+    /// Why `e` left a process out; None when the process is gone (ENOENT,
+    /// ESRCH: it exited while being read), which is no skip.
+    pub fn of(e: &ProcError) -> Option<Self> {
+        match e {
+            ProcError::NotFound(_) => None,
+            ProcError::PermissionDenied(_) => Some(SkipReason::Permission),
+            ProcError::Io(io, _) => match io.raw_os_error() {
+                Some(libc::ENOENT | libc::ESRCH) => None,
+                Some(libc::EACCES | libc::EPERM) => Some(SkipReason::Permission),
+                _ => Some(SkipReason::Io),
+            },
+            ProcError::Incomplete(_) | ProcError::Other(_) | ProcError::InternalError(_) => {
+                Some(SkipReason::Malformed)
+            }
+        }
+    }
+}
+
+/// A process left out of a snapshot, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub tgid: i32,
+    pub reason: SkipReason,
+    /// The process's directory and the error.
+    pub error: String,
 }
 
 /// One process and what the kernel itself said about it at read time.
@@ -79,6 +139,10 @@ pub struct ProcSnapshot {
     /// precise and approximate rss against its `oom_score`); None before
     /// the first.
     pub rss_measured: Option<CountersMeasured>,
+    /// Processes left out for a reason other than exiting (see the module
+    /// documentation), in the order met.
+    #[serde(skip)]
+    pub skipped: Vec<Skipped>,
 }
 
 impl ProcSnapshot {
@@ -150,23 +214,27 @@ pub fn read(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     let mut snap = read_header(proc_root)?;
     let mut processes = Vec::new();
     let all = procfs::process::all_processes_with_root(proc_root).map_err(read_err(proc_root))?;
+    let mut skipped = Vec::new();
     for p in all {
         let Ok(p) = p else { continue };
         match read_one(&p) {
             Ok(entry) => processes.push(entry),
-            // Gone mid-read, or not ours to read: leave it out.
-            Err(ProcError::NotFound(_) | ProcError::PermissionDenied(_)) => {}
-            Err(ProcError::Incomplete(_)) => {}
+            // One process never costs the others: gone mid-read is no
+            // news, anything else is said.
             Err(e) => {
-                return Err(SnapshotError::Read {
-                    path: proc_root.join(p.pid.to_string()),
-                    source: e,
-                });
+                if let Some(reason) = SkipReason::of(&e) {
+                    skipped.push(Skipped {
+                        tgid: p.pid,
+                        reason,
+                        error: format!("{}: {e}", proc_root.join(p.pid.to_string()).display()),
+                    });
+                }
             }
         }
     }
     processes.sort_by_key(|e| (e.start_ticks, e.process.tgid));
     snap.processes = processes;
+    snap.skipped = skipped;
     snap.rss_measured = measured(proc_root, Some(snap.measure()));
     Ok(snap)
 }
@@ -242,6 +310,7 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
         committed_as: kb("Committed_AS:"),
         processes: Vec::new(),
         rss_measured: measured(proc_root, None),
+        skipped: Vec::new(),
     })
 }
 
@@ -456,10 +525,8 @@ mod tests {
     /// A captured /proc tree: a hostile comm, a kernel thread, a
     /// multi-threaded process in a memcg, and a process that vanished between
     /// the directory listing and the read.
-    #[test]
-    fn reads_a_captured_tree() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
+    /// Writes the tree of [`reads_a_captured_tree`] under `root`.
+    fn write_captured_tree(root: &Path) {
         let write = |rel: &str, text: &str| {
             let p = root.join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -514,7 +581,13 @@ mod tests {
         write("200/oom_score_adj", "0\n");
         write("200/cgroup", "0::/\n");
         std::fs::create_dir_all(root.join("400")).unwrap();
+    }
 
+    #[test]
+    fn reads_a_captured_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write_captured_tree(root);
         let snap = read(root).unwrap();
         assert_eq!(snap.kernel, "6.1.130-test");
         assert_eq!(snap.version.to_string(), "6.1.130");
@@ -544,6 +617,80 @@ mod tests {
         assert_eq!(
             snap.processes[1].kernel_oom_score, None,
             "no oom_score file"
+        );
+    }
+
+    /// One task whose `stat` is cut short, one whose `status` has a field
+    /// that does not parse, one unreadable (a directory where `stat`
+    /// should be: EISDIR), among the good ones: the snapshot keeps the
+    /// good ones and names each bad one with its reason; the vanished one
+    /// is no skip.
+    #[test]
+    fn a_task_that_fails_to_read_is_skipped_and_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write_captured_tree(root);
+        let write = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("500/stat", "500 (cut) S 1 500\n");
+        write("500/status", "Name:\tcut\n");
+        write("500/oom_score_adj", "0\n");
+        let status = std::fs::read_to_string(root.join("200/status")).unwrap();
+        write(
+            "600/stat",
+            &std::fs::read_to_string(root.join("200/stat"))
+                .unwrap()
+                .replace("200", "600"),
+        );
+        write("600/status", &status.replace("Tgid:\t200", "Tgid:\tlots"));
+        write("600/oom_score_adj", "0\n");
+        std::fs::create_dir_all(root.join("700/stat")).unwrap();
+
+        let snap = read(root).unwrap();
+        let tgids: Vec<i32> = snap.processes.iter().map(|e| e.process.tgid).collect();
+        assert_eq!(tgids, vec![2, 200, 300], "the good ones, in order");
+        let skipped: Vec<(i32, SkipReason)> =
+            snap.skipped.iter().map(|s| (s.tgid, s.reason)).collect();
+        let mut sorted = skipped.clone();
+        sorted.sort_by_key(|s| s.0);
+        assert_eq!(
+            sorted,
+            vec![
+                (500, SkipReason::Malformed),
+                (600, SkipReason::Malformed),
+                (700, SkipReason::Io)
+            ],
+            "{:#?}",
+            snap.skipped
+        );
+        assert!(
+            snap.skipped.iter().all(|s| s.error.starts_with(&format!(
+                "{}/{}: ",
+                root.display(),
+                s.tgid
+            ))),
+            "each error names its process: {:#?}",
+            snap.skipped
+        );
+    }
+
+    #[test]
+    fn skip_reasons_from_errors() {
+        use std::io::Error;
+        let io = |errno| ProcError::Io(Error::from_raw_os_error(errno), None);
+        assert_eq!(SkipReason::of(&ProcError::NotFound(None)), None);
+        assert_eq!(SkipReason::of(&io(libc::ESRCH)), None);
+        assert_eq!(SkipReason::of(&io(libc::EIO)), Some(SkipReason::Io));
+        assert_eq!(
+            SkipReason::of(&ProcError::PermissionDenied(None)),
+            Some(SkipReason::Permission)
+        );
+        assert_eq!(
+            SkipReason::of(&ProcError::Incomplete(None)),
+            Some(SkipReason::Malformed)
         );
     }
 

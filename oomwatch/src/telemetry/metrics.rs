@@ -25,6 +25,7 @@ pub mod names {
     pub const BADNESS_CHECKS: &str = "oomwatch_badness_checks_total";
     pub const BADNESS_MISMATCHES: &str = "oomwatch_badness_mismatches_total";
     pub const PREDICTION_ERRORS: &str = "oomwatch_prediction_errors_total";
+    pub const SNAPSHOT_TASKS_SKIPPED: &str = "oomwatch_snapshot_tasks_skipped_total";
     pub const OOM_STARTS: &str = "oomwatch_oom_starts_total";
     pub const RECLAIM_STALL: &str = "oomwatch_reclaim_stall_seconds";
     pub const KILLS_BY_CONSTRAINT: &str = "oomwatch_oom_kills_by_constraint_total";
@@ -74,6 +75,7 @@ pub mod names {
         BADNESS_CHECKS,
         BADNESS_MISMATCHES,
         PREDICTION_ERRORS,
+        SNAPSHOT_TASKS_SKIPPED,
         OOM_STARTS,
         RECLAIM_STALL,
         KILLS_BY_CONSTRAINT,
@@ -287,6 +289,9 @@ pub struct Metrics {
     /// Of those, differences nothing explains.
     pub badness_mismatches: IntCounter,
     pub prediction_errors: IntCounter,
+    /// Processes left out of a prediction pass other than by exiting, by
+    /// reason ([`SKIP_REASONS`]).
+    snapshot_tasks_skipped: IntCounterVec,
     /// Memcg OOMs seen starting (before the kill), each answered by a pass.
     pub oom_starts: IntCounter,
     /// The kernel's reclaim stall histogram, as last read.
@@ -388,7 +393,25 @@ impl SlotCounter {
     }
 }
 
+/// The values of `oomwatch_snapshot_tasks_skipped_total`'s `reason`
+/// (`snapshot::proc::SkipReason`).
+pub const SKIP_REASONS: [&str; 3] = ["permission", "io", "malformed"];
+
 impl Metrics {
+    /// One process left out of a pass, for `reason` (one of
+    /// [`SKIP_REASONS`]; another is counted as `malformed`, keeping the
+    /// label set bounded).
+    pub fn count_skipped_task(&self, reason: &str) {
+        let reason = if SKIP_REASONS.contains(&reason) {
+            reason
+        } else {
+            "malformed"
+        };
+        self.snapshot_tasks_skipped
+            .with_label_values(&[reason])
+            .inc();
+    }
+
     pub fn new(kernel: &str) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let (program_runs, program_run_seconds, program_instructions) =
@@ -403,6 +426,17 @@ impl Metrics {
         ] = Self::register_domain_gauges(&registry)?;
         let (badness_checks, badness_mismatches) = Self::register_self_check(&registry)?;
         let (prediction_errors, oom_starts) = Self::register_prediction_passes(&registry)?;
+        let snapshot_tasks_skipped = IntCounterVec::new(
+            Opts::new(
+                names::SNAPSHOT_TASKS_SKIPPED,
+                "Processes left out of a prediction pass because they could not be read, other than by exiting while read (which is no skip), counted once per pass that left them out: permission (EACCES, EPERM), io (another I/O error), malformed (a /proc file that does not parse). The pass goes on without them.",
+            ),
+            &["reason"],
+        )?;
+        for r in SKIP_REASONS {
+            snapshot_tasks_skipped.with_label_values(&[r]).inc_by(0);
+        }
+        registry.register(Box::new(snapshot_tasks_skipped.clone()))?;
         let (kills_by_constraint, report_replays) = Self::register_episodes(&registry)?;
         let (page_allocs, page_alloc_failures) = Self::register_page_allocs(&registry)?;
         let reclaim = Self::register_reclaim(&registry)?;
@@ -451,6 +485,7 @@ impl Metrics {
             badness_checks,
             badness_mismatches,
             prediction_errors,
+            snapshot_tasks_skipped,
             oom_starts,
             reclaim,
             page_allocs,
@@ -1381,6 +1416,28 @@ mod tests {
             }
         }
         assert!(types >= 15, "{types} families:\n{text}");
+    }
+
+    /// Every reason is there at 0 from the start; a skip counts under its
+    /// reason, and a reason outside the set under `malformed`.
+    #[test]
+    fn skipped_tasks_count_by_bounded_reason() {
+        let m = Metrics::new("6.18.44").unwrap();
+        let count = |text: &str, r: &str| {
+            let key = format!("oomwatch_snapshot_tasks_skipped_total{{reason=\"{r}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&key)?.parse::<f64>().ok())
+        };
+        let text = m.render();
+        for r in SKIP_REASONS {
+            assert_eq!(count(&text, r), Some(0.0), "{r}:\n{text}");
+        }
+        m.count_skipped_task("io");
+        m.count_skipped_task("no such reason");
+        let text = m.render();
+        assert_eq!(count(&text, "io"), Some(1.0));
+        assert_eq!(count(&text, "malformed"), Some(1.0));
+        assert_eq!(count(&text, "no such reason"), None);
     }
 
     #[test]
