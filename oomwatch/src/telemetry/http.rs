@@ -87,6 +87,10 @@ pub const MAX_HEADER_BYTES: usize = 8 << 10;
 /// room for the pipelined next one. 16 KiB × [`MAX_CONNECTIONS`] = 1 MiB.
 pub const MAX_BUF_BYTES: usize = 16 << 10;
 
+// hyper panics on a smaller buffer (its floor is 8 KiB), and a head at the
+// limit must fit.
+const _: () = assert!(MAX_BUF_BYTES >= 8192 && MAX_BUF_BYTES >= MAX_HEADER_BYTES);
+
 /// The daemon's endpoints over `metrics` and the episodes sent on `events`.
 pub fn router(metrics: Arc<Metrics>, events_tx: broadcast::Sender<String>) -> Router {
     let readers = Arc::new(Semaphore::new(MAX_EVENT_READERS));
@@ -750,7 +754,10 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         let text = axum::body::to_bytes(r.into_body(), 1 << 10).await.unwrap();
         let text = String::from_utf8_lossy(&text);
-        assert!(text.contains("16 clients already read /events"), "{text}");
+        assert!(
+            text.contains(&format!("{MAX_EVENT_READERS} clients already read /events")),
+            "{text}"
+        );
         assert_eq!(refused(&metrics, http_refusal::EVENTS_CAP), 1);
         readers.pop();
         assert_eq!(
