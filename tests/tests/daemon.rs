@@ -1674,3 +1674,356 @@ fn run_keeps_only_the_capabilities_it_still_uses_after_attaching() {
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
+
+/// The daemon's resident memory in KiB (`VmRSS` of /proc/PID/status).
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
+
+/// The daemon's open file descriptors: all of them, and its sockets (the
+/// rest come and go with its passes over /proc).
+fn open_fds(pid: u32) -> (usize, usize) {
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    let sockets = fds
+        .iter()
+        .filter(|f| {
+            std::fs::read_link(f.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    (fds.len(), sockets)
+}
+
+/// Reads `s` until the peer closes it (EOF or reset), or `by` passes:
+/// whether the peer closed it in time.
+fn closed_by_peer(s: &mut std::net::TcpStream, by: Instant) -> bool {
+    use std::io::Read as _;
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        let left = by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Reads a response head from `s` (up to the blank line), within 5 s.
+fn response_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The HTTP server holds no more than its limits whatever local clients
+/// do (issue 22): a flood of idle connections past the cap, slowloris
+/// clients sending a byte a second, oversized request heads, a request
+/// body, more `/events` readers than allowed that then never read, and a
+/// client that pipelines scrapes and never reads the answers. Throughout,
+/// `/metrics` answers every scrape; afterwards the daemon's RSS is where it
+/// was and its descriptors come back to their count before.
+#[test]
+fn http_stays_bounded_under_hostile_clients() {
+    use std::{io::Write as _, net::TcpStream};
+
+    use oomwatch::telemetry::http::{
+        HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_EVENT_READERS, WRITE_TIMEOUT,
+    };
+    const FLOOD: usize = 4 * MAX_CONNECTIONS;
+    const SLOWLORIS: usize = 20;
+    const READERS: usize = MAX_EVENT_READERS + 4;
+    const TOO_LARGE: usize = 10;
+    require_root();
+    let (daemon, _) = Daemon::start();
+    let pid = daemon.child.id();
+    let addr = daemon.addr.clone();
+    let connect = || TcpStream::connect(&addr).expect("connect to the daemon");
+    let refusals = |reason: &str| {
+        let body = http_get(&addr, "/metrics").expect("scrape");
+        labelled(
+            &body,
+            "oomwatch_http_refusals_total",
+            &format!("reason=\"{reason}\""),
+        )
+        .unwrap_or_else(|| panic!("no refusals counted for {reason}:\n{body}"))
+    };
+    // Warm-up: the allocator's arenas and hyper's buffers at their working
+    // size before the baseline.
+    for _ in 0..20 {
+        http_get(&addr, "/metrics").expect("scrape");
+    }
+    drop(connect());
+    let rss_before = vm_rss_kib(pid);
+    let fds_before = open_fds(pid);
+    let reasons = [
+        "connection_cap",
+        "evicted",
+        "header_timeout",
+        "idle_timeout",
+        "too_large",
+        "body",
+        "events_cap",
+        "write_timeout",
+        "deadline",
+    ];
+    let counted_before: Vec<f64> = reasons.iter().map(|r| refusals(r)).collect();
+
+    // A scraper throughout, as Prometheus would be.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (stop, addr) = (Arc::clone(&stop), addr.clone());
+        std::thread::spawn(move || {
+            let (mut took, mut failed) = (Vec::new(), 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                match http_get(&addr, "/metrics") {
+                    Some(_) => took.push(t.elapsed()),
+                    None => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (took, failed)
+        })
+    };
+
+    // More /events readers than allowed; none reads past the head.
+    let mut readers: Vec<(TcpStream, String)> = (0..READERS)
+        .map(|_| {
+            let mut s = connect();
+            write!(s, "GET /events HTTP/1.1\r\nHost: oomwatch\r\n\r\n").unwrap();
+            let head = response_head(&mut s);
+            (s, head)
+        })
+        .collect();
+    let streaming = readers
+        .iter()
+        .filter(|(_, h)| h.starts_with("HTTP/1.1 200"))
+        .count();
+    let refused = readers
+        .iter()
+        .filter(|(_, h)| h.starts_with("HTTP/1.1 503"))
+        .count();
+
+    // The flood: connections that send nothing, four times the cap.
+    let flood_start = Instant::now();
+    let mut flood: Vec<TcpStream> = (0..FLOOD).map(|_| connect()).collect();
+    // Slowloris, after the flood (so newer than it, not evicted for it): a
+    // request head one byte a second, on its own thread.
+    let slowloris = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut socks: Vec<Option<TcpStream>> = (0..SLOWLORIS)
+                .map(|_| Some(TcpStream::connect(&addr).unwrap()))
+                .collect();
+            let head = b"GET /metrics HTTP/1.1\r\nHost: oomwatch\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+            let mut closed_after = Vec::new();
+            for &b in head.iter().cycle() {
+                for s in socks.iter_mut() {
+                    let gone = s.as_mut().is_some_and(|s| {
+                        use std::io::Read as _;
+                        // Closed: the byte cannot be sent, or the read side
+                        // has seen the end.
+                        s.set_nonblocking(true).unwrap();
+                        let ended = match s.read(&mut [0u8; 512]) {
+                            Ok(_) => true,
+                            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                        };
+                        s.set_nonblocking(false).unwrap();
+                        ended || s.write_all(&[b]).is_err()
+                    });
+                    if gone {
+                        closed_after.push(start.elapsed());
+                        *s = None;
+                    }
+                }
+                if socks.iter().all(Option::is_none) || start.elapsed() > Duration::from_secs(15) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            closed_after
+        })
+    };
+
+    // Request heads over the limit: 12 KiB, and 1 MiB.
+    let mut too_large_heads = Vec::new();
+    for i in 0..TOO_LARGE {
+        let mut s = connect();
+        let pad = if i % 2 == 0 { 12 << 10 } else { 1 << 20 };
+        let req = format!(
+            "GET /metrics HTTP/1.1\r\nHost: oomwatch\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(pad)
+        );
+        // The server answers 431 and closes before reading it all.
+        let _ = s.write_all(req.as_bytes());
+        too_large_heads.push(response_head(&mut s));
+    }
+    // A request with a body.
+    let mut with_body = connect();
+    write!(
+        with_body,
+        "GET /metrics HTTP/1.1\r\nHost: oomwatch\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    .unwrap();
+    let body_head = response_head(&mut with_body);
+    // A client that pipelines scrapes and never reads: the answers fill
+    // both socket buffers, then the server's writes stall.
+    let mut stuck = connect();
+    let pipelined = "GET /metrics HTTP/1.1\r\nHost: oomwatch\r\n\r\n".repeat(1000);
+    stuck.write_all(pipelined.as_bytes()).unwrap();
+    let stuck_since = Instant::now();
+    let fds_during = open_fds(pid);
+
+    // Every flood connection is closed by the server within the header
+    // timeout (sooner if evicted), with some slack.
+    let by = flood_start + HEADER_READ_TIMEOUT + Duration::from_secs(3);
+    let flood_closed = flood
+        .iter_mut()
+        .map(|s| closed_by_peer(s, by))
+        .filter(|c| *c)
+        .count();
+    let flood_took = flood_start.elapsed();
+    drop(flood);
+    let slow_closed = slowloris.join().unwrap();
+    // The stuck client's connection is cut once its writes stall for the
+    // write timeout (or its request passes its deadline): counted, then
+    // closed (reading it earlier would let the writes go on).
+    let cut_count =
+        |r: &str| refusals(r) - counted_before[reasons.iter().position(|x| *x == r).unwrap()];
+    let cut_by = stuck_since + WRITE_TIMEOUT + Duration::from_secs(15);
+    while cut_count("write_timeout") + cut_count("deadline") < 1.0 && Instant::now() < cut_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stuck_took = stuck_since.elapsed();
+    let stuck_cut = closed_by_peer(&mut stuck, Instant::now() + Duration::from_secs(5));
+    drop(stuck);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut took, scrape_failures) = scraper.join().unwrap();
+    took.sort();
+    let p50 = took.get(took.len() / 2).copied().unwrap_or_default();
+    let max = took.last().copied().unwrap_or_default();
+    let counted: Vec<f64> = reasons
+        .iter()
+        .zip(&counted_before)
+        .map(|(r, before)| refusals(r) - before)
+        .collect();
+
+    // The readers leave; every descriptor comes back.
+    readers.clear();
+    drop(with_body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fds_after = loop {
+        let n = open_fds(pid);
+        if n.1 <= fds_before.1 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rss_after = vm_rss_kib(pid);
+
+    eprintln!(
+        "http flood: {} connections attempted ({FLOOD} idle, {SLOWLORIS} slowloris, {READERS} /events, \
+         {TOO_LARGE} oversized, 1 with a body, 1 never reading)",
+        FLOOD + SLOWLORIS + READERS + TOO_LARGE + 2
+    );
+    for (r, n) in reasons.iter().zip(&counted) {
+        eprintln!("  refused {r}: {n}");
+    }
+    eprintln!(
+        "  /events: {streaming} streaming, {refused} refused; idle flood closed: {flood_closed}/{FLOOD} in {flood_took:?}; \
+         slowloris closed after {slow_closed:?}; never-reading client cut: {stuck_cut} after {stuck_took:?}"
+    );
+    eprintln!(
+        "  /metrics during the flood: {} scrapes, {scrape_failures} failed, p50 {p50:?}, max {max:?}",
+        took.len()
+    );
+    eprintln!(
+        "  VmRSS {rss_before} KiB before, {rss_after} KiB after; fds (all, sockets) {fds_before:?} before, {fds_during:?} during, {fds_after:?} after"
+    );
+
+    assert_eq!(
+        (streaming, refused),
+        (MAX_EVENT_READERS, READERS - MAX_EVENT_READERS),
+        "/events readers streaming and refused"
+    );
+    assert_eq!(
+        flood_closed, FLOOD,
+        "idle connections left open past the header timeout"
+    );
+    assert_eq!(
+        slow_closed.len(),
+        SLOWLORIS,
+        "slowloris connections still open after 15 s: {slow_closed:?}"
+    );
+    assert!(
+        slow_closed
+            .iter()
+            .all(|t| *t <= HEADER_READ_TIMEOUT + Duration::from_secs(3)),
+        "{slow_closed:?}"
+    );
+    for head in &too_large_heads {
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 431"),
+            "an oversized head answered {head:?}"
+        );
+    }
+    assert!(body_head.starts_with("HTTP/1.1 413"), "{body_head:?}");
+    assert!(
+        stuck_cut,
+        "a client that never reads held its connection {stuck_took:?}"
+    );
+    assert_eq!(scrape_failures, 0, "scrapes failed during the flood");
+    assert!(took.len() >= 20, "{} scrapes", took.len());
+    assert!(max < Duration::from_secs(2), "a scrape took {max:?}");
+    let count = |r: &str| counted[reasons.iter().position(|x| *x == r).unwrap()];
+    assert_eq!(count("too_large"), TOO_LARGE as f64);
+    assert_eq!(count("body"), 1.0);
+    assert_eq!(count("events_cap"), (READERS - MAX_EVENT_READERS) as f64);
+    assert_eq!(count("write_timeout") + count("deadline"), 1.0);
+    assert!(
+        count("evicted") + count("header_timeout") >= (FLOOD + SLOWLORIS) as f64,
+        "{counted:?}"
+    );
+    assert!(
+        fds_during.1 <= fds_before.1 + MAX_CONNECTIONS + 8,
+        "{fds_during:?} descriptors (all, sockets) open during the flood, {fds_before:?} before"
+    );
+    assert!(
+        fds_after.1 <= fds_before.1,
+        "{fds_after:?} descriptors (all, sockets) open once every client left, {fds_before:?} before"
+    );
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+}

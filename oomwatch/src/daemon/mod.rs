@@ -409,7 +409,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     drop_privileges(&probes, opts.hot_probes);
     let (events_tx, _) = tokio::sync::broadcast::channel::<String>(EVENT_BACKLOG);
     let app = crate::telemetry::http::router(Arc::clone(&metrics), events_tx.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(crate::telemetry::http::serve(
+        listener,
+        app,
+        Arc::clone(&metrics),
+    ));
 
     let poke = Arc::new(tokio::sync::Notify::new());
     let (start_tx, start_rx) = tokio::sync::mpsc::unbounded_channel();

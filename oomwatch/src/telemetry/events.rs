@@ -249,22 +249,39 @@ impl Drop for EventLog {
 }
 
 /// How many episodes a slow `/events` reader may fall behind before it is
-/// told it lost some.
+/// told it lost some, and dropped.
 pub const EVENT_BACKLOG: usize = 256;
 
 /// `GET /events`: every episode from now on, one JSON line each, for as
-/// long as the client stays (`oomwatch watch` reads it).
-pub fn event_stream(rx: tokio::sync::broadcast::Receiver<String>) -> axum::body::Body {
+/// long as the client stays and keeps up (`oomwatch watch` reads it).
+///
+/// A reader that falls [`EVENT_BACKLOG`] episodes behind gets one
+/// `{"lost":N}` line, `on_lost(N)` is called, and its stream ends: a client
+/// that cannot keep up would otherwise hold its place forever and lag
+/// again. `held` (a reader slot, say) lives as long as the stream.
+pub fn event_stream(
+    rx: tokio::sync::broadcast::Receiver<String>,
+    held: impl Send + 'static,
+    on_lost: impl FnOnce(u64) + Send + 'static,
+) -> axum::body::Body {
     use tokio::sync::broadcast::error::RecvError;
-    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-        let line = match rx.recv().await {
-            Ok(line) => line,
-            Err(RecvError::Lagged(n)) => format!("{{\"lost\":{n}}}"),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
+    // None once the lost line went out: the stream ends at the next poll.
+    let state = Some((rx, held, on_lost));
+    let lines = futures_util::stream::unfold(state, |state| async move {
+        let (mut rx, held, on_lost) = state?;
+        match rx.recv().await {
+            Ok(line) => Some((format!("{line}\n"), Some((rx, held, on_lost)))),
+            Err(RecvError::Lagged(n)) => {
+                on_lost(n);
+                Some((format!("{{\"lost\":{n}}}\n"), None))
+            }
+            Err(RecvError::Closed) => None,
+        }
     });
-    axum::body::Body::from_stream(lines)
+    axum::body::Body::from_stream(futures_util::StreamExt::map(
+        lines,
+        Ok::<_, std::convert::Infallible>,
+    ))
 }
 
 #[cfg(test)]

@@ -62,6 +62,9 @@ pub mod names {
         "oomwatch_domain_forecast_victim_is_victim_now";
     pub const DOMAIN_UNDER_OOM: &str = "oomwatch_domain_under_oom";
     pub const DOMAIN_MEMORY_PRESSURE: &str = "oomwatch_domain_memory_pressure_seconds_total";
+    pub const HTTP_CONNECTIONS: &str = "oomwatch_http_connections";
+    pub const HTTP_EVENT_READERS: &str = "oomwatch_http_event_readers";
+    pub const HTTP_REFUSALS: &str = "oomwatch_http_refusals_total";
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
@@ -111,6 +114,51 @@ pub mod names {
         DOMAIN_FORECAST_VICTIM_IS_VICTIM_NOW,
         DOMAIN_UNDER_OOM,
         DOMAIN_MEMORY_PRESSURE,
+        HTTP_CONNECTIONS,
+        HTTP_EVENT_READERS,
+        HTTP_REFUSALS,
+    ];
+}
+
+/// Why the HTTP server refused a connection or a request, or cut one off:
+/// the `reason` label of `oomwatch_http_refusals_total`, a bounded set (the
+/// limits themselves are in `telemetry/http.rs`).
+pub mod http_refusal {
+    /// A new connection closed at once: every connection slot was serving
+    /// a request.
+    pub const CONNECTION_CAP: &str = "connection_cap";
+    /// An open connection with no request in flight closed to make room
+    /// for a new one, the oldest first.
+    pub const EVICTED: &str = "evicted";
+    /// A request head not complete within the header-read timeout.
+    pub const HEADER_TIMEOUT: &str = "header_timeout";
+    /// A kept-alive connection that sent nothing more within the timeout.
+    pub const IDLE_TIMEOUT: &str = "idle_timeout";
+    /// A request head over the size limit (answered 431).
+    pub const TOO_LARGE: &str = "too_large";
+    /// A request with a body (answered 413): the endpoints take GET only.
+    pub const BODY: &str = "body";
+    /// A `/events` request while every reader slot was taken (answered 503).
+    pub const EVENTS_CAP: &str = "events_cap";
+    /// An `/events` reader that fell a whole backlog behind: sent its
+    /// `{"lost":N}` line, then its stream ended.
+    pub const SLOW_READER: &str = "slow_reader";
+    /// A connection whose socket took no bytes for the write timeout.
+    pub const WRITE_TIMEOUT: &str = "write_timeout";
+    /// A request (other than `/events`) not answered within its deadline.
+    pub const DEADLINE: &str = "deadline";
+    /// Every reason the counter takes.
+    pub const ALL: [&str; 10] = [
+        CONNECTION_CAP,
+        EVICTED,
+        HEADER_TIMEOUT,
+        IDLE_TIMEOUT,
+        TOO_LARGE,
+        BODY,
+        EVENTS_CAP,
+        SLOW_READER,
+        WRITE_TIMEOUT,
+        DEADLINE,
     ];
 }
 
@@ -280,6 +328,13 @@ pub struct Metrics {
     pub events_dropped: IntCounter,
     /// Episode lines the event log (`--events`) could not write.
     pub event_log_lost: IntCounter,
+    /// Open HTTP connections (`telemetry/http.rs` keeps them bounded).
+    pub http_connections: prometheus::IntGauge,
+    /// `/events` readers connected.
+    pub http_event_readers: prometheus::IntGauge,
+    /// Connections and requests the HTTP server refused or cut off, by
+    /// [`http_refusal`] reason.
+    pub http_refusals: IntCounterVec,
     pub domain_headroom: IntGaugeVec,
     pub domain_size: IntGaugeVec,
     pub domain_victim_points: IntGaugeVec,
@@ -473,11 +528,15 @@ impl Metrics {
         let domain_kernel = Self::register_domain_kernel_counts(&registry)?;
         let (hot_attached, hot_attached_seconds) = Self::register_hot_probes(&registry)?;
         let (domain_oom_action, knobs) = Self::register_knobs(&registry)?;
+        let (http_connections, http_event_readers, http_refusals) = Self::register_http(&registry)?;
         Ok(Self {
             registry,
             oom_kills,
             events_dropped,
             event_log_lost,
+            http_connections,
+            http_event_readers,
+            http_refusals,
             domain_headroom,
             domain_size,
             domain_victim_points,
@@ -516,6 +575,44 @@ impl Metrics {
             domain_oom_action,
             knobs,
         })
+    }
+
+    /// The HTTP server's own bounds: connections open, `/events` readers,
+    /// and what it refused or cut off, every reason at 0 from the start.
+    fn register_http(
+        registry: &Registry,
+    ) -> prometheus::Result<(prometheus::IntGauge, prometheus::IntGauge, IntCounterVec)> {
+        use super::http::{MAX_CONNECTIONS, MAX_EVENT_READERS};
+        let connections = prometheus::IntGauge::with_opts(Opts::new(
+            names::HTTP_CONNECTIONS,
+            format!(
+                "HTTP connections open to /metrics, /events and / (at most {MAX_CONNECTIONS})."
+            ),
+        ))?;
+        let readers = prometheus::IntGauge::with_opts(Opts::new(
+            names::HTTP_EVENT_READERS,
+            format!("Clients reading /events now (at most {MAX_EVENT_READERS})."),
+        ))?;
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                names::HTTP_REFUSALS,
+                "HTTP connections and requests refused or cut off, by reason: connection_cap (every slot busy serving), evicted (an idle connection closed for a new one), header_timeout, idle_timeout, too_large (request head, 431), body (a request body, 413), events_cap (too many /events readers, 503), slow_reader (an /events reader a whole backlog behind), write_timeout (the client stopped reading), deadline (a response not done in time).",
+            ),
+            &["reason"],
+        )?;
+        for r in http_refusal::ALL {
+            refusals.with_label_values(&[r]).inc_by(0);
+        }
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(readers.clone()))?;
+        registry.register(Box::new(refusals.clone()))?;
+        Ok((connections, readers, refusals))
+    }
+
+    /// Counts one refusal for `reason`, one of [`http_refusal::ALL`].
+    pub fn http_refused(&self, reason: &str) {
+        debug_assert!(http_refusal::ALL.contains(&reason), "{reason}");
+        self.http_refusals.with_label_values(&[reason]).inc();
     }
 
     /// The OOM knobs: each sysctl, each domain's OOM action, the commit
