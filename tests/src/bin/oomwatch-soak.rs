@@ -558,6 +558,8 @@ struct Episodes {
     /// Of those, kills (anywhere on the host) and other marks.
     kills: u64,
     marks: u64,
+    /// The marks by the marked task's memory cgroup id.
+    marks_in: BTreeMap<u64, u64>,
     /// Kills in the soak's cgroups.
     ours: u64,
     /// Those kills by the replay's verdict (the `replay` field; without
@@ -576,6 +578,9 @@ impl Episodes {
         self.lines += o.lines;
         self.kills += o.kills;
         self.marks += o.marks;
+        for (id, n) in &o.marks_in {
+            *self.marks_in.entry(*id).or_default() += n;
+        }
         self.ours += o.ours;
         self.agree += o.agree;
         self.disagree += o.disagree;
@@ -607,6 +612,9 @@ fn read_episodes(
         let pid = v["victim"]["pid"].as_u64().unwrap_or_default();
         if !killed.contains(&pid) {
             e.marks += 1;
+            if let Some(id) = v["victim"]["memcg_id"].as_u64() {
+                *e.marks_in.entry(id).or_default() += 1;
+            }
             continue;
         }
         e.kills += 1;
@@ -700,12 +708,21 @@ fn sibling(name: &str) -> anyhow::Result<String> {
     Ok(p.to_str().context("a non-UTF-8 path")?.to_owned())
 }
 
+/// One scenario's OOMs, the kills the kernel counted in them, and the
+/// tasks it marked there without a kill.
+#[derive(Default, Clone, Copy, Debug)]
+struct PerScenario {
+    ooms: usize,
+    kills: u64,
+    marks: u64,
+}
+
 /// The whole run's numbers.
 struct Soak {
     ooms: usize,
     pace: Duration,
     elapsed: Duration,
-    per_scenario: BTreeMap<Scenario, (usize, u64)>,
+    per_scenario: BTreeMap<Scenario, PerScenario>,
     sigkilled: usize,
     lives: Vec<Life>,
     /// `/proc/vmstat` `oom_kill` growth while the daemon was down.
@@ -804,7 +821,8 @@ fn soak(o: &Options) -> anyhow::Result<Soak> {
     let mut life_start = t0.elapsed();
     let mut lives: Vec<Life> = Vec::new();
     let mut ours = BTreeSet::new();
-    let mut per_scenario: BTreeMap<Scenario, (usize, u64)> = BTreeMap::new();
+    let mut per_scenario: BTreeMap<Scenario, PerScenario> = BTreeMap::new();
+    let mut scenario_of: BTreeMap<u64, Scenario> = BTreeMap::new();
     let (mut sigkilled, mut kernel_total, mut life_kills, mut life_ooms) = (0, 0u64, 0u64, 0);
     let mut host_at_life_start = host_oom_kills()?;
     let mut samples = Vec::new();
@@ -821,13 +839,14 @@ fn soak(o: &Options) -> anyhow::Result<Soak> {
         let done =
             one_oom(&hog, scenario).with_context(|| format!("OOM {i} ({})", scenario.name()))?;
         ours.extend(done.leaf_ids.iter().copied());
+        scenario_of.extend(done.leaf_ids.iter().map(|&id| (id, scenario)));
         sigkilled += done.sigkilled;
         kernel_total += done.kills;
         life_kills += done.kills;
         life_ooms += 1;
         let e = per_scenario.entry(scenario).or_default();
-        e.0 += 1;
-        e.1 += done.kills;
+        e.ooms += 1;
+        e.kills += done.kills;
         let life_no = lives.len() + 1;
         let d = daemon
             .as_ref()
@@ -847,8 +866,9 @@ fn soak(o: &Options) -> anyhow::Result<Soak> {
         if i % 50 == 0 {
             let c = d.counters()?;
             eprintln!(
-                "soak: {i}/{} OOMs, {:.0} s: kernel kills {kernel_total}, this daemon's \
-                 /metrics {} of {life_kills}, ring drops {}, kmsg reports {}",
+                "soak: {i}/{} OOMs, {:.0} s: kernel kills {kernel_total} ({life_kills} since \
+                 this daemon started; its oomwatch_oom_kills_total {}, with the tasks marked \
+                 without a kill), ring drops {}, kmsg reports {}",
                 o.ooms,
                 t0.elapsed().as_secs_f64(),
                 c.kills,
@@ -900,6 +920,11 @@ fn soak(o: &Options) -> anyhow::Result<Soak> {
     for (n, l) in lives.iter_mut().enumerate() {
         l.episodes = read_episodes(&events(n + 1), &ours, &kmsg.killed_pids)?;
         episodes.add(&l.episodes);
+    }
+    for (id, n) in &episodes.marks_in {
+        if let Some(sc) = scenario_of.get(id) {
+            per_scenario.entry(*sc).or_default().marks += n;
+        }
     }
     let soak = Soak {
         ooms: o.ooms,
@@ -1053,8 +1078,12 @@ fn report_json(s: &Soak, failures: &[String]) -> serde_json::Value {
         "ooms": s.ooms,
         "pace_ms": s.pace.as_millis() as u64,
         "seconds": s.elapsed.as_secs_f64(),
-        "scenarios": s.per_scenario.iter().map(|(k, (n, kills))| {
-            (k.name().to_owned(), json!({"ooms": n, "kernel_kills": kills}))
+        "scenarios": s.per_scenario.iter().map(|(k, p)| {
+            (k.name().to_owned(), json!({
+                "ooms": p.ooms,
+                "kernel_kills": p.kills,
+                "marks_without_kill": p.marks,
+            }))
         }).collect::<serde_json::Map<_, _>>(),
         "kills": {
             "kernel_memcg": kernel,
@@ -1121,6 +1150,23 @@ fn report_json(s: &Soak, failures: &[String]) -> serde_json::Value {
     })
 }
 
+/// Per scenario, as a Markdown table.
+fn scenarios_table(s: &Soak) -> String {
+    let mut t = String::from(
+        "| scenario | OOMs | kernel kills | tasks marked without a kill |\n|---|---:|---:|---:|\n",
+    );
+    for (k, p) in &s.per_scenario {
+        t.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            k.name(),
+            p.ooms,
+            p.kills,
+            p.marks
+        ));
+    }
+    t
+}
+
 /// The samples as a Markdown table.
 fn samples_table(s: &Soak) -> String {
     let mut t = String::from(
@@ -1154,10 +1200,7 @@ fn report_text(s: &Soak, failures: &[String]) -> String {
             "FAILED"
         }
     );
-    t.push_str("scenario  OOMs  kernel kills\n");
-    for (k, (n, kills)) in &s.per_scenario {
-        t.push_str(&format!("{:<9} {n:>4}  {kills:>12}\n", k.name()));
-    }
+    t.push_str(&scenarios_table(s));
     t.push_str(&format!(
         "\nkills: kernel {kernel} (the soak's cgroups' oom_kill, summed; host /proc/vmstat: \
          {host}); reported: {} in the soak's cgroups ({} on the host); while the daemon was \
@@ -1245,6 +1288,7 @@ fn write_markdown(path: &Path, s: &Soak, failures: &[String]) -> anyhow::Result<
          | kernel log records overwritten unread | {lost} |\n\
          | ring-buffer drops (`oomwatch_events_dropped_total`) | {drops} |\n\
          | restart: from the old daemon's exit to `/metrics` again | {gap:.0} ms |\n\n\
+         {scenarios}\n\
          The daemon's VmRSS and open fds (each the least of five reads 20 ms apart), after \
          warm-up and every 10 % of the run; flat means the last sample of each daemon at most \
          4 MiB above its warm-up sample, and the same fds:\n\n{table}",
@@ -1272,6 +1316,7 @@ fn write_markdown(path: &Path, s: &Soak, failures: &[String]) -> anyhow::Result<
         drops = c.ring_dropped,
         gap = s.restart_gap.as_secs_f64() * 1e3,
         table = samples_table(s),
+        scenarios = scenarios_table(s),
     );
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let mut parts: Vec<String> = Vec::new();
@@ -1477,5 +1522,34 @@ mod tests {
         let mut s = clean();
         s.lives[0].exit_ok = false;
         assert!(judge(&s)[0].contains("on SIGTERM"), "{:?}", judge(&s));
+    }
+
+    /// The section goes before the targets the first time and replaces
+    /// itself after; the rest of the file stays.
+    #[test]
+    fn markdown_section_replaces_itself_and_keeps_the_rest() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let doc = "# Benchmarks\n\n## P4 latency\n\nx\n\n## Where the targets stand\n\n| P4 |\n";
+        std::fs::write(f.path(), doc).unwrap();
+        write_markdown(f.path(), &clean(), &[]).unwrap();
+        let once = std::fs::read_to_string(f.path()).unwrap();
+        let (soak, targets) = (
+            once.find("## Soak\n").unwrap(),
+            once.find("## Where").unwrap(),
+        );
+        assert!(
+            once.starts_with("# Benchmarks\n\n## P4 latency\n\nx\n\n"),
+            "{once}"
+        );
+        assert!(soak < targets && once.ends_with("| P4 |\n"), "{once}");
+        assert!(once.contains("Result: **passed**"), "{once}");
+        write_markdown(f.path(), &clean(), &["a reason".into()]).unwrap();
+        let twice = std::fs::read_to_string(f.path()).unwrap();
+        assert_eq!(twice.matches("## Soak").count(), 1, "{twice}");
+        assert!(twice.contains("Result: **failed: a reason**"), "{twice}");
+        assert_eq!(
+            twice.len() - once.len(),
+            "failed: a reason".len() - "passed".len()
+        );
     }
 }
