@@ -1831,6 +1831,18 @@ fn http_stays_bounded_under_hostile_clients() {
         .iter()
         .filter(|(_, h)| h.starts_with("HTTP/1.1 503"))
         .count();
+    // `oomwatch watch` at the cap: the daemon's reason, not a guess.
+    let out = Command::new(env!("CARGO_BIN_EXE_oomwatch"))
+        .args(["watch", "--from", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused GET /events (HTTP/1.0 503 Service Unavailable)")
+            && err.contains("clients already read /events"),
+        "{err}"
+    );
 
     // The flood: connections that send nothing, four times the cap.
     let flood_start = Instant::now();
@@ -2008,7 +2020,8 @@ fn http_stays_bounded_under_hostile_clients() {
     let count = |r: &str| counted[reasons.iter().position(|x| *x == r).unwrap()];
     assert_eq!(count("too_large"), TOO_LARGE as f64);
     assert_eq!(count("body"), 1.0);
-    assert_eq!(count("events_cap"), (READERS - MAX_EVENT_READERS) as f64);
+    // The readers past the cap, and the `watch` above.
+    assert_eq!(count("events_cap"), (READERS - MAX_EVENT_READERS + 1) as f64);
     assert_eq!(count("write_timeout") + count("deadline"), 1.0);
     assert!(
         count("evicted") + count("header_timeout") >= (FLOOD + SLOWLORIS) as f64,

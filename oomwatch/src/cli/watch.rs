@@ -27,6 +27,22 @@ pub fn watch(from: SocketAddr, json: bool) -> anyhow::Result<()> {
     let mut r = BufReader::new(stream);
     let mut status = String::new();
     r.read_line(&mut status).context("read the response")?;
+    if status.starts_with("HTTP/1.") && status.contains(" 503") {
+        // The daemon's reader cap: its body says so in one line.
+        let mut reason = String::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                break;
+            }
+        }
+        let _ = r.read_line(&mut reason);
+        bail!(
+            "{from} refused GET /events ({}): {}",
+            status.trim(),
+            crate::model::printable(reason.trim())
+        );
+    }
     if !status.starts_with("HTTP/1.") || !status.contains(" 200") {
         bail!(
             "{from} answered {:?} to GET /events: is it an oomwatch daemon of this version?",
