@@ -2021,7 +2021,10 @@ fn http_stays_bounded_under_hostile_clients() {
     assert_eq!(count("too_large"), TOO_LARGE as f64);
     assert_eq!(count("body"), 1.0);
     // The readers past the cap, and the `watch` above.
-    assert_eq!(count("events_cap"), (READERS - MAX_EVENT_READERS + 1) as f64);
+    assert_eq!(
+        count("events_cap"),
+        (READERS - MAX_EVENT_READERS + 1) as f64
+    );
     assert_eq!(count("write_timeout") + count("deadline"), 1.0);
     assert!(
         count("evicted") + count("header_timeout") >= (FLOOD + SLOWLORIS) as f64,

@@ -336,6 +336,20 @@ impl Joiner {
     }
 
     /// Kills whose report did not come in time, as episodes without one.
+    /// Every kill still waiting for its report, as an episode without one:
+    /// the daemon is stopping, and a kill it counted is not dropped unsaid.
+    pub fn drain(&mut self, gfp: &GfpTable) -> Vec<Episode> {
+        std::mem::take(&mut self.kills)
+            .into_iter()
+            .map(|(v, seen)| {
+                let mut ep = Episode::assemble(v, None, seen, gfp);
+                ep.replay_missing =
+                    Some("the daemon stopped before this kill's report came".into());
+                ep
+            })
+            .collect()
+    }
+
     pub fn expired(&mut self, gfp: &GfpTable) -> Vec<Episode> {
         let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kills)
             .into_iter()

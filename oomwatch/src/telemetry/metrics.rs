@@ -15,6 +15,7 @@ use prometheus::{
 /// Metric names, the single list the daemon, the docs and the tests share.
 pub mod names {
     pub const OOM_KILLS: &str = "oomwatch_oom_kills_total";
+    pub const OOM_REMARKS: &str = "oomwatch_oom_marks_without_kill_total";
     pub const EVENTS_DROPPED: &str = "oomwatch_events_dropped_total";
     pub const EVENT_LOG_LOST: &str = "oomwatch_event_log_lines_lost_total";
     pub const BUILD_INFO: &str = "oomwatch_build_info";
@@ -68,6 +69,7 @@ pub mod names {
     /// Every name above.
     pub const ALL: &[&str] = &[
         OOM_KILLS,
+        OOM_REMARKS,
         EVENTS_DROPPED,
         EVENT_LOG_LOST,
         BUILD_INFO,
@@ -324,6 +326,8 @@ pub struct Metrics {
     registry: Registry,
     /// Victims the kernel marked (`oom:mark_victim`), one per killed task.
     pub oom_kills: IntCounter,
+    /// Marks of a process already killed: its dying threads.
+    pub oom_remarks: IntCounter,
     /// Events the eBPF side could not queue (ring buffer full).
     pub events_dropped: IntCounter,
     /// Episode lines the event log (`--events`) could not write.
@@ -471,7 +475,8 @@ impl Metrics {
         let registry = Registry::new();
         let (program_runs, program_run_seconds, program_instructions) =
             Self::register_program_stats(&registry)?;
-        let (oom_kills, events_dropped, event_log_lost) = Self::register_kills(&registry)?;
+        let (oom_kills, events_dropped, event_log_lost, oom_remarks) =
+            Self::register_kills(&registry)?;
         Self::register_build_info(&registry, kernel)?;
         let [
             domain_headroom,
@@ -532,6 +537,7 @@ impl Metrics {
         Ok(Self {
             registry,
             oom_kills,
+            oom_remarks,
             events_dropped,
             event_log_lost,
             http_connections,
@@ -729,11 +735,16 @@ impl Metrics {
     /// Kills: victims the kernel marked, and events lost to a full ring buffer.
     fn register_kills(
         registry: &Registry,
-    ) -> prometheus::Result<(IntCounter, IntCounter, IntCounter)> {
+    ) -> prometheus::Result<(IntCounter, IntCounter, IntCounter, IntCounter)> {
         let oom_kills = IntCounter::with_opts(Opts::new(
             names::OOM_KILLS,
-            "OOM kills seen by oomwatch (the oom:mark_victim tracepoint), host and memory cgroups together.",
+            "OOM kills seen by oomwatch (the oom:mark_victim tracepoint, once per process killed), host and memory cgroups together.",
         ))?;
+        let oom_remarks = IntCounter::with_opts(Opts::new(
+            names::OOM_REMARKS,
+            "oom:mark_victim marks of a process killed within the last minute: its threads entering the OOM killer while it dies, which the kernel marks without a kill (not in oomwatch_oom_kills_total).",
+        ))?;
+        registry.register(Box::new(oom_remarks.clone()))?;
         let events_dropped = IntCounter::with_opts(Opts::new(
             names::EVENTS_DROPPED,
             "Events lost in the kernel because oomwatch's ring buffer was full.",
@@ -745,7 +756,7 @@ impl Metrics {
         registry.register(Box::new(oom_kills.clone()))?;
         registry.register(Box::new(events_dropped.clone()))?;
         registry.register(Box::new(event_log_lost.clone()))?;
-        Ok((oom_kills, events_dropped, event_log_lost))
+        Ok((oom_kills, events_dropped, event_log_lost, oom_remarks))
     }
 
     /// Build info: the constant series labelled with oomwatch's version and the kernel.

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "../../../tests/src/skip.rs"]
+mod skip;
+
 /// `../shared/oom-reports` (or `$OOMWATCH_REPORTS`), when present. When it
 /// is not, `test` cannot run its subject: under `CI=true` that fails it;
 /// elsewhere it is said on stderr and counted as skipped (one line in the
@@ -19,21 +22,7 @@ pub fn corpus(test: &str) -> Option<PathBuf> {
         "no report corpus at {} (set OOMWATCH_REPORTS to a copy of ../shared/oom-reports)",
         dir.display()
     );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: cannot run its subject under CI=true: {why}");
-    }
-    eprintln!("{test}: skipped: {why}");
-    if let Some(path) = std::env::var_os("OOMWATCH_SKIPPED") {
-        use std::io::Write as _;
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{test}: {why}"));
-        if let Err(e) = appended {
-            panic!("{test}: skipped, and cannot count it in {path:?}: {e}");
-        }
-    }
+    skip::skip(test, &why);
     None
 }
 

@@ -464,6 +464,10 @@ impl Drop for Daemon {
 #[derive(Default, Clone, Debug)]
 struct Counters {
     kills: u64,
+    /// `oomwatch_oom_marks_without_kill_total`: threads of a killed process
+    /// the kernel marked as they died, which the daemon does not count as
+    /// kills.
+    remarks: u64,
     ring_dropped: u64,
     /// `oomwatch_report_replays_total` by outcome.
     replays: BTreeMap<String, u64>,
@@ -494,6 +498,7 @@ impl Counters {
         }
         Ok(Counters {
             kills: get("oomwatch_oom_kills_total")?,
+            remarks: get("oomwatch_oom_marks_without_kill_total")?,
             ring_dropped: get("oomwatch_events_dropped_total")?,
             replays,
         })
@@ -501,6 +506,7 @@ impl Counters {
 
     fn add(&mut self, o: &Counters) {
         self.kills += o.kills;
+        self.remarks += o.remarks;
         self.ring_dropped += o.ring_dropped;
         for (k, v) in &o.replays {
             *self.replays.entry(k.clone()).or_default() += v;
@@ -979,6 +985,13 @@ fn judge(s: &Soak) -> Vec<String> {
                 l.counters.kills, e.lines
             ));
         }
+        if e.marks > 0 {
+            f.push(format!(
+                "daemon {n} wrote {} episodes for tasks the kernel marked without a kill \
+                 (no `Killed process` line): they are not kills",
+                e.marks
+            ));
+        }
         if e.kills < l.host_kills {
             f.push(format!(
                 "daemon {n} missed kills: the kernel killed {} on the host ({} in the soak's \
@@ -1089,7 +1102,7 @@ fn report_json(s: &Soak, failures: &[String]) -> serde_json::Value {
             "kernel_memcg": kernel,
             "kernel_host": host,
             "metrics": c.kills,
-            "metrics_less_marks_without_kill": c.kills - s.episodes.marks,
+            "marks_without_kill_metric": c.remarks,
             "episodes_host": s.episodes.kills,
             "episodes_memcg": s.episodes.ours,
             "marks_without_kill": s.episodes.marks,
@@ -1153,7 +1166,7 @@ fn report_json(s: &Soak, failures: &[String]) -> serde_json::Value {
 /// Per scenario, as a Markdown table.
 fn scenarios_table(s: &Soak) -> String {
     let mut t = String::from(
-        "| scenario | OOMs | kernel kills | tasks marked without a kill |\n|---|---:|---:|---:|\n",
+        "| scenario | OOMs | kernel kills | episodes of a mark without a kill |\n|---|---:|---:|---:|\n",
     );
     for (k, p) in &s.per_scenario {
         t.push_str(&format!(
@@ -1204,15 +1217,10 @@ fn report_text(s: &Soak, failures: &[String]) -> String {
     t.push_str(&format!(
         "\nkills: kernel {kernel} (the soak's cgroups' oom_kill, summed; host /proc/vmstat: \
          {host}); reported: {} in the soak's cgroups ({} on the host); while the daemon was \
-         down {}\n/metrics oomwatch_oom_kills_total {} = {} kills + {} tasks marked without a \
-         kill (threads of a killed process that entered the OOM killer dying; no kernel counter \
-         counts them)\n",
-        s.episodes.ours,
-        s.episodes.kills,
-        s.kills_while_down,
-        c.kills,
-        c.kills as i64 - s.episodes.marks as i64,
-        s.episodes.marks
+         down {}\n/metrics oomwatch_oom_kills_total {}; oomwatch_oom_marks_without_kill_total {} \
+         (threads of a killed process that entered the OOM killer dying; no kernel counter \
+         counts them); episodes for such marks {}\n",
+        s.episodes.ours, s.episodes.kills, s.kills_while_down, c.kills, c.remarks, s.episodes.marks
     ));
     t.push_str(&format!(
         "replays of the soak's kills (episodes): {} agree, {} disagree, {} unreplayable, {} \
@@ -1280,7 +1288,8 @@ fn write_markdown(path: &Path, s: &Soak, failures: &[String]) -> anyhow::Result<
          | kills, the host's `/proc/vmstat` over the daemons' lives | {host} |\n\
          | kills the daemons reported (episodes, `--events`) in the soak's cgroups / on the host | {episodes} / {episodes_host} |\n\
          | `oomwatch_oom_kills_total`, both daemons | {metrics} |\n\
-         | of which tasks marked without a kill (threads of a killed process entering the OOM killer dying) | {marks} |\n\
+         | `oomwatch_oom_marks_without_kill_total`, both daemons (threads of a killed process entering the OOM killer dying: not kills) | {remarks} |\n\
+         | episodes written for a mark without a kill | {marks} |\n\
          | kills while the daemon was down | {down} |\n\
          | replays agreeing with the kernel / disagreeing / unreplayable | {agree} / {disagree} / {unrep} |\n\
          | kills without a report | {noreport} |\n\
@@ -1306,6 +1315,7 @@ fn write_markdown(path: &Path, s: &Soak, failures: &[String]) -> anyhow::Result<
         episodes = s.episodes.ours,
         episodes_host = s.episodes.kills,
         marks = s.episodes.marks,
+        remarks = c.remarks,
         down = s.kills_while_down,
         agree = s.episodes.agree,
         disagree = s.episodes.disagree,
@@ -1373,31 +1383,32 @@ mod tests {
     #[test]
     fn counters_read_kills_drops_and_replays() {
         let text = "# HELP x\noomwatch_oom_kills_total 7\noomwatch_events_dropped_total 0\n\
+                    oomwatch_oom_marks_without_kill_total 2\n\
                     oomwatch_report_replays_total{outcome=\"agree\"} 6\n\
                     oomwatch_report_replays_total{outcome=\"no_report\"} 1\n";
         let c = Counters::parse(text).unwrap();
-        assert_eq!((c.kills, c.ring_dropped), (7, 0));
+        assert_eq!((c.kills, c.remarks, c.ring_dropped), (7, 2, 0));
         assert_eq!(c.replays["agree"], 6);
         assert_eq!(c.replays["no_report"], 1);
         assert!(Counters::parse("oomwatch_oom_kills_total 1\n").is_err());
     }
 
-    /// A daemon's life with `kills` kills and `marks` tasks marked
-    /// without a kill, all reported.
-    fn life(kills: u64, marks: u64) -> Life {
+    /// A daemon's life with `kills` kills, all reported, and `remarks`
+    /// threads marked without a kill, counted apart.
+    fn life(kills: u64, remarks: u64) -> Life {
         Life {
             pid: 1,
             ooms: kills as usize,
             kernel_kills: kills,
             host_kills: kills,
             counters: Counters {
-                kills: kills + marks,
+                kills,
+                remarks,
                 ..Counters::default()
             },
             episodes: Episodes {
-                lines: kills + marks,
+                lines: kills,
                 kills,
-                marks,
                 ours: kills,
                 agree: kills,
                 ..Episodes::default()
@@ -1469,6 +1480,13 @@ mod tests {
         let mut s = clean();
         s.lives[1].episodes.kills = 9;
         fails(&s, "daemon 2 missed kills");
+
+        let mut s = clean();
+        s.lives[0].episodes.marks = 1;
+        fails(
+            &s,
+            "daemon 1 wrote 1 episodes for tasks the kernel marked without a kill",
+        );
 
         let mut s = clean();
         s.lives[0].episodes.kills = 11;
