@@ -739,6 +739,14 @@ impl Kills {
         let ep = match ev {
             KmsgEvent::Report(r) => self.joiner.report(*r, &self.gfp),
             KmsgEvent::GroupMember { pid, victim } => self.joiner.group_member(pid, victim),
+            KmsgEvent::Lost(n) => {
+                self.metrics.kmsg_lost.inc_by(n);
+                tracing::warn!(
+                    lost = n,
+                    "kernel log records overwritten before oomwatch read them: an OOM report among them is lost"
+                );
+                None
+            }
         };
         if let Some(ep) = ep {
             self.emit(ep);

@@ -47,6 +47,9 @@ impl KernelReport {
 #[derive(Debug, Clone)]
 pub enum KmsgEvent {
     Report(Box<KernelReport>),
+    /// Records the kernel overwrote before they were read (a gap in the
+    /// records' sequence numbers): any report among them is lost.
+    Lost(u64),
     /// A task killed because its memcg has `memory.oom.group` set, after the
     /// report of the OOM whose victim is `victim`.
     GroupMember {
@@ -118,6 +121,7 @@ impl ReportAssembler {
 /// CAP_SYSLOG, or `dmesg_restrict` for a non-root user).
 pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KmsgEvent>) -> anyhow::Result<()> {
     let mut asm = ReportAssembler::default();
+    let lost_tx = tx.clone();
     follow_kmsg_lines("kmsg", move |line| {
         let ev = match asm.push(line) {
             None => return true,
@@ -128,14 +132,39 @@ pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KmsgEvent>) -> anyhow:
         };
         tx.send(ev).is_ok()
     })
+    .map(|lost| {
+        std::thread::spawn(move || {
+            for n in lost {
+                if lost_tx.send(KmsgEvent::Lost(n)).is_err() {
+                    return;
+                }
+            }
+        });
+    })
+}
+
+/// The sequence number of a `/dev/kmsg` record (`prio,seq,usec,flags;…`).
+fn record_seq(record: &str) -> Option<u64> {
+    record.split_once(';')?.0.split(',').nth(1)?.parse().ok()
+}
+
+/// Records missing between the last one read (`next` is its successor) and
+/// `seq`; advances `next`.
+fn records_lost(next: &mut Option<u64>, seq: u64) -> u64 {
+    let lost = next.map_or(0, |n| seq.saturating_sub(n));
+    *next = Some(seq + 1);
+    lost
 }
 
 /// Follows `/dev/kmsg` from its end on a thread named `name`, handing each
-/// message line to `on_line` until it returns false or the log ends.
+/// message line to `on_line` until it returns false or the log ends. The
+/// receiver gets the count of each run of records the kernel overwrote
+/// before they were read (a gap in their sequence numbers).
 pub fn follow_kmsg_lines(
     name: &str,
     mut on_line: impl FnMut(&str) -> bool + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<std::sync::mpsc::Receiver<u64>> {
+    let (lost_tx, lost_rx) = std::sync::mpsc::channel();
     let mut kmsg = std::fs::File::open("/dev/kmsg")
         .context("open /dev/kmsg (the kernel's log needs CAP_SYSLOG)")?;
     // Only what the kernel logs from now on.
@@ -147,6 +176,7 @@ pub fn follow_kmsg_lines(
             // One record per read; records are at most 8 KiB (the kernel's
             // LOG_LINE_MAX plus the prefix).
             let mut buf = vec![0u8; 16 * 1024];
+            let mut next = None;
             loop {
                 let n = match kmsg.read(&mut buf) {
                     Ok(0) => return,
@@ -160,6 +190,12 @@ pub fn follow_kmsg_lines(
                     }
                 };
                 let record = String::from_utf8_lossy(&buf[..n]);
+                if let Some(seq) = record_seq(&record) {
+                    let lost = records_lost(&mut next, seq);
+                    if lost > 0 {
+                        let _ = lost_tx.send(lost);
+                    }
+                }
                 for line in kmsg_messages(&record).lines() {
                     if !on_line(line) {
                         return;
@@ -168,11 +204,26 @@ pub fn follow_kmsg_lines(
             }
         })
         .context("start the /dev/kmsg reader")?;
-    Ok(())
+    Ok(lost_rx)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gaps_in_the_sequence_are_lost_records() {
+        assert_eq!(record_seq("6,1042,5551,-;hello"), Some(1042));
+        assert_eq!(record_seq(" SUBSYSTEM=mem"), None);
+        let mut next = None;
+        assert_eq!(records_lost(&mut next, 100), 0, "the first record read");
+        assert_eq!(records_lost(&mut next, 101), 0);
+        assert_eq!(
+            records_lost(&mut next, 105),
+            3,
+            "102, 103 and 104 overwritten"
+        );
+        assert_eq!(records_lost(&mut next, 106), 0);
+    }
+
     use super::*;
 
     #[test]

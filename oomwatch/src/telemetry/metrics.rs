@@ -18,6 +18,7 @@ pub mod names {
     pub const OOM_REMARKS: &str = "oomwatch_oom_marks_without_kill_total";
     pub const EVENTS_DROPPED: &str = "oomwatch_events_dropped_total";
     pub const EVENT_LOG_LOST: &str = "oomwatch_event_log_lines_lost_total";
+    pub const KMSG_LOST: &str = "oomwatch_kmsg_records_lost_total";
     pub const BUILD_INFO: &str = "oomwatch_build_info";
     pub const DOMAIN_HEADROOM: &str = "oomwatch_domain_headroom_bytes";
     pub const DOMAIN_SIZE: &str = "oomwatch_domain_size_bytes";
@@ -72,6 +73,7 @@ pub mod names {
         OOM_REMARKS,
         EVENTS_DROPPED,
         EVENT_LOG_LOST,
+        KMSG_LOST,
         BUILD_INFO,
         DOMAIN_HEADROOM,
         DOMAIN_SIZE,
@@ -332,6 +334,8 @@ pub struct Metrics {
     pub events_dropped: IntCounter,
     /// Episode lines the event log (`--events`) could not write.
     pub event_log_lost: IntCounter,
+    /// Kernel log records overwritten before the `/dev/kmsg` reader got them.
+    pub kmsg_lost: IntCounter,
     /// Open HTTP connections (`telemetry/http.rs` keeps them bounded).
     pub http_connections: prometheus::IntGauge,
     /// `/events` readers connected.
@@ -477,6 +481,11 @@ impl Metrics {
             Self::register_program_stats(&registry)?;
         let (oom_kills, events_dropped, event_log_lost, oom_remarks) =
             Self::register_kills(&registry)?;
+        let kmsg_lost = IntCounter::with_opts(Opts::new(
+            names::KMSG_LOST,
+            "Kernel log records overwritten before oomwatch's /dev/kmsg reader got them (gaps in their sequence numbers): an OOM report among them is lost.",
+        ))?;
+        registry.register(Box::new(kmsg_lost.clone()))?;
         Self::register_build_info(&registry, kernel)?;
         let [
             domain_headroom,
@@ -540,6 +549,7 @@ impl Metrics {
             oom_remarks,
             events_dropped,
             event_log_lost,
+            kmsg_lost,
             http_connections,
             http_event_readers,
             http_refusals,

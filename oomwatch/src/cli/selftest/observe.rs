@@ -197,4 +197,6 @@ fn follow_kmsg(tx: mpsc::Sender<Seen>) -> anyhow::Result<()> {
         }
         seen.into_iter().all(|s| tx.send(s).is_ok())
     })
+    // A selftest reads its own few reports; losses are not its subject.
+    .map(|_lost| ())
 }
