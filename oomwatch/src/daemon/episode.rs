@@ -56,6 +56,11 @@ pub struct Episode {
     /// too (the report was replayed once; it is not kept).
     #[serde(skip)]
     pub analysis: Option<Box<ReplayReport>>,
+    /// No report came, but the kernel's `Killed process` line for this
+    /// victim did: a kill whose report was rate-limited, not a dying task
+    /// marked without a kill.
+    #[serde(skip)]
+    pub killed_line_only: bool,
 }
 
 /// The kernel scan behind one kill, in brief.
@@ -89,7 +94,7 @@ impl Episode {
                 (Some(r), _) if r.agree => "agree",
                 (Some(_), _) => "disagree",
                 (None, true) => "unreplayable",
-                (None, false) if self.victim.marked_itself() => "exiting",
+                (None, false) if self.victim.marked_itself() && !self.killed_line_only => "exiting",
                 (None, false) => "no_report",
             },
             points: self.points_check.as_ref().map(|c| {
@@ -197,6 +202,7 @@ impl Episode {
             points_check: None,
             prediction: None,
             analysis: None,
+            killed_line_only: false,
         }
     }
 
@@ -223,6 +229,7 @@ impl Episode {
                 points_check: None,
                 prediction: None,
                 analysis: None,
+                killed_line_only: false,
             };
         };
         let a = kr.analysis;
@@ -258,6 +265,7 @@ impl Episode {
             points_check: None,
             prediction: None,
             analysis: Some(Box::new(a)),
+            killed_line_only: false,
         }
     }
 }
@@ -270,6 +278,8 @@ pub struct Joiner {
     reports: Vec<KernelReport>,
     /// `memory.oom.group` members announced: (pid, victim, when).
     members: Vec<(i32, i32, Instant)>,
+    /// `Killed process` lines seen without a report: (pid, when).
+    killed_lines: Vec<(i32, Instant)>,
 }
 
 /// How long a kill waits for its report before it is logged without one.
@@ -335,7 +345,6 @@ impl Joiner {
         }
     }
 
-    /// Kills whose report did not come in time, as episodes without one.
     /// Every kill still waiting for its report, as an episode without one:
     /// the daemon is stopping, and a kill it counted is not dropped unsaid.
     pub fn drain(&mut self, gfp: &GfpTable) -> Vec<Episode> {
@@ -350,13 +359,35 @@ impl Joiner {
             .collect()
     }
 
+    /// A `Killed process PID` line with no report before it: the kernel
+    /// killed PID and its report was rate-limited (or its lines lost).
+    pub fn killed_line(&mut self, pid: i32) {
+        self.killed_lines.push((pid, Instant::now()));
+        self.killed_lines
+            .retain(|(_, at)| at.elapsed() < Duration::from_secs(60));
+    }
+
+    /// Kills whose report did not come in time, as episodes without one.
     pub fn expired(&mut self, gfp: &GfpTable) -> Vec<Episode> {
         let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kills)
             .into_iter()
             .partition(|(_, seen)| seen.elapsed() >= REPORT_WAIT);
         self.kills = keep;
         old.into_iter()
-            .map(|(v, seen)| Episode::assemble(v, None, seen, gfp))
+            .map(|(v, seen)| {
+                let line = self.killed_lines.iter().any(|(p, _)| *p == v.pid as i32);
+                let mut ep = Episode::assemble(v, None, seen, gfp);
+                if line {
+                    ep.killed_line_only = true;
+                    ep.replay_missing = Some(
+                        "the kernel killed it (its `Killed process` line came) but printed no \
+                         report: rate-limited (at most 10 reports per 5 s; the kernel says \
+                         `oom_kill_process: N callbacks suppressed`) or its lines were lost"
+                            .into(),
+                    );
+                }
+                ep
+            })
             .collect()
     }
 }
@@ -395,5 +426,40 @@ mod tests {
             let other = Episode::assemble(victim(42, marker), None, Instant::now(), &gfp);
             assert_eq!(other.counts().replay, "no_report", "marker {marker:?}");
         }
+    }
+
+    /// The allocating task killed, its report rate-limited: only its
+    /// `Killed process` line came. That is a kill without its report, not a
+    /// dying task marked without a kill.
+    #[test]
+    fn a_kill_with_only_its_killed_line_is_missing_its_report() {
+        let gfp = GfpTable::builtin(&crate::model::behavior::KernelBehavior::for_version(
+            crate::model::version::v(6, 1, 0),
+        ));
+        let mut j = Joiner::default();
+        j.killed_line(42);
+        assert!(j.kill(victim(42, Some(42)), &gfp).is_none());
+        assert!(j.kill(victim(43, Some(43)), &gfp).is_none());
+        let eps = j.drain(&gfp);
+        assert_eq!(eps.len(), 2);
+        // Drained at exit: said so, whatever else is known.
+        assert!(eps.iter().all(|e| e.replay_missing.as_deref()
+            == Some("the daemon stopped before this kill's report came")));
+        let mut j = Joiner::default();
+        j.killed_line(42);
+        let long_ago = Instant::now() - REPORT_WAIT;
+        j.kills.push((victim(42, Some(42)), long_ago));
+        j.kills.push((victim(43, Some(43)), long_ago));
+        let eps = j.expired(&gfp);
+        let by = |pid: u32| eps.iter().find(|e| e.victim.pid == pid).unwrap();
+        assert_eq!(by(42).counts().replay, "no_report");
+        assert!(
+            by(42)
+                .replay_missing
+                .as_deref()
+                .unwrap()
+                .contains("rate-limited")
+        );
+        assert_eq!(by(43).counts().replay, "exiting");
     }
 }

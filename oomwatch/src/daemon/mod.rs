@@ -739,6 +739,10 @@ impl Kills {
         let ep = match ev {
             KmsgEvent::Report(r) => self.joiner.report(*r, &self.gfp),
             KmsgEvent::GroupMember { pid, victim } => self.joiner.group_member(pid, victim),
+            KmsgEvent::Killed { pid } => {
+                self.joiner.killed_line(pid);
+                None
+            }
             KmsgEvent::Lost(n) => {
                 self.metrics.kmsg_lost.inc_by(n);
                 tracing::warn!(

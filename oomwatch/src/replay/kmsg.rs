@@ -50,6 +50,10 @@ pub enum KmsgEvent {
     /// Records the kernel overwrote before they were read (a gap in the
     /// records' sequence numbers): any report among them is lost.
     Lost(u64),
+    /// The kernel's `Killed process` line for `pid`, with no report.
+    Killed {
+        pid: i32,
+    },
     /// A task killed because its memcg has `memory.oom.group` set, after the
     /// report of the OOM whose victim is `victim`.
     GroupMember {
@@ -62,7 +66,15 @@ pub enum KmsgEvent {
 #[derive(Debug)]
 pub enum Assembled {
     Report(Box<Report>),
-    GroupMember { pid: i32, victim: i32 },
+    GroupMember {
+        pid: i32,
+        victim: i32,
+    },
+    /// A `Killed process` line outside any report: the kernel killed `pid`
+    /// and printed no report (rate-limited, or its header was lost).
+    Killed {
+        pid: i32,
+    },
 }
 
 /// Collects `/dev/kmsg` messages into OOM reports: from the `invoked
@@ -96,8 +108,11 @@ impl ReportAssembler {
             if message.starts_with("Tasks in ") && message.ends_with("due to memory.oom.group set")
             {
                 self.group_of = self.last_victim;
-            } else if let (Some(victim), Some(k)) = (self.group_of, kernel_killed_line(message)) {
-                return Some(Assembled::GroupMember { pid: k.pid, victim });
+            } else if let Some(k) = kernel_killed_line(message) {
+                return Some(match self.group_of {
+                    Some(victim) => Assembled::GroupMember { pid: k.pid, victim },
+                    None => Assembled::Killed { pid: k.pid },
+                });
             }
             return None;
         }
@@ -126,6 +141,7 @@ pub fn follow_kmsg(tx: tokio::sync::mpsc::UnboundedSender<KmsgEvent>) -> anyhow:
         let ev = match asm.push(line) {
             None => return true,
             Some(Assembled::GroupMember { pid, victim }) => KmsgEvent::GroupMember { pid, victim },
+            Some(Assembled::Killed { pid }) => KmsgEvent::Killed { pid },
             Some(Assembled::Report(r)) => {
                 KmsgEvent::Report(Box::new(KernelReport::new(&r, Instant::now())))
             }
@@ -252,12 +268,19 @@ mod tests {
         assert_eq!(r.tasks.len(), 1);
         // Lines after the report are not part of the next one.
         assert!(a.push("oom_reaper: reaped process 8175").is_none());
+        // A kill line with no report before it (the report rate-limited).
+        let Some(Assembled::Killed { pid }) = a.push(
+            "Memory cgroup out of memory: Killed process 8180 (python3) total-vm:118968kB, anon-rss:65152kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:180kB oom_score_adj:0",
+        ) else {
+            panic!("a lone kill line")
+        };
+        assert_eq!(pid, 8180);
         assert!(a.lines.is_empty());
         // Without the oom.group line, a later Killed line is no member.
-        assert!(
-            a.push("Memory cgroup out of memory: Killed process 9 (x) total-vm:1kB")
-                .is_none()
-        );
+        assert!(matches!(
+            a.push("Memory cgroup out of memory: Killed process 9 (x) total-vm:1kB"),
+            Some(Assembled::Killed { pid: 9 })
+        ));
         // memory.oom.group: the members killed after the victim.
         assert!(
             a.push("Tasks in /job are going to be killed due to memory.oom.group set")
