@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod stress;
 mod vm;
 
 #[derive(Parser)]
@@ -99,6 +100,18 @@ enum Task {
         #[arg(long)]
         json: bool,
     },
+    /// The privileged tests again and again, with CPU hogs beside them and
+    /// CI=true, to find the ones that fail now and then (root). Stops at
+    /// the first failing run, names its failing tests and keeps its output
+    /// in target/stress/run-N.log. Hold the lab lock around it.
+    Stress {
+        /// How many runs in a row must pass.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        runs: u32,
+        /// Threads that keep a CPU busy each, for the whole stress.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        cpu_hogs: u32,
+    },
     /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
     Run {
         /// Arguments for `oomwatch run`, e.g. `--listen 127.0.0.1:7707`.
@@ -131,6 +144,7 @@ fn main() -> anyhow::Result<()> {
             only,
         } => bench(rounds, &tasks, runs, only.as_deref()),
         Task::Soak { ooms, json } => soak(ooms, json),
+        Task::Stress { runs, cpu_hogs } => stress::stress(runs, cpu_hogs),
     }
 }
 
