@@ -873,11 +873,12 @@ fn soak(o: &Options) -> anyhow::Result<Soak> {
             let c = d.counters()?;
             eprintln!(
                 "soak: {i}/{} OOMs, {:.0} s: kernel kills {kernel_total} ({life_kills} since \
-                 this daemon started; its oomwatch_oom_kills_total {}, with the tasks marked \
-                 without a kill), ring drops {}, kmsg reports {}",
+                 this daemon started; its oomwatch_oom_kills_total {}, and {} marks without a \
+                 kill), ring drops {}, kmsg reports {}",
                 o.ooms,
                 t0.elapsed().as_secs_f64(),
                 c.kills,
+                c.remarks,
                 c.ring_dropped,
                 kmsg.lock().expect("kmsg counts").reports
             );
