@@ -1425,14 +1425,22 @@ fn hot_probes_follow_memory_pressure() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    // An earlier test's OOM may still count as pressure: wait out the hold.
-    let calm = daemon.scrape_until(HOLD + 20, |b| gauge(b) == Some(0.0));
-    assert_eq!(
-        gauge(&calm),
-        Some(0.0),
-        "the hot probes stayed attached on a host without memory pressure:\n{}",
-        daemon.log()
-    );
+    // The pressure the daemon sees host-wide: its always-attached programs'
+    // reclaim and compaction runs and retry decisions, and PSI (µs).
+    let pressure = |b: &str| -> (f64, u64) {
+        let events: f64 = b
+            .lines()
+            .filter(|l| {
+                l.starts_with("oomwatch_reclaim_stall_seconds_count")
+                    || l.starts_with("oomwatch_slowpath_retry_decisions_total")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (
+            events,
+            oomwatch::host::psi::memory_some_total().unwrap_or(0),
+        )
+    };
     let hog = env!("CARGO_BIN_EXE_oomwatch-hog");
     let roomy = MemcgGuard::create(256 << 20).expect("create a 256 MiB memory cgroup");
     let touch = |mib| {
@@ -1442,17 +1450,56 @@ fn hot_probes_follow_memory_pressure() {
             "a {mib} MiB hog could not fill a 256 MiB cgroup"
         );
     };
-    // 16 MiB in a 256 MiB cgroup: no pressure, nothing counted.
-    let before = user_pages(&calm);
-    touch(16);
-    std::thread::sleep(Duration::from_millis(2500));
-    let quiet = http_get(&daemon.addr, "/metrics").expect("scrape");
-    assert_eq!(gauge(&quiet), Some(0.0), "{}", daemon.log());
-    assert!(
-        user_pages(&quiet) - before < 1024.0,
-        "detached, yet {} user pages counted",
-        user_pages(&quiet) - before
-    );
+    // 16 MiB in a 256 MiB cgroup: no pressure, nothing counted. The gate
+    // watches the whole host: a window in which another process reclaimed
+    // or compacted (a build, kcompactd) attaches the probes, rightly, and
+    // proves nothing here; such a window is measured as such and tried
+    // again, a few times at most. A window with no pressure must stay
+    // detached.
+    let mut windows = 0;
+    let calm = loop {
+        // An earlier test's OOM may still count as pressure: wait out the hold.
+        let calm = daemon.scrape_until(HOLD + 20, |b| gauge(b) == Some(0.0));
+        assert_eq!(
+            gauge(&calm),
+            Some(0.0),
+            "the hot probes stayed attached on a host without memory pressure:\n{}",
+            daemon.log()
+        );
+        let (events0, psi0) = pressure(&calm);
+        let before = user_pages(&calm);
+        touch(16);
+        std::thread::sleep(Duration::from_millis(2500));
+        let quiet = http_get(&daemon.addr, "/metrics").expect("scrape");
+        let (events1, psi1) = pressure(&quiet);
+        if gauge(&quiet) == Some(0.0) {
+            assert!(
+                user_pages(&quiet) - before < 1024.0,
+                "detached, yet {} user pages counted",
+                user_pages(&quiet) - before
+            );
+            break calm;
+        }
+        assert!(
+            events1 > events0 || psi1 >= psi0 + 1_000,
+            "attached in a window without memory pressure (no reclaim, compaction or retry \
+             counted, PSI {psi0} -> {psi1} µs):\n{}",
+            daemon.log()
+        );
+        windows += 1;
+        eprintln!(
+            "window {windows}: the host had memory pressure of its own ({} kernel events, PSI \
+             +{} µs): the probes attached, rightly; again",
+            events1 - events0,
+            psi1.saturating_sub(psi0)
+        );
+        assert!(
+            windows < 5,
+            "the host was never calm for 2.5 s in 5 windows:\n{}",
+            daemon.log()
+        );
+    };
+    drop(calm);
 
     // Reclaim and an OOM kill in a 32 MiB cgroup attach them.
     let tight = MemcgGuard::create(32 << 20).expect("create a 32 MiB memory cgroup");
