@@ -125,8 +125,12 @@ impl Arch {
             Arch::Aarch64 => {
                 // `max` with QARMA pointer authentication is 2.7x slower
                 // under TCG (vm-lab.md pitfall 7).
+                // 900 s: the five aarch64 guests share the host's CPUs under
+                // TCG and ended at 542 - 580 s of guest time in a full run
+                // (2 host CPUs), one still in its last scenario at 600 s;
+                // x86_64's ended by 490 s.
                 c.args([
-                    "600",
+                    "900",
                     "qemu-system-aarch64",
                     "-M",
                     "virt",
