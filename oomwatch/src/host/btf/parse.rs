@@ -715,6 +715,47 @@ mod tests {
         assert!(Btf::parse(&b).is_err());
     }
 
+    /// The fuzz target's committed seed (oomwatch/fuzz/seeds/btf, written
+    /// little-endian) is BTF whose every lookup resolves, so the fuzzer
+    /// starts from inputs that reach them.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn fuzz_seed_resolves() {
+        let btf = Btf::parse(include_bytes!("../../../fuzz/seeds/btf/task_struct.btf"))
+            .expect("the seed parses");
+        assert_eq!(btf.member_offset("task_struct", "tgid").unwrap(), 4);
+        assert_eq!(btf.member_offset("task_struct", "y").unwrap(), 8);
+        assert!(matches!(
+            btf.member_offset("task_struct", "flags"),
+            Err(BtfError::Bitfield { .. })
+        ));
+        let counters = btf.member_layout("task_struct", "counters").unwrap();
+        assert_eq!(
+            counters,
+            MemberLayout {
+                offset: 24,
+                // Names are those of structs, unions, enums and typedefs.
+                type_name: String::new(),
+                elem_size: 8,
+                count: 4,
+            }
+        );
+        assert_eq!(
+            btf.member_layout("task_struct", "tgid").unwrap().type_name,
+            "pid_t"
+        );
+        assert_eq!(btf.struct_size("task_struct").unwrap(), 64);
+        assert_eq!(
+            btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
+                .unwrap(),
+            4
+        );
+        assert_eq!(btf.enum_constant("BIG"), Some(0x1_ffff_ffff));
+        assert_eq!(btf.func_param_count("out_of_memory"), Some(2));
+        assert_eq!(btf.tracepoint_arg_is_pointer("mark_victim", 0), Some(true));
+        assert!(btf.member_names("task_struct").contains(&"x"));
+    }
+
     /// A truncated header or string section is an error naming the part
     /// that is short, not a panic.
     #[test]
