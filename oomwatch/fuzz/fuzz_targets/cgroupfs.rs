@@ -15,10 +15,10 @@ const PAGE_SIZE: u64 = 4096;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let trimmed = text.trim();
-    if let Some(pages) = memcg::parse_pages(trimmed, PAGE_SIZE) {
-        if let Ok(bytes) = trimmed.parse::<u64>() {
-            assert!(pages == u64::MAX || pages == bytes / PAGE_SIZE);
-        }
+    if let Some(pages) = memcg::parse_pages(trimmed, PAGE_SIZE)
+        && let Ok(bytes) = trimmed.parse::<u64>()
+    {
+        assert!(pages == u64::MAX || pages == bytes / PAGE_SIZE);
     }
     for version in [CgroupVersion::V1, CgroupVersion::V2] {
         let _ = memcg::reclaimable_file_bytes(&text, version);

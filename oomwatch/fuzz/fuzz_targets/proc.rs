@@ -19,10 +19,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             assert!(mm.anon_pages <= anon.saturating_mul(1024) / PAGE_SIZE);
         }
     }
-    if let Ok(cgroups) = ProcessCGroups::from_read(data) {
-        if let Some(path) = oomwatch::snapshot::proc::memcg_path(&cgroups.0) {
-            assert!(cgroups.0.iter().any(|l| l.pathname == path));
-        }
+    if let Ok(cgroups) = ProcessCGroups::from_read(data)
+        && let Some(path) = oomwatch::snapshot::proc::memcg_path(&cgroups.0)
+    {
+        assert!(cgroups.0.iter().any(|l| l.pathname == path));
     }
     let text = String::from_utf8_lossy(data);
     for key in [
@@ -32,12 +32,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         "CommitLimit:",
         "Committed_AS:",
     ] {
-        if let Some(bytes) = oomwatch::snapshot::proc::meminfo_bytes(&text, key) {
-            // A value in kB is a whole number of kB.
-            let line = text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("");
-            if line.split_whitespace().nth(1) == Some("kB") {
-                assert_eq!(bytes % 1024, 0, "{line:?}");
-            }
+        // A value in kB is a whole number of kB.
+        let line = text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("");
+        if let Some(bytes) = oomwatch::snapshot::proc::meminfo_bytes(&text, key)
+            && line.split_whitespace().nth(1) == Some("kB")
+        {
+            assert_eq!(bytes % 1024, 0, "{line:?}");
         }
     }
 });
