@@ -50,15 +50,22 @@ enum Task {
         #[arg(long = "arch", value_name = "ARCH")]
         arches: Vec<String>,
     },
-    /// Fuzz the kernel-report parser and replay (`oomwatch replay`) with
-    /// cargo-fuzz (libFuzzer) for a bounded time, seeded with the committed
-    /// report fixtures and ../shared/oom-reports. Installs cargo-fuzz when
-    /// absent. A crash fails with the input saved under
-    /// oomwatch/fuzz/artifacts/replay/.
+    /// Fuzz every parser of untrusted input with cargo-fuzz (libFuzzer),
+    /// one target after the other, each for a bounded time: kernel OOM
+    /// reports (`replay`), BTF (`btf`), /proc task files and meminfo
+    /// (`proc`), cgroupfs and PSI files (`cgroupfs`), /proc/zoneinfo
+    /// (`zoneinfo`) and tracefs event formats (`tracefs`). Seeded with the
+    /// committed fixtures and this machine's own files. Prints each
+    /// target's executions; fails naming every target that crashed and
+    /// its input, saved under oomwatch/fuzz/artifacts/<target>/. Installs
+    /// cargo-fuzz when absent.
     Fuzz {
-        /// How long to fuzz.
+        /// How long to fuzz each target.
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         seconds: u64,
+        /// Only this target; repeatable. Default: all.
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
     },
     /// Benchmarks, each printed as a ratio against a baseline measured in the
     /// same run, and written to docs/benchmarks.md with the machine
@@ -136,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test(),
         Task::VmTest { kernels, arches } => vm::vm_test(vm::Options { kernels, arches }),
         Task::Run { args } => run(&args),
-        Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Fuzz { seconds, targets } => fuzz(seconds, &targets),
         Task::Bench {
             rounds,
             tasks,
@@ -375,8 +382,8 @@ fn test() -> anyhow::Result<()> {
     times.push(("soak: memcg OOMs and a daemon restart", start.elapsed()));
     println!("\n==> [fuzz] cargo xtask fuzz --seconds {FUZZ_SECONDS_IN_TEST}");
     let start = Instant::now();
-    fuzz(FUZZ_SECONDS_IN_TEST).context("step `fuzz`")?;
-    times.push(("fuzz the report parser", start.elapsed()));
+    fuzz(FUZZ_SECONDS_IN_TEST, &[]).context("step `fuzz`")?;
+    times.push(("fuzz the parsers", start.elapsed()));
     println!("\n==> [guest kernels] cargo xtask vm-test");
     let start = Instant::now();
     vm::vm_test(vm::Options {
@@ -404,13 +411,226 @@ fn test() -> anyhow::Result<()> {
 /// How many OOMs `cargo xtask test`'s soak runs (about 30 s).
 const SOAK_OOMS_IN_TEST: u32 = 40;
 
-/// How long `cargo xtask test` fuzzes the report parser.
-const FUZZ_SECONDS_IN_TEST: u64 = 60;
+/// How long `cargo xtask test` fuzzes each target: 10 s × 6 targets, the
+/// minute the single report-parser target had.
+const FUZZ_SECONDS_IN_TEST: u64 = 10;
 
-/// `cargo xtask fuzz`: libFuzzer on `oomwatch replay`'s parser and model.
-/// Stable Rust is enough: RUSTC_BOOTSTRAP=1 admits cargo-fuzz's `-Z`
-/// sanitizer flags and rustup's stable ships the sanitizer runtimes.
-fn fuzz(seconds: u64) -> anyhow::Result<()> {
+/// One cargo-fuzz target (`oomwatch/fuzz/fuzz_targets/<name>.rs`) and
+/// where its seeds come from, besides the committed ones in
+/// `oomwatch/fuzz/seeds/<name>/`.
+struct FuzzTarget {
+    name: &'static str,
+    /// libFuzzer's `-max_len`: above the largest real file, so seeds are
+    /// whole.
+    max_len: u64,
+    /// A dictionary in oomwatch/fuzz.
+    dict: Option<&'static str>,
+    /// This machine's files, read at fuzz time (a `*` component matches
+    /// every entry of its directory; what cannot be read is left out).
+    live: &'static [&'static str],
+    /// Seed from the report fixtures (`*.log` under oomwatch/tests/fixtures
+    /// and ../shared/oom-reports).
+    reports: bool,
+}
+
+const FUZZ_TARGETS: &[FuzzTarget] = &[
+    FuzzTarget {
+        name: "replay",
+        max_len: 16384,
+        dict: Some("replay.dict"),
+        live: &[],
+        reports: true,
+    },
+    FuzzTarget {
+        name: "btf",
+        // vmlinux's 5 MB would make every run slow; a module's split BTF
+        // (refused: it refers to vmlinux's types) and the committed
+        // self-contained blobs fit.
+        max_len: 65536,
+        dict: None,
+        live: &["/sys/kernel/btf/*"],
+        reports: false,
+    },
+    FuzzTarget {
+        name: "proc",
+        max_len: 8192,
+        dict: None,
+        live: &[
+            "/proc/self/stat",
+            "/proc/self/status",
+            "/proc/self/cgroup",
+            "/proc/1/stat",
+            "/proc/1/status",
+            "/proc/1/cgroup",
+            // kthreadd: a kernel thread, no Vm* lines.
+            "/proc/2/stat",
+            "/proc/2/status",
+            "/proc/meminfo",
+        ],
+        reports: false,
+    },
+    FuzzTarget {
+        name: "cgroupfs",
+        max_len: 8192,
+        dict: None,
+        // The hierarchies' roots only: other cgroups are not ours to read.
+        live: &[
+            "/sys/fs/cgroup/memory/memory.stat",
+            "/sys/fs/cgroup/memory/memory.oom_control",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+            "/sys/fs/cgroup/memory/memory.failcnt",
+            "/sys/fs/cgroup/memory.stat",
+            "/sys/fs/cgroup/memory.pressure",
+            "/sys/fs/cgroup/unified/memory.stat",
+            "/sys/fs/cgroup/unified/memory.pressure",
+            "/proc/pressure/memory",
+            "/proc/vmstat",
+        ],
+        reports: false,
+    },
+    FuzzTarget {
+        name: "zoneinfo",
+        max_len: 65536,
+        dict: None,
+        live: &["/proc/zoneinfo", "/proc/buddyinfo"],
+        reports: false,
+    },
+    FuzzTarget {
+        name: "tracefs",
+        max_len: 8192,
+        dict: None,
+        live: &[
+            "/sys/kernel/tracing/events/oom/*/format",
+            "/sys/kernel/tracing/events/kmem/*/format",
+            "/sys/kernel/tracing/events/vmscan/*/format",
+        ],
+        reports: false,
+    },
+];
+
+/// `pattern`'s paths: each `*` component stands for every entry of the
+/// directory before it.
+fn expand(pattern: &str) -> Vec<PathBuf> {
+    let mut paths = vec![PathBuf::from("/")];
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        paths = paths
+            .into_iter()
+            .flat_map(|dir| match part {
+                "*" => std::fs::read_dir(&dir)
+                    .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default(),
+                _ => vec![dir.join(part)],
+            })
+            .collect();
+    }
+    paths.sort();
+    paths
+}
+
+/// Copies `t`'s seeds into `corpus`; returns how many.
+fn fuzz_seeds(
+    t: &FuzzTarget,
+    root: &std::path::Path,
+    corpus: &std::path::Path,
+) -> anyhow::Result<usize> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut dirs = vec![root.join("oomwatch/fuzz/seeds").join(t.name)];
+    if t.reports {
+        dirs.push(root.join("../shared/oom-reports"));
+        if let Ok(rd) = std::fs::read_dir(root.join("oomwatch/tests/fixtures")) {
+            dirs.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        files.extend(
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|f| !t.reports || f.extension().is_some_and(|x| x == "log")),
+        );
+    }
+    files.extend(t.live.iter().flat_map(|p| expand(p)));
+    let mut seeds = 0;
+    for f in files {
+        // Live files are read, not copied: procfs and sysfs report sizes
+        // they do not hold.
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        if bytes.is_empty() || bytes.len() as u64 > t.max_len {
+            continue;
+        }
+        let name = f
+            .to_string_lossy()
+            .trim_start_matches('/')
+            .replace('/', "_");
+        let to = corpus.join(format!("seed-{name}"));
+        std::fs::write(&to, bytes).with_context(|| format!("write {}", to.display()))?;
+        seeds += 1;
+    }
+    Ok(seeds)
+}
+
+/// What one target's run printed that matters (`-print_final_stats=1`).
+#[derive(Default)]
+struct FuzzRun {
+    /// `stat::number_of_executed_units` (libFuzzer's runs).
+    runs: Option<u64>,
+    /// `stat::average_exec_per_sec`.
+    per_sec: Option<u64>,
+    /// `stat::new_units_added`: inputs that reached new code.
+    new_units: Option<u64>,
+    /// The crashing input (`Test unit written to PATH`).
+    artifact: Option<String>,
+}
+
+impl FuzzRun {
+    /// Takes what `line` of the fuzzer's output says; false for a line
+    /// not worth echoing (progress and the recommended dictionary).
+    fn read(&mut self, line: &str) -> bool {
+        let stat = |name: &str| {
+            line.strip_prefix(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(n) = stat("stat::number_of_executed_units:") {
+            self.runs = Some(n);
+        } else if let Some(n) = stat("stat::average_exec_per_sec:") {
+            self.per_sec = Some(n);
+        } else if let Some(n) = stat("stat::new_units_added:") {
+            self.new_units = Some(n);
+        } else if let Some((_, path)) = line.split_once("Test unit written to ") {
+            self.artifact = Some(path.trim().to_owned());
+        }
+        let noise = (line.starts_with('#') && !line.contains("DONE"))
+            || line.contains("# Uses:")
+            || line.starts_with("\tNEW_FUNC")
+            || line.starts_with("###### Recommended dictionary");
+        !noise
+    }
+}
+
+/// `cargo xtask fuzz`: libFuzzer on each parser of untrusted input, one
+/// target after the other (2 CPUs are shared), `seconds` each. Stable Rust
+/// is enough: RUSTC_BOOTSTRAP=1 admits cargo-fuzz's `-Z` sanitizer flags
+/// and rustup's stable ships the sanitizer runtimes.
+fn fuzz(seconds: u64, only: &[String]) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+
+    let targets: Vec<&FuzzTarget> = if only.is_empty() {
+        FUZZ_TARGETS.iter().collect()
+    } else {
+        let names: Vec<&str> = FUZZ_TARGETS.iter().map(|t| t.name).collect();
+        only.iter()
+            .map(|n| {
+                FUZZ_TARGETS.iter().find(|t| t.name == n).with_context(|| {
+                    format!("no fuzz target `{n}`: pick one of {}", names.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
     let have = cargo()
         .args(["fuzz", "--version"])
         .output()
@@ -427,52 +647,88 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
     }
     let root = workspace_root();
     let fuzz_dir = root.join("oomwatch/fuzz");
-    // The corpus grows across local runs; seeds are added every time.
-    let corpus = root.join("target/fuzz/corpus/replay");
-    std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
-    let mut seeds = 0;
-    let fixtures = root.join("oomwatch/tests/fixtures");
-    let shared = root.join("../shared/oom-reports");
-    let mut dirs = vec![shared];
-    if let Ok(rd) = std::fs::read_dir(&fixtures) {
-        dirs.extend(rd.flatten().map(|e| e.path()));
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("fuzz");
+    let fuzz_cargo = |args: &[&str]| {
+        let mut c = cargo();
+        c.current_dir(&fuzz_dir)
+            .args(args)
+            .arg("--target-dir")
+            .arg(target_dir.join("build"))
+            // No eBPF object: the parsers do not need it, and aya-build
+            // must not see the sanitizer flags.
+            .env("AYA_BUILD_SKIP", "1")
+            .env("RUSTC_BOOTSTRAP", "1");
+        c
+    };
+    // One build for every target; each run below finds it done.
+    let mut build = fuzz_cargo(&["fuzz", "build"]);
+    if let [t] = targets.as_slice() {
+        build.arg(t.name);
     }
-    for dir in dirs {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for f in rd.flatten().map(|e| e.path()) {
-            if f.extension().is_some_and(|x| x == "log") {
-                let to = corpus.join(format!(
-                    "seed-{}",
-                    f.file_name().unwrap_or_default().to_string_lossy()
-                ));
-                std::fs::copy(&f, &to).with_context(|| format!("copy {}", f.display()))?;
-                seeds += 1;
+    status(build).context("build the fuzz targets")?;
+
+    let mut results = Vec::new();
+    for t in &targets {
+        // The corpus grows across local runs; seeds are added every time.
+        let corpus = target_dir.join("corpus").join(t.name);
+        std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
+        let seeds = fuzz_seeds(t, &root, &corpus)?;
+        println!("\n==> fuzz {}: {seeds} seed files, {seconds} s", t.name);
+        let mut c = fuzz_cargo(&["fuzz", "run"]);
+        c.arg(t.name).arg(&corpus).args([
+            "--".to_owned(),
+            format!("-max_total_time={seconds}"),
+            format!("-max_len={}", t.max_len),
+            "-timeout=10".to_owned(),
+            "-print_final_stats=1".to_owned(),
+        ]);
+        if let Some(d) = t.dict {
+            c.arg(format!("-dict={d}"));
+        }
+        c.stderr(std::process::Stdio::piped());
+        let line = format!("{c:?}");
+        let mut child = c.spawn().with_context(|| format!("start {line}"))?;
+        let mut run = FuzzRun::default();
+        let stderr = child.stderr.take().context("fuzzer's stderr")?;
+        for l in std::io::BufReader::new(stderr).lines() {
+            let l = l.with_context(|| format!("read {line}'s output"))?;
+            if run.read(&l) {
+                eprintln!("{l}");
             }
         }
+        let st = child.wait().with_context(|| format!("wait for {line}"))?;
+        results.push((t.name, st, run));
     }
-    println!("fuzz: {seeds} seed reports, {seconds} s");
-    let mut c = cargo();
-    c.current_dir(&fuzz_dir)
-        .args(["fuzz", "run", "--target-dir"])
-        .arg(root.join("target/fuzz/build"))
-        .arg("replay")
-        .arg(&corpus)
-        .args([
-            "--",
-            &format!("-max_total_time={seconds}"),
-            "-dict=replay.dict",
-            "-max_len=16384",
-            "-timeout=10",
-            "-print_final_stats=1",
-        ])
-        // No eBPF object: the parser does not need it, and aya-build must
-        // not see the sanitizer flags.
-        .env("AYA_BUILD_SKIP", "1")
-        .env("RUSTC_BOOTSTRAP", "1");
-    status(c)
-        .context("the fuzzer found a crash: the input is under oomwatch/fuzz/artifacts/replay/")
+
+    println!("\nfuzz: executions per target ({seconds} s each):");
+    let mut crashed = Vec::new();
+    let or_unknown = |n: Option<u64>| n.map_or("?".to_owned(), |n| n.to_string());
+    for (name, st, run) in &results {
+        println!(
+            "  {name:>9} {:>10} runs {:>7} exec/s {:>6} new inputs{}",
+            or_unknown(run.runs),
+            or_unknown(run.per_sec),
+            or_unknown(run.new_units),
+            if st.success() { "" } else { "  CRASHED" },
+        );
+        if !st.success() {
+            let input = run.artifact.as_deref().map_or_else(
+                || format!("no input saved ({st}): see its output above"),
+                |a| format!("input {a}"),
+            );
+            crashed.push(format!("{name} ({input})"));
+        }
+    }
+    if !crashed.is_empty() {
+        bail!(
+            "the fuzzer crashed {}: reproduce with `cargo fuzz run <target> <input>` in oomwatch/fuzz",
+            crashed.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn bench(rounds: u32, tasks: &[u32], runs: u32, only: Option<&str>) -> anyhow::Result<()> {

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use oomwatch_common::{FIELD_ABSENT, MarkVictimLayout, PageAllocLayout, ReclaimRetryLayout};
 
+/// The size of every trace record's common fields (`struct trace_entry`).
+const COMMON_HEADER_BYTES: u32 = 8;
+
 /// Where tracefs lives, newest convention first.
 pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -33,6 +36,15 @@ pub enum TracefsError {
         field: String,
         size: u32,
         expected: u32,
+    },
+    #[error(
+        "{path}: field `{field}` at offset {offset} overlaps the record's 8-byte common header: \
+         not a format file this kernel wrote"
+    )]
+    FieldInHeader {
+        path: PathBuf,
+        field: String,
+        offset: u32,
     },
 }
 
@@ -152,9 +164,18 @@ pub fn mark_victim_layout(text: &str, path: &Path) -> Result<MarkVictimLayout, T
                 expected,
             });
         }
+        // The event's own fields follow the common ones (type, flags,
+        // preempt count, pid); the program reads comm's string through
+        // its offset there.
+        if f.offset < COMMON_HEADER_BYTES {
+            return Err(TracefsError::FieldInHeader {
+                path: path.to_path_buf(),
+                field: name.to_owned(),
+                offset: f.offset,
+            });
+        }
         *slot = f.offset;
     }
-    debug_assert!(layout.comm == FIELD_ABSENT || layout.comm >= 8);
     Ok(layout)
 }
 
@@ -274,6 +295,23 @@ format:
 
 print fmt: \"pid=%d comm=%s\", REC->pid, __get_str(comm)
 ";
+
+    /// A hostile format putting `comm` (or any field the program reads)
+    /// inside the common header is an error naming the field, not a
+    /// debug assertion's panic (found by the `tracefs` fuzz target's
+    /// harness review).
+    #[test]
+    fn field_inside_the_common_header_is_an_error() {
+        let text = "format:\n\tfield:__data_loc char[] comm;\toffset:4;\tsize:4;\tsigned:0;\n";
+        let e = mark_victim_layout(text, Path::new("f")).unwrap_err();
+        assert!(
+            matches!(e, TracefsError::FieldInHeader { offset: 4, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("`comm`"), "{e}");
+        let text = "format:\n\tfield:int pid;\toffset:0;\tsize:4;\tsigned:1;\n";
+        assert!(mark_victim_layout(text, Path::new("f")).is_err());
+    }
 
     #[test]
     fn reclaim_retry_zone_layout_of_6_18() {

@@ -39,18 +39,45 @@ fn read_value(path: &Path) -> Result<String, MemcgError> {
 /// Bytes (or `max`) → pages; `u64::MAX` when unlimited.
 fn read_pages(path: &Path, page_size: u64) -> Result<u64, MemcgError> {
     let v = read_value(path)?;
-    if v == "max" {
-        return Ok(u64::MAX);
-    }
-    let bytes: u64 = v.parse().map_err(|_| MemcgError::Parse {
+    parse_pages(&v, page_size).ok_or_else(|| MemcgError::Parse {
         path: path.to_path_buf(),
         value: v.clone(),
-    })?;
-    Ok(if bytes >= UNLIMITED_BYTES {
+    })
+}
+
+/// A limit or usage file's trimmed text, bytes or `max`, in pages of
+/// `page_size` bytes; `u64::MAX` when unlimited, None when not a number.
+pub fn parse_pages(value: &str, page_size: u64) -> Option<u64> {
+    if value == "max" {
+        return Some(u64::MAX);
+    }
+    let bytes: u64 = value.parse().ok()?;
+    Some(if bytes >= UNLIMITED_BYTES {
         u64::MAX
     } else {
-        bytes / page_size
+        bytes / page_size.max(1)
     })
+}
+
+/// The file pages `memory.stat` says reclaim could free, in bytes: the
+/// inactive and active file LRUs (v1's hierarchical `total_` ones).
+pub fn reclaimable_file_bytes(stat: &str, version: CgroupVersion) -> u64 {
+    let file_keys: &[&str] = match version {
+        CgroupVersion::V1 => &["total_inactive_file", "total_active_file"],
+        CgroupVersion::V2 => &["inactive_file", "active_file"],
+    };
+    stat.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(k, _)| file_keys.contains(k))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .fold(0, u64::saturating_add)
+}
+
+/// Whether v1 `memory.oom_control` says the OOM killer is disabled.
+pub fn oom_kill_disabled(oom_control: &str) -> bool {
+    oom_control
+        .lines()
+        .any(|l| l.trim() == "oom_kill_disable 1")
 }
 
 /// The directory of memcg `path` under `h`, checked to exist.
@@ -127,25 +154,17 @@ pub fn read_charge_state(
     limit_pages: u64,
 ) -> Result<crate::model::slowpath::MemcgState, MemcgError> {
     let d = dir(h, path)?;
-    let (usage_file, file_keys): (&str, &[&str]) = match h.version {
-        CgroupVersion::V1 => (
-            "memory.usage_in_bytes",
-            &["total_inactive_file", "total_active_file"],
-        ),
-        CgroupVersion::V2 => ("memory.current", &["inactive_file", "active_file"]),
+    let usage_file = match h.version {
+        CgroupVersion::V1 => "memory.usage_in_bytes",
+        CgroupVersion::V2 => "memory.current",
     };
     let usage_pages = read_pages(&d.join(usage_file), page_size)?;
     let stat = read_value(&d.join("memory.stat"))?;
-    let reclaimable_bytes: u64 = stat
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(k, _)| file_keys.contains(k))
-        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
-        .sum();
+    let reclaimable_bytes = reclaimable_file_bytes(&stat, h.version);
     let oom_kill_disable = h.version == CgroupVersion::V1
         && read_value(&d.join("memory.oom_control"))
             .ok()
-            .is_some_and(|t| t.lines().any(|l| l.trim() == "oom_kill_disable 1"));
+            .is_some_and(|t| oom_kill_disabled(&t));
     Ok(crate::model::slowpath::MemcgState {
         usage_pages,
         limit_pages,
@@ -176,8 +195,9 @@ pub struct DomainEvents {
     pub pressure_us: Option<(u64, Option<u64>)>,
 }
 
-/// `key value` lines → the values of `names` (0 where missing).
-fn keyed(text: &str, names: &[&'static str]) -> Vec<(&'static str, u64)> {
+/// `key value` lines (`memory.events`, `memory.oom_control`,
+/// `/proc/vmstat`) → the values of `names` (0 where missing).
+pub fn keyed(text: &str, names: &[&'static str]) -> Vec<(&'static str, u64)> {
     names
         .iter()
         .map(|&n| {
@@ -260,6 +280,30 @@ mod tests {
             memory: true,
         };
         (tmp, h)
+    }
+
+    /// The pure parsers behind the readers: limits, `memory.stat`'s file
+    /// LRUs (summed saturating: two counters no kernel could hold are no
+    /// overflow panic), `memory.oom_control`, `key value` files.
+    #[test]
+    fn parsers_of_cgroup_files() {
+        assert_eq!(parse_pages("max", 4096), Some(u64::MAX));
+        assert_eq!(parse_pages("8192", 4096), Some(2));
+        assert_eq!(parse_pages("9223372036854771712", 4096), Some(u64::MAX));
+        assert_eq!(parse_pages("-1", 4096), None);
+        assert_eq!(parse_pages("", 4096), None);
+        let stat = format!(
+            "cache 1\ntotal_inactive_file {0}\ntotal_active_file {0}\ninactive_file 4096\n",
+            u64::MAX
+        );
+        assert_eq!(reclaimable_file_bytes(&stat, CgroupVersion::V1), u64::MAX);
+        assert_eq!(reclaimable_file_bytes(&stat, CgroupVersion::V2), 4096);
+        assert!(oom_kill_disabled("oom_kill_disable 1\nunder_oom 0\n"));
+        assert!(!oom_kill_disabled("oom_kill_disable 0\nunder_oom 1\n"));
+        assert_eq!(
+            keyed("oom 3\noom_kill 2\nmax x\n", &["oom_kill", "max", "low"]),
+            vec![("oom_kill", 2), ("max", 0), ("low", 0)]
+        );
     }
 
     #[test]

@@ -314,14 +314,36 @@ pub fn read_header(proc_root: &Path) -> Result<ProcSnapshot, SnapshotError> {
     })
 }
 
-/// A `/proc/meminfo` value (`Key:   N kB`) in bytes.
-fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
+/// A `/proc/meminfo` value (`Key:   N kB`) in bytes (pure: the fuzz
+/// target's entry); None when absent, not a number, or past `u64::MAX`
+/// bytes.
+pub fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
     let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
     let mut f = rest.split_whitespace();
     let n: u64 = f.next()?.parse().ok()?;
-    Some(match f.next() {
-        Some("kB") => n * 1024,
-        _ => n,
+    match f.next() {
+        Some("kB") => n.checked_mul(1024),
+        _ => Some(n),
+    }
+}
+
+/// A task's mm counters from its parsed `status` (kB) in pages of
+/// `page_size` bytes; None for kernel threads and zombies, which have no
+/// `Vm*` lines: no mm. Values past `u64::MAX` bytes saturate (a file no
+/// kernel writes).
+pub fn mm_counters(status: &procfs::process::Status, page_size: u64) -> Option<MmCounters> {
+    status.vmrss.is_some().then(|| {
+        let bytes = |v: Option<u64>| v.unwrap_or(0).saturating_mul(1024);
+        let pages = |v: Option<u64>| bytes(v) / page_size.max(1);
+        MmCounters {
+            anon_pages: pages(status.rssanon),
+            file_pages: pages(status.rssfile),
+            shmem_pages: pages(status.rssshmem),
+            swap_pages: pages(status.vmswap),
+            pgtables_bytes: bytes(status.vmpte),
+            nr_ptes: None,
+            nr_pmds: None,
+        }
     })
 }
 
@@ -332,27 +354,49 @@ pub fn read_pid(proc_root: &Path, pid: i32) -> Option<ProcEntry> {
     read_one(&p).ok()
 }
 
+/// `/proc/PID/stat`, parsed (pure: the fuzz target's entry). procfs's
+/// parser slices the line where the kernel puts ` (`, the last `)` and the
+/// space after it, and panics on a line without them (a captured or
+/// foreign proc tree, not a kernel's file: the kernel always writes
+/// `pid (comm) state ...`, whatever `comm` holds). That shape is checked
+/// first; a line without it is malformed.
+pub fn parse_stat(bytes: &[u8]) -> Result<procfs::process::Stat, ProcError> {
+    use procfs::FromRead as _;
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.trim().as_bytes();
+    let open = line.iter().position(|&b| b == b'(');
+    let close = line.iter().rposition(|&b| b == b')');
+    let shaped = match (open, close) {
+        (Some(open), Some(close)) => {
+            open >= 1
+                && line[open - 1] == b' '
+                && close > open
+                && line.get(close + 1) == Some(&b' ')
+        }
+        _ => false,
+    };
+    if !shaped {
+        return Err(ProcError::Other(
+            "stat is not `pid (comm) state ...`: not a file the kernel wrote".into(),
+        ));
+    }
+    procfs::process::Stat::from_read(bytes)
+}
+
+fn read_stat(p: &procfs::process::Process) -> Result<procfs::process::Stat, ProcError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::with_capacity(512);
+    p.open_relative("stat")?.read_to_end(&mut bytes)?;
+    parse_stat(&bytes)
+}
+
 fn read_one(p: &procfs::process::Process) -> Result<ProcEntry, ProcError> {
-    let stat = p.stat()?;
+    let stat = read_stat(p)?;
     let status = p.status()?;
     let oom_score_adj = p.oom_score_adj()?;
     let kernel_oom_score = p.oom_score().ok().map(u64::from);
     let kernel_thread = stat.flags & PF_KTHREAD != 0;
-    // Kernel threads and zombies have no Vm* lines: no mm.
-    let counters = |status: &procfs::process::Status| {
-        status.vmrss.is_some().then(|| {
-            let kb = |v: Option<u64>| v.unwrap_or(0) * 1024 / procfs::page_size();
-            MmCounters {
-                anon_pages: kb(status.rssanon),
-                file_pages: kb(status.rssfile),
-                shmem_pages: kb(status.rssshmem),
-                swap_pages: kb(status.vmswap),
-                pgtables_bytes: status.vmpte.unwrap_or(0) * 1024,
-                nr_ptes: None,
-                nr_pmds: None,
-            }
-        })
-    };
+    let counters = |status: &procfs::process::Status| mm_counters(status, procfs::page_size());
     let mut mm = counters(&status);
     let leader_has_mm = mm.is_some();
     // Where an exited leader's process lives: its live threads' memcg (the
@@ -483,6 +527,74 @@ mod tests {
         // A prefix of another key is not that key.
         assert_eq!(meminfo_bytes(text, "Mem:"), None);
         assert_eq!(meminfo_bytes("MemTotal: lots kB\n", "MemTotal:"), None);
+    }
+
+    /// kB values past `u64::MAX` bytes (a file no kernel writes) are no
+    /// value, not an overflow panic.
+    #[test]
+    fn meminfo_past_u64_bytes_is_none() {
+        let huge = format!("MemTotal: {} kB\n", u64::MAX / 1024 + 1);
+        assert_eq!(meminfo_bytes(&huge, "MemTotal:"), None);
+        let max = format!("MemTotal: {} kB\n", u64::MAX / 1024);
+        assert_eq!(
+            meminfo_bytes(&max, "MemTotal:"),
+            Some(u64::MAX / 1024 * 1024)
+        );
+        assert_eq!(
+            meminfo_bytes(&format!("X: {}\n", u64::MAX), "X:"),
+            Some(u64::MAX)
+        );
+    }
+
+    /// A `stat` line without the kernel's `pid (comm) state` shape is
+    /// malformed, not a panic inside procfs (found by the `proc` fuzz
+    /// target: a byte other than a space after the last `)`).
+    #[test]
+    fn stat_without_the_kernels_shape_is_malformed() {
+        let crash = b"2 (kthreadd)\x8bS 0 0 0 0 -1 2125161\0\0\0\n0 0 0";
+        for bad in [
+            &crash[..],
+            b"(kthreadd) S 0",
+            b"2 kthreadd) (S 0",
+            b"2 (kthreadd)",
+            b"2 (kthreadd)S 0",
+            b"2\xff(kthreadd) S 0",
+            b"",
+        ] {
+            let e = parse_stat(bad).unwrap_err();
+            assert_eq!(SkipReason::of(&e), Some(SkipReason::Malformed), "{bad:?}");
+        }
+        // A comm with spaces and parentheses, as a process may name itself.
+        let stat = parse_stat(
+            b"7 (a) (b c) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 99 1 2 \
+              18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+        )
+        .unwrap();
+        assert_eq!((stat.pid, stat.comm.as_str(), stat.ppid), (7, "a) (b c", 1));
+    }
+
+    /// A `status` whose kB counters overflow bytes saturates instead of
+    /// panicking; no `VmRSS` line is no mm.
+    #[test]
+    fn mm_counters_saturate_and_need_vmrss() {
+        use procfs::FromRead as _;
+        let status = |text: &str| procfs::process::Status::from_read(text.as_bytes()).unwrap();
+        let base = "Name:\tx\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t7\nNgid:\t0\n\
+                    Pid:\t7\nPPid:\t1\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n\
+                    FDSize:\t64\nGroups:\t\nNStgid:\t7\nNSpid:\t7\nNSpgid:\t7\nNSsid:\t7\n\
+                    Threads:\t1\nSigQ:\t0/1\nSigPnd:\t0\nShdPnd:\t0\nSigBlk:\t0\nSigIgn:\t0\n\
+                    SigCgt:\t0\nCapInh:\t0\nCapPrm:\t0\nCapEff:\t0\nCapBnd:\t0\nCapAmb:\t0\n\
+                    voluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n";
+        assert_eq!(mm_counters(&status(base), 4096), None);
+        let huge = format!(
+            "{base}VmRSS:\t1 kB\nRssAnon:\t{} kB\nRssFile:\t8 kB\nVmPTE:\t{} kB\n",
+            u64::MAX,
+            u64::MAX
+        );
+        let mm = mm_counters(&status(&huge), 4096).expect("an mm");
+        assert_eq!(mm.anon_pages, u64::MAX / 4096);
+        assert_eq!(mm.file_pages, 2);
+        assert_eq!(mm.pgtables_bytes, u64::MAX);
     }
 
     /// The running system, unprivileged: this test process must be there,

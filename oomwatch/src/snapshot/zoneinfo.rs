@@ -109,8 +109,13 @@ pub fn parse(text: &str) -> Vec<ZoneInfo> {
             "spanned" => z.spanned = value,
             "present" => z.present = value,
             "managed" => z.managed = value,
-            "nr_zone_inactive_file" | "nr_zone_active_file" => z.file_lru += value,
-            "nr_zone_inactive_anon" | "nr_zone_active_anon" => z.anon_lru += value,
+            // Saturating: two counters no kernel could hold must not panic.
+            "nr_zone_inactive_file" | "nr_zone_active_file" => {
+                z.file_lru = z.file_lru.saturating_add(value);
+            }
+            "nr_zone_inactive_anon" | "nr_zone_active_anon" => {
+                z.anon_lru = z.anon_lru.saturating_add(value);
+            }
             "nr_free_cma" => z.free_cma = value,
             _ => {}
         }
@@ -269,6 +274,20 @@ Node 0, zone   Device
         managed  0
         protection: (0, 0, 0, 0, 0)
 ";
+
+    /// Two LRU counters whose sum no kernel could hold saturate instead
+    /// of panicking on the overflow.
+    #[test]
+    fn lru_sums_saturate() {
+        let text = format!(
+            "Node 0, zone   Normal\n  nr_zone_inactive_file {0}\n  nr_zone_active_file {0}\n\
+             nr_zone_inactive_anon 1\n  nr_zone_active_anon 2\n",
+            u64::MAX
+        );
+        let zones = parse(&text);
+        assert_eq!(zones.len(), 1);
+        assert_eq!((zones[0].file_lru, zones[0].anon_lru), (u64::MAX, 3));
+    }
 
     #[test]
     fn buddyinfo_and_lru_counters() {

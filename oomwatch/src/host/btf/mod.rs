@@ -23,7 +23,10 @@ impl Btf {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&data)
+        Self::parse(&data).map_err(|reason| BtfError::InFile {
+            path: path.display().to_string(),
+            reason: Box::new(reason),
+        })
     }
 }
 
