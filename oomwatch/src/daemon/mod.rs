@@ -418,6 +418,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Before /metrics answers: from the first scrape on, the daemon holds
     // only what it still uses (every thread, the event log's writer too).
     drop_privileges(&probes, opts.hot_probes);
+    // Before /metrics answers too: the kernel hooks' series and the
+    // kernel-side counters (the reclaim histogram, program stats) exist
+    // from the first scrape on, not from the first tick.
+    log_kernel_hooks(&probes, &metrics);
+    update_kernel_counters(&metrics, &probes, true, true);
     let (events_tx, _) = tokio::sync::broadcast::channel::<String>(EVENT_BACKLOG);
     let app = crate::telemetry::http::router(Arc::clone(&metrics), events_tx.clone());
     let server = tokio::spawn(crate::telemetry::http::serve(
@@ -453,8 +458,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut dropped_seen = 0;
     tracing::info!(listen = %served, kernel = %kernel, "oomwatch running: watching oom:mark_victim, metrics at http://{served}/metrics");
     log_model_rules(std::path::Path::new("/proc"));
-    log_kernel_hooks(&probes, &metrics);
-    update_kernel_counters(&metrics, &probes, true, true);
     let mut kills = Kills {
         gfp: running_gfp_table(&kernel),
         metrics: Arc::clone(&metrics),
