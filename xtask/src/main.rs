@@ -738,20 +738,7 @@ fn bench(rounds: u32, tasks: &[u32], runs: u32, only: Option<&str>) -> anyhow::R
         );
     }
     setup()?;
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--package",
-        "oomwatch-tests",
-        "--bin",
-        "oomwatch-bench",
-        "--bin",
-        "oomwatch-hog",
-        "--bin",
-        "oomwatch",
-    ]);
-    status(c)?;
+    build_release_with_hog("oomwatch-bench")?;
     let root = workspace_root();
     // A partial run (--only) replaces only its own sections and targets.
     let out = root.join("docs/benchmarks.md");
@@ -775,6 +762,17 @@ fn bench(rounds: u32, tasks: &[u32], runs: u32, only: Option<&str>) -> anyhow::R
     Ok(())
 }
 
+/// Builds, in release, the test crate's binary `bin` with the two it
+/// drives: the hog and `oomwatch`.
+fn build_release_with_hog(bin: &str) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "--package", "oomwatch-tests"]);
+    for b in [bin, "oomwatch-hog", "oomwatch"] {
+        c.args(["--bin", b]);
+    }
+    status(c)
+}
+
 /// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (relative
 /// to the workspace, where cargo runs), else `target/`.
 fn target_dir() -> PathBuf {
@@ -787,20 +785,7 @@ fn soak(ooms: u32, json: bool) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the soak loads eBPF and creates memory cgroups: run `cargo xtask soak` as root");
     }
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--package",
-        "oomwatch-tests",
-        "--bin",
-        "oomwatch-soak",
-        "--bin",
-        "oomwatch-hog",
-        "--bin",
-        "oomwatch",
-    ]);
-    status(c)?;
+    build_release_with_hog("oomwatch-soak")?;
     let mut s = Command::new(target_dir().join("release/oomwatch-soak"));
     s.args(["--ooms", &ooms.to_string()]);
     if json {
