@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod dist;
 mod stress;
 mod vm;
 
@@ -119,6 +120,23 @@ enum Task {
         #[arg(long, value_name = "N", default_value_t = 2)]
         cpu_hogs: u32,
     },
+    /// Build the packages an SRE installs, in target/dist: for x86_64 and
+    /// aarch64 a static oomwatch (eBPF object embedded; starts on any
+    /// distribution), a tarball and a .deb, with SHA256SUMS. Built from the
+    /// commit alone (git archive into /usr/src/oomwatch), reproducibly: the
+    /// same commit gives the same bytes (root).
+    Dist {
+        /// Only this architecture (x86_64 or aarch64); repeat for more.
+        #[arg(long = "arch", value_name = "ARCH")]
+        arches: Vec<String>,
+        /// Build everything twice and fail unless the bytes are the same.
+        #[arg(long)]
+        check: bool,
+        /// Do not run `cargo xtask setup` first (a machine with its own eBPF
+        /// toolchain, e.g. the arm64 workflow's runner).
+        #[arg(long)]
+        no_setup: bool,
+    },
     /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
     Run {
         /// Arguments for `oomwatch run`, e.g. `--listen 127.0.0.1:7707`.
@@ -152,6 +170,16 @@ fn main() -> anyhow::Result<()> {
         } => bench(rounds, &tasks, runs, only.as_deref()),
         Task::Soak { ooms, json } => soak(ooms, json),
         Task::Stress { runs, cpu_hogs } => stress::stress(runs, cpu_hogs),
+        Task::Dist {
+            arches,
+            check,
+            no_setup,
+        } => dist::dist(dist::Options {
+            arches,
+            check,
+            no_setup,
+        })
+        .map(drop),
     }
 }
 

@@ -70,22 +70,22 @@ const LINES: &[Line] = &[
 const HOST_LINE: &str = "6.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arch {
+pub(crate) enum Arch {
     X86_64,
     Aarch64,
 }
 
 impl Arch {
-    const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+    pub(crate) const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
         }
     }
 
-    fn triple(self) -> &'static str {
+    pub(crate) fn triple(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-unknown-linux-gnu",
             Arch::Aarch64 => "aarch64-unknown-linux-gnu",
@@ -107,7 +107,7 @@ impl Arch {
         }
     }
 
-    fn deb_arch(self) -> &'static str {
+    pub(crate) fn deb_arch(self) -> &'static str {
         match self {
             Arch::X86_64 => "amd64",
             Arch::Aarch64 => "arm64",
@@ -150,7 +150,7 @@ pub struct Options {
     pub arches: Vec<String>,
 }
 
-fn lab_dir() -> PathBuf {
+pub(crate) fn lab_dir() -> PathBuf {
     workspace_root().join("target/vmlab")
 }
 
@@ -1141,6 +1141,25 @@ fn host_busybox() -> anyhow::Result<PathBuf> {
 /// exact version of the host's `rustc-web`, which rejects any other) next to
 /// the host's own, and arm64 busybox.
 fn arm64_parts(apt: &AptState) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let sysroot = arm64_sysroot_in(apt)?;
+    let busybox = apt
+        .unpack(&apt.download("busybox-static")?)?
+        .join("bin/busybox");
+    anyhow::ensure!(busybox.exists(), "no bin/busybox in arm64 busybox-static");
+    Ok((sysroot, busybox))
+}
+
+/// The aarch64 Rust sysroot (see [`arm64_parts`]), for builds outside the
+/// guest lab (`cargo xtask dist`).
+pub(crate) fn arm64_sysroot() -> anyhow::Result<PathBuf> {
+    let host = LINES
+        .iter()
+        .find(|l| l.name == HOST_LINE)
+        .expect("host line");
+    arm64_sysroot_in(&AptState::new(&lab_dir(), Arch::Aarch64, host)?)
+}
+
+fn arm64_sysroot_in(apt: &AptState) -> anyhow::Result<PathBuf> {
     let version = output_ok("dpkg-query", &["-W", "-f=${Version}", "rustc-web"])
         .filter(|v| !v.trim().is_empty())
         .context("Debian's rustc-web is not installed: run `cargo xtask setup`")?;
@@ -1163,35 +1182,40 @@ fn arm64_parts(apt: &AptState) -> anyhow::Result<(PathBuf, PathBuf)> {
         std::os::unix::fs::symlink(&from, &link)
             .with_context(|| format!("link {} -> {}", link.display(), from.display()))?;
     }
-    let busybox = apt
-        .unpack(&apt.download("busybox-static")?)?
-        .join("bin/busybox");
-    anyhow::ensure!(busybox.exists(), "no bin/busybox in arm64 busybox-static");
-    Ok((sysroot, busybox))
+    Ok(sysroot)
 }
 
 /// Static (crt-static) oomwatch and oomwatch-hog: the guest has no libc.
 /// Their own target directory, so the host build is not invalidated.
 fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
     let target_dir = workspace_root().join("target/vm");
+    let mut c = static_build(arch, sysroot, &target_dir, &[]);
+    c.args(["--package", "oomwatch-tests", "--bins"]);
+    status(c)?;
+    let dir = target_dir.join(arch.triple()).join("release");
+    Ok(vec![dir.join("oomwatch"), dir.join("oomwatch-hog")])
+}
+
+/// `cargo build --release --target <arch>` of static (crt-static)
+/// binaries into `target_dir`, with `flags` added to the target's rustflags;
+/// the caller names the packages. aarch64 needs the sysroot of
+/// [`arm64_sysroot`] and Debian's cross gcc.
+pub(crate) fn static_build(
+    arch: Arch,
+    sysroot: Option<&Path>,
+    target_dir: &Path,
+    flags: &[String],
+) -> Command {
     let triple = arch.triple();
     let env_triple = triple.to_uppercase().replace('-', "_");
     let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        triple,
-        "--package",
-        "oomwatch-tests",
-        "--bins",
-    ])
-    .env("CARGO_TARGET_DIR", &target_dir);
+    c.args(["build", "--release", "--target", triple])
+        .env("CARGO_TARGET_DIR", target_dir);
     // Only for the target: build scripts and proc macros cannot be static,
     // and the eBPF object is built for bpfel, untouched.
-    let mut flags = "-C target-feature=+crt-static".to_owned();
+    let mut all = vec!["-C".to_owned(), "target-feature=+crt-static".to_owned()];
     if let Some(s) = sysroot {
-        flags = format!("--sysroot {} {flags}", s.display());
+        all.extend(["--sysroot".to_owned(), s.display().to_string()]);
         // Debian's rustc (1.96, matching the arm64 std); rustup's proxy
         // would shadow it on PATH.
         c.env("RUSTC", "/usr/bin/rustc").env(
@@ -1199,10 +1223,12 @@ fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBu
             "aarch64-linux-gnu-gcc",
         );
     }
-    c.env(format!("CARGO_TARGET_{env_triple}_RUSTFLAGS"), flags);
-    status(c)?;
-    let dir = target_dir.join(triple).join("release");
-    Ok(vec![dir.join("oomwatch"), dir.join("oomwatch-hog")])
+    all.extend(flags.iter().cloned());
+    c.env(
+        format!("CARGO_TARGET_{env_triple}_RUSTFLAGS"),
+        all.join(" "),
+    );
+    c
 }
 
 fn make_initrd(bins: &[PathBuf], busybox: &Path, out: &Path) -> anyhow::Result<()> {
