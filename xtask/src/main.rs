@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod dist;
+mod install;
 mod stress;
 mod vm;
 

@@ -33,7 +33,7 @@ const INIT: &str = include_str!("guest/init.sh");
 const KNOBS: &str = include_str!("guest/knobs.sh");
 
 /// Debian's main archive and its security archive.
-const MAIN: &str = "http://deb.debian.org/debian";
+pub(crate) const MAIN: &str = "http://deb.debian.org/debian";
 const SECURITY: &str = "http://deb.debian.org/debian-security";
 
 /// One kernel line of the matrix: the Debian suites that serve it. The
@@ -94,7 +94,7 @@ impl Arch {
 
     /// Host packages (vm-lab.md §2). busybox-static serves the x86_64 guest
     /// and the cpio packing for both.
-    fn packages(self) -> &'static [&'static str] {
+    pub(crate) fn packages(self) -> &'static [&'static str] {
         match self {
             Arch::X86_64 => &["qemu-system-x86", "busybox-static", "cpio"],
             Arch::Aarch64 => &[
@@ -115,22 +115,19 @@ impl Arch {
     }
 
     /// The QEMU command for this architecture, up to the kernel arguments.
-    fn qemu(self) -> (Command, &'static str) {
+    /// QEMU for this architecture, under `timeout` seconds.
+    pub(crate) fn qemu(self, timeout: u32) -> (Command, &'static str) {
         let mut c = Command::new("timeout");
+        c.arg(timeout.to_string());
         match self {
             Arch::X86_64 => {
-                c.args(["600", "qemu-system-x86_64", "-M", "q35", "-cpu", "max"]);
+                c.args(["qemu-system-x86_64", "-M", "q35", "-cpu", "max"]);
                 (c, "ttyS0")
             }
             Arch::Aarch64 => {
                 // `max` with QARMA pointer authentication is 2.7x slower
                 // under TCG (vm-lab.md pitfall 7).
-                // 900 s: the five aarch64 guests share the host's CPUs under
-                // TCG and ended at 542 - 580 s of guest time in a full run
-                // (2 host CPUs), one still in its last scenario at 600 s;
-                // x86_64's ended by 490 s.
                 c.args([
-                    "900",
                     "qemu-system-aarch64",
                     "-M",
                     "virt",
@@ -139,6 +136,17 @@ impl Arch {
                 ]);
                 (c, "ttyAMA0")
             }
+        }
+    }
+
+    /// How long a vm-test guest may take. 900 s on aarch64: the five
+    /// aarch64 guests share the host's CPUs under TCG and ended at 542 -
+    /// 580 s of guest time in a full run (2 host CPUs), one still in its
+    /// last scenario at 600 s; x86_64's ended by 490 s.
+    fn vm_test_timeout(self) -> u32 {
+        match self {
+            Arch::X86_64 => 600,
+            Arch::Aarch64 => 900,
         }
     }
 }
@@ -1185,6 +1193,17 @@ fn arm64_sysroot_in(apt: &AptState) -> anyhow::Result<PathBuf> {
     Ok(sysroot)
 }
 
+/// The newest kernel of `line` for `arch` (downloaded once), and its
+/// version.
+pub(crate) fn kernel_for(arch: Arch, line: &str) -> anyhow::Result<(PathBuf, String)> {
+    let l = LINES
+        .iter()
+        .find(|l| l.name == line)
+        .with_context(|| format!("no kernel line {line}"))?;
+    let apt = AptState::new(&lab_dir(), arch, l)?;
+    fetch_kernel(&apt).with_context(|| format!("{} kernel {line}", arch.name()))
+}
+
 /// Static (crt-static) oomwatch and oomwatch-hog: the guest has no libc.
 /// Their own target directory, so the host build is not invalidated.
 fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
@@ -1262,7 +1281,7 @@ fn make_initrd(bins: &[PathBuf], busybox: &Path, out: &Path) -> anyhow::Result<(
 /// Starts one guest; its serial console goes to `log`.
 fn boot(g: &Guest, initrd: &Path, log: &Path) -> anyhow::Result<Child> {
     let _ = std::fs::remove_file(log);
-    let (mut c, console) = g.arch.qemu();
+    let (mut c, console) = g.arch.qemu(g.arch.vm_test_timeout());
     // Never KVM here: vm-lab.md §1.
     c.args(["-accel", "tcg", "-m", "256", "-smp", "1", "-nodefaults"])
         .args(["-display", "none", "-no-reboot"])
