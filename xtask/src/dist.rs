@@ -35,8 +35,9 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 pub struct Options {
     /// Architectures by name; empty means both.
     pub arches: Vec<String>,
-    /// Build a second time and compare.
-    pub check: bool,
+    /// Checks to run after the build: `reproducible`, `install`, `kube`, or
+    /// `all`.
+    pub check: Vec<String>,
     /// Skip `cargo xtask setup` (a machine that is not Debian 12, such as
     /// the arm64 workflow's runner, brings its own eBPF toolchain).
     pub no_setup: bool,
@@ -61,6 +62,7 @@ pub struct Artifacts {
     pub binary: PathBuf,
     pub tarball: PathBuf,
     pub deb: PathBuf,
+    pub image: crate::container::Image,
 }
 
 pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
@@ -110,21 +112,32 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
     let out = workspace_root().join("target/dist");
     let built = build_all(&arches, host, &version, &out, &out.join("build"))?;
     for a in &built {
-        for f in [&a.binary, &a.tarball, &a.deb] {
+        for f in [&a.binary, &a.tarball, &a.deb, &a.image.archive] {
             println!("  {:>10} bytes  {}", size(f)?, f.display());
         }
+        println!("  image {} {}", a.image.name, a.image.id);
     }
-    if opts.check {
+    let wants = |what: &str| opts.check.iter().any(|c| c == what || c == "all");
+    if wants("reproducible") {
         println!("dist --check: building everything again in a fresh target directory");
         let again = out.join("check");
         let _ = std::fs::remove_dir_all(&again);
         let second = build_all(&arches, host, &version, &again, &again.join("build"))?;
         let mut same = 0;
         for (a, b) in built.iter().zip(&second) {
+            if a.image.id != b.image.id {
+                bail!(
+                    "not reproducible: the {} image is {} in one build, {} in the other",
+                    a.arch.name(),
+                    a.image.id,
+                    b.image.id
+                );
+            }
             for (x, y) in [
                 (&a.binary, &b.binary),
                 (&a.tarball, &b.tarball),
                 (&a.deb, &b.deb),
+                (&a.image.archive, &b.image.archive),
             ] {
                 let (bx, by) = (std::fs::read(x)?, std::fs::read(y)?);
                 if bx != by {
@@ -137,8 +150,56 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
                 same += 1;
             }
         }
-        println!("dist --check: reproducible, {same} files identical across two builds");
+        println!(
+            "dist --check: reproducible, {same} files and {} image ids identical across two builds",
+            built.len()
+        );
         let _ = std::fs::remove_dir_all(&again);
+    }
+    let installs = if wants("install") {
+        println!("dist --check: the .deb under systemd in guests (oldest and newest kernel)");
+        crate::install::install_test(&built)?
+    } else {
+        Vec::new()
+    };
+    let kube = if wants("kube") {
+        let host_image = &built
+            .iter()
+            .find(|a| a.arch == host)
+            .context("no build for this host's architecture: the kube check needs it")?
+            .image;
+        println!("dist --check: the DaemonSet's container spec under podman, a memcg OOM");
+        Some(crate::container::kube_check(host_image, &out)?)
+    } else {
+        None
+    };
+    if !opts.check.is_empty() {
+        println!("\ndist --check passed:");
+    }
+    for o in &installs {
+        println!(
+            "  install {:<7} {:<4} {:<28} {} checks, first scrape {} after dpkg -i, {:.0} s",
+            o.arch.name(),
+            o.line,
+            o.kernel,
+            o.passed,
+            o.first_scrape
+                .map_or("?".to_owned(), |s| format!("{s:.1} s")),
+            o.seconds
+        );
+    }
+    if let Some(k) = kube {
+        println!(
+            "  podman kube play: first scrape {:.1} s after play, CapBnd {} CapEff {}, /dev/kmsg {}",
+            k.first_scrape,
+            k.cap_bnd,
+            k.cap_eff,
+            if k.kmsg {
+                "read"
+            } else {
+                "not readable (episodes without the report)"
+            }
+        );
     }
     println!("dist: done in {:.0} s", start.elapsed().as_secs_f64());
     Ok(built)
@@ -283,17 +344,19 @@ fn build_all(
         generate_docs(&runner, &generated)?;
         let tarball = tarball(arch, v, &bin, &generated, out)?;
         let deb = deb(arch, v, target_dir, out)?;
+        let image = crate::container::build_image(arch, v, &bin, out)?;
         built.push(Artifacts {
             arch,
             binary: bin,
             tarball,
             deb,
+            image,
         });
     }
     built.sort_by_key(|a| a.arch.name());
     let mut sums = String::new();
     for a in &built {
-        for f in [&a.tarball, &a.deb] {
+        for f in [&a.tarball, &a.deb, &a.image.archive] {
             let line = output_ok("sha256sum", &[&f.to_string_lossy()]).context("sha256sum")?;
             let hash = line.split_whitespace().next().unwrap_or_default();
             let name = f.file_name().unwrap_or_default().to_string_lossy();
@@ -376,6 +439,12 @@ fn generate_docs(runner: &Path, dir: &Path) -> anyhow::Result<()> {
         .arg(dir.join("man"))
         .stdout(std::process::Stdio::null());
     status(c)?;
+    // Debian's form of a man page: gzip'd, with no name or time inside.
+    let mut gz = Command::new("sh");
+    gz.arg("-c")
+        .arg("set -e; mkdir -p \"$1/man-gz\"; for f in \"$1\"/man/*.1; do gzip -9n < \"$f\" > \"$1/man-gz/${f##*/}.gz\"; done")
+        .args(["sh", &dir.to_string_lossy()]);
+    status(gz).context("gzip the man pages")?;
     std::fs::create_dir_all(dir.join("completions"))?;
     for (shell, name) in [
         ("bash", "oomwatch.bash"),

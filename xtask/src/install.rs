@@ -16,7 +16,9 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    apt_install, dist::Artifacts, dpkg_installed, status,
+    apt_install,
+    dist::Artifacts,
+    dpkg_installed, status,
     vm::{self, Arch},
 };
 
@@ -187,7 +189,8 @@ fn rootfs(arch: Arch) -> anyhow::Result<PathBuf> {
         enable_binfmt(arch)?;
     }
     let mut d = Command::new("debootstrap");
-    d.args(["--variant=minbase", "--include=systemd-sysv"])
+    // dbus: systemd-run --wait (the OOM) talks to systemd over it.
+    d.args(["--variant=minbase", "--include=systemd-sysv,dbus"])
         .arg(format!("--arch={}", arch.deb_arch()));
     if foreign {
         d.arg("--foreign");
@@ -197,7 +200,8 @@ fn rootfs(arch: Arch) -> anyhow::Result<PathBuf> {
     if foreign {
         // The second stage runs the guest's own binaries, through qemu-user.
         let mut c = Command::new("chroot");
-        c.arg(&tree).args(["/debootstrap/debootstrap", "--second-stage"]);
+        c.arg(&tree)
+            .args(["/debootstrap/debootstrap", "--second-stage"]);
         status(c).context("debootstrap --second-stage (through qemu-user)")?;
     }
     trim(&tree)?;
@@ -240,7 +244,10 @@ fn enable_binfmt(arch: Arch) -> anyhow::Result<()> {
 /// A guest that boots straight into the test: no gettys, no timers, a fixed
 /// machine id (no first-boot questions), no documentation.
 fn trim(tree: &Path) -> anyhow::Result<()> {
-    std::fs::write(tree.join("etc/machine-id"), "6f6f6d7761746368206c616220677565\n")?;
+    std::fs::write(
+        tree.join("etc/machine-id"),
+        "6f6f6d7761746368206c616220677565\n",
+    )?;
     std::fs::write(tree.join("etc/hostname"), "lab\n")?;
     std::fs::write(tree.join("etc/fstab"), "")?;
     let sys = tree.join("etc/systemd/system");

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod container;
 mod dist;
 mod install;
 mod stress;
@@ -130,9 +131,16 @@ enum Task {
         /// Only this architecture (x86_64 or aarch64); repeat for more.
         #[arg(long = "arch", value_name = "ARCH")]
         arches: Vec<String>,
-        /// Build everything twice and fail unless the bytes are the same.
-        #[arg(long)]
-        check: bool,
+        /// Then check the packages: `reproducible` (everything built a second
+        /// time, in a fresh target directory, must be the same bytes),
+        /// `install` (the .deb under real systemd in guests, x86_64 and
+        /// aarch64, oldest and newest kernel), `kube` (the DaemonSet's
+        /// container spec under podman through a real memcg OOM; needs port
+        /// 7707 free). `--check` alone runs all three.
+        #[arg(long, value_name = "WHAT", num_args = 0.., value_delimiter = ',',
+              default_missing_value = "all",
+              value_parser = ["all", "reproducible", "install", "kube"])]
+        check: Vec<String>,
         /// Do not run `cargo xtask setup` first (a machine with its own eBPF
         /// toolchain, e.g. the arm64 workflow's runner).
         #[arg(long)]
