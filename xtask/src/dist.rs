@@ -6,9 +6,11 @@
 //! Reproducible: the packages are built from the commit alone (`git archive`
 //! into [`SOURCE_DIR`], a fixed path, since the eBPF object's debug info
 //! names its sources), with every file time the commit's time
-//! (`SOURCE_DATE_EPOCH`) and the user-space paths remapped. `--check` builds
-//! everything a second time in a fresh target directory and compares the
-//! bytes.
+//! (`SOURCE_DATE_EPOCH`) and the user-space paths remapped. `--check`
+//! builds oomwatch, its eBPF object and every package a second time and
+//! compares the bytes; it also installs the `.deb` under systemd in guests
+//! (`install.rs`) and runs the DaemonSet's container spec under podman
+//! (`container.rs`).
 
 use std::{
     path::{Path, PathBuf},
@@ -119,12 +121,44 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
     }
     let wants = |what: &str| opts.check.iter().any(|c| c == what || c == "all");
     if wants("reproducible") {
-        println!("dist --check: building everything again in a fresh target directory");
-        let again = out.join("check");
-        let _ = std::fs::remove_dir_all(&again);
-        let second = build_all(&arches, host, &version, &again, &again.join("build"))?;
+        println!(
+            "dist --check: building again (oomwatch, its eBPF object and every package from \
+             scratch; the dependencies' libraries kept)"
+        );
+        let first_dir = out.join("check");
+        let _ = std::fs::remove_dir_all(&first_dir);
+        std::fs::create_dir_all(&first_dir)?;
+        let keep = |p: &Path| -> anyhow::Result<PathBuf> {
+            let to = first_dir.join(p.file_name().context("file name")?);
+            std::fs::copy(p, &to).with_context(|| format!("keep {}", p.display()))?;
+            Ok(to)
+        };
+        let first: Vec<Artifacts> = built
+            .iter()
+            .map(|a| {
+                Ok(Artifacts {
+                    arch: a.arch,
+                    binary: keep(&a.binary)?,
+                    tarball: keep(&a.tarball)?,
+                    deb: keep(&a.deb)?,
+                    image: crate::container::Image {
+                        archive: keep(&a.image.archive)?,
+                        ..a.image.clone()
+                    },
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for a in &arches {
+            let mut c = cargo();
+            c.current_dir(SOURCE_DIR)
+                .args(["clean", "--release", "--target", a.triple()])
+                .args(["--package", "oomwatch", "--package", "oomwatch-common"])
+                .env("CARGO_TARGET_DIR", out.join("build"));
+            status(c)?;
+        }
+        let second = build_all(&arches, host, &version, &out, &out.join("build"))?;
         let mut same = 0;
-        for (a, b) in built.iter().zip(&second) {
+        for (a, b) in first.iter().zip(&second) {
             if a.image.id != b.image.id {
                 bail!(
                     "not reproducible: the {} image is {} in one build, {} in the other",
@@ -154,7 +188,7 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
             "dist --check: reproducible, {same} files and {} image ids identical across two builds",
             built.len()
         );
-        let _ = std::fs::remove_dir_all(&again);
+        std::fs::remove_dir_all(&first_dir)?;
     }
     let installs = if wants("install") {
         println!("dist --check: the .deb under systemd in guests (oldest and newest kernel)");

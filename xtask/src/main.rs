@@ -38,8 +38,9 @@ enum Task {
     Setup,
     /// The whole test suite: rustfmt check, clippy -D warnings (user space and
     /// the eBPF crate), unit tests, the privileged integration tests (root:
-    /// they load eBPF and trigger real OOM kills inside memory cgroups), then
-    /// the guest-kernel scenarios (`vm-test`).
+    /// they load eBPF and trigger real OOM kills inside memory cgroups), the
+    /// soak and the fuzzers (short), the guest-kernel scenarios (`vm-test`),
+    /// then the packages (`dist --check`).
     Test,
     /// oomwatch in guest kernels (QEMU, TCG; Debian's cloud kernels 5.10,
     /// 6.1, 6.12 and the newest 7.x, x86_64 and aarch64): negative oom_score_adj, cgroup v2 and host-wide OOM scenarios, each
@@ -131,8 +132,8 @@ enum Task {
         /// Only this architecture (x86_64 or aarch64); repeat for more.
         #[arg(long = "arch", value_name = "ARCH")]
         arches: Vec<String>,
-        /// Then check the packages: `reproducible` (everything built a second
-        /// time, in a fresh target directory, must be the same bytes),
+        /// Then check the packages: `reproducible` (oomwatch, its eBPF object
+        /// and every package built a second time must be the same bytes),
         /// `install` (the .deb under real systemd in guests, x86_64 and
         /// aarch64, oldest and newest kernel), `kube` (the DaemonSet's
         /// container spec under podman through a real memcg OOM; needs port
@@ -429,6 +430,18 @@ fn test() -> anyhow::Result<()> {
     })
     .context("step `guest kernels`")?;
     times.push(("guest kernels (cargo xtask vm-test)", start.elapsed()));
+    println!("\n==> [packages] cargo xtask dist --check");
+    let start = Instant::now();
+    dist::dist(dist::Options {
+        arches: vec![],
+        check: vec!["all".to_owned()],
+        no_setup: true,
+    })
+    .context("step `packages`")?;
+    times.push((
+        "packages: reproducible, installed under systemd, the DaemonSet under podman",
+        start.elapsed(),
+    ));
     println!("\nall {} steps passed:", times.len());
     for (name, t) in times {
         println!("  {:>7.1} s  {name}", t.as_secs_f64());
@@ -915,5 +928,8 @@ mod tests {
         );
         // The binary the workflow asks for `check` must be the one cargo builds.
         assert!(wf.contains("./target/debug/oomwatch check"));
+        // It builds the arm64 packages natively, and keeps them.
+        assert!(wf.contains("cargo xtask dist --arch aarch64 --no-setup"));
+        assert!(wf.contains("target/dist/*.deb"));
     }
 }
