@@ -217,16 +217,20 @@ pub fn kube_check(image: &Image, out: &Path) -> anyhow::Result<KubeOutcome> {
             .unwrap_or_default()
     };
     let (bnd, eff) = (field("CapBnd:"), field("CapEff:"));
-    // CAP_DAC_READ_SEARCH, CAP_SYSLOG, CAP_PERFMON, CAP_BPF: the manifest's.
-    const FOUR: u64 = (1 << 2) | (1 << 34) | (1 << 38) | (1 << 39);
+    // The manifest's six: CAP_DAC_READ_SEARCH, CAP_SETPCAP, CAP_SYS_ADMIN,
+    // CAP_SYSLOG, CAP_PERFMON, CAP_BPF. Once attached the daemon keeps only
+    // what it still uses, its bounding set included (CAP_SETPCAP).
+    const SIX: u64 = (1 << 2) | (1 << 8) | (1 << 21) | (1 << 34) | (1 << 38) | (1 << 39);
+    const DROPPED: u64 = (1 << 8) | (1 << 21);
     let parse = |s: &str| u64::from_str_radix(s, 16).unwrap_or(u64::MAX);
     anyhow::ensure!(
-        parse(&bnd) == FOUR,
-        "the container's bounding set is {bnd}, not the manifest's four capabilities"
+        parse(&bnd) & !SIX == 0 && parse(&bnd) & DROPPED == 0,
+        "the container's bounding set is {bnd}: not within the manifest's capabilities less \
+         CAP_SYS_ADMIN and CAP_SETPCAP, which the daemon drops once attached"
     );
     anyhow::ensure!(
-        parse(&eff) & !FOUR == 0,
-        "the container's effective set {eff} is not within the manifest's four"
+        parse(&eff) & !parse(&bnd) == 0,
+        "the container's effective set {eff} is not within its bounding set {bnd}"
     );
     let ro = tool_output(
         &conf,
@@ -386,7 +390,7 @@ mod tests {
         for want in [
             "  hostPID: true",
             "  hostNetwork: true",
-            "          add: [\"BPF\", \"PERFMON\", \"SYSLOG\", \"DAC_READ_SEARCH\"]",
+            "          add: [\"BPF\", \"PERFMON\", \"SYS_ADMIN\", \"SYSLOG\", \"DAC_READ_SEARCH\", \"SETPCAP\"]",
             "        readOnlyRootFilesystem: true",
             "        path: /dev/kmsg",
             "    prometheus.io/scrape: \"true\"",

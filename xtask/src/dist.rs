@@ -112,6 +112,19 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
     );
     unpack_commit(&version)?;
     let out = workspace_root().join("target/dist");
+    // Only this build's packages in the folder (the build cache stays).
+    if let Ok(entries) = std::fs::read_dir(&out) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let ours = n.ends_with(".deb")
+                || n.ends_with(".tar.gz")
+                || n.ends_with(".oci.tar")
+                || n == "SHA256SUMS";
+            if ours && e.path().is_file() {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
     let built = build_all(&arches, host, &version, &out, &out.join("build"))?;
     for a in &built {
         for f in [&a.binary, &a.tarball, &a.deb, &a.image.archive] {

@@ -77,6 +77,9 @@ pub fn install_test(built: &[Artifacts]) -> anyhow::Result<Vec<Outcome>> {
     let lab = vm::lab_dir();
     let out = lab.join("out");
     std::fs::create_dir_all(&out)?;
+    if let Some(a) = built.iter().find(|a| a.arch == host_arch()) {
+        in_chroot(&rootfs(a.arch)?, &a.deb)?;
+    }
     let mut outcomes = Vec::new();
     for a in built {
         let base = rootfs(a.arch)?;
@@ -140,6 +143,74 @@ fn host_arch() -> Arch {
     } else {
         Arch::X86_64
     }
+}
+
+/// `dpkg -i` in a chroot (no systemd running there, as in a container
+/// build or an image): the unit is enabled, nothing is started, and purge
+/// removes it all again.
+fn in_chroot(base: &Path, deb: &Path) -> anyhow::Result<()> {
+    let root = vm::lab_dir().join("rootfs/chroot");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    let mut x = Command::new("sh");
+    x.arg("-c")
+        .arg("cd \"$1\" && gzip -dc \"$2\" | cpio -i -d --quiet --no-absolute-filenames")
+        .args(["sh", &root.to_string_lossy(), &base.to_string_lossy()]);
+    status(x).context("unpack the root file system")?;
+    std::fs::copy(deb, root.join("oomwatch.deb"))?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let o = Command::new("chroot")
+            .arg(&root)
+            .args(args)
+            .output()
+            .context("chroot")?;
+        anyhow::ensure!(
+            o.status.success(),
+            "in a chroot, {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    run(&["dpkg", "-i", "/oomwatch.deb"])?;
+    let wants = root.join("etc/systemd/system/multi-user.target.wants/oomwatch.service");
+    anyhow::ensure!(
+        wants.is_symlink(),
+        "in a chroot, dpkg -i did not enable the unit ({} is missing)",
+        wants.display()
+    );
+    let started = daemons_in(&root);
+    anyhow::ensure!(
+        started.is_empty(),
+        "in a chroot, dpkg -i started oomwatch (pids {started:?}); it must only enable it"
+    );
+    run(&["dpkg", "--purge", "oomwatch"])?;
+    let left = run(&[
+        "sh",
+        "-c",
+        "find / -xdev -name '*oomwatch*' ! -path /oomwatch.deb -print",
+    ])?;
+    anyhow::ensure!(left.trim().is_empty(), "in a chroot, purge left: {left}");
+    std::fs::remove_dir_all(&root)?;
+    println!(
+        "install-test: in a chroot, dpkg -i enabled the unit without starting it; purge left nothing"
+    );
+    Ok(())
+}
+
+/// The pids of processes named `oomwatch` whose root is `root`.
+fn daemons_in(root: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "oomwatch")
+                && std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == root)
+        })
+        .collect()
 }
 
 /// Reads the script's `@@` lines.
