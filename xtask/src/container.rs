@@ -113,11 +113,26 @@ pub fn build_image(arch: Arch, v: &Version, bin: &Path, out: &Path) -> anyhow::R
     let id = std::fs::read_to_string(&iid)?.trim().to_owned();
     let archive = out.join(format!("oomwatch-{}-{}.oci.tar", v.full, arch.name()));
     let _ = std::fs::remove_file(&archive);
+    // An OCI layout (its files are named and filled by the image's
+    // digests), packed like the tarball: buildah's own oci-archive stamps
+    // its tar headers with the time of the push.
+    let layout = out.join(format!("image-{}.oci", arch.name()));
+    let _ = std::fs::remove_dir_all(&layout);
     let mut p = tool(&conf, "buildah");
     p.args(["push", "--quiet", &name])
-        .arg(format!("oci-archive:{}:{name}", archive.display()))
+        .arg(format!("oci:{}:{name}", layout.display()))
         .stdout(Stdio::null());
-    status(p).context("buildah push to an OCI archive")?;
+    status(p).context("buildah push to an OCI layout")?;
+    let mut t = Command::new("tar");
+    t.args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner"])
+        .arg(format!("--mtime=@{}", v.epoch))
+        .args(["--format=gnu", "-cf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout)
+        .arg(".");
+    status(t).context("pack the OCI layout")?;
+    std::fs::remove_dir_all(&layout)?;
     std::fs::remove_dir_all(&ctx)?;
     std::fs::remove_file(&iid)?;
     Ok(Image { archive, id, name })
