@@ -190,6 +190,28 @@ pub fn kube_check(image: &Image, out: &Path) -> anyhow::Result<KubeOutcome> {
         std::fs::read_to_string(Path::new(SOURCE_DIR).join("deploy/kubernetes/oomwatch.yaml"))?;
     let pod_yaml = out.join("kube-pod.yaml");
     std::fs::write(&pod_yaml, pod_from_daemonset(&manifest)?)?;
+    // The archive a user would `podman load`, and the image it holds.
+    let loaded = tool_output(
+        &conf,
+        "podman",
+        &[
+            "load",
+            "--quiet",
+            "--input",
+            &image.archive.to_string_lossy(),
+        ],
+    )?;
+    let id = tool_output(
+        &conf,
+        "podman",
+        &["image", "inspect", "--format", "{{.Id}}", &image.name],
+    )?;
+    anyhow::ensure!(
+        image.id.ends_with(&id) || id.ends_with(image.id.trim_start_matches("sha256:")),
+        "podman load of {} gave {loaded}, image {id}, not the built {}",
+        image.archive.display(),
+        image.id
+    );
     status({
         let mut c = tool(&conf, "podman");
         c.args(["tag", &image.name, MANIFEST_IMAGE]);
