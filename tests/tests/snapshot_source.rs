@@ -50,8 +50,12 @@ fn the_iterator_sees_what_proc_sees() {
     set_adj(hogs[0].pid(), 500);
 
     let mut it = TaskIter::load().expect("the task iterator loads on this kernel");
-    let bpf = it.read(Path::new("/proc")).unwrap();
+    // /proc first: every process it lists was alive before the iterator
+    // ran, so one that is still alive after it must be in its snapshot. (In
+    // the other order a process started between the two reads, by anything
+    // on the host, looked missing: a stress run caught one.)
     let procs = proc::read(Path::new("/proc")).unwrap();
+    let bpf = it.read(Path::new("/proc")).unwrap();
     let (b, p) = (by_tgid(&bpf), by_tgid(&procs));
     let slack = oomwatch::model::score::approximate_counter_slack(bpf.nr_cpus) as u64;
     let kb = KernelBehavior::for_version(bpf.version);
@@ -110,8 +114,8 @@ fn the_iterator_sees_what_proc_sees() {
         shmem.shmem_pages >= (8 << 20) / bpf.page_size - slack,
         "the shmem hog's pages are MM_SHMEMPAGES: {shmem:?}"
     );
-    // Every process /proc lists (and that lived through both reads) is in
-    // the iterator's snapshot too.
+    // Every process /proc lists (read first) that is still alive is in the
+    // iterator's snapshot too.
     let missing: Vec<i32> = p
         .keys()
         .filter(|t| !b.contains_key(t) && Path::new(&format!("/proc/{t}")).exists())
