@@ -40,6 +40,9 @@ pub struct Options {
     /// Checks to run after the build: `reproducible`, `install`, `kube`, or
     /// `all`.
     pub check: Vec<String>,
+    /// `reproducible` rebuilds only this host's architecture (the test
+    /// suite's choice, for time); otherwise every architecture built.
+    pub reproduce_host_only: bool,
     /// Skip `cargo xtask setup` (a machine that is not Debian 12, such as
     /// the arm64 workflow's runner, brings its own eBPF toolchain).
     pub no_setup: bool,
@@ -126,6 +129,7 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
         }
     }
     let built = build_all(&arches, host, &version, &out, &out.join("build"))?;
+    write_sums(&built, &out)?;
     for a in &built {
         for f in [&a.binary, &a.tarball, &a.deb, &a.image.archive] {
             println!("  {:>10} bytes  {}", size(f)?, f.display());
@@ -146,8 +150,14 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
             std::fs::copy(p, &to).with_context(|| format!("keep {}", p.display()))?;
             Ok(to)
         };
+        let again: Vec<Arch> = arches
+            .iter()
+            .copied()
+            .filter(|a| !opts.reproduce_host_only || *a == host)
+            .collect();
         let first: Vec<Artifacts> = built
             .iter()
+            .filter(|a| again.contains(&a.arch))
             .map(|a| {
                 Ok(Artifacts {
                     arch: a.arch,
@@ -161,7 +171,7 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
                 })
             })
             .collect::<anyhow::Result<_>>()?;
-        for a in &arches {
+        for a in &again {
             let mut c = cargo();
             c.current_dir(SOURCE_DIR)
                 .args(["clean", "--release", "--target", a.triple()])
@@ -169,7 +179,7 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
                 .env("CARGO_TARGET_DIR", out.join("build"));
             status(c)?;
         }
-        let second = build_all(&arches, host, &version, &out, &out.join("build"))?;
+        let second = build_all(&again, host, &version, &out, &out.join("build"))?;
         let mut same = 0;
         for (a, b) in first.iter().zip(&second) {
             if a.image.id != b.image.id {
@@ -248,8 +258,24 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
             }
         );
     }
+    write_sums(&built, &out)?;
     println!("dist: done in {:.0} s", start.elapsed().as_secs_f64());
     Ok(built)
+}
+
+/// `SHA256SUMS` of every package in `out`.
+fn write_sums(built: &[Artifacts], out: &Path) -> anyhow::Result<()> {
+    let mut sums = String::new();
+    for a in built {
+        for f in [&a.tarball, &a.deb, &a.image.archive] {
+            let line = output_ok("sha256sum", &[&f.to_string_lossy()]).context("sha256sum")?;
+            let hash = line.split_whitespace().next().unwrap_or_default();
+            let name = f.file_name().unwrap_or_default().to_string_lossy();
+            sums.push_str(&format!("{hash}  {name}\n"));
+        }
+    }
+    std::fs::write(out.join("SHA256SUMS"), sums)?;
+    Ok(())
 }
 
 fn size(p: &Path) -> anyhow::Result<u64> {
@@ -401,16 +427,6 @@ fn build_all(
         });
     }
     built.sort_by_key(|a| a.arch.name());
-    let mut sums = String::new();
-    for a in &built {
-        for f in [&a.tarball, &a.deb, &a.image.archive] {
-            let line = output_ok("sha256sum", &[&f.to_string_lossy()]).context("sha256sum")?;
-            let hash = line.split_whitespace().next().unwrap_or_default();
-            let name = f.file_name().unwrap_or_default().to_string_lossy();
-            sums.push_str(&format!("{hash}  {name}\n"));
-        }
-    }
-    std::fs::write(out.join("SHA256SUMS"), sums)?;
     Ok(built)
 }
 
