@@ -14,6 +14,15 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed=OOMWATCH_EBPF_TOOLCHAIN");
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=AYA_BUILD_SKIP");
+    println!("cargo::rerun-if-env-changed=OOMWATCH_COMMIT");
+    println!("cargo::rerun-if-env-changed=OOMWATCH_REQUIRE_EBPF");
+    // `--version`: the crate's version, and the commit when a release build
+    // (`cargo xtask dist`) says which.
+    let version = env::var("CARGO_PKG_VERSION").context("CARGO_PKG_VERSION")?;
+    match env::var("OOMWATCH_COMMIT") {
+        Ok(c) if !c.is_empty() => println!("cargo::rustc-env=OOMWATCH_VERSION={version} ({c})"),
+        _ => println!("cargo::rustc-env=OOMWATCH_VERSION={version}"),
+    }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
     let object = out_dir.join("oomwatch");
 
@@ -21,6 +30,12 @@ fn main() -> anyhow::Result<()> {
         .map(|p| env::split_paths(&p).any(|d| d.join("bpf-linker").is_file()))
         .unwrap_or(false);
     if !have_linker || env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {
+        // A package must never ship an agent without its programs.
+        anyhow::ensure!(
+            env::var_os("OOMWATCH_REQUIRE_EBPF").is_none_or(|v| v != "1"),
+            "OOMWATCH_REQUIRE_EBPF=1 but the eBPF programs cannot be built (bpf-linker not on \
+             PATH or AYA_BUILD_SKIP=1): run `cargo xtask setup`"
+        );
         println!(
             "cargo::warning=building oomwatch WITHOUT its eBPF programs (bpf-linker not on PATH \
              or AYA_BUILD_SKIP=1); run `cargo xtask setup` for a working agent"

@@ -13,6 +13,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod container;
+mod dist;
+mod install;
 mod stress;
 mod vm;
 
@@ -35,8 +38,9 @@ enum Task {
     Setup,
     /// The whole test suite: rustfmt check, clippy -D warnings (user space and
     /// the eBPF crate), unit tests, the privileged integration tests (root:
-    /// they load eBPF and trigger real OOM kills inside memory cgroups), then
-    /// the guest-kernel scenarios (`vm-test`).
+    /// they load eBPF and trigger real OOM kills inside memory cgroups), the
+    /// soak and the fuzzers (short), the guest-kernel scenarios (`vm-test`),
+    /// then the packages (`dist --check`).
     Test,
     /// oomwatch in guest kernels (QEMU, TCG; Debian's cloud kernels 5.10,
     /// 6.1, 6.12 and the newest 7.x, x86_64 and aarch64): negative oom_score_adj, cgroup v2 and host-wide OOM scenarios, each
@@ -119,6 +123,30 @@ enum Task {
         #[arg(long, value_name = "N", default_value_t = 2)]
         cpu_hogs: u32,
     },
+    /// Build the packages an SRE installs, in target/dist: for x86_64 and
+    /// aarch64 a static oomwatch (eBPF object embedded; starts on any
+    /// distribution), a tarball and a .deb, with SHA256SUMS. Built from the
+    /// commit alone (git archive into /usr/src/oomwatch), reproducibly: the
+    /// same commit gives the same bytes (root).
+    Dist {
+        /// Only this architecture (x86_64 or aarch64); repeat for more.
+        #[arg(long = "arch", value_name = "ARCH")]
+        arches: Vec<String>,
+        /// Then check the packages: `reproducible` (oomwatch, its eBPF object
+        /// and every package built a second time must be the same bytes),
+        /// `install` (the .deb under real systemd in guests, x86_64 and
+        /// aarch64, oldest and newest kernel), `kube` (the DaemonSet's
+        /// container spec under podman through a real memcg OOM; needs port
+        /// 7707 free). `--check` alone runs all three.
+        #[arg(long, value_name = "WHAT", num_args = 0.., value_delimiter = ',',
+              default_missing_value = "all",
+              value_parser = ["all", "reproducible", "install", "kube"])]
+        check: Vec<String>,
+        /// Do not run `cargo xtask setup` first (a machine with its own eBPF
+        /// toolchain, e.g. the arm64 workflow's runner).
+        #[arg(long)]
+        no_setup: bool,
+    },
     /// Build oomwatch (release) and start `oomwatch run` with ARGS (root).
     Run {
         /// Arguments for `oomwatch run`, e.g. `--listen 127.0.0.1:7707`.
@@ -152,6 +180,17 @@ fn main() -> anyhow::Result<()> {
         } => bench(rounds, &tasks, runs, only.as_deref()),
         Task::Soak { ooms, json } => soak(ooms, json),
         Task::Stress { runs, cpu_hogs } => stress::stress(runs, cpu_hogs),
+        Task::Dist {
+            arches,
+            check,
+            no_setup,
+        } => dist::dist(dist::Options {
+            arches,
+            check,
+            reproduce_host_only: false,
+            no_setup,
+        })
+        .map(drop),
     }
 }
 
@@ -392,6 +431,21 @@ fn test() -> anyhow::Result<()> {
     })
     .context("step `guest kernels`")?;
     times.push(("guest kernels (cargo xtask vm-test)", start.elapsed()));
+    println!("\n==> [packages] cargo xtask dist --check");
+    let start = Instant::now();
+    dist::dist(dist::Options {
+        arches: vec![],
+        check: vec!["all".to_owned()],
+        // The second build of the other architecture would add minutes and
+        // checks the same recipe; `cargo xtask dist --check` does both.
+        reproduce_host_only: true,
+        no_setup: true,
+    })
+    .context("step `packages`")?;
+    times.push((
+        "packages: reproducible, installed under systemd, the DaemonSet under podman",
+        start.elapsed(),
+    ));
     println!("\nall {} steps passed:", times.len());
     for (name, t) in times {
         println!("  {:>7.1} s  {name}", t.as_secs_f64());
@@ -878,5 +932,8 @@ mod tests {
         );
         // The binary the workflow asks for `check` must be the one cargo builds.
         assert!(wf.contains("./target/debug/oomwatch check"));
+        // It builds the arm64 packages natively, and keeps them.
+        assert!(wf.contains("cargo xtask dist --arch aarch64 --no-setup"));
+        assert!(wf.contains("target/dist/*.deb"));
     }
 }

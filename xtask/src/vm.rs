@@ -33,7 +33,7 @@ const INIT: &str = include_str!("guest/init.sh");
 const KNOBS: &str = include_str!("guest/knobs.sh");
 
 /// Debian's main archive and its security archive.
-const MAIN: &str = "http://deb.debian.org/debian";
+pub(crate) const MAIN: &str = "http://deb.debian.org/debian";
 const SECURITY: &str = "http://deb.debian.org/debian-security";
 
 /// One kernel line of the matrix: the Debian suites that serve it. The
@@ -70,22 +70,22 @@ const LINES: &[Line] = &[
 const HOST_LINE: &str = "6.1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arch {
+pub(crate) enum Arch {
     X86_64,
     Aarch64,
 }
 
 impl Arch {
-    const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+    pub(crate) const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
         }
     }
 
-    fn triple(self) -> &'static str {
+    pub(crate) fn triple(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-unknown-linux-gnu",
             Arch::Aarch64 => "aarch64-unknown-linux-gnu",
@@ -94,7 +94,7 @@ impl Arch {
 
     /// Host packages (vm-lab.md §2). busybox-static serves the x86_64 guest
     /// and the cpio packing for both.
-    fn packages(self) -> &'static [&'static str] {
+    pub(crate) fn packages(self) -> &'static [&'static str] {
         match self {
             Arch::X86_64 => &["qemu-system-x86", "busybox-static", "cpio"],
             Arch::Aarch64 => &[
@@ -107,7 +107,7 @@ impl Arch {
         }
     }
 
-    fn deb_arch(self) -> &'static str {
+    pub(crate) fn deb_arch(self) -> &'static str {
         match self {
             Arch::X86_64 => "amd64",
             Arch::Aarch64 => "arm64",
@@ -115,22 +115,19 @@ impl Arch {
     }
 
     /// The QEMU command for this architecture, up to the kernel arguments.
-    fn qemu(self) -> (Command, &'static str) {
+    /// QEMU for this architecture, under `timeout` seconds.
+    pub(crate) fn qemu(self, timeout: u32) -> (Command, &'static str) {
         let mut c = Command::new("timeout");
+        c.arg(timeout.to_string());
         match self {
             Arch::X86_64 => {
-                c.args(["600", "qemu-system-x86_64", "-M", "q35", "-cpu", "max"]);
+                c.args(["qemu-system-x86_64", "-M", "q35", "-cpu", "max"]);
                 (c, "ttyS0")
             }
             Arch::Aarch64 => {
                 // `max` with QARMA pointer authentication is 2.7x slower
                 // under TCG (vm-lab.md pitfall 7).
-                // 900 s: the five aarch64 guests share the host's CPUs under
-                // TCG and ended at 542 - 580 s of guest time in a full run
-                // (2 host CPUs), one still in its last scenario at 600 s;
-                // x86_64's ended by 490 s.
                 c.args([
-                    "900",
                     "qemu-system-aarch64",
                     "-M",
                     "virt",
@@ -139,6 +136,17 @@ impl Arch {
                 ]);
                 (c, "ttyAMA0")
             }
+        }
+    }
+
+    /// How long a vm-test guest may take. 900 s on aarch64: the five
+    /// aarch64 guests share the host's CPUs under TCG and ended at 542 -
+    /// 580 s of guest time in a full run (2 host CPUs), one still in its
+    /// last scenario at 600 s; x86_64's ended by 490 s.
+    fn vm_test_timeout(self) -> u32 {
+        match self {
+            Arch::X86_64 => 600,
+            Arch::Aarch64 => 900,
         }
     }
 }
@@ -150,7 +158,7 @@ pub struct Options {
     pub arches: Vec<String>,
 }
 
-fn lab_dir() -> PathBuf {
+pub(crate) fn lab_dir() -> PathBuf {
     workspace_root().join("target/vmlab")
 }
 
@@ -1141,6 +1149,25 @@ fn host_busybox() -> anyhow::Result<PathBuf> {
 /// exact version of the host's `rustc-web`, which rejects any other) next to
 /// the host's own, and arm64 busybox.
 fn arm64_parts(apt: &AptState) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let sysroot = arm64_sysroot_in(apt)?;
+    let busybox = apt
+        .unpack(&apt.download("busybox-static")?)?
+        .join("bin/busybox");
+    anyhow::ensure!(busybox.exists(), "no bin/busybox in arm64 busybox-static");
+    Ok((sysroot, busybox))
+}
+
+/// The aarch64 Rust sysroot (see [`arm64_parts`]), for builds outside the
+/// guest lab (`cargo xtask dist`).
+pub(crate) fn arm64_sysroot() -> anyhow::Result<PathBuf> {
+    let host = LINES
+        .iter()
+        .find(|l| l.name == HOST_LINE)
+        .expect("host line");
+    arm64_sysroot_in(&AptState::new(&lab_dir(), Arch::Aarch64, host)?)
+}
+
+fn arm64_sysroot_in(apt: &AptState) -> anyhow::Result<PathBuf> {
     let version = output_ok("dpkg-query", &["-W", "-f=${Version}", "rustc-web"])
         .filter(|v| !v.trim().is_empty())
         .context("Debian's rustc-web is not installed: run `cargo xtask setup`")?;
@@ -1163,35 +1190,51 @@ fn arm64_parts(apt: &AptState) -> anyhow::Result<(PathBuf, PathBuf)> {
         std::os::unix::fs::symlink(&from, &link)
             .with_context(|| format!("link {} -> {}", link.display(), from.display()))?;
     }
-    let busybox = apt
-        .unpack(&apt.download("busybox-static")?)?
-        .join("bin/busybox");
-    anyhow::ensure!(busybox.exists(), "no bin/busybox in arm64 busybox-static");
-    Ok((sysroot, busybox))
+    Ok(sysroot)
+}
+
+/// The newest kernel of `line` for `arch` (downloaded once), and its
+/// version.
+pub(crate) fn kernel_for(arch: Arch, line: &str) -> anyhow::Result<(PathBuf, String)> {
+    let l = LINES
+        .iter()
+        .find(|l| l.name == line)
+        .with_context(|| format!("no kernel line {line}"))?;
+    let apt = AptState::new(&lab_dir(), arch, l)?;
+    fetch_kernel(&apt).with_context(|| format!("{} kernel {line}", arch.name()))
 }
 
 /// Static (crt-static) oomwatch and oomwatch-hog: the guest has no libc.
 /// Their own target directory, so the host build is not invalidated.
 fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
     let target_dir = workspace_root().join("target/vm");
+    let mut c = static_build(arch, sysroot, &target_dir, &[]);
+    c.args(["--package", "oomwatch-tests", "--bins"]);
+    status(c)?;
+    let dir = target_dir.join(arch.triple()).join("release");
+    Ok(vec![dir.join("oomwatch"), dir.join("oomwatch-hog")])
+}
+
+/// `cargo build --release --target <arch>` of static (crt-static)
+/// binaries into `target_dir`, with `flags` added to the target's rustflags;
+/// the caller names the packages. aarch64 needs the sysroot of
+/// [`arm64_sysroot`] and Debian's cross gcc.
+pub(crate) fn static_build(
+    arch: Arch,
+    sysroot: Option<&Path>,
+    target_dir: &Path,
+    flags: &[String],
+) -> Command {
     let triple = arch.triple();
     let env_triple = triple.to_uppercase().replace('-', "_");
     let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        triple,
-        "--package",
-        "oomwatch-tests",
-        "--bins",
-    ])
-    .env("CARGO_TARGET_DIR", &target_dir);
+    c.args(["build", "--release", "--target", triple])
+        .env("CARGO_TARGET_DIR", target_dir);
     // Only for the target: build scripts and proc macros cannot be static,
     // and the eBPF object is built for bpfel, untouched.
-    let mut flags = "-C target-feature=+crt-static".to_owned();
+    let mut all = vec!["-C".to_owned(), "target-feature=+crt-static".to_owned()];
     if let Some(s) = sysroot {
-        flags = format!("--sysroot {} {flags}", s.display());
+        all.extend(["--sysroot".to_owned(), s.display().to_string()]);
         // Debian's rustc (1.96, matching the arm64 std); rustup's proxy
         // would shadow it on PATH.
         c.env("RUSTC", "/usr/bin/rustc").env(
@@ -1199,10 +1242,12 @@ fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBu
             "aarch64-linux-gnu-gcc",
         );
     }
-    c.env(format!("CARGO_TARGET_{env_triple}_RUSTFLAGS"), flags);
-    status(c)?;
-    let dir = target_dir.join(triple).join("release");
-    Ok(vec![dir.join("oomwatch"), dir.join("oomwatch-hog")])
+    all.extend(flags.iter().cloned());
+    c.env(
+        format!("CARGO_TARGET_{env_triple}_RUSTFLAGS"),
+        all.join(" "),
+    );
+    c
 }
 
 fn make_initrd(bins: &[PathBuf], busybox: &Path, out: &Path) -> anyhow::Result<()> {
@@ -1236,7 +1281,7 @@ fn make_initrd(bins: &[PathBuf], busybox: &Path, out: &Path) -> anyhow::Result<(
 /// Starts one guest; its serial console goes to `log`.
 fn boot(g: &Guest, initrd: &Path, log: &Path) -> anyhow::Result<Child> {
     let _ = std::fs::remove_file(log);
-    let (mut c, console) = g.arch.qemu();
+    let (mut c, console) = g.arch.qemu(g.arch.vm_test_timeout());
     // Never KVM here: vm-lab.md §1.
     c.args(["-accel", "tcg", "-m", "256", "-smp", "1", "-nodefaults"])
         .args(["-display", "none", "-no-reboot"])

@@ -257,6 +257,54 @@ pub fn merge(
 mod tests {
     use super::*;
 
+    /// The file the packages install as /etc/oomwatch/config.toml gives
+    /// the daemon its defaults, and each commented-out example, once
+    /// uncommented, is a valid setting too.
+    #[test]
+    fn the_shipped_config_file_is_the_defaults_and_its_examples_are_valid() {
+        let shipped = include_str!("../../../deploy/config.toml");
+        let s = merge(
+            parse(shipped).unwrap(),
+            None,
+            None,
+            EventsFlags::default(),
+            OnForecastFlags::default(),
+        )
+        .unwrap();
+        let defaults = merge(
+            FileConfig::default(),
+            None,
+            None,
+            EventsFlags::default(),
+            OnForecastFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(s, defaults);
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all = parse(&uncommented).unwrap();
+        assert!(
+            all.events.is_some() && all.on_forecast.is_some(),
+            "{uncommented}"
+        );
+        merge(
+            all,
+            None,
+            None,
+            EventsFlags::default(),
+            OnForecastFlags::default(),
+        )
+        .unwrap();
+    }
+
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let f = parse("listen = \"0.0.0.0:9000\"\ninterval = 5\nevents = \"-\"\n").unwrap();

@@ -7,11 +7,13 @@
 
 use std::{io::IsTerminal as _, net::SocketAddr, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 pub mod check;
+pub mod completions;
 pub mod config;
 pub mod explain;
+pub mod manpages;
 pub mod predict;
 pub mod replay;
 pub mod run;
@@ -25,7 +27,7 @@ use crate::{daemon, snapshot::Source};
 /// Live OOM observer for Linux: watches the kernel's OOM killer through eBPF
 /// and exports what it sees to Prometheus.
 #[derive(Parser)]
-#[command(name = "oomwatch", version, about, long_about = None, propagate_version = true)]
+#[command(name = "oomwatch", version = env!("OOMWATCH_VERSION"), about, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -230,6 +232,26 @@ enum Command {
     /// The selftest's workload (started by `oomwatch selftest` as itself).
     #[command(hide = true)]
     SelftestHog(selftest::hog::Flags),
+    /// Print the completion script for SHELL on standard output, e.g.
+    /// `oomwatch completions bash > /etc/bash_completion.d/oomwatch`; the
+    /// packages install them where each shell looks.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, oomwatch(1) and one per subcommand, into DIR
+    /// (for packaging; `cargo xtask dist` calls it).
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them (created if missing).
+        dir: std::path::PathBuf,
+    },
+}
+
+/// The command line as clap sees it: for completions and man pages.
+pub(crate) fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// `--interval`: a number of seconds between 0.1 and 3600.
@@ -353,5 +375,65 @@ pub fn main() -> ExitCode {
         Command::Check { json, proc_root } => check::command(json, &proc_root),
         Command::Selftest(flags) => selftest::command(flags),
         Command::SelftestHog(flags) => selftest::hog::main(&flags),
+        Command::Completions { shell } => match completions::completions(shell) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Manpages { dir } => match manpages::write_all(&dir) {
+            Ok(pages) => {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    use std::collections::BTreeSet;
+
+    /// The README's synopsis of each subcommand (its `### \`oomwatch NAME …\``
+    /// heading) names exactly the long flags clap knows: the README, `--help`
+    /// and the man pages (both from clap) cannot drift apart.
+    #[test]
+    fn every_subcommand_heading_names_exactly_its_flags() {
+        let readme = include_str!("../../../README.md");
+        let mut top = super::command();
+        top.build();
+        for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = sub.get_name();
+            if name == "help" {
+                continue;
+            }
+            let prefix = format!("### `oomwatch {name}");
+            let heading = readme
+                .lines()
+                .find(|l| l.starts_with(&prefix) && l[prefix.len()..].starts_with([' ', '`']))
+                .unwrap_or_else(|| panic!("README has no `{prefix} …` heading"));
+            let in_readme: BTreeSet<&str> = heading
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .filter(|w| w.starts_with("--"))
+                .collect();
+            let in_clap: BTreeSet<String> = sub
+                .get_arguments()
+                .filter(|a| !a.is_hide_set())
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .filter(|l| l != "--help" && l != "--version")
+                .collect();
+            let in_clap: BTreeSet<&str> = in_clap.iter().map(String::as_str).collect();
+            assert_eq!(
+                in_readme, in_clap,
+                "README's heading for `oomwatch {name}` and its clap flags differ"
+            );
+        }
     }
 }

@@ -485,7 +485,10 @@ impl Probes {
         })?;
         tp.attach("oom", "mark_victim")
             .map_err(|source| LoadError::Program {
-                what: "attach tracepoint/oom/mark_victim".into(),
+                what: match crate::host::privilege::perf_open_hint() {
+                    Some(hint) => format!("attach tracepoint/oom/mark_victim ({hint})"),
+                    None => "attach tracepoint/oom/mark_victim".into(),
+                },
                 source,
             })?;
         Ok(())

@@ -53,7 +53,32 @@ impl Privileges {
     /// or `None` when nothing is. Since 5.8 CAP_BPF loads programs and
     /// CAP_PERFMON attaches tracing ones; CAP_SYS_ADMIN covers both.
     pub fn missing_for_tracing(&self) -> Option<String> {
-        if self.cap_sys_admin || (self.cap_bpf && self.cap_perfmon) {
+        self.missing_for_tracing_under(perf_event_paranoid())
+    }
+
+    /// What is missing to load and run a BPF iterator, which needs no
+    /// perf_event_open (so `kernel.perf_event_paranoid` does not matter).
+    pub fn missing_for_iterators(&self) -> Option<String> {
+        self.missing_for_tracing_under(2)
+    }
+
+    /// [`Self::missing_for_tracing`] under a given
+    /// `kernel.perf_event_paranoid`.
+    pub fn missing_for_tracing_under(&self, perf_paranoid: i32) -> Option<String> {
+        if self.cap_sys_admin {
+            return None;
+        }
+        if perf_needs_sys_admin(perf_paranoid) {
+            return Some(format!(
+                "oomwatch needs CAP_SYS_ADMIN to attach its tracepoints here: \
+                 kernel.perf_event_paranoid is {perf_paranoid} (a Debian or Ubuntu kernel), which \
+                 allows perf_event_open only with it, CAP_PERFMON or not; this process (euid {}) \
+                 lacks it: run it as root, or add CAP_SYS_ADMIN to its capabilities (the daemon \
+                 drops it once attached)",
+                self.euid
+            ));
+        }
+        if self.cap_bpf && self.cap_perfmon {
             return None;
         }
         let mut missing = Vec::new();
@@ -70,6 +95,36 @@ impl Privileges {
             self.euid
         ))
     }
+}
+
+/// `kernel.perf_event_paranoid`, or 2 (mainline's default) when unreadable.
+pub fn perf_event_paranoid() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(2)
+}
+
+/// Above 2 (Debian's and Ubuntu's own levels 3 and 4, which mainline does
+/// not have) `perf_event_open`, and so every classic tracepoint, kprobe and
+/// the perf-based attach of a BPF program, is refused with EACCES without
+/// CAP_SYS_ADMIN, whatever CAP_PERFMON says.
+pub fn perf_needs_sys_admin(paranoid: i32) -> bool {
+    paranoid > 2
+}
+
+/// Why a `perf_event_open` failed, when this process is the reason: the
+/// sentence to add to the attach error, or `None`.
+pub fn perf_open_hint() -> Option<String> {
+    let paranoid = perf_event_paranoid();
+    (perf_needs_sys_admin(paranoid) && !Privileges::current().cap_sys_admin).then(|| {
+        format!(
+            "kernel.perf_event_paranoid is {paranoid} here (a Debian or Ubuntu kernel), which \
+             allows perf_event_open, and so a classic tracepoint, only with CAP_SYS_ADMIN: give \
+             the daemon CAP_SYS_ADMIN (the packaged unit and the DaemonSet do; it is dropped \
+             once the programs are attached)"
+        )
+    })
 }
 
 /// What decides which capabilities the daemon still uses once its programs
@@ -93,6 +148,9 @@ pub struct AfterAttach {
     /// tracepoint for them): `perf_event_open` and tracefs each time.
     pub late_tracepoint_attach: bool,
     pub euid: u32,
+    /// `kernel.perf_event_paranoid`: above 2, perf_event_open wants
+    /// CAP_SYS_ADMIN.
+    pub perf_paranoid: i32,
 }
 
 /// A capability kept after attaching, and the reason, in a few words.
@@ -116,6 +174,7 @@ impl AfterAttach {
             cap_last_cap,
             late_tracepoint_attach,
             euid: nix::unistd::geteuid().as_raw(),
+            perf_paranoid: perf_event_paranoid(),
         }
     }
 
@@ -140,7 +199,12 @@ impl AfterAttach {
                     why: "every bpf() command checks it before 6.5 while kernel.unprivileged_bpf_disabled is set",
                 });
             }
-            if self.late_tracepoint_attach {
+            if self.late_tracepoint_attach && perf_needs_sys_admin(self.perf_paranoid) {
+                kept.push(Kept {
+                    cap: Capability::CAP_SYS_ADMIN,
+                    why: "perf_event_open under kernel.perf_event_paranoid above 2 (Debian, Ubuntu): the hot probes attach as classic tracepoints under memory pressure",
+                });
+            } else if self.late_tracepoint_attach {
                 kept.push(Kept {
                     cap: Capability::CAP_PERFMON,
                     why: "perf_event_open: the hot probes attach as classic tracepoints under memory pressure",
@@ -491,11 +555,22 @@ mod tests {
     use super::*;
 
     fn after(kernel: &str, cap_last_cap: u8, late: bool, euid: u32) -> Vec<Capability> {
+        after_paranoid(kernel, cap_last_cap, late, euid, 2)
+    }
+
+    fn after_paranoid(
+        kernel: &str,
+        cap_last_cap: u8,
+        late: bool,
+        euid: u32,
+        perf_paranoid: i32,
+    ) -> Vec<Capability> {
         AfterAttach {
             kernel: kernel.parse().unwrap(),
             cap_last_cap,
             late_tracepoint_attach: late,
             euid,
+            perf_paranoid,
         }
         .keep()
         .into_iter()
@@ -534,6 +609,37 @@ mod tests {
         );
     }
 
+    /// Debian's and Ubuntu's kernels refuse perf_event_open without
+    /// CAP_SYS_ADMIN at their paranoid levels 3 and 4: late classic
+    /// tracepoints need it kept there; with BTF tracepoints nothing changes.
+    #[test]
+    fn late_tracepoints_keep_sys_admin_where_perf_is_paranoid() {
+        assert_eq!(
+            after_paranoid("6.12.0", 40, true, 0, 3),
+            vec![Capability::CAP_SYS_ADMIN]
+        );
+        assert_eq!(
+            after_paranoid("5.10.0", 40, true, 0, 4),
+            vec![Capability::CAP_BPF, Capability::CAP_SYS_ADMIN]
+        );
+        assert_eq!(after_paranoid("6.12.0", 40, false, 0, 3), vec![]);
+        assert!(perf_needs_sys_admin(3) && !perf_needs_sys_admin(2));
+    }
+
+    #[test]
+    fn bpf_and_perfmon_do_not_suffice_where_perf_is_paranoid() {
+        let caps = (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        let p = Privileges::from_capeff(0, caps);
+        assert_eq!(p.missing_for_tracing_under(2), None);
+        let msg = p.missing_for_tracing_under(3).unwrap();
+        assert!(
+            msg.contains("CAP_SYS_ADMIN") && msg.contains("is 3"),
+            "{msg}"
+        );
+        let admin = Privileges::from_capeff(0, caps | (1 << CAP_SYS_ADMIN));
+        assert_eq!(admin.missing_for_tracing_under(4), None);
+    }
+
     #[test]
     fn a_thread_is_done_only_with_every_set_as_planned() {
         let plan = Plan {
@@ -557,7 +663,7 @@ mod tests {
     #[test]
     fn root_with_full_caps_needs_nothing() {
         assert_eq!(
-            Privileges::from_capeff(0, 0x1ff_ffff_ffff).missing_for_tracing(),
+            Privileges::from_capeff(0, 0x1ff_ffff_ffff).missing_for_tracing_under(2),
             None
         );
     }
@@ -566,7 +672,7 @@ mod tests {
     fn bpf_and_perfmon_suffice_without_sys_admin() {
         let caps = (1 << CAP_BPF) | (1 << CAP_PERFMON);
         assert_eq!(
-            Privileges::from_capeff(1000, caps).missing_for_tracing(),
+            Privileges::from_capeff(1000, caps).missing_for_tracing_under(2),
             None
         );
     }
@@ -574,12 +680,12 @@ mod tests {
     #[test]
     fn unprivileged_names_both_capabilities() {
         let msg = Privileges::from_capeff(1000, 0)
-            .missing_for_tracing()
+            .missing_for_tracing_under(2)
             .unwrap();
         assert!(msg.contains("CAP_BPF and CAP_PERFMON"), "{msg}");
         assert!(msg.contains("euid 1000"), "{msg}");
         let msg = Privileges::from_capeff(1000, 1 << CAP_BPF)
-            .missing_for_tracing()
+            .missing_for_tracing_under(2)
             .unwrap();
         assert!(msg.contains("needs CAP_PERFMON (or"), "{msg}");
     }

@@ -84,7 +84,7 @@ impl TaskIter {
     /// Resolves the layout from BTF and loads the iterator, or says in one
     /// sentence why this kernel or this process cannot.
     pub fn load() -> Result<Self, Unavailable> {
-        if let Some(msg) = Privileges::current().missing_for_tracing() {
+        if let Some(msg) = Privileges::current().missing_for_iterators() {
             return Err(Unavailable(msg));
         }
         let btf = Btf::from_file(Path::new(VMLINUX_BTF)).map_err(|e| {
