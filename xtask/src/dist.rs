@@ -145,8 +145,11 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
         let first_dir = out.join("check");
         let _ = std::fs::remove_dir_all(&first_dir);
         std::fs::create_dir_all(&first_dir)?;
-        let keep = |p: &Path| -> anyhow::Result<PathBuf> {
-            let to = first_dir.join(p.file_name().context("file name")?);
+        // One folder per architecture: both binaries are called oomwatch.
+        let keep = |arch: Arch, p: &Path| -> anyhow::Result<PathBuf> {
+            let dir = first_dir.join(arch.name());
+            std::fs::create_dir_all(&dir)?;
+            let to = dir.join(p.file_name().context("file name")?);
             std::fs::copy(p, &to).with_context(|| format!("keep {}", p.display()))?;
             Ok(to)
         };
@@ -161,11 +164,11 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
             .map(|a| {
                 Ok(Artifacts {
                     arch: a.arch,
-                    binary: keep(&a.binary)?,
-                    tarball: keep(&a.tarball)?,
-                    deb: keep(&a.deb)?,
+                    binary: keep(a.arch, &a.binary)?,
+                    tarball: keep(a.arch, &a.tarball)?,
+                    deb: keep(a.arch, &a.deb)?,
                     image: crate::container::Image {
-                        archive: keep(&a.image.archive)?,
+                        archive: keep(a.arch, &a.image.archive)?,
                         ..a.image.clone()
                     },
                 })
