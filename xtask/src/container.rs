@@ -37,7 +37,8 @@ pub struct Image {
 /// cgroup layout of the lab machines), cgroupfs where systemd is not PID 1,
 /// and limits a root without CAP_SYS_RESOURCE can set.
 fn engine_config(out: &Path) -> anyhow::Result<PathBuf> {
-    let missing: Vec<&str> = ["podman", "buildah", "runc"]
+    // catatonit: the pause process of a pod (`podman kube play`).
+    let missing: Vec<&str> = ["podman", "buildah", "runc", "catatonit"]
         .into_iter()
         .filter(|p| !dpkg_installed(p))
         .collect();
@@ -51,7 +52,8 @@ fn engine_config(out: &Path) -> anyhow::Result<PathBuf> {
         &conf,
         format!(
             "[engine]\nruntime = \"runc\"\ncgroup_manager = \"{}\"\nevents_logger = \"file\"\n\
-             [containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n",
+             [containers]\nlog_driver = \"k8s-file\"\n\
+             default_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n",
             if systemd { "systemd" } else { "cgroupfs" }
         ),
     )?;
@@ -234,7 +236,7 @@ pub fn kube_check(image: &Image, out: &Path) -> anyhow::Result<KubeOutcome> {
             }
         }
         if Instant::now() > deadline {
-            let logs = tool_output(&conf, "podman", &["logs", &ctr]).unwrap_or_default();
+            let logs = container_log(&conf, &ctr).unwrap_or_default();
             bail!("the container's /metrics never answered on port {PORT}; its log:\n{logs}");
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -303,7 +305,7 @@ pub fn kube_check(image: &Image, out: &Path) -> anyhow::Result<KubeOutcome> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let logs = tool_output(&conf, "podman", &["logs", &ctr])?;
+    let logs = container_log(&conf, &ctr)?;
     anyhow::ensure!(
         logs.contains("oom kill:"),
         "no `oom kill:` line in the container's log:\n{logs}"
@@ -314,6 +316,17 @@ pub fn kube_check(image: &Image, out: &Path) -> anyhow::Result<KubeOutcome> {
         cap_eff: eff,
         kmsg: !logs.contains("will lack the kernel's report"),
     })
+}
+
+/// The container's output, both streams (the daemon logs on stderr, which
+/// `podman logs` replays on its own stderr).
+fn container_log(conf: &Path, ctr: &str) -> anyhow::Result<String> {
+    let out = tool(conf, "podman")
+        .args(["logs", ctr])
+        .output()
+        .context("run podman logs")?;
+    anyhow::ensure!(out.status.success(), "podman logs {ctr} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 struct PodGuard {
