@@ -78,21 +78,11 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
              run it as root"
         );
     }
-    if let Some(a) = opts
-        .arches
-        .iter()
-        .find(|a| !Arch::ALL.iter().any(|x| x.name() == a.as_str()))
-    {
-        bail!("--arch {a}: unknown architecture; choose from x86_64, aarch64");
-    }
-    let arches: Vec<Arch> = Arch::ALL
-        .into_iter()
-        .filter(|a| opts.arches.is_empty() || opts.arches.iter().any(|x| x == a.name()))
-        .collect();
+    let arches = Arch::chosen(&opts.arches)?;
     if !opts.no_setup {
         crate::setup()?;
     }
-    let host = host_arch()?;
+    let host = Arch::host();
     let cross: Vec<&str> = if arches.iter().any(|a| *a != host) {
         vec!["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]
     } else {
@@ -285,14 +275,6 @@ fn size(p: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(p)
         .with_context(|| format!("stat {}", p.display()))?
         .len())
-}
-
-fn host_arch() -> anyhow::Result<Arch> {
-    match std::env::consts::ARCH {
-        "x86_64" => Ok(Arch::X86_64),
-        "aarch64" => Ok(Arch::Aarch64),
-        other => bail!("dist builds on x86_64 or aarch64 hosts, not {other}"),
-    }
 }
 
 fn ensure_cargo_deb() -> anyhow::Result<()> {

@@ -64,7 +64,7 @@ pub fn install_test(built: &[Artifacts]) -> anyhow::Result<Vec<Outcome>> {
     let mut need = vec!["debootstrap", "cpio", "gzip"];
     for a in built {
         need.extend_from_slice(a.arch.packages());
-        if a.arch != host_arch() {
+        if a.arch != Arch::host() {
             need.extend_from_slice(&["qemu-user-static", "binfmt-support"]);
         }
     }
@@ -77,7 +77,7 @@ pub fn install_test(built: &[Artifacts]) -> anyhow::Result<Vec<Outcome>> {
     let lab = vm::lab_dir();
     let out = lab.join("out");
     std::fs::create_dir_all(&out)?;
-    if let Some(a) = built.iter().find(|a| a.arch == host_arch()) {
+    if let Some(a) = built.iter().find(|a| a.arch == Arch::host()) {
         in_chroot(&rootfs(a.arch)?, &a.deb)?;
     }
     let mut outcomes = Vec::new();
@@ -135,14 +135,6 @@ pub fn install_test(built: &[Artifacts]) -> anyhow::Result<Vec<Outcome>> {
         );
     }
     Ok(outcomes)
-}
-
-fn host_arch() -> Arch {
-    if cfg!(target_arch = "aarch64") {
-        Arch::Aarch64
-    } else {
-        Arch::X86_64
-    }
 }
 
 /// `dpkg -i` in a chroot (no systemd running there, as in a container
@@ -255,7 +247,7 @@ fn rootfs(arch: Arch) -> anyhow::Result<PathBuf> {
         "install-test: debootstrap Debian {SUITE} for {} (once; a few minutes)",
         arch.name()
     );
-    let foreign = arch != host_arch();
+    let foreign = arch != Arch::host();
     if foreign {
         enable_binfmt(arch)?;
     }

@@ -78,6 +78,29 @@ pub(crate) enum Arch {
 impl Arch {
     pub(crate) const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
 
+    /// The architectures named by `--arch` flags; every one when none is.
+    pub(crate) fn chosen(names: &[String]) -> anyhow::Result<Vec<Arch>> {
+        if let Some(a) = names
+            .iter()
+            .find(|a| !Arch::ALL.iter().any(|x| x.name() == a.as_str()))
+        {
+            bail!("--arch {a}: unknown architecture; choose from x86_64, aarch64");
+        }
+        Ok(Arch::ALL
+            .into_iter()
+            .filter(|a| names.is_empty() || names.iter().any(|x| x == a.name()))
+            .collect())
+    }
+
+    /// The architecture this program runs on.
+    pub(crate) fn host() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
@@ -198,17 +221,7 @@ pub fn vm_test(opts: Options) -> anyhow::Result<()> {
             LINES.iter().map(|l| l.name).collect::<Vec<_>>().join(", ")
         );
     }
-    if let Some(a) = opts
-        .arches
-        .iter()
-        .find(|a| !Arch::ALL.iter().any(|x| x.name() == a.as_str()))
-    {
-        bail!("--arch {a}: unknown architecture; choose from x86_64, aarch64");
-    }
-    let arches: Vec<Arch> = Arch::ALL
-        .into_iter()
-        .filter(|a| opts.arches.is_empty() || opts.arches.iter().any(|x| x == a.name()))
-        .collect();
+    let arches = Arch::chosen(&opts.arches)?;
     let lines: Vec<&'static Line> = LINES
         .iter()
         .filter(|l| opts.kernels.is_empty() || opts.kernels.iter().any(|k| k == l.name))
