@@ -118,7 +118,7 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
             }
         }
     }
-    let built = build_all(&arches, host, &version, &out, &out.join("build"))?;
+    let built = build_all(&arches, host, &version, &out, &static_target_dir())?;
     write_sums(&built, &out)?;
     for a in &built {
         for f in [&a.binary, &a.tarball, &a.deb, &a.image.archive] {
@@ -169,10 +169,10 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
             c.current_dir(SOURCE_DIR)
                 .args(["clean", "--release", "--target", a.triple()])
                 .args(["--package", "oomwatch", "--package", "oomwatch-common"])
-                .env("CARGO_TARGET_DIR", out.join("build"));
+                .env("CARGO_TARGET_DIR", static_target_dir());
             status(c)?;
         }
-        let second = build_all(&again, host, &version, &out, &out.join("build"))?;
+        let second = build_all(&again, host, &version, &out, &static_target_dir())?;
         let mut same = 0;
         for (a, b) in first.iter().zip(&second) {
             if a.image.id != b.image.id {
@@ -202,7 +202,7 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
         }
         println!(
             "dist --check: reproducible, {same} files and {} image ids identical across two builds",
-            built.len()
+            first.len()
         );
         std::fs::remove_dir_all(&first_dir)?;
     }
@@ -427,16 +427,7 @@ fn build_binary(arch: Arch, host: Arch, v: &Version, target_dir: &Path) -> anyho
         );
         Some(vm::arm64_sysroot()?)
     };
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .context("neither CARGO_HOME nor HOME is set")?;
-    let flags = vec![
-        format!("--remap-path-prefix={SOURCE_DIR}=/oomwatch"),
-        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
-        "-C".to_owned(),
-        "strip=symbols".to_owned(),
-    ];
+    let flags = release_flags()?;
     let mut c = vm::static_build(arch, sysroot.as_deref(), target_dir, &flags);
     c.current_dir(SOURCE_DIR)
         .args(["--package", "oomwatch", "--bin", "oomwatch", "--locked"])
@@ -448,6 +439,30 @@ fn build_binary(arch: Arch, host: Arch, v: &Version, target_dir: &Path) -> anyho
         .join(arch.triple())
         .join("release")
         .join("oomwatch"))
+}
+
+/// The target directory of every static build, the packages' and the guest
+/// lab's (`cargo xtask vm-test`) alike: with the same [`release_flags`],
+/// the dependencies compiled for one are reused by the other, which saves
+/// a cold build per architecture in `cargo xtask test`.
+pub(crate) fn static_target_dir() -> PathBuf {
+    workspace_root().join("target/dist/build")
+}
+
+/// The rustflags of a static release build, added to `+crt-static`: the
+/// source and cargo-home paths remapped (so the bytes do not depend on
+/// where the machine keeps them) and the symbols stripped.
+pub(crate) fn release_flags() -> anyhow::Result<Vec<String>> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    Ok(vec![
+        format!("--remap-path-prefix={SOURCE_DIR}=/oomwatch"),
+        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+        "-C".to_owned(),
+        "strip=symbols".to_owned(),
+    ])
 }
 
 /// Fails unless `bin` is an ELF file without a program interpreter (no

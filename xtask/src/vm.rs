@@ -1218,10 +1218,13 @@ pub(crate) fn kernel_for(arch: Arch, line: &str) -> anyhow::Result<(PathBuf, Str
 }
 
 /// Static (crt-static) oomwatch and oomwatch-hog: the guest has no libc.
-/// Their own target directory, so the host build is not invalidated.
+/// Built like the packages (`dist::static_target_dir`, the same flags), so
+/// neither build invalidates the host's and `cargo xtask dist` after
+/// `vm-test` recompiles only the workspace's own crates.
 fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
-    let target_dir = workspace_root().join("target/vm");
-    let mut c = static_build(arch, sysroot, &target_dir, &[]);
+    let target_dir = crate::dist::static_target_dir();
+    let flags = crate::dist::release_flags()?;
+    let mut c = static_build(arch, sysroot, &target_dir, &flags);
     c.args(["--package", "oomwatch-tests", "--bins"]);
     status(c)?;
     let dir = target_dir.join(arch.triple()).join("release");
