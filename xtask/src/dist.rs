@@ -428,6 +428,7 @@ fn build_binary(arch: Arch, host: Arch, v: &Version, target_dir: &Path) -> anyho
         Some(vm::arm64_sysroot()?)
     };
     let flags = release_flags()?;
+    claim_target_dir(target_dir, Path::new(SOURCE_DIR))?;
     let mut c = vm::static_build(arch, sysroot.as_deref(), target_dir, &flags);
     c.current_dir(SOURCE_DIR)
         .args(["--package", "oomwatch", "--bin", "oomwatch", "--locked"])
@@ -447,6 +448,50 @@ fn build_binary(arch: Arch, host: Arch, v: &Version, target_dir: &Path) -> anyho
 /// a cold build per architecture in `cargo xtask test`.
 pub(crate) fn static_target_dir() -> PathBuf {
     workspace_root().join("target/dist/build")
+}
+
+/// Makes `target_dir` safe to build `source` into. Cargo hashes a workspace
+/// crate by its path relative to the workspace, so the working tree (vm-test)
+/// and the commit unpacked at [`SOURCE_DIR`] (dist) land on the same
+/// artifacts, and one tree's build can look fresh to the other: the packages
+/// would embed the working tree's crates or eBPF object, vm-test the
+/// commit's. So the directory remembers the tree that built into it last,
+/// and a switch removes the workspace's own crates (the eBPF object, in the
+/// build script's output, with them); the dependencies stay.
+pub(crate) fn claim_target_dir(target_dir: &Path, source: &Path) -> anyhow::Result<()> {
+    let marker = target_dir.join("oomwatch-source-tree");
+    let last = std::fs::read_to_string(&marker).unwrap_or_default();
+    let this = source.display().to_string();
+    if last == this {
+        return Ok(());
+    }
+    // No marker in a used directory: the tree is unknown, so clean too.
+    if target_dir.exists() {
+        let last = if last.is_empty() {
+            "an unknown tree"
+        } else {
+            &last
+        };
+        println!(
+            "{}: built from {last} last; removing the workspace's crates built from it",
+            target_dir.display()
+        );
+        // The host's layout too: build scripts and build dependencies.
+        let triples = Arch::ALL.map(|a| Some(a.triple()));
+        for triple in [None].into_iter().chain(triples) {
+            let mut c = cargo();
+            c.current_dir(source).args(["clean", "--release"]);
+            if let Some(t) = triple {
+                c.args(["--target", t]);
+            }
+            c.args(["--package", "oomwatch", "--package", "oomwatch-common"])
+                .args(["--package", "oomwatch-ebpf", "--package", "oomwatch-tests"])
+                .env("CARGO_TARGET_DIR", target_dir);
+            status(c)?;
+        }
+    }
+    std::fs::create_dir_all(target_dir)?;
+    std::fs::write(&marker, this).with_context(|| format!("write {}", marker.display()))
 }
 
 /// The rustflags of a static release build, added to `+crt-static`: the

@@ -1224,7 +1224,9 @@ pub(crate) fn kernel_for(arch: Arch, line: &str) -> anyhow::Result<(PathBuf, Str
 fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
     let target_dir = crate::dist::static_target_dir();
     let flags = crate::dist::release_flags()?;
+    crate::dist::claim_target_dir(&target_dir, &workspace_root())?;
     let mut c = static_build(arch, sysroot, &target_dir, &flags);
+    c.current_dir(workspace_root());
     c.args(["--package", "oomwatch-tests", "--bins"]);
     status(c)?;
     let dir = target_dir.join(arch.triple()).join("release");
