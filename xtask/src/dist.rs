@@ -165,12 +165,11 @@ pub fn dist(opts: Options) -> anyhow::Result<Vec<Artifacts>> {
             })
             .collect::<anyhow::Result<_>>()?;
         for a in &again {
-            let mut c = cargo();
-            c.current_dir(SOURCE_DIR)
-                .args(["clean", "--release", "--target", a.triple()])
-                .args(["--package", "oomwatch", "--package", "oomwatch-common"])
-                .env("CARGO_TARGET_DIR", static_target_dir());
-            status(c)?;
+            clean_own_crates(
+                &static_target_dir(),
+                Path::new(SOURCE_DIR),
+                Some(a.triple()),
+            )?;
         }
         let second = build_all(&again, host, &version, &out, &static_target_dir())?;
         let mut same = 0;
@@ -479,19 +478,26 @@ pub(crate) fn claim_target_dir(target_dir: &Path, source: &Path) -> anyhow::Resu
         // The host's layout too: build scripts and build dependencies.
         let triples = Arch::ALL.map(|a| Some(a.triple()));
         for triple in [None].into_iter().chain(triples) {
-            let mut c = cargo();
-            c.current_dir(source).args(["clean", "--release"]);
-            if let Some(t) = triple {
-                c.args(["--target", t]);
-            }
-            c.args(["--package", "oomwatch", "--package", "oomwatch-common"])
-                .args(["--package", "oomwatch-ebpf", "--package", "oomwatch-tests"])
-                .env("CARGO_TARGET_DIR", target_dir);
-            status(c)?;
+            clean_own_crates(target_dir, source, triple)?;
         }
     }
     std::fs::create_dir_all(target_dir)?;
     std::fs::write(&marker, this).with_context(|| format!("write {}", marker.display()))
+}
+
+/// `cargo clean` of the workspace's own crates (and so of the eBPF object in
+/// oomwatch's build-script output) in `target_dir`, for `triple` or the
+/// host's layout; the dependencies stay.
+fn clean_own_crates(target_dir: &Path, source: &Path, triple: Option<&str>) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.current_dir(source).args(["clean", "--release"]);
+    if let Some(t) = triple {
+        c.args(["--target", t]);
+    }
+    c.args(["--package", "oomwatch", "--package", "oomwatch-common"])
+        .args(["--package", "oomwatch-ebpf", "--package", "oomwatch-tests"])
+        .env("CARGO_TARGET_DIR", target_dir);
+    status(c)
 }
 
 /// The rustflags of a static release build, added to `+crt-static`: the

@@ -1226,7 +1226,6 @@ fn build_static(arch: Arch, sysroot: Option<&Path>) -> anyhow::Result<Vec<PathBu
     let flags = crate::dist::release_flags()?;
     crate::dist::claim_target_dir(&target_dir, &workspace_root())?;
     let mut c = static_build(arch, sysroot, &target_dir, &flags);
-    c.current_dir(workspace_root());
     c.args(["--package", "oomwatch-tests", "--bins"]);
     status(c)?;
     let dir = target_dir.join(arch.triple()).join("release");
